@@ -1,0 +1,492 @@
+"""Spectral norm, its gradient, the best rank-1 approximation and spectral weight decay."""
+
+import math
+import warnings
+
+import numpy as np
+
+from . import _kernels, _operators, _topsv, _validate, config
+from .results import ConvergenceWarning, DegenerateSingularValueWarning, PowerIterationResult
+
+__all__ = [
+    "power_iteration",
+    "spectral_norm",
+    "spectral_norm_grad",
+    "best_rank1",
+    "spectral_weight_decay",
+]
+
+_METHODS = ("auto", "power", "lanczos")
+
+
+def power_iteration(A, *, v0=None, tol=config.POWER_TOL, maxiter=None, rng=None, method="auto"):
+    """Top singular triplet of A by (accelerated) power iteration, with convergence diagnostics.
+
+    Parameters
+    ----------
+    A : (M, N) array_like, (..., M, N) stack, scipy.sparse matrix or LinearOperator
+        Real float32 or float64 matrix. Arrays may be C or Fortran ordered, views or
+        ``numpy.memmap``; a stack returns every field batched. Operators need ``matvec`` and
+        ``rmatvec``.
+    v0 : (N,) or (..., N) array_like, optional
+        Warm start for the right singular vector (for example the previous optimizer step's
+        ``v``). A random Gaussian vector from ``rng`` when not given.
+    tol : float, optional
+        Stop when the relative residual max(||A v - sigma u||, ||A^T u - sigma v||) / sigma is at
+        most ``tol``. This bounds the relative error of sigma by ``tol / sqrt(2)``.
+    maxiter : int, optional
+        Cap on products with the Gram operator A^T A (each is one product with A and one with
+        A^T). Default ``max(1000, 10 * min(M, N))``.
+    rng : None, int or numpy.random.Generator, optional
+        Source of the random start vector; the result records the seed that reproduces it.
+    method : {"auto", "power", "lanczos"}, optional
+        "power" is plain power iteration on A^T A; "lanczos" is thick-restart Lanczos on A^T A
+        with full reorthogonalization; "auto" starts with power steps, which suffice for warm
+        starts and wide gaps, estimates the convergence rate from its own residual history and
+        switches to Lanczos when more than a few power steps remain.
+
+    Returns
+    -------
+    result : PowerIterationResult
+        ``sigma``, ``u``, ``v`` and the diagnostics ``converged``, ``n_iter``, ``n_matvecs``,
+        ``n_passes``, ``residual``, ``error_bound``, ``lower_bound``, ``upper_bound``,
+        ``sin_theta_bound``, ``ratio_estimate``, ``history``, ``method``, ``stop_reason``, ``seed``.
+
+    Raises
+    ------
+    TypeError
+        If A is integer, boolean, complex or object typed, or ``rng`` is of the wrong type.
+    ValueError
+        If A holds NaN or Inf, is not at least 2-D, has a 0-size dimension, or ``tol``,
+        ``maxiter``, ``method`` or ``v0`` are invalid.
+
+    Warns
+    -----
+    ConvergenceWarning
+        If some problem did not reach ``tol`` within ``maxiter``; its best estimate is returned
+        with ``converged=False``.
+
+    See Also
+    --------
+    spectral_norm : the plain value.
+    scipy.sparse.linalg.svds : several singular triplets.
+
+    Notes
+    -----
+    Power iteration on :math:`B = A^T A` multiplies the error in the singular vector by
+    :math:`(\\sigma_2/\\sigma_1)^2` a step; Lanczos converges like
+    :math:`\\exp(-2k\\sqrt{\\gamma})` with :math:`\\gamma` the relative gap of B, which is what
+    makes trained weights with :math:`\\sigma_2/\\sigma_1 = 0.99` tractable. For arrays every
+    product with B is one pass over A through a numba kernel that computes
+    :math:`y = A x` and :math:`A^T y` row by row. ``sigma = ||A v||`` is a certified lower bound
+    on :math:`\\sigma_1`; ``upper_bound`` holds with probability at least
+    ``1 - upper_bound_failure`` over the Gaussian start vector. The theory page derives both.
+
+    References
+    ----------
+    .. [1] J. Kuczyński and H. Woźniakowski, "Estimating the largest eigenvalue by the power
+       and Lanczos algorithms with a random start", SIAM J. Matrix Anal. Appl. 13(4), 1992.
+    .. [2] K. Wu and H. Simon, "Thick-restart Lanczos method for large symmetric eigenvalue
+       problems", SIAM J. Matrix Anal. Appl. 22(2), 2000.
+
+    Examples
+    --------
+    >>> import numpy as np, linalg_lowrank as ll
+    >>> A = np.diag([3.0, 2.0, 1.0])
+    >>> res = ll.power_iteration(A, rng=0)
+    >>> round(res.sigma, 12), bool(res.converged)
+    (3.0, True)
+    >>> bool(res.lower_bound <= 3.0 <= res.upper_bound)
+    True
+    """
+    result, _, _ = _power_iteration(A, v0=v0, tol=tol, maxiter=maxiter, rng=rng, method=method)
+    return result
+
+
+def _power_iteration(A, *, v0, tol, maxiter, rng, method, name="A"):
+    tol = _validate.positive("tol", tol)
+    method = _validate.choice("method", method, _METHODS)
+    gram, batch_shape = _operators.as_gram(A, name)
+    m, n = gram.shape
+    maxiter = _validate.positive_int("maxiter", maxiter, default=max(config.POWER_MAXITER_FLOOR, 10 * min(m, n)))
+    generator, seed = _validate.rng(rng)
+    b, q = gram.batch, gram.gram_dim
+    extra_products = 0
+    if v0 is None:
+        X = generator.standard_normal((b, q))
+    else:
+        seed = None
+        X = _start_from_v0(gram, v0, batch_shape)
+        extra_products = 1 if gram.left else 0
+    out = _topsv.solve(gram, X, tol=tol, maxiter=maxiter, method=method)
+    if v0 is not None and (out.stop == "zero").any():
+        # A warm start in the null space of a nonzero A proves nothing: retry those at random.
+        _retry_random(A, name, out, batch_shape, generator, tol=tol, maxiter=maxiter, method=method)
+    result = _assemble(gram, out, batch_shape, random_start=v0 is None, seed=seed, extra_products=extra_products)
+    if not np.all(result.converged):
+        bad = ~np.asarray(result.converged)
+        warnings.warn(
+            f"power_iteration: {int(bad.sum())} of {bad.size} problem(s) did not reach tol={tol:g} "
+            f"within maxiter={maxiter}; largest residual {np.max(np.asarray(result.residual)[bad]):.3g}",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
+    return result, gram, out
+
+
+def _start_from_v0(gram, v0, batch_shape):
+    m, n = gram.shape
+    arr = np.asarray(v0)
+    _validate.float_dtype("v0", arr.dtype)
+    want = batch_shape + (n,)
+    if arr.shape != want:
+        raise ValueError(f"`v0` must have shape {want}, got {arr.shape}")
+    _validate.finite("v0", arr)
+    V0 = np.asarray(arr, dtype=np.float64).reshape(gram.batch, n)
+    if (np.abs(V0).max(axis=1) == 0).any():
+        raise ValueError("`v0` must be nonzero (an all-zero start vector has no direction)")
+    if not gram.left:
+        return V0.copy()
+    if isinstance(gram, _operators.DenseGram):  # Gram space is that of u: start from A v0
+        X = np.einsum("bnm,bn->bm", gram.mat, V0)
+    else:
+        X = gram._matvec(V0[0])[None, :]
+    gram.n_products += 1
+    zero = np.abs(X).max(axis=1) == 0
+    X[zero] = 1.0  # v0 in the null space: any direction will do, the solve finds out
+    return X
+
+
+def _retry_random(A, name, out, batch_shape, generator, **kw):
+    idx = np.flatnonzero(out.stop == "zero")
+    if isinstance(A, np.ndarray) or not hasattr(A, "matvec"):
+        arr = np.asarray(A)
+        sub = arr.reshape((-1,) + arr.shape[-2:])[idx]
+    else:
+        sub = A
+    gram, _ = _operators.as_gram(sub, name)
+    again = _topsv.solve(gram, generator.standard_normal((gram.batch, gram.gram_dim)), **kw)
+    for field in ("theta", "w", "y", "residual", "converged", "ratio", "stop"):
+        getattr(out, field)[idx] = getattr(again, field)
+    out.n_iter[idx] += again.n_iter
+    for k, i in enumerate(idx):
+        out.history[i].extend(again.history[k])
+
+
+def _assemble(gram, out, batch_shape, *, random_start, seed, extra_products):
+    m, n = gram.shape
+    dtype = gram.dtype if gram.dtype in _validate.SUPPORTED_FLOATS else np.dtype(np.float64)
+    sigma = np.sqrt(out.theta)
+    zero = out.theta == 0
+    safe = np.where(zero, 1.0, sigma)
+    other = out.y / safe[:, None]
+    if gram.left:
+        U, V = out.w, other
+    else:
+        U, V = other, out.w
+    U = U.copy()
+    V = V.copy()
+    U[zero] = 0.0
+    U[zero, 0] = 1.0  # the zero matrix: e1, e1 (any unit pair is a singular pair)
+    V[zero] = 0.0
+    V[zero, 0] = 1.0
+    residual = np.where(zero, 0.0, out.residual)
+    error_bound = residual / math.sqrt(2.0)
+    failure = config.UPPER_BOUND_FAILURE_PROB
+    if random_start:
+        eps = _topsv.upper_bound_eps(gram.gram_dim, out.power_degree, out.lanczos_dim, failure)
+        upper = sigma / np.sqrt(1.0 - eps)
+    else:
+        upper = np.full(sigma.shape, np.inf)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gap = 1.0 - np.square(np.nan_to_num(out.ratio, nan=1.0))
+        sin_theta = np.where(gap > 0, residual / gap, np.inf)
+    sin_theta = np.where(zero, 0.0, np.minimum(sin_theta, 1.0))
+    passes_per_iter = 1 if isinstance(gram, _operators.DenseGram) else 2
+    n_iter = out.n_iter.copy()
+    fields = dict(
+        sigma=sigma,
+        u=U.astype(dtype, copy=False).reshape(batch_shape + (m,)),
+        v=V.astype(dtype, copy=False).reshape(batch_shape + (n,)),
+        converged=out.converged,
+        n_iter=n_iter,
+        n_matvecs=2 * n_iter + extra_products,
+        n_passes=passes_per_iter * n_iter + extra_products,
+        residual=residual,
+        error_bound=error_bound,
+        lower_bound=sigma.copy(),
+        upper_bound=upper,
+        sin_theta_bound=sin_theta,
+        ratio_estimate=out.ratio,
+        stop_reason=out.stop,
+    )
+    history = [np.asarray(h) for h in out.history]
+    if batch_shape == ():
+        scalars = {k: (v if k in ("u", "v") else _scalar(np.asarray(v)[0])) for k, v in fields.items()}
+        scalars["history"] = history[0]
+        fields = scalars
+    else:
+        for k in list(fields):
+            if k not in ("u", "v"):
+                fields[k] = np.asarray(fields[k]).reshape(batch_shape)
+        hist = np.empty(len(history), dtype=object)
+        hist[:] = history
+        fields["history"] = hist.reshape(batch_shape)
+    return PowerIterationResult(
+        upper_bound_failure=failure if random_start else 0.0, method=out.method, seed=seed, **fields
+    )
+
+
+def _scalar(x):
+    return x.item() if isinstance(x, np.generic) else x
+
+
+def spectral_norm(A, **kwargs):
+    """Spectral norm ||A||_2 = sigma1, the largest singular value.
+
+    Parameters
+    ----------
+    A : (M, N) array_like, (..., M, N) stack, or LinearOperator
+        As in `power_iteration`.
+    **kwargs
+        Passed to `power_iteration` (``tol``, ``maxiter``, ``rng``, ``v0``, ``method``).
+
+    Returns
+    -------
+    sigma : float or ndarray
+        sigma1 as a Python float (float64), or an array of the batch shape for stacks.
+
+    See Also
+    --------
+    power_iteration : the same with diagnostics and singular vectors.
+
+    Examples
+    --------
+    >>> import numpy as np, linalg_lowrank as ll
+    >>> round(ll.spectral_norm(np.array([[3.0, 0.0], [4.0, 0.0]]), rng=0), 12)
+    5.0
+    """
+    return power_iteration(A, **kwargs).sigma
+
+
+def spectral_norm_grad(A, *, gap_rtol=None, check_gap=True, **kwargs):
+    """Gradient of the spectral norm, d||A||_2 / dA = u1 v1^T.
+
+    Parameters
+    ----------
+    A : (M, N) array_like or (..., M, N) stack
+        Real float32 or float64 matrix (or operator; the gradient is returned dense).
+    gap_rtol : float, optional
+        sigma1 and sigma2 count as numerically indistinguishable when
+        (sigma1 - sigma2) / sigma1 <= gap_rtol. Default ``sqrt(eps)`` of the dtype of A.
+    check_gap : bool, optional
+        Estimate sigma2 by a second, deflated solve and warn when the gap is below
+        ``gap_rtol``. Costs about as much again as the first solve; pass False in hot loops.
+    **kwargs
+        Passed to `power_iteration`.
+
+    Returns
+    -------
+    grad : ndarray
+        u1 v1^T with the shape and dtype of A. The zero matrix returns the zero matrix.
+
+    Warns
+    -----
+    DegenerateSingularValueWarning
+        When sigma1 and sigma2 are numerically indistinguishable: the spectral norm is then not
+        differentiable at A, u1 v1^T is one subgradient among many, and which one comes back
+        depends on the start vector.
+    ConvergenceWarning
+        As in `power_iteration`.
+
+    Notes
+    -----
+    Where sigma1 is simple, :math:`\\partial\\sigma_1 / \\partial A = u_1 v_1^T`. At A = 0 the
+    subdifferential is the unit ball of the nuclear norm; we return its minimum-norm element,
+    the zero matrix. The gradient of :math:`\\tfrac12\\|A\\|_2^2` is `best_rank1`.
+
+    Examples
+    --------
+    >>> import numpy as np, linalg_lowrank as ll
+    >>> ll.spectral_norm_grad(np.diag([2.0, 1.0]), rng=0).round(12) + 0.0
+    array([[1., 0.],
+           [0., 0.]])
+    """
+    result, gram, out = _power_iteration(A, name="A", **_solver_kwargs(kwargs))
+    grad = _outer(result, times_sigma=False)
+    if check_gap:
+        dtype = grad.dtype
+        gap_rtol = _validate.positive("gap_rtol", gap_rtol, allow_none=True) or math.sqrt(np.finfo(dtype).eps)
+        _warn_if_degenerate(gram, out, gap_rtol, kwargs.get("rng"))
+    return grad
+
+
+def _solver_kwargs(kwargs):
+    allowed = {"v0", "tol", "maxiter", "rng", "method"}
+    unknown = set(kwargs) - allowed
+    if unknown:
+        raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(unknown))}")
+    return {"v0": None, "tol": config.POWER_TOL, "maxiter": None, "rng": None, "method": "auto", **kwargs}
+
+
+class _Deflated:
+    """The Gram operator with the converged top vector projected out: its top eigenvalue is sigma2^2."""
+
+    def __init__(self, gram, locked):
+        self.gram_op = gram
+        self.locked = locked
+        self.batch = gram.batch
+        self.other_dim = gram.other_dim
+
+    def _project(self, X):
+        return X - np.einsum("bq,bq->b", X, self.locked)[:, None] * self.locked
+
+    def gram(self, X, active):
+        Y, Z = self.gram_op.gram(self._project(X), active)
+        return Y, self._project(Z)
+
+
+def _warn_if_degenerate(gram, out, gap_rtol, rng):
+    live = out.theta > 0
+    if gram.gram_dim < 2 or not live.any():
+        return
+    generator, _ = _validate.rng(rng if rng is not None else 0)
+    deflated = _Deflated(gram, out.w)
+    X = deflated._project(generator.standard_normal((gram.batch, gram.gram_dim)))
+    tol2 = max(gap_rtol, config.POWER_TOL)
+    second = _topsv.solve(deflated, X, tol=tol2, maxiter=max(config.POWER_MAXITER_FLOOR, 10 * gram.gram_dim), method="lanczos")
+    sigma1 = np.sqrt(out.theta)
+    sigma2_high = np.sqrt(second.theta) * (1.0 + second.residual / math.sqrt(2.0))
+    sigma2_high = np.where(second.converged, sigma2_high, sigma1)  # unknown: cannot certify a gap
+    degenerate = live & (sigma2_high >= sigma1 * (1.0 - gap_rtol))
+    if degenerate.any():
+        warnings.warn(
+            f"spectral_norm_grad: sigma1 and sigma2 are numerically indistinguishable "
+            f"(relative gap <= {gap_rtol:.2g}) for {int(degenerate.sum())} of {degenerate.size} matrices; "
+            "the spectral norm is not differentiable there and u1 v1^T is one subgradient of many",
+            DegenerateSingularValueWarning,
+            stacklevel=3,
+        )
+
+
+def _outer(result, times_sigma):
+    """sigma u v^T (or u v^T) in the dtype of u; u v^T is taken as 0 where sigma = 0."""
+    u, v = result.u, result.v
+    outer = u[..., :, None] * v[..., None, :]
+    sigma = np.asarray(result.sigma)
+    factor = sigma if times_sigma else (sigma > 0).astype(np.float64)
+    return (outer * factor[..., None, None]).astype(u.dtype, copy=False)
+
+
+def best_rank1(A, **kwargs):
+    """Best rank-1 approximation sigma1 u1 v1^T (Eckart–Young), the gradient of ½||A||_2^2.
+
+    Parameters
+    ----------
+    A : (M, N) array_like or (..., M, N) stack
+        Real float32 or float64 matrix.
+    **kwargs
+        Passed to `power_iteration`.
+
+    Returns
+    -------
+    A1 : ndarray
+        sigma1 u1 v1^T with the shape and dtype of A; ``||A - A1||_F^2 = sum_{i>=2} sigma_i^2``.
+
+    Notes
+    -----
+    :math:`\\nabla \\tfrac12\\|A\\|_2^2 = \\sigma_1 u_1 v_1^T = A v_1 v_1^T`, which is also the
+    closest rank-1 matrix to A in the Frobenius and the spectral norm.
+
+    Examples
+    --------
+    >>> import numpy as np, linalg_lowrank as ll
+    >>> ll.best_rank1(np.diag([2.0, 1.0]), rng=0).round(12) + 0.0
+    array([[2., 0.],
+           [0., 0.]])
+    """
+    return _outer(power_iteration(A, **kwargs), times_sigma=True)
+
+
+def spectral_weight_decay(W, decay, *, v=None, n_iter=None, out=None, rng=None):
+    """Spectral weight decay W - decay * W v v^T, shrinking only the top singular value.
+
+    Parameters
+    ----------
+    W : (M, N) or (..., M, N) ndarray
+        Weights, float32 or float64.
+    decay : float
+        Non-negative decay factor: sigma1 becomes (1 - decay) sigma1, the rest is unchanged.
+    v : (N,) or (..., N) array_like, optional
+        Warm start for the top right singular vector, typically the ``v`` this function
+        returned at the previous optimizer step. Without it, v is computed to full accuracy by
+        `power_iteration`.
+    n_iter : int, optional
+        Power steps that refine a given ``v`` before the update (default 1); each is one pass
+        over W. Ignored when ``v`` is None.
+    out : ndarray, optional
+        Where to write the result; may be ``W`` itself for an in-place update.
+    rng : None, int or numpy.random.Generator, optional
+        Used only when ``v`` is None.
+
+    Returns
+    -------
+    W_new : ndarray
+        The updated weights (``out`` when given), shape and dtype of W.
+    v : ndarray
+        The unit vector used, to pass back as ``v`` at the next step.
+
+    Notes
+    -----
+    Frobenius weight decay shrinks every singular value by the same factor; spectral decay
+    removes ``decay * sigma1`` from the top one only: :math:`W - \\lambda W v_1 v_1^T` has
+    singular values :math:`(1-\\lambda)\\sigma_1, \\sigma_2, \\dots`. The update reads and writes
+    W once (a fused numba kernel computes W v row by row while writing).
+
+    Examples
+    --------
+    >>> import numpy as np, linalg_lowrank as ll
+    >>> W_new, v = ll.spectral_weight_decay(np.diag([2.0, 1.0]), 0.5, rng=0)
+    >>> np.linalg.svd(W_new, compute_uv=False).round(12)
+    array([1., 1.])
+    """
+    Warr = _validate.float_array("W", W, min_ndim=2, check_finite=False)
+    decay = _validate.nonnegative("decay", decay)
+    batch_shape = Warr.shape[:-2]
+    m, n = Warr.shape[-2:]
+    if out is None:
+        out = np.empty(Warr.shape, dtype=Warr.dtype)
+    elif not isinstance(out, np.ndarray) or out.shape != Warr.shape or out.dtype != Warr.dtype:
+        raise ValueError(f"`out` must be an ndarray of shape {Warr.shape} and dtype {Warr.dtype}")
+    elif out.ndim > 2 and not out.flags.c_contiguous:
+        raise ValueError("`out` must be C-contiguous when W is a stack")
+    if v is None:
+        V = np.asarray(power_iteration(Warr, rng=rng).v, dtype=np.float64).reshape(-1, n)
+    else:
+        n_iter = _validate.positive_int("n_iter", n_iter, default=1, minimum=0)
+        gram, _ = _operators.as_gram(Warr, "W")
+        X = _start_from_v0(gram, v, batch_shape)
+        with _topsv.blas_single_thread():
+            for _ in range(n_iter):
+                _, Z = gram.gram(X, np.arange(gram.batch))
+                norms = np.linalg.norm(Z, axis=1, keepdims=True)
+                X = np.where(norms > 0, Z / np.where(norms > 0, norms, 1.0), X)
+        if gram.left:  # X lives on the u side: v is proportional to A^T u
+            V = np.einsum("bnm,bm->bn", gram.mat, X)
+        else:
+            V = X
+        norms = np.linalg.norm(V, axis=1, keepdims=True)
+        V = V / np.where(norms > 0, norms, 1.0)
+    W3 = Warr.view(np.ndarray).reshape(-1, m, n) if Warr.ndim != 2 else Warr.view(np.ndarray)[None]
+    O3 = out.view(np.ndarray).reshape(-1, m, n) if out.ndim != 2 else out.view(np.ndarray)[None]
+    y = np.empty(m)
+    for k in range(W3.shape[0]):
+        Wk, Ok, vk = W3[k], O3[k], np.ascontiguousarray(V[k])
+        if Wk.flags.c_contiguous:
+            _kernels.rank1_deflate_rows(Wk, vk, decay, Ok, y)
+        else:
+            y = Wk @ vk
+            np.subtract(Wk, decay * np.outer(y, vk), out=Ok, casting="unsafe")
+        if not np.isfinite(y).all():
+            _validate.finite("W", Warr)
+    return out, V.reshape(batch_shape + (n,)).astype(Warr.dtype, copy=False)
