@@ -10,7 +10,6 @@ bandwidth. The summation order is still fixed by the compiled code, so results a
 and ``tests/test_kernels.py`` checks them against numpy within ``n * eps``.
 """
 
-import numpy as np
 from numba import prange
 
 from ._jit import REASSOC, jit

@@ -98,10 +98,14 @@ class OperatorGram(_GramBase):
         self.left = shape[0] < shape[1]  # iterate on the smaller side
 
     def _matvec(self, x):
-        return _check_product(self.name, "matvec", np.asarray(self.op.matvec(x), dtype=np.float64).reshape(-1), (self.shape[0],))
+        return _check_product(
+            self.name, "matvec", np.asarray(self.op.matvec(x), dtype=np.float64).reshape(-1), (self.shape[0],)
+        )
 
     def _rmatvec(self, y):
-        return _check_product(self.name, "rmatvec", np.asarray(self.op.rmatvec(y), dtype=np.float64).reshape(-1), (self.shape[1],))
+        return _check_product(
+            self.name, "rmatvec", np.asarray(self.op.rmatvec(y), dtype=np.float64).reshape(-1), (self.shape[1],)
+        )
 
     def gram(self, X, active):
         if self.left:

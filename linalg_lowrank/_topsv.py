@@ -140,7 +140,9 @@ def _lanczos(gram, X, active, out, *, tol, budget):
     V = np.zeros((b, K + 1, q))
     T = np.zeros((b, K + 1, K + 1))
     V[active, 0] = X[active]
-    check_every = 1 if gram.batch == 1 and q * gram.other_dim >= config.PARALLEL_MIN_ENTRIES else config.LANCZOS_CHECK_EVERY
+    check_every = (
+        1 if gram.batch == 1 and q * gram.other_dim >= config.PARALLEL_MIN_ENTRIES else config.LANCZOS_CHECK_EVERY
+    )
     j = 0
     steps = 0
     first_cycle = True

@@ -70,9 +70,7 @@ def finite(name, arr):
     if not np.isfinite(arr).all():
         bad = np.argwhere(~np.isfinite(arr))[0]
         where = tuple(int(i) for i in bad)
-        raise ValueError(
-            f"`{name}` must be finite, got {arr[where]} at index {where if len(where) > 1 else where[0]}"
-        )
+        raise ValueError(f"`{name}` must be finite, got {arr[where]} at index {where if len(where) > 1 else where[0]}")
     return arr
 
 
@@ -144,8 +142,5 @@ def rng(value):
             raise ValueError(f"`rng` must be a non-negative integer seed, got {value}")
         seed = int(value)
     else:
-        raise TypeError(
-            "`rng` must be None, an integer seed or a numpy.random.Generator, "
-            f"got {type(value).__name__}"
-        )
+        raise TypeError(f"`rng` must be None, an integer seed or a numpy.random.Generator, got {type(value).__name__}")
     return np.random.default_rng(seed), seed

@@ -93,7 +93,7 @@ class PowerIterationResult:
 
     def __repr__(self):
         conv = np.asarray(self.converged)
-        state = ("converged" if conv.all() else f"NOT converged ({int((~conv).sum())} of {conv.size})")
+        state = "converged" if conv.all() else f"NOT converged ({int((~conv).sum())} of {conv.size})"
         if conv.ndim == 0:
             state = "converged" if bool(conv) else "NOT converged"
         return (

@@ -354,10 +354,14 @@ def _warn_if_degenerate(gram, out, gap_rtol, rng):
     deflated = _Deflated(gram, out.w)
     X = deflated._project(generator.standard_normal((gram.batch, gram.gram_dim)))
     tol2 = max(gap_rtol, config.POWER_TOL)
-    second = _topsv.solve(deflated, X, tol=tol2, maxiter=max(config.POWER_MAXITER_FLOOR, 10 * gram.gram_dim), method="lanczos")
+    second = _topsv.solve(
+        deflated, X, tol=tol2, maxiter=max(config.POWER_MAXITER_FLOOR, 10 * gram.gram_dim), method="lanczos"
+    )
     sigma1 = np.sqrt(out.theta)
-    sigma2_high = np.sqrt(second.theta) * (1.0 + second.residual / math.sqrt(2.0))
-    sigma2_high = np.where(second.converged, sigma2_high, sigma1)  # unknown: cannot certify a gap
+    # Weyl: some eigenvalue of the deflated operator lies within residual * theta of theta.
+    sigma2_high = np.sqrt(second.theta * (1.0 + second.residual))
+    settled = second.converged | (second.stop == "exact")
+    sigma2_high = np.where(settled, sigma2_high, sigma1)  # unknown: cannot certify a gap
     degenerate = live & (sigma2_high >= sigma1 * (1.0 - gap_rtol))
     if degenerate.any():
         warnings.warn(

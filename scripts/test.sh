@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Set up (or reuse) .venv and run the whole test suite: lint, docs build, kernels without JIT,
+# then every test and docstring example (pytest's summary line comes last).
+EXTRAS="test,docs"
+source "$(dirname "$0")/_venv.sh"
+export PYTHONHASHSEED=0
+echo "== ruff"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+echo "== docs (warnings are errors)"
+.venv/bin/python -m sphinx -W --keep-going -q -b html docs docs/_build/html
+echo "== numba kernels with NUMBA_DISABLE_JIT=1"
+NUMBA_DISABLE_JIT=1 .venv/bin/python -m pytest -q -p no:cacheprovider tests/test_kernels.py -o addopts=""
+echo "== tests and doctests"
+.venv/bin/python -m pytest -q -p no:cacheprovider "$@"
