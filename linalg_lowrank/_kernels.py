@@ -10,6 +10,7 @@ bandwidth. The summation order is still fixed by the compiled code, so results a
 and ``tests/test_kernels.py`` checks them against numpy within ``n * eps``.
 """
 
+import numpy as np
 from numba import prange
 
 from ._jit import REASSOC, jit
@@ -105,3 +106,291 @@ def rank1_deflate_rows(W, v, decay, out, y):
     """
     for i in prange(W.shape[0]):
         y[i] = _deflate_row(W[i], v, decay, out[i])
+
+
+# --- a whole solve per small matrix, for stacks: the matrix stays in cache across iterations ---
+
+
+@jit(fastmath=REASSOC)
+def _dot(a, b):
+    s = 0.0
+    for i in range(a.shape[0]):
+        s += a[i] * b[i]
+    return s
+
+
+@jit
+def _gram_verify(M, w, y, z):
+    """Gram product of the unit vector w: returns (theta, relative residual ||z - theta w|| / theta)."""
+    z[:] = 0.0
+    _gram_rows(M, w, y, z, 0, M.shape[0])
+    theta = _dot(y, y)
+    if theta == 0.0:
+        return 0.0, 0.0
+    r = 0.0
+    for i in range(w.shape[0]):
+        d = z[i] - theta * w[i]
+        r += d * d
+    return theta, np.sqrt(r) / theta
+
+
+@jit
+def _sturm_count(a, b, j, x):
+    """Number of eigenvalues below x of the j x j symmetric tridiagonal (a diagonal, b off-diagonal)."""
+    tiny = 1e-300
+    count = 0
+    d = a[0] - x
+    if d == 0.0:
+        d = -tiny
+    if d < 0.0:
+        count += 1
+    for i in range(1, j):
+        d = a[i] - x - b[i - 1] * b[i - 1] / d
+        if d == 0.0:
+            d = -tiny
+        if d < 0.0:
+            count += 1
+    return count
+
+
+@jit
+def _tridiagonal_eigenvalue(a, b, j, below):
+    """The eigenvalue with exactly ``below`` eigenvalues under it (j - 1: the largest), by bisection."""
+    lo = np.inf
+    hi = -np.inf
+    for i in range(j):  # Gershgorin interval
+        r = (abs(b[i - 1]) if i > 0 else 0.0) + (abs(b[i]) if i < j - 1 else 0.0)
+        lo = min(lo, a[i] - r)
+        hi = max(hi, a[i] + r)
+    eps = np.finfo(np.float64).eps
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if hi - lo <= 2.0 * eps * max(abs(lo), abs(hi)) or mid == lo or mid == hi:
+            break
+        if _sturm_count(a, b, j, mid) > below:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+@jit
+def _tridiagonal_solve(a, b, j, shift, rhs):
+    """Solve (T - shift I) x = rhs in place for tridiagonal T, with partial pivoting (as LAPACK gtsv).
+
+    Exactly zero pivots become tiny: this serves inverse iteration, where T - shift I is singular
+    to working precision by design.
+    """
+    d = a[:j] - shift
+    du = b[: max(j - 1, 0)].copy()
+    dl = b[: max(j - 1, 0)].copy()
+    du2 = np.zeros(max(j - 2, 0))
+    scale = np.max(np.abs(a[:j])) + (np.max(np.abs(b[: j - 1])) if j > 1 else 0.0)
+    tiny = np.finfo(np.float64).eps * scale if scale > 0.0 else 1.0
+    for i in range(j - 1):
+        if abs(d[i]) >= abs(dl[i]):
+            if d[i] == 0.0:
+                d[i] = tiny
+            fact = dl[i] / d[i]
+            d[i + 1] -= fact * du[i]
+            rhs[i + 1] -= fact * rhs[i]
+        else:
+            fact = d[i] / dl[i]
+            d[i] = dl[i]
+            temp = d[i + 1]
+            d[i + 1] = du[i] - fact * temp
+            if i < j - 2:
+                du2[i] = du[i + 1]
+                du[i + 1] = -fact * du2[i]
+            du[i] = temp
+            temp = rhs[i]
+            rhs[i] = rhs[i + 1]
+            rhs[i + 1] = temp - fact * rhs[i + 1]
+    if d[j - 1] == 0.0:
+        d[j - 1] = tiny
+    rhs[j - 1] /= d[j - 1]
+    if j > 1:
+        rhs[j - 2] = (rhs[j - 2] - du[j - 2] * rhs[j - 1]) / d[j - 2]
+    for i in range(j - 3, -1, -1):
+        rhs[i] = (rhs[i] - du[i] * rhs[i + 1] - du2[i] * rhs[i + 2]) / d[i]
+
+
+@jit
+def tridiagonal_top(a, b, j):
+    """(largest eigenvalue, second largest or nan, unit eigenvector of the largest) of a tridiagonal."""
+    top = _tridiagonal_eigenvalue(a, b, j, j - 1)
+    second = _tridiagonal_eigenvalue(a, b, j, j - 2) if j >= 2 else np.nan
+    s = np.ones(j)
+    for _ in range(2):  # inverse iteration at an eigenvalue accurate to eps: two solves suffice
+        _tridiagonal_solve(a, b, j, top, s)
+        s /= np.sqrt(_dot(s, s))
+    return top, second, s
+
+
+@jit
+def _ritz_vector(V, s, j, out):
+    """out = unit(V[:j].T @ s)."""
+    out[:] = 0.0
+    for i in range(j):
+        c = s[i]
+        for t in range(out.shape[0]):
+            out[t] += c * V[i, t]
+    out /= np.sqrt(_dot(out, out))
+
+
+@jit
+def lanczos_small(M, x0, tol, maxiter, K, keep, first_check, max_gap, hist):
+    """Top eigenpair of M^T M by thick-restart Lanczos with full reorthogonalization, serially.
+
+    Mirrors ``_topsv._lanczos`` for one matrix. Returns (theta, w, y, residual, n_iter,
+    converged, ratio, n_hist, lanczos_dim, invariant); ``hist`` receives sqrt(top Ritz value)
+    at each convergence check.
+    """
+    p, q = M.shape
+    eps = np.finfo(np.float64).eps
+    V = np.zeros((K + 1, q))
+    T = np.zeros((K + 1, K + 1))
+    h = np.zeros(K + 1)
+    diag = np.zeros(K + 1)
+    off = np.zeros(K + 1)
+    y = np.empty(p)
+    z = np.empty(q)
+    w_best = np.empty(q)
+    y_best = np.empty(p)
+    nrm = np.sqrt(_dot(x0, x0))
+    for i in range(q):
+        V[0, i] = x0[i] / nrm
+    j = 0
+    steps = 0
+    n_hist = 0
+    first_cycle = True
+    lanczos_dim = 0
+    ratio = np.nan
+    next_check = first_check
+    prev_step = -1
+    prev_est = 0.0
+    beta = 0.0
+    theta_v = 0.0
+    res_v = np.inf
+    while steps < maxiter - 1:
+        z[:] = 0.0
+        _gram_rows(M, V[j], y, z, 0, p)
+        steps += 1
+        if steps == 1:  # a warm start may already be converged: one product decides, as a power step
+            theta_v = _dot(y, y)
+            r = 0.0
+            for t in range(q):
+                d = z[t] - theta_v * V[0, t]
+                r += d * d
+            res_v = np.sqrt(r) / theta_v if theta_v > 0.0 else 0.0
+            if res_v <= tol and theta_v > 0.0 and np.isfinite(theta_v):
+                w_best[:] = V[0]
+                y_best[:] = y
+                if hist.shape[0] > 0:
+                    hist[0] = np.sqrt(theta_v)
+                return theta_v, w_best, y_best, res_v, steps, True, ratio, min(1, hist.shape[0]), 1, False
+        h[: j + 1] = 0.0
+        for _ in range(2):  # classical Gram-Schmidt, twice
+            for i in range(j + 1):
+                c = _dot(V[i], z)
+                h[i] += c
+                for t in range(q):
+                    z[t] -= c * V[i, t]
+        for i in range(j + 1):
+            T[i, j] = h[i]
+            T[j, i] = h[i]
+        beta = np.sqrt(_dot(z, z))
+        if not np.isfinite(beta):  # NaN/Inf in M or overflow: the caller words the error
+            y_best[:] = y
+            return np.nan, w_best, y_best, np.inf, steps, False, ratio, n_hist, j + 1, False
+        if beta > 0.0:
+            for t in range(q):
+                V[j + 1, t] = z[t] / beta
+        else:
+            V[j + 1, :] = 0.0
+        T[j + 1, j] = beta
+        T[j, j + 1] = beta
+        j += 1
+        if first_cycle:
+            lanczos_dim = j
+        if not (steps >= next_check or j == K or j == q or steps >= maxiter - 1):
+            continue
+        if first_cycle:  # T is tridiagonal: the top Ritz pair in O(j)
+            for i in range(j):
+                diag[i] = T[i, i]
+                off[i] = T[i + 1, i]
+            top, second, s_top = tridiagonal_top(diag, off, j)
+            scale = max(abs(top), np.max(np.abs(diag[:j])) + 2 * np.max(np.abs(off[:j])))
+        else:
+            theta, S = np.linalg.eigh(np.ascontiguousarray(T[:j, :j]))
+            top, second, s_top = theta[j - 1], theta[j - 2], S[:, j - 1].copy()
+            scale = max(top, np.max(np.abs(theta)))
+        top = max(top, 0.0)
+        if n_hist < hist.shape[0]:
+            hist[n_hist] = np.sqrt(top)
+            n_hist += 1
+        if j >= 2 and top > 0.0:
+            ratio = np.sqrt(max(second, 0.0) / top)
+        invariant = beta <= eps * scale * 4.0
+        est = abs(beta * s_top[j - 1]) / top if top > 0.0 else 0.0
+        # schedule the next check from the observed decay (see _topsv._steps_to_next_check)
+        gap = first_check
+        if prev_step >= 0 and 0.0 < est < prev_est:
+            rate = (est / prev_est) ** (1.0 / max(steps - prev_step, 1))
+            remaining = np.log(0.5 * tol / est) / np.log(rate) if est > 0.5 * tol else 0.0
+            gap = int(min(max(1.0, 0.5 * remaining), max_gap))
+        next_check = steps + gap
+        prev_step = steps
+        prev_est = est
+        if (est <= 0.5 * tol or invariant or top == 0.0) and steps < maxiter - 1:
+            _ritz_vector(V, s_top, j, w_best)
+            theta_v, res_v = _gram_verify(M, w_best, y_best, z)
+            steps += 1
+            if res_v <= tol or invariant or theta_v == 0.0:
+                return theta_v, w_best, y_best, res_v, steps, res_v <= tol, ratio, n_hist, lanczos_dim, invariant
+        if j == K:  # thick restart
+            if first_cycle:
+                theta, S = np.linalg.eigh(np.ascontiguousarray(T[:j, :j]))
+            first_cycle = False
+            Vk = np.zeros((keep, q))
+            for l in range(keep):
+                col = K - keep + l
+                for i in range(K):
+                    c = S[i, col]
+                    for t in range(q):
+                        Vk[l, t] += c * V[i, t]
+            V[:keep] = Vk
+            V[keep] = V[K]
+            T[:, :] = 0.0
+            for l in range(keep):
+                T[l, l] = theta[K - keep + l]
+                T[keep, l] = beta * S[K - 1, K - keep + l]
+                T[l, keep] = T[keep, l]
+            j = keep
+    # budget spent: the best Ritz vector, verified
+    theta, S = np.linalg.eigh(np.ascontiguousarray(T[:j, :j]))
+    _ritz_vector(V, S[:, j - 1].copy(), j, w_best)
+    theta_v, res_v = _gram_verify(M, w_best, y_best, z)
+    steps += 1
+    return theta_v, w_best, y_best, res_v, steps, res_v <= tol, ratio, n_hist, lanczos_dim, False
+
+
+@jit(parallel=True)
+def lanczos_stack(
+    A, X0, tol, maxiter, K, keep, first_check, max_gap, theta, W, Y, res, n_iter, conv, ratio, hist, n_hist, ldim, inv
+):
+    """``lanczos_small`` on every matrix of the stack A (b, p, q), one matrix per thread."""
+    for k in prange(A.shape[0]):
+        t, w, y, r, n, c, rt, nh, ld, iv = lanczos_small(
+            A[k], X0[k], tol, maxiter, K, keep, first_check, max_gap, hist[k]
+        )
+        theta[k] = t
+        W[k] = w
+        Y[k] = y
+        res[k] = r
+        n_iter[k] = n
+        conv[k] = c
+        ratio[k] = rt
+        n_hist[k] = nh
+        ldim[k] = ld
+        inv[k] = iv

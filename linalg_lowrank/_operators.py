@@ -77,13 +77,18 @@ class DenseGram(_GramBase):
             _kernels.gram_matvec_stack(self.mat, X, Y, Z, active)
         self.n_products += 2
         self.n_passes += 1
-        if not (np.isfinite(Y[active]).all() and np.isfinite(Z[active]).all()):
-            _validate.finite(self.name, self._source)
-            raise ValueError(
-                f"`{self.name}`: products overflowed although its entries are finite; "
-                "scale it down (the spectral norm is homogeneous: ||cA|| = |c| ||A||)"
-            )
+        self.check_finite(Y[active], Z[active])
         return Y, Z
+
+    def check_finite(self, *products):
+        """Raise the right error if a product is not finite: NaN/Inf in A, or overflow."""
+        if all(np.isfinite(P).all() for P in products):
+            return
+        _validate.finite(self.name, self._source)
+        raise ValueError(
+            f"`{self.name}`: products overflowed although its entries are finite; "
+            "scale it down (the spectral norm is homogeneous: ||cA|| = |c| ||A||)"
+        )
 
 
 class OperatorGram(_GramBase):
@@ -176,3 +181,85 @@ class _SparseAdapter:
 
     def rmatvec(self, y):
         return self.S.T @ y
+
+
+# -- Symmetric operators for the trace and diagonal estimators (hutchinson.py) -------------------
+
+
+class SymmetricOperator:
+    """Block products X -> A X of a symmetric n x n operator, each checked for shape and finiteness.
+
+    ``matmat`` counts the vectors multiplied in ``n_products`` and names the offending product
+    (its ordinal and block size) when an output has the wrong shape or holds NaN or Inf.
+    """
+
+    def __init__(self, name, n, block_product, dtype):
+        self.name = name
+        self.n = n
+        self.dtype = dtype
+        self._product = block_product
+        self.n_products = 0
+        self.n_calls = 0
+
+    def matmat(self, X):
+        X = np.ascontiguousarray(X, dtype=np.float64)
+        k = X.shape[1]
+        if k == 0:
+            return np.empty((self.n, 0))
+        self.n_calls += 1
+        what = f"product {self.n_calls} (a block of {k} vector{'s' if k > 1 else ''})"
+        out = np.asarray(self._product(X))
+        if out.ndim == 1 and k == 1:
+            out = out.reshape(-1, 1)
+        if out.dtype.kind not in "fiu":
+            raise TypeError(f"`{self.name}`: {what} returned dtype {out.dtype}, expected a real float array")
+        out = _check_product(self.name, what, np.asarray(out, dtype=np.float64), (self.n, k))
+        self.n_products += k
+        return out
+
+
+def as_symmetric_operator(A, name="A", *, n=None, check_symmetric=True):
+    """Return a `SymmetricOperator` for a dense symmetric array, sparse matrix, LinearOperator or callable.
+
+    Dense arrays are checked for symmetry (``|A - A^T| <= 100 n eps max|A|`` entrywise) and raise
+    otherwise; operators and callables cannot be checked without products and are trusted.
+    A callable maps an (n, k) block to an (n, k) block and needs ``n``.
+    """
+    if _is_sparse(A):
+        _validate.float_dtype(name, A.dtype)
+        if A.shape[0] != A.shape[1] or min(A.shape) == 0:
+            raise ValueError(f"`{name}` must be a non-empty square matrix, got shape {tuple(A.shape)}")
+        if not np.isfinite(A.data).all():
+            raise ValueError(f"`{name}` must be finite, its stored entries hold NaN or Inf")
+        S = A.tocsr()
+        if check_symmetric:
+            D = abs(S - S.T)
+            scale = abs(S).max() if S.nnz else 0.0
+            if D.nnz and D.max() > 100 * S.shape[0] * np.finfo(np.float64).eps * scale:
+                raise ValueError(f"`{name}` must be symmetric; pass (A + A.T) / 2 to use its symmetric part")
+        return SymmetricOperator(name, S.shape[0], lambda X: S @ X, np.dtype(A.dtype))
+    if _is_operator(A) and not isinstance(A, np.ndarray):
+        if getattr(A, "dtype", None) is not None:
+            _validate.float_dtype(name, A.dtype)
+        shape = tuple(int(s) for s in A.shape)
+        if len(shape) != 2 or shape[0] != shape[1] or shape[0] == 0:
+            raise ValueError(f"`{name}` must be a non-empty square operator, got shape {shape}")
+        block = A.matmat if hasattr(A, "matmat") else (lambda X: np.column_stack([A.matvec(x) for x in X.T]))
+        return SymmetricOperator(name, shape[0], block, np.dtype(getattr(A, "dtype", None) or np.float64))
+    if callable(A) and not hasattr(A, "__array__"):
+        if n is None:
+            raise ValueError(f"`n` is required when `{name}` is a callable (the size of the vectors it multiplies)")
+        n = _validate.positive_int("n", n)
+        return SymmetricOperator(name, n, A, np.dtype(np.float64))
+    arr = _validate.float_array(name, A, min_ndim=2, max_ndim=2)
+    _validate.square(name, arr)
+    base = np.asarray(arr.view(np.ndarray), dtype=np.float64)
+    if check_symmetric:
+        tol = 100 * arr.shape[0] * np.finfo(arr.dtype).eps * np.abs(base).max()
+        asym = np.abs(base - base.T).max()
+        if asym > tol:
+            raise ValueError(
+                f"`{name}` must be symmetric, got max |A - A^T| = {asym:.3g}; "
+                "pass (A + A.T) / 2 to use its symmetric part"
+            )
+    return SymmetricOperator(name, arr.shape[0], lambda X: base @ X, arr.dtype)

@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from . import config
+from . import _kernels, config
 
 _EPS = np.finfo(np.float64).eps
 
@@ -82,6 +82,14 @@ def solve(gram, X, *, tol, maxiter, method):
     p = gram.other_dim
     out = Outcome(b, q, p)
     X = X / np.linalg.norm(X, axis=1, keepdims=True)
+    if (
+        getattr(gram, "mat", None) is not None
+        and method != "power"
+        and p * q <= config.SMALL_MATRIX_ENTRIES
+        and maxiter >= 2
+    ):
+        _solve_small(gram, X, out, tol=tol, maxiter=maxiter)
+        return out
     active = np.arange(b)
     if method == "power":
         pilot = maxiter
@@ -96,6 +104,28 @@ def solve(gram, X, *, tol, maxiter, method):
             out.method = "lanczos"
             _lanczos(gram, X, active, out, tol=tol, budget=maxiter - int(out.n_iter[active[0]]))
     return out
+
+
+def _solve_small(gram, X, out, *, tol, maxiter):
+    """Small matrices: one numba thread runs a whole Lanczos solve per matrix, in cache."""
+    b, q = X.shape
+    K = int(min(config.LANCZOS_MAX_BASIS, q))
+    keep = int(min(config.LANCZOS_KEEP, K - 1))
+    hist = np.zeros((b, min(maxiter, 512)))
+    n_hist = np.zeros(b, dtype=np.int64)
+    invariant = np.zeros(b, dtype=np.bool_)
+    _kernels.lanczos_stack(
+        gram.mat, np.ascontiguousarray(X), tol, maxiter, K, keep, 1, config.LANCZOS_MAX_CHECK_GAP,
+        out.theta, out.w, out.y, out.residual, out.n_iter, out.converged, out.ratio, hist, n_hist, out.lanczos_dim,
+        invariant,
+    )  # fmt: skip
+    gram.check_finite(out.y, out.w)
+    out.method = "lanczos"
+    zero = out.theta == 0
+    out.converged |= zero
+    out.stop[:] = np.where(zero, "zero", np.where(out.converged, "converged", np.where(invariant, "exact", "maxiter")))
+    for k in range(b):
+        out.history[k] = list(hist[k, : n_hist[k]])
 
 
 def _power(gram, X, active, out, *, tol, steps, auto):
@@ -140,9 +170,8 @@ def _lanczos(gram, X, active, out, *, tol, budget):
     V = np.zeros((b, K + 1, q))
     T = np.zeros((b, K + 1, K + 1))
     V[active, 0] = X[active]
-    check_every = (
-        1 if gram.batch == 1 and q * gram.other_dim >= config.PARALLEL_MIN_ENTRIES else config.LANCZOS_CHECK_EVERY
-    )
+    next_check = 1
+    previous_check = None  # (step, largest residual estimate) at the last check
     j = 0
     steps = 0
     first_cycle = True
@@ -155,10 +184,10 @@ def _lanczos(gram, X, active, out, *, tol, budget):
         out.n_iter[active] += 1
         w = Z[sel]
         Vj = V[sel, : j + 1]
-        h = np.einsum("kjq,kq->kj", Vj, w)
-        w = w - np.einsum("kj,kjq->kq", h, Vj)
-        h2 = np.einsum("kjq,kq->kj", Vj, w)  # second Gram-Schmidt pass: orthogonal to eps
-        w -= np.einsum("kj,kjq->kq", h2, Vj)
+        h = _project(Vj, w)
+        w = w - _combine(h, Vj)
+        h2 = _project(Vj, w)  # second Gram-Schmidt pass: orthogonal to working precision
+        w -= _combine(h2, Vj)
         h += h2
         T[sel, : j + 1, j] = h
         T[sel, j, : j + 1] = h
@@ -170,7 +199,7 @@ def _lanczos(gram, X, active, out, *, tol, budget):
         j += 1
         if first_cycle:
             out.lanczos_dim[active] = j
-        if not (j % check_every == 0 or j == K or steps >= budget - 1 or j == q):
+        if not (steps >= next_check or j == K or steps >= budget - 1 or j == q):
             continue
         theta, S = np.linalg.eigh(T[sel, :j, :j])
         top = np.maximum(theta[:, -1], 0.0)
@@ -183,9 +212,11 @@ def _lanczos(gram, X, active, out, *, tol, budget):
         invariant = beta <= _EPS * np.maximum(top, np.abs(theta).max(axis=1)) * 4
         estimate = np.abs(beta * s[:, j - 1]) / np.where(top > 0, top, 1.0)
         candidate = (estimate <= 0.5 * tol) | invariant | (top == 0)
+        next_check = steps + _steps_to_next_check(previous_check, steps, estimate.max(), tol)
+        previous_check = (steps, estimate.max())
         if candidate.any() and steps < budget - 1:  # else the final verification covers them
             cand = active[candidate]
-            wv = np.einsum("kjq,kj->kq", V[cand, :j], s[candidate])
+            wv = _combine(s[candidate], V[cand, :j])
             ok = _verify(gram, wv, cand, out, tol)
             steps += 1
             done = np.zeros(active.size, dtype=bool)
@@ -203,7 +234,7 @@ def _lanczos(gram, X, active, out, *, tol, budget):
         if j == K:  # thick restart: keep the top Ritz vectors and the newest Lanczos vector
             first_cycle = False
             Sk = S[:, :, K - keep :]
-            V[sel, :keep] = np.einsum("kjq,kjl->klq", V[sel, :K], Sk)
+            V[sel, :keep] = np.matmul(Sk.transpose(0, 2, 1), V[sel, :K])
             V[sel, keep] = V[sel, K]
             T[sel] = 0.0
             idx = np.arange(keep)
@@ -218,8 +249,32 @@ def _lanczos(gram, X, active, out, *, tol, budget):
             theta, S = np.linalg.eigh(T[active, :j, :j])
         else:
             _, _, S, theta = last_S
-        wv = np.einsum("kjq,kj->kq", V[active, :j], S[:, :, -1])
+        wv = _combine(S[:, :, -1], V[active, :j])
         _verify(gram, wv, active, out, tol)
+
+
+def _steps_to_next_check(previous, steps, estimate, tol):
+    """Schedule the next small eigensolve from the observed geometric decay of the residual estimate.
+
+    An eigensolve of the projected matrix costs O(j^3); checking every step would dominate for
+    matrices that take well under a millisecond per product. Aim at half the predicted distance
+    to ``tol``, at least one and at most ``LANCZOS_MAX_CHECK_GAP`` steps.
+    """
+    if previous is None or not (0 < estimate < previous[1]):
+        return config.LANCZOS_CHECK_EVERY
+    rate = (estimate / previous[1]) ** (1.0 / max(steps - previous[0], 1))
+    remaining = math.log(0.5 * tol / estimate) / math.log(rate) if estimate > 0.5 * tol else 0.0
+    return int(min(max(1, 0.5 * remaining), config.LANCZOS_MAX_CHECK_GAP))
+
+
+def _project(Vj, w):
+    """h[k] = Vj[k] @ w[k] (batched gemv through BLAS)."""
+    return np.matmul(Vj, w[:, :, None])[:, :, 0]
+
+
+def _combine(h, Vj):
+    """Vj[k].T @ h[k]."""
+    return np.matmul(h[:, None, :], Vj)[:, 0, :]
 
 
 def _verify(gram, W, idx, out, tol):
@@ -239,9 +294,21 @@ def _verify(gram, W, idx, out, tol):
 
 
 def _log_chebyshev(d, x):
-    """log T_d(x) for x >= 1 and integer d >= 0, elementwise, without overflow."""
-    a = np.arccosh(x)
-    return np.where(d > 0, d * a + np.log1p(np.exp(-2.0 * d * a)) - math.log(2.0), 0.0)
+    """log T_d(x) for x >= 1 and integer d >= 0, without overflow."""
+    if d <= 0:
+        return 0.0
+    a = math.acosh(x)
+    return d * a + math.log1p(math.exp(-2.0 * d * a)) - math.log(2.0)
+
+
+def _log_tau(eps, P, d):
+    """log of the threshold tau(eps) that c1^2 / S must fall below for the bound to fail."""
+    base = (2 * P + 1) * math.log1p(-eps) - math.log(eps)
+    if d > 0:  # Lanczos: p(t) = t^P T_{d-1}(2 t / ((1 - eps) lambda1) - 1)
+        return base - 2.0 * _log_chebyshev(d - 1, (1 + eps) / (1 - eps))
+    if P > 0:  # power: p(t) = t^P, max of t^(2P) ((1 - eps) lambda1 - t) on [0, (1 - eps) lambda1]
+        return base + 2 * P * math.log(2 * P) - (2 * P + 1) * math.log(2 * P + 1)
+    return base
 
 
 def upper_bound_eps(q, power_degree, lanczos_dim, failure):
@@ -253,31 +320,23 @@ def upper_bound_eps(q, power_degree, lanczos_dim, failure):
     x0 this ratio is Beta(1/2, (q-1)/2)-distributed after the map r -> r / (1 + r).
     See docs/theory/spectral.rst.
     """
-    from scipy.special import betainc
+    from scipy.special import betaincinv
 
-    power_degree = np.asarray(power_degree, dtype=np.float64)
+    power_degree = np.asarray(power_degree)
     lanczos_dim = np.asarray(lanczos_dim)
+    eps_out = np.zeros(power_degree.shape)
     if q <= 1:
-        return np.zeros(power_degree.shape)
-
-    def log_tau(eps):
-        P = power_degree
-        base = (2 * P + 1) * np.log1p(-eps) - np.log(eps)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            power_max = np.where(P > 0, 2 * P * np.log(2 * P) - (2 * P + 1) * np.log(2 * P + 1), 0.0)
-        cheb = 2 * _log_chebyshev(np.maximum(lanczos_dim - 1, 0), (1 + eps) / (1 - eps))
-        return np.where(lanczos_dim > 0, base - cheb, base + power_max)
-
-    def fail(eps):
-        lt = np.minimum(log_tau(eps), 700.0)
-        tau = np.exp(lt)
-        return betainc(0.5, (q - 1) / 2.0, tau / (1.0 + tau))
-
-    lo = np.full(power_degree.shape, -700.0)  # log eps
-    hi = np.full(power_degree.shape, math.log(1 - 1e-16))
-    for _ in range(80):
-        mid = 0.5 * (lo + hi)
-        bad = fail(np.exp(mid)) > failure
-        lo = np.where(bad, mid, lo)
-        hi = np.where(bad, hi, mid)
-    return np.exp(hi)
+        return eps_out
+    # P(Beta(1/2, (q-1)/2) < x_star) = failure; the bound fails only if tau(eps) > tau_star.
+    x_star = float(betaincinv(0.5, (q - 1) / 2.0, failure))
+    log_tau_star = math.log(x_star) - math.log1p(-x_star)
+    for k, (P, d) in enumerate(zip(power_degree.ravel().tolist(), lanczos_dim.ravel().tolist(), strict=True)):
+        lo, hi = -700.0, math.log(1 - 1e-16)  # in log eps; log tau decreases as eps grows
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            if _log_tau(math.exp(mid), P, d) > log_tau_star:
+                lo = mid
+            else:
+                hi = mid
+        eps_out.flat[k] = math.exp(hi)
+    return eps_out

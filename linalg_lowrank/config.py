@@ -12,11 +12,15 @@ AUTO_MAX_POWER_STEPS = 12
 LANCZOS_MAX_BASIS = 96
 #: Ritz vectors kept across a thick restart.
 LANCZOS_KEEP = 24
-#: Lanczos checks convergence every this many steps (the small eigensolve is not free).
+#: Lanczos steps between the first convergence checks (the small eigensolve is not free);
+#: later checks are scheduled from the observed rate, at most LANCZOS_MAX_CHECK_GAP apart.
 LANCZOS_CHECK_EVERY = 4
+LANCZOS_MAX_CHECK_GAP = 16
 #: Failure probability of the probabilistic upper bound on sigma1.
 UPPER_BOUND_FAILURE_PROB = 1e-6
 #: Steps of the fixed-count power iteration inside ``spectral_weight_decay``.
 WEIGHT_DECAY_POWER_STEPS = 2
 #: Below this many entries the one-pass kernel runs on one thread (thread start-up dominates).
 PARALLEL_MIN_ENTRIES = 1 << 18
+#: Matrices with at most this many entries are solved whole by one numba thread each (in cache).
+SMALL_MATRIX_ENTRIES = 1 << 18

@@ -44,7 +44,7 @@ class PowerIterationResult:
     residual : float or ndarray
         max(||A v - sigma u||, ||A^T u - sigma v||) / sigma, measured on the returned vectors.
     error_bound : float or ndarray
-        Bound on |sigma - sigma_j| / sigma_j for the singular value sigma_j nearest sigma,
+        Bound on ``|sigma - sigma_j| / sigma_j`` for the singular value sigma_j nearest sigma,
         residual / sqrt(2); sigma_j is sigma1 unless the start vector hid v1 (see
         ``upper_bound``). Always holds when ``converged`` and sigma_j = sigma1.
     lower_bound : float or ndarray

@@ -15,3 +15,16 @@ def rank1_deflate_rows(W, v, decay):
     W64 = np.asarray(W, dtype=np.float64)
     y = W64 @ v
     return (W64 - decay * np.outer(y, v)).astype(W.dtype), y
+
+
+def tridiagonal_top(a, b):
+    """(largest eigenvalue, second largest, eigenvector of the largest) by dense numpy eigh."""
+    T = np.diag(a) + np.diag(b, 1) + np.diag(b, -1)
+    w, V = np.linalg.eigh(T)
+    return w[-1], (w[-2] if len(w) > 1 else np.nan), V[:, -1]
+
+
+def top_eigenpair_of_gram(M):
+    """(sigma1^2, right singular vector) of M by numpy's SVD."""
+    _, s, Vt = np.linalg.svd(np.asarray(M, dtype=np.float64), full_matrices=False)
+    return s[0] ** 2, Vt[0]

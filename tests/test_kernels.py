@@ -107,3 +107,47 @@ def test_float32_matrix_is_accumulated_in_float64(dtype):
     _kernels.gram_matvec_serial(A, x, y, z)
     _, z_ref = reference.gram_matvec(A, x)
     assert np.max(np.abs(z - z_ref)) <= 1e-12 * np.max(np.abs(z_ref))
+
+
+@given(st.integers(1, 30), st.integers(0, 2**32 - 1), st.sampled_from(["random", "clustered", "tiny_offdiag"]))
+def test_tridiagonal_top_matches_dense_eigh(j, seed, kind):
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal(j)
+    b = rng.standard_normal(max(j - 1, 0))
+    if kind == "clustered":
+        a = 1.0 + 1e-9 * a
+    elif kind == "tiny_offdiag":
+        b = 1e-12 * b
+    top, second, s = _kernels.tridiagonal_top(a, np.concatenate([b, [0.0]]), j)
+    top_ref, second_ref, s_ref = reference.tridiagonal_top(a, b)
+    scale = np.abs(a).max() + 2 * (np.abs(b).max() if j > 1 else 0.0)
+    assert abs(top - top_ref) <= 8 * EPS * scale
+    if j > 1:
+        assert abs(second - second_ref) <= 8 * EPS * scale
+    # the eigenvector is accurate to eps * scale / gap; the residual is what inverse iteration guarantees
+    T = np.diag(a) + np.diag(b, 1) + np.diag(b, -1)
+    assert abs(np.linalg.norm(s) - 1.0) <= 1e-12
+    assert np.linalg.norm(T @ s - top * s) <= 100 * j * EPS * scale
+    gap = top_ref - second_ref if j > 1 else np.inf
+    if gap > 1e-6 * scale:
+        assert min(np.linalg.norm(s - s_ref), np.linalg.norm(s + s_ref)) <= 100 * j * EPS * scale / gap
+
+
+@given(st.integers(1, 30), st.integers(1, 30), st.integers(0, 2**32 - 1), st.sampled_from([4, 8, 96]))
+def test_lanczos_small_matches_svd(p, q, seed, K):
+    # K = 4 forces thick restarts on all but the smallest problems.
+    rng = np.random.default_rng(seed)
+    M = rng.standard_normal((p, q))
+    x0 = rng.standard_normal(q)
+    K = min(K, q)
+    keep = max(min(K - 1, 2), 0) if K > 1 else 0
+    hist = np.zeros(64)
+    theta, w, y, res, n_iter, conv, ratio, n_hist, ldim, inv = _kernels.lanczos_small(
+        M, x0, 1e-10, 2000, K, keep, 1, 16, hist
+    )
+    lam, v1 = reference.top_eigenpair_of_gram(M)
+    assert conv and res <= 1e-10 and n_iter <= 2000
+    assert abs(theta - lam) <= 1e-9 * lam
+    np.testing.assert_allclose(y, M @ w, rtol=0, atol=50 * EPS * np.abs(M).sum(axis=1).max())
+    assert abs(np.linalg.norm(w) - 1.0) <= 1e-12
+    assert 1 <= n_hist <= 64 and np.all(np.diff(hist[:n_hist]) >= -1e-12 * np.sqrt(lam))  # Ritz values only grow

@@ -1,0 +1,345 @@
+"""Spectral core: the one-pass kernel, time to sigma1, spectral weight decay, stacks, latency.
+
+Anchors: ARPACK / PROPACK / LOBPCG through ``scipy.sparse.linalg.svds``, scikit-learn's
+``randomized_svd``, full SVD, ``numpy.linalg.norm(A, 2)``, numpy's two GEMVs.
+"""
+
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import warnings
+
+import numba
+import numpy as np
+import scipy.linalg
+import scipy.sparse.linalg
+
+import linalg_lowrank as ll
+from linalg_lowrank import _kernels, _topsv
+
+from ._harness import interleaved
+
+FAMILY = "spectral"
+
+
+@numba.njit(parallel=True, cache=True, fastmath={"reassoc"})
+def _read_all(A, n_chunks):
+    # The machine's read bandwidth: every thread streams its share of the rows once.
+    m = A.shape[0]
+    out = np.zeros(n_chunks)
+    for c in numba.prange(n_chunks):
+        s = 0.0
+        for i in range((c * m) // n_chunks, ((c + 1) * m) // n_chunks):
+            row = A[i]
+            for j in range(row.shape[0]):
+                s += row[j]
+        out[c] = s
+    return out.sum()
+
+
+def residual(A, sigma, u, v):
+    """max(||A v - sigma u||, ||A^T u - sigma v||) / sigma in float64."""
+    A = np.asarray(A, dtype=np.float64)
+    u = np.asarray(u, dtype=np.float64).ravel()
+    v = np.asarray(v, dtype=np.float64).ravel()
+    return max(np.linalg.norm(A @ v - sigma * u), np.linalg.norm(A.T @ u - sigma * v)) / sigma
+
+
+def _gaussian(rng, m, n):
+    return rng.standard_normal((m, n))
+
+
+def _with_gap(rng, n, ratio):
+    """Gaussian matrix whose sigma1 is moved to sigma2 / ratio (same singular vectors)."""
+    G = rng.standard_normal((n, n))
+    U, s, Vt = scipy.sparse.linalg.svds(G, k=2, tol=0, rng=0)
+    order = np.argsort(s)[::-1]
+    s, U, Vt = s[order], U[:, order], Vt[order]
+    G += (s[1] / ratio - s[0]) * np.outer(U[:, 0], Vt[0])
+    return G
+
+
+def _decaying(rng, n):
+    """U diag(1/i) V^T."""
+    U = np.linalg.qr(rng.standard_normal((n, n)))[0]
+    V = np.linalg.qr(rng.standard_normal((n, n)))[0]
+    return (U / np.arange(1, n + 1)) @ V.T
+
+
+def _anchors(A):
+    def arpack():
+        U, s, Vt = scipy.sparse.linalg.svds(A, k=1, solver="arpack", rng=0)
+        return s[0], U[:, 0], Vt[0]
+
+    def propack():
+        U, s, Vt = scipy.sparse.linalg.svds(A, k=1, solver="propack", rng=0)
+        return s[0], U[:, 0], Vt[0]
+
+    def lobpcg():
+        U, s, Vt = scipy.sparse.linalg.svds(A, k=1, solver="lobpcg", rng=0)
+        return s[0], U[:, 0], Vt[0]
+
+    def sklearn_rsvd():
+        from sklearn.utils.extmath import randomized_svd
+
+        U, s, Vt = randomized_svd(A, 1, random_state=0)
+        return s[0], U[:, 0], Vt[0]
+
+    fns = {"arpack": arpack, "propack": propack, "lobpcg": lobpcg, "sklearn_rsvd": sklearn_rsvd}
+    if max(A.shape) <= 1024:
+
+        def full_svd():
+            U, s, Vt = scipy.linalg.svd(A, full_matrices=False)
+            return s[0], U[:, 0], Vt[0]
+
+        fns["full_svd"] = full_svd
+    return fns
+
+
+def _ours(A):
+    def run():
+        r = ll.power_iteration(A, rng=0)
+        return r.sigma, r.u, r.v
+
+    return run
+
+
+def _safe(fn):
+    def wrapped():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                return fn()
+            except Exception as exc:  # an anchor that raises counts as a failure, reported
+                return exc
+
+    return wrapped
+
+
+def time_to_sigma1(report, quick):
+    rng = np.random.default_rng(0)
+    big = 1024 if quick else 4096
+    small = 512 if quick else 1024
+    cases = {
+        f"gauss{big}": _gaussian(rng, big, big),
+        f"gap0.99_{big}": _with_gap(rng, big, 0.99),
+        f"gauss{big}x{big // 4}": _gaussian(rng, big, big // 4),
+        f"gauss{small}": _gaussian(rng, small, small),
+        f"inv_i_{small}": _decaying(rng, small),
+    }
+    repeat = 3 if quick else 5
+    for name, A64 in cases.items():
+        for dtype in (np.float64, np.float32):
+            A = A64.astype(dtype)
+            case = f"{name}/{np.dtype(dtype).name}"
+            fns = {"ours": _ours(A), **_anchors(A)}
+            fns = {k: _safe(f) for k, f in fns.items()}
+            results = {k: f() for k, f in fns.items()}
+            ok = {}
+            for k, r in results.items():
+                ok[k] = not isinstance(r, Exception) and residual(A, *r) <= 1e-10
+            timed = {k: fns[k] for k in fns if not isinstance(results[k], Exception)}
+            rep = 1 if any(k == "full_svd" for k in timed) and not quick else repeat
+            times = interleaved(timed, repeat=rep, warmup=0)
+            best_anchor = None
+            for k in fns:
+                r = results[k]
+                if isinstance(r, Exception):
+                    report.row(FAMILY, case, k, float("nan"), error=type(r).__name__)
+                    continue
+                res = residual(A, *r)
+                report.row(FAMILY, case, k, times[k], residual=res, reaches_1e_10=bool(ok[k]))
+                if k != "ours" and ok[k]:
+                    t = float(np.median(times[k]))
+                    if best_anchor is None or t < best_anchor[1]:
+                        best_anchor = (k, t)
+            t_ours = float(np.median(times["ours"]))
+            if not ok["ours"]:
+                report.target(FAMILY, f"{case}: ours reaches residual 1e-10", 0.0, 1.0)
+            elif best_anchor is None:
+                report.row(FAMILY, case, "no anchor reached 1e-10", float("nan"))
+                report.target(FAMILY, f"{case}: ours reaches 1e-10 where no anchor does", 1.0, 1.0)
+            else:
+                report.target(
+                    FAMILY,
+                    f"{case}: speed-up vs fastest anchor at 1e-10 ({best_anchor[0]})",
+                    best_anchor[1] / t_ours,
+                    2.0,
+                )
+
+
+def kernel_pass(report, quick):
+    n = 2048 if quick else 4096
+    rng = np.random.default_rng(1)
+    A64 = rng.standard_normal((n, n))
+    x = rng.standard_normal(n)
+    for dtype in (np.float64, np.float32):
+        A = A64.astype(dtype)
+        y, z = np.empty(n), np.empty(n)
+        scratch = np.empty((numba.get_num_threads(), n))
+        xd = x.astype(dtype)
+        fns = {
+            "read_bandwidth": lambda A=A: _read_all(A, numba.get_num_threads()),
+            "ours_one_pass": lambda A=A, y=y, z=z, scratch=scratch: _kernels.gram_matvec(A, x, y, z, scratch),
+            "numpy_two_gemv": lambda A=A, xd=xd: A.T @ (A @ xd),
+        }
+        times = interleaved(fns, repeat=30 if not quick else 10, warmup=2)
+        case = f"A^T(Ax) {n}^2 {np.dtype(dtype).name}"
+        t_read = report.row(
+            FAMILY,
+            case,
+            "read_bandwidth",
+            times["read_bandwidth"],
+            GBps=A.nbytes / np.median(times["read_bandwidth"]) / 1e9,
+        )
+        t_ours = report.row(
+            FAMILY,
+            case,
+            "ours_one_pass",
+            times["ours_one_pass"],
+            GBps=A.nbytes / np.median(times["ours_one_pass"]) / 1e9,
+        )
+        t_np = report.row(FAMILY, case, "numpy_two_gemv", times["numpy_two_gemv"])
+        report.target(FAMILY, f"{case}: fraction of read bandwidth", t_read / t_ours, 0.9, unit="")
+        report.target(FAMILY, f"{case}: speed-up vs numpy's two GEMVs", t_np / t_ours, 1.6)
+
+
+def norm_2048(report, quick):
+    n = 1024 if quick else 2048
+    A = np.random.default_rng(2).standard_normal((n, n))
+    times = interleaved(
+        {"ours": lambda: ll.spectral_norm(A, rng=0), "numpy_norm2": lambda: np.linalg.norm(A, 2)}, repeat=3, warmup=1
+    )
+    t_ours = report.row(FAMILY, f"norm {n}^2", "ours", times["ours"])
+    t_np = report.row(FAMILY, f"norm {n}^2", "numpy_norm2", times["numpy_norm2"])
+    report.target(FAMILY, f"spectral_norm vs numpy.linalg.norm(A, 2) at {n}^2", t_np / t_ours, 30.0)
+
+
+def weight_decay(report, quick):
+    rng = np.random.default_rng(3)
+    for n, goal_ms in ((4096, 7.0), (1024, 0.5)):
+        if quick and n > 2048:
+            n = 2048
+        W = rng.standard_normal((n, n))
+        v = rng.standard_normal(n)
+        v /= np.linalg.norm(v)
+        out = np.empty_like(W)
+        copy_out = np.empty_like(W)
+        fns = {
+            "ours_update": lambda W=W, v=v, out=out: ll.spectral_weight_decay(W, 0.01, v=v, n_iter=0, out=out),
+            "numpy_update": lambda W=W, v=v, out=out: np.subtract(W, 0.01 * np.outer(W @ v, v), out=out),
+            "copy_read_write": lambda W=W, c=copy_out: np.copyto(c, W),
+        }
+        times = interleaved(fns, repeat=30, warmup=2)
+        case = f"weight decay {n}^2"
+        t = report.row(FAMILY, case, "ours_update", times["ours_update"])
+        t_np = report.row(FAMILY, case, "numpy_update", times["numpy_update"])
+        t_copy = report.row(FAMILY, case, "copy_read_write", times["copy_read_write"])
+        report.target(FAMILY, f"{case}: update time", t * 1e3, goal_ms, higher_is_better=False, unit=" ms")
+        report.target(
+            FAMILY, f"{case}: time vs one copy (read+write)", t / t_copy, 1.1, higher_is_better=False, unit=""
+        )
+        report.target(FAMILY, f"{case}: speed-up vs numpy", t_np / t, 1.0)
+
+
+def stack(report, quick):
+    b = 16 if quick else 64
+    S = np.random.default_rng(4).standard_normal((b, 384, 384))
+
+    def loop_svds():
+        return [scipy.sparse.linalg.svds(S[k], k=1, rng=0)[1][0] for k in range(b)]
+
+    times = interleaved(
+        {"ours_batched": lambda: ll.power_iteration(S, rng=0), "loop_svds": loop_svds}, repeat=3, warmup=1
+    )
+    res = ll.power_iteration(S, rng=0)
+    ref = np.linalg.svd(S, compute_uv=False)[:, 0]
+    err = float(np.max(np.abs(res.sigma - ref) / ref))
+    case = f"stack {b}x384x384"
+    t = report.row(
+        FAMILY, case, "ours_batched", times["ours_batched"], max_rel_err=err, converged=bool(res.converged.all())
+    )
+    t_loop = report.row(FAMILY, case, "loop_svds", times["loop_svds"])
+    report.target(FAMILY, f"{case}: speed-up vs Python loop of svds(k=1)", t_loop / t, 10.0)
+
+
+def thread_pools(report, quick):
+    """The cost of letting BLAS and numba take turns: the solver with and without the BLAS limit."""
+    n = 1024 if quick else 4096
+    A = _with_gap(np.random.default_rng(5), n, 0.99)
+    limited = _topsv.blas_single_thread
+
+    def unlimited():
+        return contextlib.nullcontext()
+
+    def run(limit):
+        _topsv.blas_single_thread = limit
+        try:
+            return ll.power_iteration(A, rng=0)
+        finally:
+            _topsv.blas_single_thread = limited
+
+    times = interleaved({"blas_limited": lambda: run(limited), "blas_free": lambda: run(unlimited)}, repeat=3, warmup=1)
+    r = ll.power_iteration(A, rng=0)
+    case = f"pools gap0.99_{n}"
+    t1 = report.row(FAMILY, case, "blas_limited", times["blas_limited"], n_iter=r.n_iter)
+    t2 = report.row(FAMILY, case, "blas_free", times["blas_free"], n_iter=r.n_iter)
+    report.row(FAMILY, case, "stall_per_iteration", (t2 - t1) / r.n_iter)
+
+
+def determinism(report, quick):
+    A = _with_gap(np.random.default_rng(6), 512, 0.99)
+    runs = [ll.power_iteration(A, rng=42) for _ in range(3)]
+    same = all(
+        r.sigma == runs[0].sigma and np.array_equal(r.u, runs[0].u) and np.array_equal(r.v, runs[0].v) for r in runs
+    )
+    report.target(FAMILY, "same seed and threads: bit-identical (1 = yes)", float(same), 1.0, unit="")
+
+
+_LATENCY = textwrap.dedent(
+    """
+    import time
+    t0 = time.perf_counter()
+    import numpy as np
+    import linalg_lowrank as ll
+    from linalg_lowrank import _kernels
+    import numba
+    t1 = time.perf_counter()
+    compiled = sum(len(getattr(_kernels, k).signatures) for k in dir(_kernels)
+                   if isinstance(getattr(_kernels, k), numba.core.registry.CPUDispatcher))
+    A = np.random.default_rng(0).standard_normal((600, 500))
+    t2 = time.perf_counter()
+    ll.power_iteration(A, rng=0)
+    t3 = time.perf_counter()
+    print(t1 - t0, compiled, t3 - t2)
+    """
+)
+
+
+def latency(report, quick):
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        out = []
+        for _ in range(2):  # first run: cold cache; second: warm
+            p = subprocess.run([sys.executable, "-c", _LATENCY], env=env, capture_output=True, text=True, check=True)
+            out.append([float(x) for x in p.stdout.split()])
+    (imp_cold, compiled, first_cold), (imp_warm, _, first_warm) = out
+    report.row(FAMILY, "latency", "import", imp_warm, compiled_at_import=int(compiled))
+    report.row(FAMILY, "latency", "first_call_cold_cache", first_cold)
+    report.row(FAMILY, "latency", "first_call_warm_cache", first_warm)
+    report.target(FAMILY, "kernels compiled by import", compiled, 0, higher_is_better=False, unit="")
+    report.target(FAMILY, "first call with a warm cache", first_warm, 0.5, higher_is_better=False, unit=" s")
+
+
+def run(report, quick):
+    latency(report, quick)
+    kernel_pass(report, quick)
+    weight_decay(report, quick)
+    determinism(report, quick)
+    norm_2048(report, quick)
+    stack(report, quick)
+    thread_pools(report, quick)
+    time_to_sigma1(report, quick)
