@@ -64,11 +64,14 @@ def _threading_layer():
     return numba.threading_layer()
 
 
-def interleaved(fns, *, repeat=5, warmup=1, min_time=0.0):
+def interleaved(fns, *, repeat=5, warmup=1, min_time=0.0, pause=0.0):
     """Time several callables round-robin; return {name: [seconds, ...]}.
 
     Round-robin order means a burst of load on the machine affects every contender alike.
     ``min_time``: keep repeating until each has this much total time (for very fast calls).
+    ``pause``: seconds to sleep before each call, so that thread pools left spinning by the
+    previous contender (OpenBLAS spins for about 0.1 s after a call) go idle and every
+    contender starts from the same state.
     """
     for _ in range(warmup):
         for fn in fns.values():
@@ -77,6 +80,8 @@ def interleaved(fns, *, repeat=5, warmup=1, min_time=0.0):
     rounds = 0
     while rounds < repeat or min(sum(t) for t in times.values()) < min_time:
         for name, fn in fns.items():
+            if pause:
+                time.sleep(pause)
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)

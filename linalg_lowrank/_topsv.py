@@ -304,10 +304,10 @@ def _log_chebyshev(d, x):
 def _log_tau(eps, P, d):
     """log of the threshold tau(eps) that c1^2 / S must fall below for the bound to fail."""
     base = (2 * P + 1) * math.log1p(-eps) - math.log(eps)
-    if d > 0:  # Lanczos: p(t) = t^P T_{d-1}(2 t / ((1 - eps) lambda1) - 1)
-        return base - 2.0 * _log_chebyshev(d - 1, (1 + eps) / (1 - eps))
-    if P > 0:  # power: p(t) = t^P, max of t^(2P) ((1 - eps) lambda1 - t) on [0, (1 - eps) lambda1]
-        return base + 2 * P * math.log(2 * P) - (2 * P + 1) * math.log(2 * P + 1)
+    if P > 0:  # max of t^(2P) ((1 - eps) lambda1 - t) on [0, (1 - eps) lambda1], at t = 2P/(2P+1) of it
+        base += 2 * P * math.log(2 * P) - (2 * P + 1) * math.log(2 * P + 1)
+    if d > 0:  # Lanczos: p(t) = t^P T_{d-1}(2 t / ((1 - eps) lambda1) - 1), |T| <= 1 on the interval
+        base -= 2.0 * _log_chebyshev(d - 1, (1 + eps) / (1 - eps))
     return base
 
 

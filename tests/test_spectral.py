@@ -361,3 +361,53 @@ def test_bad_weight_decay_arguments():
         ll.spectral_weight_decay(W, 0.1, v=np.ones(2))
     with pytest.raises(TypeError, match="unexpected keyword"):
         ll.spectral_norm_grad(W, tolerance=1e-3)
+
+
+# --- the probabilistic upper bound ---------------------------------------------------------------
+
+
+def test_upper_bound_probability_is_exact_where_the_bound_is_tight():
+    # P = 0, d = 0 and B = diag(1, 0, ..., 0): theta = c1^2 / (c1^2 + S) and failure is exactly
+    # c1^2 / S < tau(eps), so the empirical failure rate must equal the requested probability.
+    from linalg_lowrank import _topsv
+
+    q, delta, trials = 10, 0.1, 20000
+    eps = _topsv.upper_bound_eps(q, np.array([0]), np.array([0]), delta)[0]
+    c = np.random.default_rng(0).standard_normal((trials, q))
+    theta = c[:, 0] ** 2 / np.sum(c**2, axis=1)
+    rate = np.mean(theta < 1 - eps)
+    assert abs(rate - delta) <= 4 * np.sqrt(delta * (1 - delta) / trials)
+
+
+@pytest.mark.parametrize("P, d", [(3, 0), (0, 5), (2, 4)])
+def test_upper_bound_holds_on_adversarial_spectra(P, d):
+    # Eigenvalues where the polynomial's filter is weakest; failures must stay below delta.
+    from linalg_lowrank import _topsv
+
+    q, delta, trials = 12, 0.05, 4000
+    eps = _topsv.upper_bound_eps(q, np.array([P]), np.array([d]), delta)[0]
+    a = 1 - eps
+    lam = np.concatenate([[1.0], np.full(q - 1, a * 2 * P / (2 * P + 1) if P else 0.0)])
+    lam[1:] = np.maximum(lam[1:], np.linspace(0, a, q - 1) if d else lam[1:])
+    rng = np.random.default_rng(1)
+    fails = 0
+    for _ in range(trials):
+        x = rng.standard_normal(q) * lam**P
+        if d == 0:
+            theta = np.sum(x**2 * lam) / np.sum(x**2)
+        else:  # Rayleigh-Ritz on the Krylov space of dimension d from x
+            K = np.stack([x * lam**i for i in range(d)], axis=1)
+            Q = np.linalg.qr(K)[0]
+            theta = np.linalg.eigvalsh(Q.T @ (lam[:, None] * Q))[-1]
+        fails += theta < (1 - eps) * lam[0]
+    assert fails / trials <= delta + 4 * np.sqrt(delta * (1 - delta) / trials)
+
+
+def test_upper_bound_tightens_with_more_work():
+    from linalg_lowrank import _topsv
+
+    e = _topsv.upper_bound_eps(1000, np.array([0, 10, 0, 0, 0]), np.array([0, 0, 10, 60, 200]), 1e-6)
+    assert e[0] > e[1] > 0 and e[0] > e[2] > e[3] > e[4] > 0
+    # Kuczynski-Wozniakowski's Lanczos bound, 1.648 sqrt(n) exp(-(2k - 1) sqrt(eps)) = delta, for comparison
+    kw = (np.log(1.648 * np.sqrt(1000) / 1e-6) / (2 * np.array([60, 200]) - 1)) ** 2
+    assert np.all(e[3:] <= 2 * kw)
