@@ -88,24 +88,40 @@ def gram_matvec_stack(A, X, Y, Z, active):
 
 
 @jit(fastmath=REASSOC)
-def _deflate_row(row, v, decay, orow):
-    s = 0.0
-    for j in range(row.shape[0]):
-        s += row[j] * v[j]
-    c = decay * s
-    for j in range(row.shape[0]):
-        orow[j] = row[j] - c * v[j]
-    return s
+def _deflate_rows(W, v, decay, out, y, acc, lo, hi):
+    # out[i] = W[i] - decay * (W[i] . v) v and acc += (W[i] . v) W[i] with the old row: the row is
+    # read once, and each element is read before it is written (so out may be W).
+    n = W.shape[1]
+    for i in range(lo, hi):
+        row = W[i]
+        orow = out[i]
+        s = 0.0
+        for j in range(n):
+            s += row[j] * v[j]
+        y[i] = s
+        c = decay * s
+        for j in range(n):
+            r = row[j]
+            acc[j] += s * r
+            orow[j] = r - c * v[j]
 
 
 @jit(parallel=True)
-def rank1_deflate_rows(W, v, decay, out, y):
-    """out = W - decay * (W @ v) v^T and y = W @ v: one read and one write of W.
+def rank1_deflate_rows(W, v, decay, out, y, z, scratch):
+    """out = W - decay * (W @ v) v^T, y = W @ v and z = W.T @ y: one read and one write of W.
 
-    ``out`` may be ``W`` itself (in place): row i is read before it is written.
+    z is the next power-iteration direction, folded into the same pass. ``out`` may be ``W``
+    itself (in place). ``scratch`` (n_chunks, n) as in ``gram_matvec``: a fixed reduction order.
     """
-    for i in prange(W.shape[0]):
-        y[i] = _deflate_row(W[i], v, decay, out[i])
+    m = W.shape[0]
+    n_chunks = scratch.shape[0]
+    for c in prange(n_chunks):
+        acc = scratch[c]
+        acc[:] = 0.0
+        _deflate_rows(W, v, decay, out, y, acc, (c * m) // n_chunks, ((c + 1) * m) // n_chunks)
+    z[:] = scratch[0]
+    for c in range(1, n_chunks):
+        z += scratch[c]
 
 
 # --- a whole solve per small matrix, for stacks: the matrix stays in cache across iterations ---

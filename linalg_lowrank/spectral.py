@@ -3,6 +3,7 @@
 import math
 import warnings
 
+import numba
 import numpy as np
 
 from . import _kernels, _operators, _topsv, _validate, config
@@ -426,8 +427,8 @@ def spectral_weight_decay(W, decay, *, v=None, n_iter=None, out=None, rng=None):
         returned at the previous optimizer step. Without it, v is computed to full accuracy by
         `power_iteration`.
     n_iter : int, optional
-        Power steps that refine a given ``v`` before the update (default 1); each is one pass
-        over W. Ignored when ``v`` is None.
+        Extra power steps that refine a given ``v`` before the update (default 0); each is one
+        pass over W. Ignored when ``v`` is None.
     out : ndarray, optional
         Where to write the result; may be ``W`` itself for an in-place update.
     rng : None, int or numpy.random.Generator, optional
@@ -438,14 +439,17 @@ def spectral_weight_decay(W, decay, *, v=None, n_iter=None, out=None, rng=None):
     W_new : ndarray
         The updated weights (``out`` when given), shape and dtype of W.
     v : ndarray
-        The unit vector used, to pass back as ``v`` at the next step.
+        The next warm start: one power step on W beyond the vector that was used, folded into
+        the same pass over W. Pass it back as ``v`` at the next step.
 
     Notes
     -----
     Frobenius weight decay shrinks every singular value by the same factor; spectral decay
     removes ``decay * sigma1`` from the top one only: :math:`W - \\lambda W v_1 v_1^T` has
-    singular values :math:`(1-\\lambda)\\sigma_1, \\sigma_2, \\dots`. The update reads and writes
-    W once (a fused numba kernel computes W v row by row while writing).
+    singular values :math:`(1-\\lambda)\\sigma_1, \\sigma_2, \\dots`. For C-ordered W the update
+    reads and writes W once: a fused numba kernel computes :math:`y = W v` row by row while it
+    writes, and accumulates :math:`W^T y` for the next warm start, so an optimizer that passes
+    ``v`` back runs one power step per training step at no extra pass.
 
     Examples
     --------
@@ -467,30 +471,43 @@ def spectral_weight_decay(W, decay, *, v=None, n_iter=None, out=None, rng=None):
     if v is None:
         V = np.asarray(power_iteration(Warr, rng=rng).v, dtype=np.float64).reshape(-1, n)
     else:
-        n_iter = _validate.positive_int("n_iter", n_iter, default=1, minimum=0)
+        n_iter = _validate.positive_int("n_iter", n_iter, default=0, minimum=0)
         gram, _ = _operators.as_gram(Warr, "W")
         X = _start_from_v0(gram, v, batch_shape)
         with _topsv.blas_single_thread():
             for _ in range(n_iter):
                 _, Z = gram.gram(X, np.arange(gram.batch))
-                norms = np.linalg.norm(Z, axis=1, keepdims=True)
-                X = np.where(norms > 0, Z / np.where(norms > 0, norms, 1.0), X)
-        if gram.left:  # X lives on the u side: v is proportional to A^T u
-            V = np.einsum("bnm,bm->bn", gram.mat, X)
-        else:
-            V = X
-        norms = np.linalg.norm(V, axis=1, keepdims=True)
-        V = V / np.where(norms > 0, norms, 1.0)
+                X = _unit_rows(Z, fallback=X)
+        V = _unit_rows(np.einsum("bnm,bm->bn", gram.mat, X) if gram.left else X, fallback=X if not gram.left else None)
     W3 = Warr.view(np.ndarray).reshape(-1, m, n) if Warr.ndim != 2 else Warr.view(np.ndarray)[None]
     O3 = out.view(np.ndarray).reshape(-1, m, n) if out.ndim != 2 else out.view(np.ndarray)[None]
-    y = np.empty(m)
+    V_next = np.empty_like(V)
+    y, z = np.empty(m), np.empty(n)
+    scratch = np.empty((max(1, min(numba.get_num_threads(), m)), n))
     for k in range(W3.shape[0]):
         Wk, Ok, vk = W3[k], O3[k], np.ascontiguousarray(V[k])
-        if Wk.flags.c_contiguous:
-            _kernels.rank1_deflate_rows(Wk, vk, decay, Ok, y)
+        if Wk.flags.c_contiguous and Ok.flags.c_contiguous:
+            _kernels.rank1_deflate_rows(Wk, vk, decay, Ok, y, z, scratch)
         else:
             y = Wk @ vk
+            z = Wk.T @ y
             np.subtract(Wk, decay * np.outer(y, vk), out=Ok, casting="unsafe")
-        if not np.isfinite(y).all():
+        if not (np.isfinite(y).all() and np.isfinite(z).all()):
             _validate.finite("W", Warr)
-    return out, V.reshape(batch_shape + (n,)).astype(Warr.dtype, copy=False)
+        V_next[k] = z
+    V_next = _unit_rows(V_next, fallback=V)
+    return out, V_next.reshape(batch_shape + (n,)).astype(Warr.dtype, copy=False)
+
+
+def _unit_rows(X, fallback):
+    """Rows of X scaled to unit norm; zero rows take the row of ``fallback`` (or e1)."""
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    unit = X / np.where(norms > 0, norms, 1.0)
+    zero = norms[:, 0] == 0
+    if zero.any():
+        unit[zero] = 0.0
+        if fallback is not None:
+            unit[zero] = fallback[zero] / np.linalg.norm(fallback[zero], axis=1, keepdims=True)
+        else:
+            unit[zero, 0] = 1.0
+    return unit

@@ -11,10 +11,10 @@ def gram_matvec(A, x):
 
 
 def rank1_deflate_rows(W, v, decay):
-    """(W - decay * (W @ v) v^T, W @ v) in float64 arithmetic, cast back to W's dtype."""
+    """(W - decay * (W @ v) v^T, W @ v, W.T @ (W @ v)) in float64 arithmetic, the first cast to W's dtype."""
     W64 = np.asarray(W, dtype=np.float64)
     y = W64 @ v
-    return (W64 - decay * np.outer(y, v)).astype(W.dtype), y
+    return (W64 - decay * np.outer(y, v)).astype(W.dtype), y, W64.T @ y
 
 
 def tridiagonal_top(a, b):

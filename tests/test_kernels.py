@@ -68,16 +68,17 @@ def test_gram_matvec_stack_matches_reference(b, m, n, seed):
             assert np.all(Y[k] == -7.0) and np.all(Z[k] == -7.0)
 
 
-@given(matrix_and_vector(), st.floats(0.0, 2.0), st.booleans())
-def test_rank1_deflate_rows_matches_reference(case, decay, in_place):
+@given(matrix_and_vector(), st.floats(0.0, 2.0), st.booleans(), st.integers(1, 4))
+def test_rank1_deflate_rows_matches_reference(case, decay, in_place, n_chunks):
     W, v = case
     W = W.copy()
-    expected, y_ref = reference.rank1_deflate_rows(W, v, decay)
-    ey, _ = _dot_error_scale(W, v)
+    expected, y_ref, z_ref = reference.rank1_deflate_rows(W, v, decay)
+    ey, ez = _dot_error_scale(W, v)
     out = W if in_place else np.empty_like(W)
-    y = np.empty(W.shape[0])
-    _kernels.rank1_deflate_rows(W, v, decay, out, y)
+    y, z = np.empty(W.shape[0]), np.empty(W.shape[1])
+    _kernels.rank1_deflate_rows(W, v, decay, out, y, z, np.empty((n_chunks, W.shape[1])))
     assert np.all(np.abs(y - y_ref) <= ey + 1e-300)
+    assert np.all(np.abs(z - z_ref) <= ez + 1e-300)  # from the rows before they were overwritten
     # one rounding of the stored dtype on top of the dot-product error
     tol = np.finfo(W.dtype).eps * np.abs(expected.astype(np.float64)) + decay * np.outer(ey, np.abs(v)) * 2 + 1e-300
     assert np.all(np.abs(out.astype(np.float64) - expected.astype(np.float64)) <= 2 * tol)
