@@ -1,0 +1,1104 @@
+"""Spectral statistics of every matrix in a checkpoint: ``python -m linalg_lowrank audit [PATH]``.
+
+Tensors are read one at a time and never the whole file: ``.npy`` files and the uncompressed
+members of ``.npz`` archives are memory-mapped, compressed ``.npz`` members are decompressed one
+member at a time, and ``.safetensors`` files are parsed by a small reader of their own (8-byte
+little-endian header length, JSON header, raw little-endian data) that memory-maps each tensor.
+Every 2-D floating tensor, and every stack of matrices (ndim >= 3, matrices over the last two
+axes), gets its spectral norm from `linalg_lowrank.power_iteration`, its Frobenius norm, stable
+rank, RMS and the estimate of sigma2/sigma1; everything else is listed as skipped with a reason.
+"""
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import struct
+import sys
+import tempfile
+import time
+import warnings
+import zipfile
+import zlib
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from typing import NamedTuple
+
+import numpy as np
+
+from . import _validate, config
+from .results import ConvergenceWarning
+from .spectral import power_iteration
+
+__all__ = [
+    "AuditRecord",
+    "AuditReport",
+    "CheckpointError",
+    "SkippedTensor",
+    "TensorItem",
+    "audit_checkpoint",
+    "main",
+    "read_tensors",
+    "write_demo_checkpoint",
+]
+
+#: Seed of every power iteration of an audit (each tensor starts from ``rng=DEFAULT_SEED``).
+DEFAULT_SEED = 0
+#: Seed of the built-in demo checkpoint's random matrices.
+DEMO_SEED = 0
+#: Keys accepted by ``--sort`` (numbers sort descending, names ascending).
+SORT_KEYS = ("name", "spectral_norm", "stable_rank", "ratio", "rms")
+#: ``--sort`` key -> record field.
+_SORT_FIELDS = {
+    "name": "name",
+    "spectral_norm": "spectral_norm",
+    "stable_rank": "stable_rank",
+    "ratio": "ratio_estimate",
+    "rms": "rms",
+}
+#: Entries per chunk when the Frobenius norm is summed in float64 (8 MiB of scratch).
+_CHUNK_ELEMENTS = 1 << 20
+#: Largest safetensors JSON header accepted (the reference implementation's limit).
+_SAFETENSORS_MAX_HEADER = 100_000_000
+_EXTENSIONS = (".npz", ".npy", ".safetensors")
+
+# safetensors dtype code -> (numpy dtype to map the bytes with, name reported, audited?)
+_ST_DTYPES = {
+    "F64": ("<f8", "float64", True),
+    "F32": ("<f4", "float32", True),
+    "F16": ("<f2", "float16", True),
+    "BF16": ("<u2", "bfloat16", True),
+    "I8": ("i1", "int8", False),
+    "I16": ("<i2", "int16", False),
+    "I32": ("<i4", "int32", False),
+    "I64": ("<i8", "int64", False),
+    "U8": ("u1", "uint8", False),
+    "U16": ("<u2", "uint16", False),
+    "U32": ("<u4", "uint32", False),
+    "U64": ("<u8", "uint64", False),
+    "BOOL": ("?", "bool", False),
+}
+
+#: How a stack of matrices (ndim >= 3) is summarized in one row.
+_STACK_RULE = "spectral_norm is the largest over the stack; the other fields describe that matrix"
+_REASON_NOT_FLOAT = "not floating point"
+_REASON_NOT_MATRIX = "not a matrix"
+_REASON_EMPTY = "empty (a dimension is 0)"
+_REASON_NONFINITE = "contains NaN or Inf"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, truncated or malformed.
+
+    Parameters
+    ----------
+    path : str
+        The file.
+    problem : str
+        What is wrong with it, in one line.
+
+    Examples
+    --------
+    >>> str(CheckpointError("model.safetensors", "bad header length 12345"))
+    'model.safetensors: bad header length 12345'
+    """
+
+    def __init__(self, path, problem):
+        self.path = str(path)
+        self.problem = " ".join(str(problem).split())  # one line, whatever the cause said
+        super().__init__(f"{self.path}: {self.problem}")
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """Spectral statistics of one matrix, or of one stack of matrices, of a checkpoint.
+
+    For a stack (ndim >= 3, matrices over the last two axes) ``spectral_norm`` is the largest
+    spectral norm in the stack and every other statistic describes the matrix that attains it
+    (``stack_index``); ``converged`` holds only if every matrix of the stack converged.
+
+    Attributes
+    ----------
+    name : str
+        Name of the tensor in the checkpoint.
+    shape : tuple of int
+        Its full shape, stack dimensions included.
+    dtype : str
+        Its stored dtype ("float32", "float16", "bfloat16", ...); float16 and bfloat16 are
+        upcast to float32 for the computation.
+    spectral_norm : float
+        sigma1 = ||W||_2 (for a stack, the largest over the stack).
+    frobenius_norm : float
+        ||W||_F, summed in float64.
+    stable_rank : float
+        ||W||_F^2 / ||W||_2^2, between 1 and the rank; NaN for the zero matrix.
+    rms : float
+        ||W||_F / sqrt(m n), the root mean square entry.
+    ratio_estimate : float
+        Estimate of sigma2/sigma1, the ``ratio_estimate`` of `power_iteration` (NaN when the
+        iteration ended before it could tell, for example on the zero matrix).
+    converged : bool
+        Whether `power_iteration` reached ``tol`` (for a stack: for every matrix).
+    time : float
+        Seconds spent on this tensor: reading, statistics and power iteration.
+    stack_size : int
+        Number of matrices: 1 for a plain matrix.
+    stack_index : tuple of int or None
+        Index over the stack dimensions of the matrix with the largest spectral norm; None for
+        a plain matrix.
+    """
+
+    name: str
+    shape: tuple
+    dtype: str
+    spectral_norm: float
+    frobenius_norm: float
+    stable_rank: float
+    rms: float
+    ratio_estimate: float
+    converged: bool
+    time: float
+    stack_size: int = 1
+    stack_index: tuple | None = None
+
+    @property
+    def is_stack(self):
+        """True for a stack of matrices (ndim >= 3)."""
+        return len(self.shape) > 2
+
+    def to_dict(self):
+        """The fields as JSON-ready Python values (lists for tuples, None for NaN)."""
+        out = asdict(self)
+        out["shape"] = list(self.shape)
+        out["stack_index"] = None if self.stack_index is None else list(self.stack_index)
+        for key, value in out.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                out[key] = None
+        return out
+
+
+@dataclass(frozen=True)
+class SkippedTensor:
+    """A tensor the audit did not compute with, and why.
+
+    Attributes
+    ----------
+    name : str
+        Name of the tensor in the checkpoint.
+    shape : tuple of int
+        Its shape.
+    dtype : str
+        Its stored dtype ("int64", "bool", "float32", ...).
+    reason : str
+        Why it was skipped: "not floating point", "not a matrix", "empty (a dimension is 0)",
+        "contains NaN or Inf", "unsupported dtype ...", ...
+    """
+
+    name: str
+    shape: tuple
+    dtype: str
+    reason: str
+
+    def to_dict(self):
+        """The fields as JSON-ready Python values."""
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "reason": self.reason}
+
+
+class AuditReport(NamedTuple):
+    """What `audit_checkpoint` returns: unpack as ``records, skipped = audit_checkpoint(path)``."""
+
+    records: list
+    """`AuditRecord` of every audited tensor, in file order."""
+    skipped: list
+    """`SkippedTensor` of every other tensor, in file order."""
+
+
+class TensorItem(NamedTuple):
+    """What `read_tensors` yields: unpack as ``name, array, reason``."""
+
+    name: str
+    """Name of the tensor in the checkpoint."""
+    array: np.ndarray | None
+    """The data (a memmap or a view of one where the format allows), None when skipped."""
+    reason: str | None
+    """Why the tensor is skipped, None when ``array`` is given."""
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One tensor of an opened checkpoint, read only when ``load`` is called."""
+
+    name: str
+    shape: tuple
+    dtype: str
+    reason: str | None  # why it is skipped, None if it is audited
+    load: Callable[[], np.ndarray] | None
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading checkpoints
+# ----------------------------------------------------------------------------------------------
+
+
+def _skip_reason(shape, dtype):
+    """Why a tensor of this shape and numpy dtype is not audited, or None."""
+    if dtype.kind in "iub":
+        return _REASON_NOT_FLOAT
+    if dtype.kind == "c":
+        return "complex dtype not supported"
+    if dtype.kind != "f" or dtype.fields is not None:
+        return f"not a numeric dtype ({dtype})"
+    return _shape_reason(shape)
+
+
+def _shape_reason(shape):
+    if len(shape) < 2:
+        return _REASON_NOT_MATRIX
+    if 0 in shape:
+        return _REASON_EMPTY
+    return None
+
+
+def _nbytes(shape, itemsize):
+    return math.prod(shape) * itemsize
+
+
+def _read_npy_header(fp):
+    """Shape, Fortran order and dtype of the .npy stream at its start; leaves ``fp`` at the data."""
+    version = np.lib.format.read_magic(fp)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(fp)
+    return np.lib.format.read_array_header_2_0(fp)  # 3.0 differs only in the header's encoding
+
+
+def _check_path(path):
+    try:
+        path = os.fspath(path)
+    except TypeError:
+        raise TypeError(f"`path` must be a str or os.PathLike, got {type(path).__name__}") from None
+    if not os.path.exists(path):
+        raise CheckpointError(path, "no such file")
+    if os.path.isdir(path):
+        raise CheckpointError(path, "is a directory, expected a .npz, .npy or .safetensors file")
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in _EXTENSIONS:
+        raise CheckpointError(path, f"unknown extension {ext or '(none)'!r}: expected .npz, .npy or .safetensors")
+    return path, ext
+
+
+@contextlib.contextmanager
+def _open_checkpoint(path):
+    """Parse the headers of a checkpoint and yield its `_Entry` list (data is read on ``load``)."""
+    path, ext = _check_path(path)
+    try:
+        if ext == ".npy":
+            yield _npy_entries(path)
+        elif ext == ".safetensors":
+            yield _safetensors_entries(path)
+        else:
+            with _open_zip(path) as zf:
+                yield _npz_entries(path, zf)
+    except OSError as exc:
+        raise CheckpointError(path, exc.strerror or str(exc)) from exc
+
+
+def _npy_entries(path):
+    size = os.path.getsize(path)
+    with open(path, "rb") as fp:
+        try:
+            shape, fortran_order, dtype = _read_npy_header(fp)
+        except (ValueError, EOFError, SyntaxError) as exc:
+            raise CheckpointError(path, f"not a valid .npy file ({exc})") from None
+        data_offset = fp.tell()
+    name = os.path.splitext(os.path.basename(path))[0]
+    reason = _skip_reason(shape, dtype)
+    if not dtype.hasobject:
+        need = _nbytes(shape, dtype.itemsize)
+        if data_offset + need > size:
+            raise CheckpointError(
+                path, f"truncated: the header promises {need} bytes of data, the file holds {size - data_offset}"
+            )
+    load = None if reason else lambda: np.load(path, mmap_mode="r", allow_pickle=False)
+    return [_Entry(name, tuple(shape), str(dtype), reason, load)]
+
+
+@contextlib.contextmanager
+def _open_zip(path):
+    try:
+        zf = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as exc:
+        raise CheckpointError(path, f"not a valid .npz (zip) file ({exc})") from None
+    with zf:
+        yield zf
+
+
+def _npz_entries(path, zf):
+    size = os.path.getsize(path)
+    entries = []
+    with open(path, "rb") as raw:
+        for info in zf.infolist():
+            if info.is_dir():
+                continue
+            member = info.filename
+            if not member.endswith(".npy"):
+                entries.append(_Entry(member, (), "unknown", "not a .npy member", None))
+                continue
+            try:
+                with zf.open(info) as fp:
+                    shape, fortran_order, dtype = _read_npy_header(fp)
+                    header_len = fp.tell()
+            except (ValueError, EOFError, SyntaxError, zipfile.BadZipFile, zlib.error) as exc:
+                raise CheckpointError(path, f"member {member!r} is not a valid .npy ({exc})") from None
+            name = member[:-4]
+            reason = _skip_reason(shape, dtype)
+            need = 0 if dtype.hasobject else _nbytes(shape, dtype.itemsize)
+            if header_len + need > info.file_size:
+                raise CheckpointError(
+                    path,
+                    f"member {member!r} is truncated: its header promises {need} bytes of data, "
+                    f"it holds {info.file_size - header_len}",
+                )
+            load = None
+            if reason is None:
+                if info.compress_type == zipfile.ZIP_STORED and not info.flag_bits & 0x1:
+                    start = _zip_data_start(path, raw, info) + header_len
+                    if start + need > size:
+                        raise CheckpointError(path, f"member {member!r} runs past the end of the file")
+                    load = _memmap_loader(path, dtype, start, shape, "F" if fortran_order else "C")
+                else:
+                    load = _zip_member_loader(path, zf, info)
+            entries.append(_Entry(name, tuple(shape), str(dtype), reason, load))
+    return entries
+
+
+def _zip_data_start(path, raw, info):
+    """Offset in the file of a stored zip member's bytes (after its local file header)."""
+    raw.seek(info.header_offset)
+    local = raw.read(30)
+    if len(local) < 30 or local[:4] != b"PK\x03\x04":
+        raise CheckpointError(path, f"member {info.filename!r}: bad local file header")
+    name_len, extra_len = struct.unpack("<HH", local[26:30])
+    return info.header_offset + 30 + name_len + extra_len
+
+
+def _memmap_loader(path, dtype, offset, shape, order="C"):
+    def load():
+        return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=tuple(shape), order=order)
+
+    return load
+
+
+def _zip_member_loader(path, zf, info):
+    def load():
+        try:
+            with zf.open(info) as fp:
+                return np.lib.format.read_array(fp, allow_pickle=False)
+        except (ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+            raise CheckpointError(path, f"member {info.filename!r} is corrupt ({exc})") from None
+
+    return load
+
+
+def _safetensors_entries(path):
+    size = os.path.getsize(path)
+    with open(path, "rb") as fp:
+        head = fp.read(8)
+        if len(head) < 8:
+            raise CheckpointError(path, f"truncated: {size} bytes, too short for the 8-byte header length")
+        header_len = int.from_bytes(head, "little")
+        if header_len > size - 8:
+            raise CheckpointError(
+                path, f"bad header length {header_len}: only {size - 8} bytes follow it (truncated or not safetensors)"
+            )
+        if header_len > _SAFETENSORS_MAX_HEADER:
+            raise CheckpointError(path, f"bad header length {header_len}: larger than {_SAFETENSORS_MAX_HEADER}")
+        raw = fp.read(header_len)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(path, f"bad JSON header ({exc})") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(path, f"bad JSON header: expected an object, got {type(header).__name__}")
+    data_start = 8 + header_len
+    data_size = size - data_start
+    entries = []
+    for name, spec in header.items():
+        if name == "__metadata__":
+            continue
+        code, shape, begin, end = _parse_safetensors_spec(path, name, spec)
+        if end > data_size:
+            raise CheckpointError(
+                path,
+                f"tensor {name!r}: data_offsets [{begin}, {end}] run past the end of the data "
+                f"({data_size} bytes; truncated file?)",
+            )
+        known = _ST_DTYPES.get(code)
+        if known is None:
+            entries.append((begin, _Entry(name, shape, code, f"unsupported dtype {code}", None)))
+            continue
+        np_dtype, dtype_name, audited = known
+        need = _nbytes(shape, np.dtype(np_dtype).itemsize)
+        if end - begin != need:
+            raise CheckpointError(
+                path,
+                f"tensor {name!r}: data_offsets span {end - begin} bytes, dtype {code} and shape {list(shape)} "
+                f"need {need}",
+            )
+        reason = _shape_reason(shape) if audited else _REASON_NOT_FLOAT
+        load = None
+        if reason is None:
+            load = _memmap_loader(path, np.dtype(np_dtype), data_start + begin, shape)
+            if code == "BF16":
+                load = _bf16_loader(load)
+        entries.append((begin, _Entry(name, shape, dtype_name, reason, load)))
+    entries.sort(key=lambda item: item[0])  # file order: reads go forward through the file
+    return [entry for _, entry in entries]
+
+
+def _parse_safetensors_spec(path, name, spec):
+    def bad(what):
+        return CheckpointError(path, f"bad JSON header: tensor {name!r} {what}")
+
+    if not isinstance(spec, dict):
+        raise bad(f"must map to an object, got {type(spec).__name__}")
+    missing = {"dtype", "shape", "data_offsets"} - spec.keys()
+    if missing:
+        raise bad(f"lacks {', '.join(sorted(missing))}")
+    code, shape, offsets = spec["dtype"], spec["shape"], spec["data_offsets"]
+
+    def is_count(x):
+        return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+    if not isinstance(code, str):
+        raise bad(f"has dtype {code!r}, expected a string")
+    if not isinstance(shape, list) or not all(is_count(d) for d in shape):
+        raise bad(f"has shape {shape!r}, expected a list of non-negative integers")
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(is_count(o) for o in offsets):
+        raise bad(f"has data_offsets {offsets!r}, expected [begin, end]")
+    begin, end = offsets
+    if begin > end:
+        raise bad(f"has data_offsets [{begin}, {end}] with begin > end")
+    return code, tuple(shape), begin, end
+
+
+def _bf16_loader(load):
+    def load_bf16():
+        bits = load()
+        return (bits.astype(np.uint32) << 16).view(np.float32)
+
+    return load_bf16
+
+
+def read_tensors(path):
+    """Tensors of a checkpoint one at a time, without reading the whole file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A ``.npy``, ``.npz`` or ``.safetensors`` file.
+
+    Yields
+    ------
+    item : TensorItem
+        ``(name, array, reason)``. Tensors the audit computes with (floating, at least 2-D,
+        non-empty) come with ``array`` and ``reason=None``; every other one with
+        ``array=None`` and the reason it is skipped. Arrays of ``.npy`` files, uncompressed
+        ``.npz`` members and ``.safetensors`` files are read-only ``numpy.memmap`` objects (no
+        copy); compressed ``.npz`` members are decompressed alone; bfloat16 tensors come as
+        float32 (numpy has no bfloat16). Arrays keep their stored dtype otherwise (float16
+        included). A ``.npy`` file yields one tensor named after the file.
+
+    Raises
+    ------
+    CheckpointError
+        If the file is missing, has an unknown extension, or is truncated or malformed (bad
+        header length, bad JSON, offsets past the end of the file, corrupt zip). Header
+        problems are raised before the first item; corrupt compressed data when it is read.
+    TypeError
+        If ``path`` is not a path.
+
+    Examples
+    --------
+    >>> import os, tempfile, numpy as np
+    >>> from linalg_lowrank.audit import read_tensors
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     path = os.path.join(d, "ckpt.npz")
+    ...     np.savez(path, w=np.eye(3, dtype=np.float32), step=np.int64(7))
+    ...     for name, array, reason in read_tensors(path):
+    ...         print(name, None if array is None else array.shape, reason)
+    w (3, 3) None
+    step None not floating point
+    """
+    with _open_checkpoint(path) as entries:
+        for entry in entries:
+            yield TensorItem(entry.name, None if entry.load is None else entry.load(), entry.reason)
+
+
+# ----------------------------------------------------------------------------------------------
+# The audit
+# ----------------------------------------------------------------------------------------------
+
+
+def _compute_dtype(dtype):
+    if dtype.itemsize <= 4:
+        return np.dtype(np.float32)  # float16 (and bfloat16, already float32) upcast
+    return np.dtype(np.float64)
+
+
+def _as_computable(arr):
+    """The array as a native float32/float64 array; a view (memmap) whenever it already is one."""
+    want = _compute_dtype(arr.dtype)
+    if arr.dtype != want or not arr.flags.aligned:  # a big-endian dtype differs from the native one
+        arr = np.asarray(arr, dtype=want)
+    return arr
+
+
+def _frobenius_norms(stack):
+    """Frobenius norm of each matrix of a (b, m, n) stack, summed in float64 by chunks of rows.
+
+    Returns None when an entry is NaN or Inf.
+    """
+    out = np.empty(stack.shape[0])
+    for k in range(stack.shape[0]):
+        M = stack[k]
+        if not M.flags.c_contiguous and M.flags.f_contiguous:
+            M = M.T  # walk the memory in order; the norm does not care
+        rows = max(1, _CHUNK_ELEMENTS // M.shape[1])
+        total = 0.0
+        for i in range(0, M.shape[0], rows):
+            chunk = np.ascontiguousarray(M[i : i + rows], dtype=np.float64).ravel()
+            with np.errstate(all="ignore"):
+                total += float(np.dot(chunk, chunk))
+        if not math.isfinite(total):
+            if not all(np.isfinite(M[i : i + rows]).all() for i in range(0, M.shape[0], rows)):
+                return None
+            total = _scaled_sumsq(M, rows)
+        out[k] = math.sqrt(total)
+    return out
+
+
+def _scaled_sumsq(M, rows):
+    """Sum of squares of huge finite entries: scale by the largest entry so squares do not overflow."""
+    scale = max(float(np.abs(M[i : i + rows]).max()) for i in range(0, M.shape[0], rows))
+    total = 0.0
+    for i in range(0, M.shape[0], rows):
+        chunk = np.asarray(M[i : i + rows], dtype=np.float64) / scale
+        total += float(np.dot(chunk.ravel(), chunk.ravel()))
+    return total * scale * scale  # may be inf: the norm then really exceeds float64
+
+
+def _audit_array(name, arr, stored_dtype, *, seed, tol, maxiter):
+    """AuditRecord of one loaded array, or a reason to skip it."""
+    W = _as_computable(arr)
+    shape = tuple(W.shape)
+    m, n = shape[-2:]
+    stack = W.reshape((-1, m, n))  # a view for C-contiguous stacks and every 2-D array
+    frob = _frobenius_norms(stack)
+    if frob is None:
+        return _REASON_NONFINITE
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # reported as converged=False instead
+        try:
+            res = power_iteration(W, rng=seed, tol=tol, maxiter=maxiter)
+        except ValueError as exc:  # overflow of the products of a finite but enormous matrix
+            return f"power iteration failed: {exc}"
+    sigma = np.asarray(res.sigma, dtype=np.float64).reshape(-1)
+    ratio = np.asarray(res.ratio_estimate, dtype=np.float64).reshape(-1)
+    k = int(np.argmax(sigma))
+    s, f = float(sigma[k]), float(frob[k])
+    stable_rank = f * f / (s * s) if s > 0 else math.nan
+    batch_shape = shape[:-2]
+    index = tuple(int(i) for i in np.unravel_index(k, batch_shape)) if batch_shape else None
+    return AuditRecord(
+        name=name,
+        shape=shape,
+        dtype=stored_dtype,
+        spectral_norm=s,
+        frobenius_norm=f,
+        stable_rank=stable_rank,
+        rms=f / math.sqrt(m * n),
+        ratio_estimate=float(ratio[k]),
+        converged=bool(np.all(res.converged)),
+        time=0.0,
+        stack_size=stack.shape[0],
+        stack_index=index,
+    )
+
+
+def audit_checkpoint(path, *, seed=DEFAULT_SEED, tol=config.POWER_TOL, maxiter=None, progress=False):
+    """Spectral statistics of every matrix of a checkpoint, read one tensor at a time.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A ``.npy``, ``.npz`` or ``.safetensors`` file.
+    seed : int, optional
+        Seed of the random start vector of every power iteration (each tensor starts from the
+        same seed, so a tensor's numbers do not depend on the rest of the file).
+    tol : float, optional
+        Relative residual tolerance of `power_iteration`.
+    maxiter : int, optional
+        Cap on Gram products per matrix, as in `power_iteration`.
+    progress : bool, optional
+        Show a tqdm progress bar on stderr.
+
+    Returns
+    -------
+    report : AuditReport
+        ``(records, skipped)``: an `AuditRecord` per 2-D floating tensor or stack of matrices,
+        a `SkippedTensor` per other tensor (integer, boolean, 0-D/1-D, empty, NaN/Inf, ...),
+        both in file order. float16 and bfloat16 are computed in float32.
+
+    Raises
+    ------
+    CheckpointError
+        If the file is missing, has an unknown extension or is truncated or malformed.
+    TypeError
+        If ``path`` is not a path, or ``seed``, ``tol`` or ``maxiter`` have the wrong type.
+    ValueError
+        If ``seed`` is negative, ``tol`` is not positive or ``maxiter`` is below 1.
+
+    See Also
+    --------
+    read_tensors : the tensors themselves, lazily.
+    linalg_lowrank.power_iteration : the solver, with every diagnostic.
+
+    Notes
+    -----
+    The stable rank :math:`\\|W\\|_F^2 / \\|W\\|_2^2` lies between 1 and the rank of W and is a
+    robust count of the directions that carry the weight's energy; the RMS is
+    :math:`\\|W\\|_F / \\sqrt{mn}`. A ``ratio_estimate`` near 1 means a small gap
+    :math:`\\sigma_1 - \\sigma_2` (slow plain power iteration, a nearly non-unique top
+    direction). Power iteration returns :math:`\\|W v\\|` for a unit v, a lower bound on
+    :math:`\\sigma_1`, so the stable rank is an upper estimate, tight to the solver's tolerance.
+
+    Examples
+    --------
+    >>> import os, tempfile, numpy as np
+    >>> from linalg_lowrank.audit import audit_checkpoint
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     path = os.path.join(d, "ckpt.npz")
+    ...     np.savez(path, w=np.diag([3.0, 2.0, 1.0]), b=np.zeros(3))
+    ...     records, skipped = audit_checkpoint(path)
+    >>> r = records[0]
+    >>> r.name, round(r.spectral_norm, 12), round(r.stable_rank, 12), r.converged
+    ('w', 3.0, 1.555555555556, True)
+    >>> skipped[0].name, skipped[0].reason
+    ('b', 'not a matrix')
+    """
+    seed = _validate.positive_int("seed", seed, minimum=0)
+    if seed is None:
+        raise TypeError("`seed` must be an integer >= 0, got None")
+    tol = _validate.positive("tol", tol)
+    maxiter = _validate.positive_int("maxiter", maxiter)
+    records, skipped = [], []
+    with _open_checkpoint(path) as entries:
+        bar = _progress_bar(len(entries), os.path.basename(os.fspath(path))) if progress else None
+        try:
+            for entry in entries:
+                if bar is not None:
+                    bar.set_postfix_str(entry.name, refresh=False)
+                start = time.perf_counter()
+                result = entry.reason
+                if result is None:
+                    result = _audit_array(entry.name, entry.load(), entry.dtype, seed=seed, tol=tol, maxiter=maxiter)
+                if isinstance(result, AuditRecord):
+                    records.append(replace(result, time=time.perf_counter() - start))
+                else:
+                    skipped.append(SkippedTensor(entry.name, entry.shape, entry.dtype, result))
+                if bar is not None:
+                    bar.update()
+        finally:
+            if bar is not None:
+                bar.close()
+    return AuditReport(records, skipped)
+
+
+def _progress_bar(total, desc):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="tensor", file=sys.stderr, leave=False, dynamic_ncols=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# The demo checkpoint
+# ----------------------------------------------------------------------------------------------
+
+
+def _to_bf16_bits(x):
+    """float32 -> bfloat16 bit patterns (uint16), rounding to nearest even."""
+    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    rounding = ((bits >> 16) & 1) + np.uint32(0x7FFF)
+    return ((bits + rounding) >> 16).astype(np.uint16)
+
+
+def _write_safetensors(path, tensors, metadata=None):
+    """Write ``{name: (dtype code, array)}`` as safetensors (array holds the raw little-endian values)."""
+    itemsize = {code: np.dtype(np_dtype).itemsize for code, (np_dtype, _, _) in _ST_DTYPES.items()}
+    # Largest items first keeps every tensor aligned to its item size, as the reference writer does.
+    order = sorted(tensors, key=lambda name: (-itemsize[tensors[name][0]], name))
+    header, blobs, offset = {}, [], 0
+    if metadata:
+        header["__metadata__"] = dict(metadata)
+    for name in order:
+        code, arr = tensors[name]
+        blob = np.ascontiguousarray(arr, dtype=np.dtype(_ST_DTYPES[code][0])).tobytes()
+        header[name] = {"dtype": code, "shape": list(np.shape(arr)), "data_offsets": [offset, offset + len(blob)]}
+        blobs.append(blob)
+        offset += len(blob)
+    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)
+    with open(path, "wb") as fp:
+        fp.write(len(raw).to_bytes(8, "little"))
+        fp.write(raw)
+        for blob in blobs:
+            fp.write(blob)
+
+
+def _orthonormal(rng, n, k):
+    q, r = np.linalg.qr(rng.standard_normal((n, k)))
+    return q * np.sign(np.diag(r))
+
+
+def write_demo_checkpoint(path):
+    """Write the small built-in demo checkpoint, deterministically, as a ``.safetensors`` file.
+
+    It holds Gaussian matrices (float32, float64, float16 and bfloat16), one of rank 4, one with
+    sigma2/sigma1 = 0.99, a stack of four "expert" matrices, a 1-D norm weight and integer and
+    boolean tensors (to show skipping). ``python -m linalg_lowrank audit`` without a path audits it.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Where to write it (overwritten).
+
+    Returns
+    -------
+    path : str
+        The same path.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from linalg_lowrank.audit import audit_checkpoint, write_demo_checkpoint
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     records, skipped = audit_checkpoint(write_demo_checkpoint(os.path.join(d, "demo.safetensors")))
+    >>> len(records), sorted(s.reason for s in skipped)
+    (8, ['not a matrix', 'not floating point', 'not floating point'])
+    >>> r = next(r for r in records if r.name == "layers.0.mlp.down.weight")
+    >>> round(r.ratio_estimate, 6)
+    0.99
+    """
+    path = os.fspath(path)
+    rng = np.random.default_rng(DEMO_SEED)
+    d, h = 64, 256
+
+    def gaussian(m, n):
+        return rng.standard_normal((m, n)) / math.sqrt(n)
+
+    low_rank = _orthonormal(rng, h, 4) @ np.diag([4.0, 3.0, 2.0, 1.0]) @ _orthonormal(rng, d, 4).T
+    s = np.concatenate([[1.0, 0.99], np.linspace(0.5, 0.01, d - 2)])
+    near_degenerate = (_orthonormal(rng, d, d) * s) @ _orthonormal(rng, h, d).T
+    tensors = {
+        "embed.weight": ("F32", gaussian(512, d)),
+        "layers.0.attn.qkv.weight": ("F32", gaussian(3 * d, d)),
+        "layers.0.attn.out.weight": ("F64", gaussian(d, d)),
+        "layers.0.mlp.up.weight": ("F32", low_rank),
+        "layers.0.mlp.down.weight": ("F32", near_degenerate),
+        "layers.0.norm.weight": ("F32", np.ones(d)),
+        "layers.1.mlp.up.weight": ("F16", gaussian(h, d)),
+        "layers.1.mlp.down.weight": ("BF16", _to_bf16_bits(gaussian(d, h))),
+        "layers.1.experts.weight": ("F32", rng.standard_normal((4, d, 32)) / math.sqrt(32)),
+        "position_ids": ("I64", np.arange(512)[None, :]),
+        "attention_mask": ("BOOL", np.tril(np.ones((8, 8), dtype=bool))),
+    }
+    _write_safetensors(path, tensors, metadata={"format": "np", "source": "linalg_lowrank demo"})
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# Output
+# ----------------------------------------------------------------------------------------------
+
+
+def _sort_records(records, key):
+    field = _SORT_FIELDS[key]
+    if field == "name":
+        return sorted(records, key=lambda r: r.name)
+
+    def descending(r):
+        value = getattr(r, field)
+        return (math.isnan(value), -value if not math.isnan(value) else 0.0)
+
+    return sorted(records, key=descending)
+
+
+def _num(x, spec):
+    return "-" if x is None or math.isnan(x) else format(x, spec)
+
+
+def _shape_str(shape):
+    return "x".join(str(d) for d in shape) if shape else "()"
+
+
+def _table(rows, right):
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for row in rows:
+        cells = [cell.rjust(w) if r else cell.ljust(w) for cell, w, r in zip(row, widths, right, strict=True)]
+        lines.append("  ".join(cells).rstrip())
+    return lines
+
+
+def format_report(records, skipped, *, title=None):
+    """The audit as a plain aligned text table: the records, then the skipped tensors.
+
+    Parameters
+    ----------
+    records : list of AuditRecord
+        Rows of the table, in the order given.
+    skipped : list of SkippedTensor
+        Listed after the table with their shape, dtype and reason.
+    title : str, optional
+        A first line.
+
+    Returns
+    -------
+    text : str
+        The table, without a trailing newline. NaN shows as ``-``.
+    """
+    lines = [title] if title else []
+    if records:
+        has_stack = any(r.is_stack for r in records)
+        head = ["name", "shape", "dtype", "spectral_norm", "frobenius", "stable_rank", "rms", "s2/s1", "conv", "time_s"]
+        if has_stack:
+            head.append("stack")
+        rows = [head]
+        for r in records:
+            row = [
+                r.name,
+                _shape_str(r.shape),
+                r.dtype,
+                _num(r.spectral_norm, ".6g"),
+                _num(r.frobenius_norm, ".6g"),
+                _num(r.stable_rank, ".4g"),
+                _num(r.rms, ".4g"),
+                _num(r.ratio_estimate, ".4f"),
+                "yes" if r.converged else "NO",
+                f"{r.time:.3f}",
+            ]
+            if has_stack:
+                where = ",".join(str(i) for i in r.stack_index) if r.is_stack else ""
+                row.append(f"max of {r.stack_size} at [{where}]" if r.is_stack else "")
+            rows.append(row)
+        lines += _table(rows, [False] * 3 + [True] * 7 + [False] * (len(head) - 10))
+        if has_stack:
+            lines.append(f"stacks (ndim >= 3): {_STACK_RULE}")
+    else:
+        lines.append("no matrices to audit")
+    if skipped:
+        lines.append("")
+        lines.append(f"skipped {len(skipped)} tensor(s):")
+        rows = [[s.name, _shape_str(s.shape), s.dtype, s.reason] for s in skipped]
+        lines += ["  " + line for line in _table(rows, [False] * 4)]
+    return "\n".join(lines)
+
+
+def _json_document(path, records, skipped, *, seed, tol, maxiter, sort, top_k):
+    return {
+        "path": path,
+        "seed": seed,
+        "tol": tol,
+        "maxiter": maxiter,
+        "sort": sort,
+        "top_k": top_k,
+        "stack_rule": _STACK_RULE,
+        "records": [r.to_dict() for r in records],
+        "skipped": [s.to_dict() for s in skipped],
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------------
+
+#: One-line help of the ``audit`` command (``python -m linalg_lowrank --help``).
+COMMAND_HELP = "spectral statistics of every matrix in a checkpoint"
+COMMAND_DESCRIPTION = (
+    "Report, for every 2-D floating tensor (and every stack of matrices, ndim >= 3) of a .npz, .npy or "
+    ".safetensors checkpoint: shape, dtype, spectral norm, Frobenius norm, stable rank ||W||_F^2/||W||_2^2, "
+    "RMS, the estimate of sigma2/sigma1, whether power iteration converged and the time taken. "
+    "Tensors are read one at a time (memory-mapped where possible). For stacks the spectral norm is the "
+    "largest over the stack and the other columns describe that matrix. Integer, boolean, 0-D and 1-D "
+    "tensors are listed as skipped. Without PATH a small built-in demo checkpoint is audited. "
+    "Exit status: 0 on success, 2 for a missing, truncated or malformed file or bad options."
+)
+
+
+def _int_at_least(minimum):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
+    return value
+
+
+def add_arguments(parser):
+    """Add the ``audit`` command's arguments to an argparse parser.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The parser (or subparser) of the ``audit`` command.
+
+    Returns
+    -------
+    parser : argparse.ArgumentParser
+        The same parser.
+    """
+    parser.add_argument(
+        "path", nargs="?", metavar="PATH", help="checkpoint file (.npz, .npy or .safetensors); default: built-in demo"
+    )
+    parser.add_argument("--json", action="store_true", help="print a JSON document (records and skipped) to stdout")
+    parser.add_argument(
+        "--sort",
+        choices=SORT_KEYS,
+        default=None,
+        help="order of the rows: numbers descending (largest first), names ascending; "
+        "default: file order, or spectral_norm when --top-k is given",
+    )
+    parser.add_argument(
+        "--top-k", type=_int_at_least(1), default=None, metavar="K", help="show only the first K rows after sorting"
+    )
+    parser.add_argument(
+        "--seed",
+        type=_int_at_least(0),
+        default=DEFAULT_SEED,
+        help=f"seed of the power iterations' start vectors (default {DEFAULT_SEED})",
+    )
+    parser.add_argument(
+        "--tol",
+        type=_positive_float,
+        default=config.POWER_TOL,
+        help=f"relative residual tolerance of power iteration (default {config.POWER_TOL:g})",
+    )
+    parser.add_argument(
+        "--maxiter",
+        type=_int_at_least(1),
+        default=None,
+        help="cap on power/Lanczos iterations per matrix (default max(1000, 10 min(m, n)))",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (shown only when stderr is a TTY)")
+    return parser
+
+
+def _error(message):
+    print(f"linalg_lowrank audit: error: {message}", file=sys.stderr)
+    return 2
+
+
+def run(args):
+    """Run the ``audit`` command on parsed arguments.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        As parsed by a parser set up with `add_arguments`.
+
+    Returns
+    -------
+    status : int
+        0 on success, 2 (with one line on stderr naming the file and the problem) for a
+        missing, truncated or malformed checkpoint.
+    """
+    sort = args.sort or ("spectral_norm" if args.top_k is not None else None)
+    progress = not args.no_progress and sys.stderr.isatty()
+    try:
+        with contextlib.ExitStack() as stack:
+            if args.path is None:
+                tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="linalg_lowrank_demo_"))
+                path = write_demo_checkpoint(os.path.join(tmp, "demo.safetensors"))
+                label = "built-in demo checkpoint"
+            else:
+                path = label = args.path
+            records, skipped = audit_checkpoint(
+                path, seed=args.seed, tol=args.tol, maxiter=args.maxiter, progress=progress
+            )
+    except CheckpointError as exc:
+        return _error(exc)
+    except KeyboardInterrupt:
+        return _error("interrupted")
+    if sort is not None:
+        records = _sort_records(records, sort)
+    if args.top_k is not None:
+        records = records[: args.top_k]
+    if args.json:
+        doc = _json_document(
+            label, records, skipped, seed=args.seed, tol=args.tol, maxiter=args.maxiter, sort=sort, top_k=args.top_k
+        )
+        text = json.dumps(doc, indent=2, allow_nan=False)
+    else:
+        title = f"# {label}: {len(records)} matri{'x' if len(records) == 1 else 'ces'}"
+        if args.top_k is not None or sort is not None:
+            title += f" (sorted by {sort}{'' if args.top_k is None else f', top {args.top_k}'})"
+        text = format_report(records, skipped, title=title)
+    try:
+        print(text)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `... | head`: the reader is gone, which is fine
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return 0
+
+
+def main(argv=None):
+    """Entry point of ``python -m linalg_lowrank audit``.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments after ``audit`` (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    status : int
+        0 on success; 2 for a missing, truncated or malformed checkpoint (one line on stderr
+        naming the file and the problem) or bad options.
+
+    Examples
+    --------
+    >>> import os, tempfile, numpy as np
+    >>> from linalg_lowrank.audit import main
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     path = os.path.join(d, "w.npy")
+    ...     np.save(path, np.diag([2.0, 1.0]))
+    ...     status = main([path, "--no-progress"])  # doctest: +ELLIPSIS
+    # ...w.npy: 1 matrix
+    name  shape  dtype    spectral_norm  frobenius  stable_rank    rms   s2/s1  conv  time_s
+    w     2x2    float64              2    2.23607         1.25  1.118  0.5000   yes  ...
+    >>> status
+    0
+    """
+    parser = argparse.ArgumentParser(prog="python -m linalg_lowrank audit", description=COMMAND_DESCRIPTION)
+    add_arguments(parser)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2): argparse already printed it
+        return exc.code if isinstance(exc.code, int) else 2
+    return run(args)

@@ -1,0 +1,534 @@
+"""The checkpoint audit: readers against numpy/safetensors, statistics against scipy's SVD, the CLI."""
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+import safetensors.numpy
+import scipy.linalg
+
+from linalg_lowrank import __main__ as cli
+from linalg_lowrank import audit
+from linalg_lowrank.audit import AuditRecord, CheckpointError, audit_checkpoint, read_tensors
+
+EPS64 = np.finfo(np.float64).eps
+TOL = 1e-10  # the audit's default power-iteration tolerance
+
+
+def _matrices(seed=0):
+    """A few matrices with known, distinct spectra (float64)."""
+    rng = np.random.default_rng(seed)
+    U, _ = np.linalg.qr(rng.standard_normal((40, 12)))
+    V, _ = np.linalg.qr(rng.standard_normal((30, 12)))
+    s = np.array([5.0, 4.95] + list(np.linspace(1.0, 0.1, 10)))  # sigma2/sigma1 = 0.99
+    return {
+        "gauss": rng.standard_normal((48, 20)),
+        "wide": rng.standard_normal((16, 50)) * 0.02,
+        "lowrank": rng.standard_normal((36, 3)) @ rng.standard_normal((3, 24)),
+        "close": (U * s) @ V.T,
+    }
+
+
+def _bf16_exact(x):
+    """float32 values whose low 16 bits are zero, so bfloat16 holds them exactly."""
+    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32) & np.uint32(0xFFFF0000)
+    return bits.view(np.float32)
+
+
+def _write_bf16_safetensors(path, tensors):
+    """Write BF16 tensors by hand in the safetensors layout (safetensors.numpy cannot)."""
+    header, blobs, offset = {"__metadata__": {"written_by": "test"}}, [], 0
+    for name, x in tensors.items():
+        blob = (np.ascontiguousarray(x, dtype=np.float32).view(np.uint32) >> 16).astype("<u2").tobytes()
+        header[name] = {"dtype": "BF16", "shape": list(x.shape), "data_offsets": [offset, offset + len(blob)]}
+        blobs.append(blob)
+        offset += len(blob)
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    with open(path, "wb") as fp:
+        fp.write(len(raw).to_bytes(8, "little") + raw + b"".join(blobs))
+
+
+def _svd_stats(W):
+    W = np.asarray(W, dtype=np.float64)
+    s = scipy.linalg.svd(W, compute_uv=False)
+    fro = float(np.sqrt(np.sum(s**2)))
+    return {
+        "spectral_norm": s[0],
+        "frobenius_norm": fro,
+        "stable_rank": fro**2 / s[0] ** 2,
+        "rms": fro / np.sqrt(W.size),
+        "ratio": s[1] / s[0],
+    }
+
+
+def _check_record(record, W):
+    ref = _svd_stats(W)
+    m, n = W.shape[-2:]
+    # sigma: solver tolerance plus what float64 products of an (m, n) matrix can resolve
+    rtol_sigma = TOL + 50 * (m + n) * EPS64 * ref["frobenius_norm"] / ref["spectral_norm"]
+    rtol_fro = 10 * np.sqrt(m * n) * EPS64  # float64 summation of m n squares
+    assert record.converged
+    assert record.spectral_norm == pytest.approx(ref["spectral_norm"], rel=rtol_sigma)
+    assert record.frobenius_norm == pytest.approx(ref["frobenius_norm"], rel=rtol_fro)
+    assert record.rms == pytest.approx(ref["rms"], rel=rtol_fro)
+    assert record.stable_rank == pytest.approx(ref["stable_rank"], rel=2 * (rtol_sigma + rtol_fro))
+    assert 0.0 <= record.ratio_estimate <= 1.0
+    assert record.time >= 0.0
+
+
+def _by_name(records):
+    return {r.name: r for r in records}
+
+
+# --------------------------------------------------------------------------------------------
+# Statistics against scipy, per format
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("saver", [np.savez, np.savez_compressed], ids=["stored", "compressed"])
+def test_npz_statistics_match_svd(tmp_path, saver):
+    mats = _matrices()
+    mats["f32"] = mats["gauss"].astype(np.float32)
+    path = tmp_path / "ckpt.npz"
+    saver(path, **mats, step=np.int64(3), bias=np.ones(5), mask=np.ones((2, 2), dtype=bool))
+    records, skipped = audit_checkpoint(path)
+    got = _by_name(records)
+    assert list(got) == list(mats)  # file order
+    for name, W in mats.items():
+        _check_record(got[name], W)
+        assert got[name].shape == W.shape and got[name].dtype == str(W.dtype)
+    assert got["lowrank"].stable_rank <= 3.0 + 1e-9
+    assert got["close"].ratio_estimate == pytest.approx(0.99, rel=1e-6)
+    assert {(s.name, s.dtype, s.reason) for s in skipped} == {
+        ("step", "int64", "not floating point"),
+        ("bias", "float64", "not a matrix"),
+        ("mask", "bool", "not floating point"),
+    }
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize("dtype", ["<f8", ">f8", "<f4", "<f2"])
+def test_npy_statistics_match_svd(tmp_path, order, dtype):
+    W = np.asarray(_matrices()["gauss"], dtype=dtype, order=order)
+    path = tmp_path / "layer.npy"
+    np.save(path, W)
+    (record,), skipped = audit_checkpoint(path)
+    assert skipped == []
+    assert record.name == "layer" and record.shape == W.shape and record.dtype == str(W.dtype)
+    _check_record(record, W)
+
+
+def test_safetensors_statistics_match_svd_and_skip_integers(tmp_path):
+    mats = _matrices()
+    tensors = {
+        "a.f64": mats["gauss"],
+        "b.f32": mats["close"].astype(np.float32),
+        "c.f16": mats["wide"].astype(np.float16),
+        "d.lowrank": mats["lowrank"].astype(np.float32),
+        "ids": np.arange(12, dtype=np.int64).reshape(3, 4),
+        "i8": np.ones((4, 4), dtype=np.int8),
+        "u16": np.ones((4, 4), dtype=np.uint16),
+        "flag": np.zeros((3, 3), dtype=bool),
+        "norm": np.ones(7, dtype=np.float32),
+        "scalar": np.array(1.5, dtype=np.float32),
+    }
+    path = tmp_path / "model.safetensors"
+    safetensors.numpy.save_file(tensors, str(path), metadata={"step": "100"})
+    records, skipped = audit_checkpoint(path)
+    got = _by_name(records)
+    assert sorted(got) == ["a.f64", "b.f32", "c.f16", "d.lowrank"]
+    for name, rec in got.items():
+        _check_record(rec, tensors[name])  # float16 is audited in float32: exactly its values
+    assert got["c.f16"].dtype == "float16"
+    assert {s.name: (s.dtype, s.reason) for s in skipped} == {
+        "ids": ("int64", "not floating point"),
+        "i8": ("int8", "not floating point"),
+        "u16": ("uint16", "not floating point"),
+        "flag": ("bool", "not floating point"),
+        "norm": ("float32", "not a matrix"),
+        "scalar": ("float32", "not a matrix"),
+    }
+
+
+def test_bf16_by_hand(tmp_path):
+    rng = np.random.default_rng(5)
+    W = _bf16_exact(rng.standard_normal((30, 18)))
+    S = _bf16_exact(rng.standard_normal((2, 9, 7)))
+    path = tmp_path / "bf16.safetensors"
+    _write_bf16_safetensors(path, {"w": W, "stack": S, "v": W[0]})
+    items = {name: (arr, reason) for name, arr, reason in read_tensors(path)}
+    assert items["w"][0].dtype == np.float32
+    np.testing.assert_array_equal(items["w"][0], W)
+    np.testing.assert_array_equal(items["stack"][0], S)
+    assert items["v"] == (None, "not a matrix")
+    records, _ = audit_checkpoint(path)
+    got = _by_name(records)
+    assert got["w"].dtype == "bfloat16"
+    _check_record(got["w"], W)
+
+
+def test_reader_agrees_with_safetensors_package(tmp_path):
+    rng = np.random.default_rng(1)
+    tensors = {
+        "f64": rng.standard_normal((5, 6)),
+        "f32": rng.standard_normal((4, 3, 2)).astype(np.float32),
+        "f16": rng.standard_normal((7, 2)).astype(np.float16),
+    }
+    path = tmp_path / "m.safetensors"
+    safetensors.numpy.save_file(tensors, str(path))
+    ours = {name: arr for name, arr, _ in read_tensors(path)}
+    theirs = safetensors.numpy.load_file(str(path))
+    assert sorted(ours) == sorted(theirs)
+    for name in theirs:
+        assert ours[name].dtype == theirs[name].dtype and ours[name].shape == theirs[name].shape
+        np.testing.assert_array_equal(ours[name], theirs[name])
+
+
+def test_demo_writer_is_readable_by_safetensors_package(tmp_path):
+    path = audit.write_demo_checkpoint(tmp_path / "demo.safetensors")
+    ours = {name: arr for name, arr, _ in read_tensors(path)}
+    with safetensors.safe_open(path, framework="np") as f:
+        assert sorted(f.keys()) == sorted(ours)
+        assert f.metadata()["source"] == "linalg_lowrank demo"
+        for name, arr in ours.items():
+            if arr is not None and name != "layers.1.mlp.down.weight":  # BF16: numpy cannot load it
+                np.testing.assert_array_equal(arr, f.get_tensor(name))
+
+
+def test_unsupported_safetensors_dtype_and_progress_bar(tmp_path, capsys):
+    body = json.dumps(
+        {
+            "fp8": {"dtype": "F8_E4M3", "shape": [4, 4], "data_offsets": [0, 16]},
+            "w": {"dtype": "F32", "shape": [2, 2], "data_offsets": [16, 32]},
+        }
+    ).encode()
+    path = tmp_path / "fp8.safetensors"
+    data = np.array([[2.0, 0.0], [0.0, 1.0]], dtype="<f4").tobytes()
+    path.write_bytes(len(body).to_bytes(8, "little") + body + bytes(16) + data)
+    records, skipped = audit_checkpoint(path, progress=True)
+    assert [r.spectral_norm for r in records] == [2.0]
+    assert skipped == [audit.SkippedTensor("fp8", (4, 4), "F8_E4M3", "unsupported dtype F8_E4M3")]
+    out, err = capsys.readouterr()
+    assert out == "" and "fp8.safetensors" in err  # the bar went to stderr
+
+
+def test_stack_reports_max_over_stack(tmp_path):
+    rng = np.random.default_rng(2)
+    stack = rng.standard_normal((2, 3, 10, 8))
+    stack[1, 0] *= 4.0  # the largest spectral norm
+    path = tmp_path / "experts.npy"
+    np.save(path, stack)
+    (record,), _ = audit_checkpoint(path)
+    assert record.is_stack and record.shape == (2, 3, 10, 8)
+    assert record.stack_size == 6 and record.stack_index == (1, 0)
+    _check_record(record, stack[1, 0])
+
+
+def test_zero_nonfinite_and_unconverged(tmp_path):
+    close = _matrices()["close"]
+    nan = np.ones((4, 4))
+    nan[2, 1] = np.nan
+    path = tmp_path / "odd.npz"
+    np.savez(path, zero=np.zeros((3, 4)), nan=nan, close=close, empty=np.zeros((0, 4)))
+    records, skipped = audit_checkpoint(path, maxiter=2)  # ConvergenceWarning would be an error here
+    got = _by_name(records)
+    assert got["zero"].spectral_norm == 0.0 and np.isnan(got["zero"].stable_rank)
+    assert got["zero"].to_dict()["stable_rank"] is None
+    assert got["close"].converged is False
+    assert {s.name: s.reason for s in skipped} == {"nan": "contains NaN or Inf", "empty": "empty (a dimension is 0)"}
+
+
+def test_seed_makes_runs_reproducible(tmp_path):
+    path = tmp_path / "w.npy"
+    np.save(path, _matrices()["close"])
+    one = audit_checkpoint(path, seed=3, tol=1e-4).records[0]
+    two = audit_checkpoint(path, seed=3, tol=1e-4).records[0]
+    assert one.spectral_norm == two.spectral_norm and one.ratio_estimate == two.ratio_estimate
+
+
+# --------------------------------------------------------------------------------------------
+# Lazy, memory-mapped reading
+# --------------------------------------------------------------------------------------------
+
+
+def _is_memmap_backed(arr):
+    while arr is not None:
+        if isinstance(arr, np.memmap):
+            return True
+        arr = arr.base if isinstance(arr.base, np.ndarray) else None
+    return False
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_npy_and_safetensors_are_memory_mapped(tmp_path, dtype):
+    W = np.arange(24, dtype=dtype).reshape(4, 6)
+    np.save(tmp_path / "w.npy", W)
+    safetensors.numpy.save_file({"w": W, "s": W.reshape(2, 2, 6)}, str(tmp_path / "w.safetensors"))
+    np.savez(tmp_path / "w.npz", w=W)
+    for name in ("w.npy", "w.safetensors", "w.npz"):
+        for _, arr, _ in read_tensors(tmp_path / name):
+            assert _is_memmap_backed(arr), name
+            assert not arr.flags.writeable
+            np.testing.assert_array_equal(arr.reshape(-1, 6), W)
+
+
+def test_compressed_npz_reads_one_member_at_a_time(tmp_path):
+    path = tmp_path / "c.npz"
+    np.savez_compressed(path, a=np.ones((3, 3)), b=np.zeros((2, 2)))
+    gen = read_tensors(path)
+    name, arr, reason = next(gen)
+    assert (name, reason) == ("a", None) and arr.shape == (3, 3)
+    gen.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Bad files: CheckpointError from Python, one line and exit status 2 from the CLI
+# --------------------------------------------------------------------------------------------
+
+
+def _good_safetensors(path):
+    safetensors.numpy.save_file({"w": np.ones((8, 8), dtype=np.float32)}, str(path))
+    return path.read_bytes()
+
+
+def _make_bad(tmp_path, kind):
+    if kind == "missing":
+        return tmp_path / "nope.safetensors", "no such file"
+    if kind == "extension":
+        path = tmp_path / "w.pt"
+        path.write_bytes(b"x")
+        return path, "unknown extension"
+    if kind == "directory":
+        return tmp_path, "directory"
+    if kind == "short":
+        path = tmp_path / "short.safetensors"
+        path.write_bytes(b"\x01\x02")
+        return path, "truncated"
+    if kind == "header_length":
+        path = tmp_path / "hl.safetensors"
+        data = _good_safetensors(path)
+        path.write_bytes((10**12).to_bytes(8, "little") + data[8:])
+        return path, "bad header length"
+    if kind == "json":
+        path = tmp_path / "json.safetensors"
+        body = b'{"w": {"dtype": "F32", '
+        path.write_bytes(len(body).to_bytes(8, "little") + body)
+        return path, "bad JSON header"
+    if kind == "json_shape":
+        path = tmp_path / "shape.safetensors"
+        body = b'{"w": {"dtype": "F32", "shape": "8x8", "data_offsets": [0, 256]}}'
+        path.write_bytes(len(body).to_bytes(8, "little") + body + bytes(256))
+        return path, "shape"
+    if kind == "truncated":
+        path = tmp_path / "cut.safetensors"
+        data = _good_safetensors(path)
+        path.write_bytes(data[:-10])
+        return path, "past the end"
+    if kind == "offsets_mismatch":
+        path = tmp_path / "mis.safetensors"
+        body = b'{"w": {"dtype": "F32", "shape": [8, 8], "data_offsets": [0, 100]}}'
+        path.write_bytes(len(body).to_bytes(8, "little") + body + bytes(256))
+        return path, "need 256"
+    if kind == "npy_truncated":
+        path = tmp_path / "cut.npy"
+        np.save(path, np.ones((50, 50)))
+        path.write_bytes(path.read_bytes()[:-100])
+        return path, "truncated"
+    if kind == "npy_garbage":
+        path = tmp_path / "bad.npy"
+        path.write_bytes(b"not numpy at all")
+        return path, "not a valid .npy"
+    if kind == "zip_truncated":
+        path = tmp_path / "cut.npz"
+        np.savez(path, w=np.ones((50, 50)))
+        path.write_bytes(path.read_bytes()[:-200])
+        return path, "zip"
+    if kind == "zip_corrupt":
+        path = tmp_path / "corrupt.npz"
+        np.savez_compressed(path, w=np.random.default_rng(0).standard_normal((64, 64)))
+        data = bytearray(path.read_bytes())
+        with zipfile.ZipFile(path) as zf:
+            info = zf.getinfo("w.npy")
+        start = info.header_offset + 30 + len(info.filename) + 200
+        data[start : start + 200] = bytes(200)  # inside the deflate stream, after the npy header
+        path.write_bytes(bytes(data))
+        return path, "corrupt"
+    raise AssertionError(kind)
+
+
+BAD_KINDS = [
+    "missing",
+    "extension",
+    "directory",
+    "short",
+    "header_length",
+    "json",
+    "json_shape",
+    "truncated",
+    "offsets_mismatch",
+    "npy_truncated",
+    "npy_garbage",
+    "zip_truncated",
+    "zip_corrupt",
+]
+
+
+@pytest.mark.parametrize("kind", BAD_KINDS)
+def test_bad_file_one_line_error_exit_2(tmp_path, kind, capsys):
+    path, problem = _make_bad(tmp_path, kind)
+    with pytest.raises(CheckpointError, match=problem) as info:
+        audit_checkpoint(path)
+    assert isinstance(info.value, ValueError)
+    status = audit.main([str(path), "--no-progress"])
+    out, err = capsys.readouterr()
+    assert status == 2
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert str(path) in lines[0] and problem in lines[0]
+    assert "Traceback" not in err
+
+
+def test_argument_errors_name_the_argument(tmp_path):
+    path = tmp_path / "w.npy"
+    np.save(path, np.eye(3))
+    with pytest.raises(ValueError, match="`seed`"):
+        audit_checkpoint(path, seed=-1)
+    with pytest.raises(ValueError, match="`tol`"):
+        audit_checkpoint(path, tol=0.0)
+    with pytest.raises(TypeError, match="`maxiter`"):
+        audit_checkpoint(path, maxiter=2.5)
+    with pytest.raises(TypeError, match="`path`"):
+        audit_checkpoint(3)
+
+
+def test_cli_bad_options_exit_2(capsys):
+    assert audit.main(["--top-k", "0"]) == 2
+    assert audit.main(["--sort", "size"]) == 2
+    err = capsys.readouterr().err
+    assert "--top-k" in err and "--sort" in err
+
+
+# --------------------------------------------------------------------------------------------
+# Command line output
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def ckpt(tmp_path):
+    rng = np.random.default_rng(4)
+    tensors = {
+        "big": rng.standard_normal((30, 20)) * 5.0,
+        "lowrank": rng.standard_normal((30, 2)) @ rng.standard_normal((2, 20)),
+        "small": rng.standard_normal((10, 40)) * 0.1,
+        "close": _matrices()["close"],
+        "stack": rng.standard_normal((3, 8, 8)),
+        "ids": np.arange(6, dtype=np.int32).reshape(2, 3),
+    }
+    path = tmp_path / "ckpt.safetensors"
+    safetensors.numpy.save_file(tensors, str(path))
+    return path
+
+
+def test_cli_json(ckpt, capsys):
+    assert audit.main([str(ckpt), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    fields = {
+        "name",
+        "shape",
+        "dtype",
+        "spectral_norm",
+        "frobenius_norm",
+        "stable_rank",
+        "rms",
+        "ratio_estimate",
+        "converged",
+        "time",
+        "stack_size",
+        "stack_index",
+    }
+    assert len(doc["records"]) == 5
+    for rec in doc["records"]:
+        assert set(rec) == fields
+    assert doc["skipped"] == [{"name": "ids", "shape": [2, 3], "dtype": "int32", "reason": "not floating point"}]
+    stack = next(r for r in doc["records"] if r["name"] == "stack")
+    assert stack["shape"] == [3, 8, 8] and stack["stack_size"] == 3 and len(stack["stack_index"]) == 1
+    assert doc["seed"] == audit.DEFAULT_SEED
+
+
+@pytest.mark.parametrize("key", audit.SORT_KEYS)
+def test_cli_sort_and_top_k(ckpt, capsys, key):
+    assert audit.main([str(ckpt), "--json", "--sort", key, "--top-k", "3"]) == 0
+    records = json.loads(capsys.readouterr().out)["records"]
+    assert len(records) == 3
+    all_records, _ = audit_checkpoint(ckpt)
+    if key == "name":
+        expected = sorted(r.name for r in all_records)[:3]
+    else:
+        field = {"ratio": "ratio_estimate"}.get(key, key)
+        expected = [r.name for r in sorted(all_records, key=lambda r: -getattr(r, field))][:3]
+    assert [r["name"] for r in records] == expected
+
+
+def test_cli_top_k_alone_sorts_by_spectral_norm(ckpt, capsys):
+    assert audit.main([str(ckpt), "--top-k", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "big" in out and "lowrank" not in out
+
+
+def test_cli_table(ckpt, capsys):
+    assert audit.main([str(ckpt)]) == 0  # stderr is not a TTY under capsys: no progress bar
+    out, err = capsys.readouterr()
+    assert err == ""
+    lines = out.splitlines()
+    header = next(line for line in lines if line.startswith("name"))
+    for column in ("shape", "dtype", "spectral_norm", "frobenius", "stable_rank", "rms", "s2/s1", "conv", "time_s"):
+        assert column in header
+    assert any(line.startswith("stack ") and "max of 3" in line for line in lines)
+    assert any("ids" in line and "int32" in line and "not floating point" in line for line in lines)
+
+
+def test_cli_help(capsys):
+    assert cli.main(["--help"]) == 0
+    assert "audit" in capsys.readouterr().out
+    assert cli.main(["audit", "--help"]) == 0
+    out = capsys.readouterr().out
+    for option in ("--json", "--top-k", "--sort", "--seed", "spectral_norm"):
+        assert option in out
+    assert cli.main([]) == 2
+
+
+def test_record_is_frozen(ckpt):
+    record = audit_checkpoint(ckpt).records[0]
+    assert isinstance(record, AuditRecord)
+    with pytest.raises(AttributeError):
+        record.spectral_norm = 0.0
+
+
+def test_entry_point_on_demo():
+    env = dict(os.environ, PYTHONWARNINGS="error::UserWarning")
+    proc = subprocess.run(
+        [sys.executable, "-m", "linalg_lowrank", "audit", "--json", "--sort", "ratio"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    names = [r["name"] for r in doc["records"]]
+    assert len(names) == 8
+    assert all(r["converged"] for r in doc["records"])
+    got = {r["name"]: r for r in doc["records"]}
+    assert got["layers.0.mlp.down.weight"]["ratio_estimate"] == pytest.approx(0.99, rel=1e-6)
+    assert got["layers.0.mlp.up.weight"]["stable_rank"] < 4.0
+    assert got["layers.1.mlp.down.weight"]["dtype"] == "bfloat16"
+    assert got["layers.1.experts.weight"]["stack_size"] == 4
+    ratios = [r["ratio_estimate"] for r in doc["records"]]
+    assert ratios == sorted(ratios, reverse=True)
+    assert {s["dtype"] for s in doc["skipped"]} == {"int64", "bool", "float32"}
