@@ -1,0 +1,1150 @@
+"""Low-rank approximation: best rank-r, randomized SVD, pseudo-inverse, CR products, ID and CUR.
+
+Everything here is driven by BLAS-3 products and LAPACK on small matrices; there is no inner
+loop that numba would speed up, so there is no kernel.
+"""
+
+import math
+import numbers
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg
+from scipy.special import gammaincinv
+
+from . import _validate
+from .results import ConvergenceWarning, _fmt
+
+__all__ = [
+    "BestRankResult",
+    "RandomizedSVDResult",
+    "LowRankFactors",
+    "CRProductResult",
+    "IDResult",
+    "CURResult",
+    "best_rank",
+    "randomized_svd",
+    "pinv",
+    "pinv_lowrank",
+    "cr_matmul",
+    "cr_expected_error",
+    "interpolative_decomposition",
+    "cur",
+]
+
+# -- thresholds (private to this module; candidates for config.py) ----------------------------
+#: Gaussian probe vectors of the a-posteriori error estimate.
+_N_PROBES = 20
+#: Failure probability of ``error_bound`` (chi-square lower quantile of the probe estimate).
+_ERROR_BOUND_FAILURE = 1e-3
+#: ``n_power_iter="auto"``: stop once a power step lowers the rank-r error by less than this.
+_AUTO_POWER_RTOL = 5e-3
+#: ``n_power_iter="auto"``: most power steps taken.
+_AUTO_POWER_MAX = 8
+#: Power steps per block in the adaptive (``tol``) range finder and in the ID/CUR sketches.
+_ADAPTIVE_POWER_ITER = 2
+#: Columns added per block by the adaptive range finder (at least; grows with the rank).
+_ADAPTIVE_BLOCK = 16
+#: The ID/CUR sketch has this many rows per selected column (pivoted QR on a 3k-row sketch picks
+#: columns nearly as well as pivoted QR on all of A; k + 10 rows is 20% worse on 1/i spectra).
+_ID_SKETCH_FACTOR = 3
+
+
+def _bound_factor(d, failure):
+    # P(chi2_d / d < t) = failure  ->  ||E||_F^2 <= estimate / t with probability 1 - failure
+    return d / (2.0 * gammaincinv(d / 2.0, failure))
+
+
+# -- results -----------------------------------------------------------------------------------
+@dataclass(frozen=True, repr=False)
+class BestRankResult:
+    """Factors of the best rank-r approximation A_r = U diag(s) Vt and its error.
+
+    Attributes
+    ----------
+    U : (M, r) ndarray
+        Left singular vectors, in the dtype of A.
+    s : (r,) ndarray
+        The r largest singular values, descending.
+    Vt : (r, N) ndarray
+        Right singular vectors (as rows).
+    error_fro : float
+        ||A - A_r||_F = sqrt(sum_{i > r} sigma_i^2), the optimal Frobenius error.
+    error_spectral : float
+        ||A - A_r||_2 = sigma_{r+1} (0 when r = min(M, N)), the optimal spectral error.
+    """
+
+    U: np.ndarray
+    s: np.ndarray
+    Vt: np.ndarray
+    error_fro: float
+    error_spectral: float
+
+    def to_array(self):
+        """The approximation U diag(s) Vt as a dense array."""
+        return (self.U * self.s) @ self.Vt
+
+    def __repr__(self):
+        return (
+            f"BestRankResult: rank {self.s.size}, error_fro={_fmt(self.error_fro)}, "
+            f"error_spectral={_fmt(self.error_spectral)}\n  s={_fmt(self.s)}"
+        )
+
+
+@dataclass(frozen=True, repr=False)
+class RandomizedSVDResult:
+    """Randomized SVD A ~ U diag(s) Vt with an a-posteriori estimate of its error.
+
+    Attributes
+    ----------
+    U : (M, k) ndarray
+        Orthonormal left factor, in the dtype of A.
+    s : (k,) ndarray
+        Approximate singular values, descending.
+    Vt : (k, N) ndarray
+        Orthonormal right factor (as rows).
+    rank : int
+        k, the rank returned (``r``, or the rank chosen by ``tol``).
+    error_estimate : float
+        Estimate of ||A - U diag(s) Vt||_F: exact part sum_{j > k} s_j(B)^2 of the sketch plus a
+        Gaussian-probe estimate of the part the sketch missed.
+    error_bound : float
+        Upper bound on ||A - U diag(s) Vt||_F (hence also on the spectral error) that holds with
+        probability at least ``1 - error_bound_failure`` over the probe vectors.
+    error_bound_failure : float
+        Probability that ``error_bound`` fails.
+    converged : bool
+        With ``tol``: whether ``error_bound <= tol`` was reached; otherwise True.
+    n_power_iter : int
+        Power iterations taken (per block in the adaptive mode).
+    n_matvecs : int
+        Columns multiplied by A plus columns multiplied by A^T.
+    seed : int
+        ``rng=seed`` reproduces the run.
+    """
+
+    U: np.ndarray
+    s: np.ndarray
+    Vt: np.ndarray
+    rank: int
+    error_estimate: float
+    error_bound: float
+    error_bound_failure: float
+    converged: bool
+    n_power_iter: int
+    n_matvecs: int
+    seed: int
+
+    def to_array(self):
+        """The approximation U diag(s) Vt as a dense array."""
+        return (self.U * self.s) @ self.Vt
+
+    def __repr__(self):
+        state = "converged" if self.converged else "NOT converged"
+        return (
+            f"RandomizedSVDResult: {state}, rank {self.rank}, {self.n_power_iter} power iterations, "
+            f"error_estimate={_fmt(self.error_estimate)} (bound {_fmt(self.error_bound)} "
+            f"fails with prob. {self.error_bound_failure:g})\n"
+            f"  s={_fmt(self.s)}  n_matvecs={self.n_matvecs}  seed={self.seed}"
+        )
+
+
+@dataclass(frozen=True, repr=False)
+class LowRankFactors:
+    """A matrix X = U diag(s) Vt held by its factors (U, Vt with orthonormal columns/rows).
+
+    Attributes
+    ----------
+    U : (M, k) ndarray
+    s : (k,) ndarray
+    Vt : (k, N) ndarray
+    """
+
+    U: np.ndarray
+    s: np.ndarray
+    Vt: np.ndarray
+
+    @property
+    def shape(self):
+        return (self.U.shape[0], self.Vt.shape[1])
+
+    def to_array(self):
+        """X as a dense array."""
+        return (self.U * self.s) @ self.Vt
+
+    def __matmul__(self, other):
+        inner = self.Vt @ other
+        return self.U @ (self.s * inner if inner.ndim == 1 else self.s[:, None] * inner)
+
+    def __repr__(self):
+        return f"LowRankFactors: shape {self.shape}, rank {self.s.size}, s={_fmt(self.s) if self.s.size else '[]'}"
+
+
+@dataclass(frozen=True, repr=False)
+class CRProductResult:
+    """Sampled product AB ~ sum_t A[:, i_t] B[i_t, :] / (c p_{i_t}).
+
+    Attributes
+    ----------
+    product : (M, P) ndarray
+        The estimate of A @ B (unbiased over the sampling).
+    indices : (c,) ndarray
+        Sampled inner indices i_1, ..., i_c (with replacement).
+    probabilities : (N,) ndarray
+        Sampling probabilities p_i.
+    error_bound_rms : float
+        sqrt(sum_i ||A[:, i]||^2 ||B[i, :]||^2 / p_i / c), an upper bound on the root-mean-square
+        error sqrt(E ||AB - product||_F^2) that needs no product A @ B (`cr_expected_error`
+        gives the exact value at the cost of one).
+    seed : int
+        ``rng=seed`` reproduces the sample.
+    """
+
+    product: np.ndarray
+    indices: np.ndarray
+    probabilities: np.ndarray
+    error_bound_rms: float
+    seed: int
+
+    def __repr__(self):
+        return (
+            f"CRProductResult: {self.indices.size} samples, error_bound_rms={_fmt(self.error_bound_rms)}, "
+            f"product {self.product.shape}, seed={self.seed}"
+        )
+
+
+@dataclass(frozen=True, repr=False)
+class IDResult:
+    """Interpolative decomposition: A ~ A[:, indices] @ interp (columns) or interp @ A[indices] (rows).
+
+    Attributes
+    ----------
+    indices : (k,) ndarray
+        Selected columns (or rows) of A.
+    interp : ndarray
+        (k, N) for columns, with ``interp[:, indices]`` the identity; (M, k) for rows.
+    rank : int
+        k.
+    axis : str
+        "columns" or "rows".
+    error_estimate : float
+        Estimate of the relative error ||A - A_ID||_F / ||A||_F from the sketch (the pivoted-QR
+        residual of the sketch, plus what the sketch missed by Gaussian probes).
+    seed : int
+        ``rng=seed`` reproduces the run.
+    """
+
+    indices: np.ndarray
+    interp: np.ndarray
+    rank: int
+    axis: str
+    error_estimate: float
+    seed: int
+
+    def reconstruct(self, A):
+        """The approximation of A from its selected columns (or rows)."""
+        if self.axis == "columns":
+            return A[:, self.indices] @ self.interp
+        return self.interp @ A[self.indices, :]
+
+    def __repr__(self):
+        return (
+            f"IDResult: rank {self.rank} by {self.axis}, relative error_estimate={_fmt(self.error_estimate)}, "
+            f"seed={self.seed}\n  indices={self.indices[:8].tolist()}{' ...' if self.rank > 8 else ''}"
+        )
+
+
+@dataclass(frozen=True, repr=False)
+class CURResult:
+    """CUR decomposition A ~ A[:, cols] @ U @ A[rows, :].
+
+    Attributes
+    ----------
+    cols, rows : (k,) ndarray
+        Selected column and row indices.
+    U : (k, k) ndarray
+        Core matrix pinv(C) A pinv(R), optimal in Frobenius norm for the chosen C and R.
+    rank : int
+        k.
+    seed : int
+        ``rng=seed`` reproduces the run.
+    """
+
+    cols: np.ndarray
+    rows: np.ndarray
+    U: np.ndarray
+    rank: int
+    seed: int
+
+    def reconstruct(self, A):
+        """The approximation C U R of A."""
+        return A[:, self.cols] @ self.U @ A[self.rows, :]
+
+    def __repr__(self):
+        return f"CURResult: rank {self.rank}, seed={self.seed}"
+
+
+# -- validation helpers ------------------------------------------------------------------------
+def _rank(name, r, m, n):
+    r = _validate.positive_int(name, r)
+    if r > min(m, n):
+        raise ValueError(f"`{name}` must be at most min(M, N) = {min(m, n)} for A of shape {(m, n)}, got {r}")
+    return r
+
+
+def _dense(name, A):
+    arr = _validate.float_array(name, A, min_ndim=2, max_ndim=2, check_finite=True)
+    return arr.view(np.ndarray)
+
+
+class _Blocks:
+    """Block products with A (dense array, scipy.sparse matrix or LinearOperator).
+
+    Products are checked for NaN/Inf (O(size of the output)) instead of scanning A up front.
+    """
+
+    def __init__(self, name, A):
+        self.name = name
+        self.n_matvecs = 0
+        if hasattr(A, "matvec") and hasattr(A, "shape") and not isinstance(A, np.ndarray):
+            if getattr(A, "dtype", None) is not None:
+                _validate.float_dtype(name, A.dtype)
+            if len(A.shape) != 2 or min(A.shape) == 0:
+                raise ValueError(f"`{name}` must be a non-empty 2-D operator, got shape {tuple(A.shape)}")
+            self.kind = "operator"
+            self.A = A
+            dtype = getattr(A, "dtype", None)
+            self.dtype = np.dtype(dtype) if dtype is not None else np.dtype(np.float64)
+        elif hasattr(A, "tocsr") and hasattr(A, "toarray"):
+            _validate.float_dtype(name, A.dtype)
+            if not np.isfinite(A.data).all():
+                raise ValueError(f"`{name}` must be finite, its stored entries hold NaN or Inf")
+            self.kind = "sparse"
+            self.A = A.tocsr()
+            self.dtype = np.dtype(A.dtype)
+        else:
+            arr = _validate.float_array(name, A, min_ndim=2, max_ndim=2, check_finite=False)
+            self.kind = "dense"
+            self.A = arr.view(np.ndarray)
+            self.dtype = arr.dtype
+        self.shape = tuple(int(s) for s in self.A.shape)
+
+    def fro2(self):
+        """||A||_F^2 when it is cheap (arrays, sparse), else None."""
+        if self.kind == "dense":
+            a = self.A
+            if a.flags.c_contiguous or a.flags.f_contiguous:
+                flat = a.ravel(order="K")
+                return float(np.dot(flat, flat))
+            return float(np.linalg.norm(a) ** 2)
+        if self.kind == "sparse":
+            return float(np.dot(self.A.data, self.A.data))
+        return None
+
+    def _check(self, out, what):
+        if not np.isfinite(out).all():
+            if self.kind == "dense":
+                _validate.finite(self.name, self.A)
+                raise ValueError(f"`{self.name}`: products overflowed although its entries are finite; scale it down")
+            raise ValueError(f"`{self.name}`: {what} returned NaN or Inf")
+        return out
+
+    def matmat(self, X):
+        self.n_matvecs += X.shape[1]
+        if self.kind == "operator":
+            out = np.asarray(self.A.matmat(X)).reshape(self.shape[0], X.shape[1])
+            out = out.astype(self.dtype, copy=False)
+        else:
+            out = np.asarray(self.A @ X)
+        return self._check(out, "matmat")
+
+    def rmatmat(self, Y):
+        self.n_matvecs += Y.shape[1]
+        if self.kind == "operator":
+            out = np.asarray(self.A.rmatmat(Y)).reshape(self.shape[1], Y.shape[1])
+            out = out.astype(self.dtype, copy=False)
+        elif self.kind == "sparse":
+            out = np.asarray(self.A.T @ Y)
+        else:
+            out = self.A.T @ Y
+        return self._check(out, "rmatmat")
+
+
+def _orth(Y):
+    return scipy.linalg.qr(Y, mode="economic", overwrite_a=True, check_finite=False)[0]
+
+
+# -- best rank ---------------------------------------------------------------------------------
+def best_rank(A, r):
+    """Best rank-r approximation of A (Eckart–Young) and its error.
+
+    Parameters
+    ----------
+    A : (M, N) array_like
+        Real float32 or float64 matrix.
+    r : int
+        Target rank, 1 <= r <= min(M, N).
+
+    Returns
+    -------
+    result : BestRankResult
+        ``U``, ``s``, ``Vt`` (in the dtype of A) and ``error_fro``, ``error_spectral``.
+
+    Raises
+    ------
+    TypeError
+        If A is not float32/float64 or ``r`` is not an integer.
+    ValueError
+        If A is not 2-D, is empty or non-finite, or ``r`` is outside [1, min(M, N)].
+
+    See Also
+    --------
+    randomized_svd : the same, approximately, at a fraction of the cost for small r.
+
+    Notes
+    -----
+    With the SVD :math:`A = \\sum_i \\sigma_i u_i v_i^T`, the truncation
+    :math:`A_r = \\sum_{i \\le r} \\sigma_i u_i v_i^T` minimizes both
+    :math:`\\|A - X\\|_F = (\\sum_{i>r}\\sigma_i^2)^{1/2}` and :math:`\\|A - X\\|_2 = \\sigma_{r+1}`
+    over all X of rank at most r.
+
+    References
+    ----------
+    .. [1] C. Eckart and G. Young, "The approximation of one matrix by another of lower rank",
+       Psychometrika 1(3), 1936.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from linalg_lowrank.lowrank import best_rank
+    >>> res = best_rank(np.diag([3.0, 2.0, 1.0]), 2)
+    >>> res.s
+    array([3., 2.])
+    >>> res.error_fro, res.error_spectral
+    (1.0, 1.0)
+    """
+    arr = _dense("A", A)
+    m, n = arr.shape
+    r = _rank("r", r, m, n)
+    U, s, Vt = scipy.linalg.svd(arr, full_matrices=False, check_finite=False)
+    tail = s[r:].astype(np.float64)
+    return BestRankResult(
+        U=U[:, :r].copy(),
+        s=s[:r].copy(),
+        Vt=Vt[:r].copy(),
+        error_fro=float(math.sqrt(np.dot(tail, tail))),
+        error_spectral=float(tail[0]) if tail.size else 0.0,
+    )
+
+
+# -- randomized SVD ----------------------------------------------------------------------------
+def randomized_svd(A, r=None, *, n_oversamples=10, n_power_iter="auto", rng=None, tol=None):
+    """Randomized SVD with re-orthonormalized power iterations and an a-posteriori error bound.
+
+    Parameters
+    ----------
+    A : (M, N) array_like, scipy.sparse matrix or LinearOperator
+        Real float32 or float64 matrix; operators need ``matmat`` and ``rmatmat``.
+    r : int, optional
+        Rank returned, 1 <= r <= min(M, N). With ``tol`` it is the largest rank allowed
+        (default min(M, N)); required otherwise.
+    n_oversamples : int, optional
+        Extra sketch columns beyond ``r`` (fixed-rank mode).
+    n_power_iter : int or "auto", optional
+        Power iterations (A A^T)^q applied to the sketch, each followed by a QR. "auto" keeps
+        iterating while a step still lowers the rank-r Frobenius error by more than 0.5 %
+        (at most 8 steps; this needs ||A||_F, so operators use 4), and uses 2 per block with ``tol``.
+    rng : None, int or numpy.random.Generator, optional
+        Source of the Gaussian sketch and probe vectors; the result records the seed.
+    tol : float, optional
+        Absolute tolerance on ||A - U diag(s) Vt||_F: the range is grown block by block and the
+        smallest rank whose ``error_bound`` is at most ``tol`` is returned.
+
+    Returns
+    -------
+    result : RandomizedSVDResult
+        ``U``, ``s``, ``Vt`` in the dtype of A, ``rank``, ``error_estimate``, ``error_bound`` and
+        the diagnostics ``converged``, ``n_power_iter``, ``n_matvecs``, ``seed``.
+
+    Raises
+    ------
+    TypeError
+        If A is not float32/float64 or an argument has the wrong type.
+    ValueError
+        If A is empty or non-finite, ``r`` is outside [1, min(M, N)] or missing without ``tol``,
+        or ``n_oversamples``, ``n_power_iter`` or ``tol`` are invalid.
+
+    Warns
+    -----
+    ConvergenceWarning
+        With ``tol``, if rank ``r`` was reached before the bound fell below ``tol``.
+
+    See Also
+    --------
+    best_rank : the exact answer by a full SVD.
+    sklearn.utils.extmath.randomized_svd : the same algorithm without an error estimate.
+
+    Notes
+    -----
+    With an orthonormal basis Q of the sketch and :math:`B = Q^T A`, the error of the rank-k
+    truncation splits orthogonally:
+    :math:`\\|A - Q B_k\\|_F^2 = \\|(I - QQ^T)A\\|_F^2 + \\sum_{j>k}\\sigma_j(B)^2`.
+    The second term is known exactly; the first is estimated from d = 20 Gaussian probes,
+    :math:`\\|(I-QQ^T)AG\\|_F^2/d`, whose ratio to the truth is at least
+    :math:`\\chi^2_{d}/d` in distribution, which gives ``error_bound``.
+
+    References
+    ----------
+    .. [1] N. Halko, P.-G. Martinsson and J. A. Tropp, "Finding structure with randomness:
+       probabilistic algorithms for constructing approximate matrix decompositions",
+       SIAM Review 53(2), 2011.
+    .. [2] P.-G. Martinsson and J. A. Tropp, "Randomized numerical linear algebra: foundations
+       and algorithms", Acta Numerica 29, 2020.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from linalg_lowrank.lowrank import randomized_svd
+    >>> rng = np.random.default_rng(0)
+    >>> A = rng.standard_normal((60, 5)) @ rng.standard_normal((5, 40))
+    >>> res = randomized_svd(A, 5, rng=0)
+    >>> bool(np.allclose(res.to_array(), A))
+    True
+    >>> randomized_svd(A, tol=1e-8 * np.linalg.norm(A), rng=0).rank
+    5
+    """
+    ops = _Blocks("A", A)
+    m, n = ops.shape
+    kmax = min(m, n)
+    tol = _validate.positive("tol", tol, allow_none=True)
+    if r is None:
+        if tol is None:
+            raise ValueError("`r` is required unless `tol` is given")
+        r = kmax
+    else:
+        r = _rank("r", r, m, n)
+    p = _validate.positive_int("n_oversamples", n_oversamples, minimum=0)
+    if n_power_iter != "auto":
+        n_power_iter = _validate.positive_int("n_power_iter", n_power_iter, minimum=0)
+    generator, seed = _validate.rng(rng)
+    if tol is None:
+        return _randomized_svd_fixed(ops, r, p, n_power_iter, generator, seed)
+    return _randomized_svd_adaptive(ops, r, tol, n_power_iter, generator, seed)
+
+
+def _probe_error(ops, Q, Bt, G, dtype):
+    """(estimate of ||(I - QQ^T)A||_F^2, d) from probes G (N x d); Bt = A^T Q."""
+    AG = ops.matmat(G)
+    R = AG - Q @ (Bt.T @ G)
+    R = R.astype(np.float64, copy=False)
+    return float(np.einsum("ij,ij->", R, R)) / G.shape[1]
+
+
+def _finish(ops, Q, Bt, k_choice, generator, seed, *, n_power_iter, tol, rmax):
+    """SVD of B = Q^T A, probe estimate, rank choice; returns RandomizedSVDResult."""
+    dtype = ops.dtype
+    d = _N_PROBES
+    G = generator.standard_normal((ops.shape[1], d)).astype(dtype, copy=False)
+    resid2 = _probe_error(ops, Q, Bt, G, dtype)
+    factor = _bound_factor(d, _ERROR_BOUND_FAILURE)
+    # B^T = Z = Vb S Ub^T
+    Vb, sb, Ubt = scipy.linalg.svd(Bt, full_matrices=False, check_finite=False)
+    s64 = sb.astype(np.float64)
+    tails = np.concatenate([np.cumsum((s64**2)[::-1])[::-1], [0.0]])  # tails[k] = sum_{j >= k} s_j^2
+    if k_choice is None:  # tol mode: smallest k with bound <= tol
+        ok = np.flatnonzero(resid2 * factor + tails[: rmax + 1] <= tol**2)
+        k = int(ok[0]) if ok.size else min(rmax, s64.size)
+        k = max(k, 1)
+        converged = bool(ok.size)
+    else:
+        k, converged = k_choice, True
+    U = Q @ Ubt[:k].T
+    est = math.sqrt(resid2 + tails[k])
+    bound = math.sqrt(resid2 * factor + tails[k])
+    return RandomizedSVDResult(
+        U=np.ascontiguousarray(U, dtype=dtype),
+        s=sb[:k].astype(dtype, copy=True),
+        Vt=np.ascontiguousarray(Vb[:, :k].T, dtype=dtype),
+        rank=k,
+        error_estimate=est,
+        error_bound=bound,
+        error_bound_failure=_ERROR_BOUND_FAILURE,
+        converged=converged,
+        n_power_iter=n_power_iter,
+        n_matvecs=ops.n_matvecs,
+        seed=seed,
+    )
+
+
+def _topk_energy(Z, k):
+    w = np.linalg.eigvalsh(Z.T.astype(np.float64) @ Z.astype(np.float64))
+    return float(np.sum(w[::-1][:k]))
+
+
+def _randomized_svd_fixed(ops, r, p, n_power_iter, generator, seed):
+    """Body of `randomized_svd` with a fixed rank (no validation)."""
+    m, n = ops.shape
+    dtype = ops.dtype
+    ell = min(r + p, min(m, n))
+    Omega = generator.standard_normal((n, ell)).astype(dtype, copy=False)
+    Q = _orth(ops.matmat(Omega))
+    Z = ops.rmatmat(Q)
+    fro2 = ops.fro2()
+    auto = n_power_iter == "auto"
+    if auto and fro2 is None:
+        n_power_iter, auto = 4, False
+    max_iter = _AUTO_POWER_MAX if auto else n_power_iter
+    floor = 100 * np.finfo(dtype).eps * (fro2 or 0.0)
+    err_prev = math.sqrt(max(fro2 - _topk_energy(Z, r), 0.0)) if auto else None
+    q = 0
+    while q < max_iter:
+        if auto and err_prev**2 <= floor:
+            break
+        Q = _orth(ops.matmat(_orth(Z)))
+        Z = ops.rmatmat(Q)
+        q += 1
+        if auto:
+            err = math.sqrt(max(fro2 - _topk_energy(Z, r), 0.0))
+            if err_prev - err <= _AUTO_POWER_RTOL * err:
+                break
+            err_prev = err
+    return _finish(ops, Q, Z, r, generator, seed, n_power_iter=q, tol=None, rmax=r)
+
+
+def _randomized_svd_adaptive(ops, rmax, tol, n_power_iter, generator, seed):
+    """Body of `randomized_svd` with a tolerance: blocked range finder (no validation)."""
+    m, n = ops.shape
+    dtype = ops.dtype
+    q = _ADAPTIVE_POWER_ITER if n_power_iter == "auto" else n_power_iter
+    d = _N_PROBES
+    factor = _bound_factor(d, _ERROR_BOUND_FAILURE)
+    cap = min(m, n)
+    G = generator.standard_normal((n, d)).astype(dtype, copy=False)
+    RG = ops.matmat(G)  # residual of the probes, (I - QQ^T) A G
+    Q = np.empty((m, 0), dtype=dtype)
+    while True:
+        b = min(max(_ADAPTIVE_BLOCK, Q.shape[1] // 2), cap - Q.shape[1])
+        Y = ops.matmat(generator.standard_normal((n, b)).astype(dtype, copy=False))
+        for _ in range(q):
+            Y = _orth(Y - Q @ (Q.T @ Y))
+            Y = ops.matmat(_orth(ops.rmatmat(Y)))
+        for _ in range(2):  # twice is enough (Kahan–Parlett)
+            Y = Y - Q @ (Q.T @ Y)
+        Yq = _orth(Y)
+        Q = np.hstack([Q, Yq])
+        RG = RG - Yq @ (Yq.T @ RG)
+        est2 = float(np.sum(RG.astype(np.float64) ** 2)) / d
+        if est2 * factor <= tol**2 or Q.shape[1] >= cap:
+            Z = ops.rmatmat(Q)
+            res = _finish(ops, Q, Z, None, generator, seed, n_power_iter=q, tol=tol, rmax=rmax)
+            if res.converged or Q.shape[1] >= cap or res.rank >= rmax and Q.shape[1] >= rmax:
+                break
+    if not res.converged:
+        warnings.warn(
+            f"randomized_svd: error bound {res.error_bound:.3g} > tol={tol:g} at the largest rank allowed, r={rmax}",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
+    return res
+
+
+# -- pseudo-inverse ----------------------------------------------------------------------------
+def _cutoff_tols(rtol, atol, shape, dtype):
+    atol = 0.0 if atol is None else _validate.nonnegative("atol", atol)
+    rtol = max(shape) * np.finfo(dtype).eps if rtol is None else _validate.nonnegative("rtol", rtol)
+    return rtol, atol
+
+
+def pinv(A, *, rtol=None, atol=None):
+    """Moore–Penrose pseudo-inverse with the rank cut-off of `scipy.linalg.pinv`.
+
+    Parameters
+    ----------
+    A : (M, N) array_like
+        Real float32 or float64 matrix.
+    rtol : float, optional
+        Relative cut-off: singular values at most ``atol + rtol * sigma_max`` are treated as zero.
+        Default ``max(M, N) * eps`` of the dtype of A (as scipy).
+    atol : float, optional
+        Absolute cut-off, default 0.
+
+    Returns
+    -------
+    B : (N, M) ndarray
+        The pseudo-inverse, in the dtype of A.
+
+    Raises
+    ------
+    TypeError
+        If A is not float32/float64.
+    ValueError
+        If A is not 2-D, empty or non-finite, or ``rtol``/``atol`` are negative.
+
+    See Also
+    --------
+    pinv_lowrank : pseudo-inverse of a factored matrix L @ R without forming it.
+    scipy.linalg.pinv : the reference.
+
+    Notes
+    -----
+    :math:`x = A^+ b` is the minimum-norm solution of :math:`\\min_x \\|Ax - b\\|_2`; with the SVD,
+    :math:`A^+ = \\sum_{\\sigma_i > \\tau} \\sigma_i^{-1} v_i u_i^T`,
+    :math:`\\tau = \\mathrm{atol} + \\mathrm{rtol}\\,\\sigma_1`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from linalg_lowrank.lowrank import pinv
+    >>> pinv(np.array([[2.0, 0.0], [0.0, 0.0]]))
+    array([[0.5, 0. ],
+           [0. , 0. ]])
+    """
+    arr = _dense("A", A)
+    rtol, atol = _cutoff_tols(rtol, atol, arr.shape, arr.dtype)
+    U, s, Vt = scipy.linalg.svd(arr, full_matrices=False, check_finite=False)
+    k = int(np.sum(s > atol + (s[0] if s.size else 0.0) * rtol))
+    return ((Vt[:k].T / s[:k]) @ U[:, :k].T).astype(arr.dtype, copy=False)
+
+
+def pinv_lowrank(L, R, *, rtol=None, atol=None):
+    """Pseudo-inverse of X = L @ R, as factors, without forming X.
+
+    Parameters
+    ----------
+    L : (M, K) array_like
+        Left factor (for an SVD, ``U * s``).
+    R : (K, N) array_like
+        Right factor (for an SVD, ``Vt``).
+    rtol, atol : float, optional
+        Cut-off on the singular values of X, as in `pinv` (``rtol`` defaults to max(M, N) * eps).
+
+    Returns
+    -------
+    factors : LowRankFactors
+        X^+ = U diag(s) Vt with U (N, k), Vt (k, M) orthonormal and k the numerical rank;
+        ``factors @ b`` applies it in O((M + N) k) per vector.
+
+    Raises
+    ------
+    TypeError
+        If a factor is not float32/float64.
+    ValueError
+        If the inner dimensions differ, or a factor is non-finite or empty.
+
+    See Also
+    --------
+    pinv : the dense pseudo-inverse.
+
+    Notes
+    -----
+    With thin QR factorizations :math:`L = Q_1 R_1`, :math:`R^T = Q_2 R_2` and the SVD of the
+    small core :math:`R_1 R_2^T = W \\Sigma Z^T`, :math:`X = (Q_1 W)\\Sigma(Q_2 Z)^T` and
+    :math:`X^+ = (Q_2 Z)\\Sigma^+(Q_1 W)^T`: cost :math:`O((M+N)K^2)`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from linalg_lowrank.lowrank import pinv_lowrank
+    >>> rng = np.random.default_rng(0)
+    >>> L, R = rng.standard_normal((30, 3)), rng.standard_normal((3, 20))
+    >>> P = pinv_lowrank(L, R)
+    >>> bool(np.allclose(P.to_array(), np.linalg.pinv(L @ R)))
+    True
+    """
+    L = _dense("L", L)
+    R = _dense("R", R)
+    if L.shape[1] != R.shape[0]:
+        raise ValueError(f"`L` and `R` must have matching inner dimensions, got {L.shape} and {R.shape}")
+    dtype = np.result_type(L.dtype, R.dtype)
+    m, n = L.shape[0], R.shape[1]
+    rtol, atol = _cutoff_tols(rtol, atol, (m, n), dtype)
+    Q1, R1 = scipy.linalg.qr(L, mode="economic", check_finite=False)
+    Q2, R2 = scipy.linalg.qr(R.T, mode="economic", check_finite=False)
+    W, s, Zt = scipy.linalg.svd(R1 @ R2.T, full_matrices=False, check_finite=False)
+    k = int(np.sum(s > atol + (s[0] if s.size else 0.0) * rtol))
+    return LowRankFactors(
+        U=(Q2 @ Zt[:k].T).astype(dtype, copy=False),
+        s=(1.0 / s[:k]).astype(dtype),
+        Vt=(Q1 @ W[:, :k]).T.astype(dtype, copy=False),
+    )
+
+
+# -- CR matrix product -------------------------------------------------------------------------
+_SAMPLINGS = ("optimal", "uniform")
+
+
+def _cr_inputs(A, B, sampling):
+    A = _dense("A", A)
+    B = _dense("B", B)
+    if A.shape[1] != B.shape[0]:
+        raise ValueError(f"`A` and `B` must have matching inner dimensions, got {A.shape} and {B.shape}")
+    _validate.choice("sampling", sampling, _SAMPLINGS)
+    a = np.linalg.norm(A.astype(np.float64, copy=False), axis=0)
+    b = np.linalg.norm(B.astype(np.float64, copy=False), axis=1)
+    return A, B, a, b
+
+
+def _cr_probabilities(a, b, sampling):
+    n = a.size
+    if sampling == "uniform":
+        return np.full(n, 1.0 / n)
+    w = a * b
+    total = w.sum()
+    if total == 0:  # A B = 0 exactly: every pair contributes nothing
+        return np.full(n, 1.0 / n)
+    return w / total
+
+
+def _cr_sum(a, b, p):
+    # sum_i a_i^2 b_i^2 / p_i with 0/0 = 0 for zero pairs (never drawn by "optimal")
+    w2 = (a * b) ** 2
+    mask = w2 > 0
+    return float(np.sum(w2[mask] / p[mask]))
+
+
+def _cr_error2(A, B, a, b, p, c):
+    # E||AB - CR||_F^2 = (sum_i a_i^2 b_i^2 / p_i - ||AB||_F^2) / c
+    AB = A.astype(np.float64, copy=False) @ B.astype(np.float64, copy=False)
+    return max(_cr_sum(a, b, p) - float(np.sum(AB * AB)), 0.0) / c
+
+
+def cr_expected_error(A, B, c, *, sampling="optimal"):
+    """Root-mean-square Frobenius error of `cr_matmul` with ``c`` samples, sqrt(E||AB - CR||_F^2).
+
+    Parameters
+    ----------
+    A : (M, N) array_like
+        Left factor.
+    B : (N, P) array_like
+        Right factor.
+    c : int
+        Number of sampled column-row pairs.
+    sampling : {"optimal", "uniform"}, optional
+        The sampling probabilities of `cr_matmul`.
+
+    Returns
+    -------
+    error : float
+        The exact expected error (it costs one product A @ B; use it to choose c).
+
+    Raises
+    ------
+    TypeError
+        If A or B is not float32/float64 or ``c`` is not an integer.
+    ValueError
+        If shapes do not match, input is non-finite or ``c <= 0``.
+
+    See Also
+    --------
+    cr_matmul : the sampled product.
+
+    Notes
+    -----
+    :math:`E\\|AB - CR\\|_F^2 = \\frac1c\\left(\\sum_i \\frac{\\|A_{:i}\\|^2\\|B_{i:}\\|^2}{p_i}
+    - \\|AB\\|_F^2\\right)`; with the optimal :math:`p_i \\propto \\|A_{:i}\\|\\|B_{i:}\\|` the sum is
+    :math:`(\\sum_i\\|A_{:i}\\|\\|B_{i:}\\|)^2`. The error decreases like :math:`1/\\sqrt c`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from linalg_lowrank.lowrank import cr_expected_error
+    >>> A = np.eye(4)
+    >>> round(cr_expected_error(A, A, 4) ** 2, 12)  # (16 - 4) / 4
+    3.0
+    """
+    c = _validate.positive_int("c", c)
+    A, B, a, b = _cr_inputs(A, B, sampling)
+    p = _cr_probabilities(a, b, sampling)
+    return math.sqrt(_cr_error2(A, B, a, b, p, c))
+
+
+def cr_matmul(A, B, c, *, sampling="optimal", rng=None):
+    """Approximate A @ B from ``c`` sampled column-row pairs (Drineas–Kannan–Mahoney).
+
+    Parameters
+    ----------
+    A : (M, N) array_like
+        Left factor.
+    B : (N, P) array_like
+        Right factor.
+    c : int
+        Number of pairs drawn (with replacement; may exceed N).
+    sampling : {"optimal", "uniform"}, optional
+        "optimal": :math:`p_i \\propto \\|A_{:i}\\|\\|B_{i:}\\|`, which minimizes the expected
+        Frobenius error (pairs with a zero column or row are never drawn); "uniform": 1/N.
+    rng : None, int or numpy.random.Generator, optional
+        Source of the sample; the result records the seed.
+
+    Returns
+    -------
+    result : CRProductResult
+        ``product`` (unbiased estimate of A @ B, dtype of A and B), ``indices``,
+        ``probabilities``, ``error_bound_rms`` and ``seed``.
+
+    Raises
+    ------
+    TypeError
+        If A or B is not float32/float64 or ``c`` is not an integer.
+    ValueError
+        If shapes do not match, input is non-finite, ``c <= 0`` or ``sampling`` is unknown.
+
+    See Also
+    --------
+    cr_expected_error : the expected error as a function of c, to choose c.
+
+    Notes
+    -----
+    Each draw :math:`X_t = A_{:i_t}B_{i_t:}/p_{i_t}` has mean AB, so the average of c draws is
+    unbiased; its variance is derived on the theory page.
+
+    References
+    ----------
+    .. [1] P. Drineas, R. Kannan and M. W. Mahoney, "Fast Monte Carlo algorithms for matrices I:
+       approximating matrix multiplication", SIAM J. Comput. 36(1), 2006.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from linalg_lowrank.lowrank import cr_matmul
+    >>> A = np.diag([1.0, 0.0, 0.0])  # only pair 0 contributes
+    >>> res = cr_matmul(A, A, 2, rng=0)
+    >>> res.indices
+    array([0, 0])
+    >>> float(res.product[0, 0])
+    1.0
+    """
+    c = _validate.positive_int("c", c)
+    A, B, a, b = _cr_inputs(A, B, sampling)
+    generator, seed = _validate.rng(rng)
+    p = _cr_probabilities(a, b, sampling)
+    dtype = np.result_type(A.dtype, B.dtype)
+    idx = generator.choice(p.size, size=c, p=p)
+    uniq, counts = np.unique(idx, return_counts=True)  # repeated draws: one column with weight count
+    scale = np.sqrt(counts / (c * p[uniq])).astype(dtype)
+    product = (A[:, uniq] * scale) @ (B[uniq, :] * scale[:, None])
+    return CRProductResult(
+        product=product.astype(dtype, copy=False),
+        indices=idx,
+        probabilities=p,
+        error_bound_rms=math.sqrt(_cr_sum(a, b, p) / c),
+        seed=seed,
+    )
+
+
+# -- interpolative decomposition and CUR -------------------------------------------------------
+_AXES = ("columns", "rows")
+
+
+def _pivoted_id(Y, k):
+    """Column ID of the small sketch Y (l x n) by pivoted QR: (indices, interp (k x n), R)."""
+    _, R, P = scipy.linalg.qr(Y, mode="economic", pivoting=True, check_finite=False)
+    n = Y.shape[1]
+    X = np.zeros((k, n), dtype=Y.dtype)
+    X[:, P[:k]] = np.eye(k, dtype=Y.dtype)
+    if k < n:
+        R11 = R[:k, :k]
+        # rank-deficient sketch: a zero pivot would divide by zero; its columns are numerically 0
+        d = np.abs(np.diag(R11))
+        good = d > np.finfo(Y.dtype).eps * max(d.max(initial=0.0), np.finfo(Y.dtype).tiny) * max(Y.shape)
+        T = np.zeros((k, n - k), dtype=Y.dtype)
+        if good.all():
+            T = scipy.linalg.solve_triangular(R11, R[:k, k:], check_finite=False)
+        else:
+            T = np.linalg.lstsq(R11, R[:k, k:], rcond=None)[0]
+        X[:, P[k:]] = T
+    return P[:k].copy(), X, R
+
+
+def _refine_interp(work, idx, X):
+    """Least-squares interpolation matrix on A itself: X = argmin ||A - A[:, J] X||_F, X[:, J] = I."""
+    QJ, RJ = scipy.linalg.qr(work[:, idx], mode="economic", check_finite=False)
+    d = np.abs(np.diag(RJ))
+    if d.min(initial=0.0) <= np.finfo(work.dtype).eps * max(work.shape) * d.max(initial=0.0):
+        return X  # numerically dependent columns: keep the sketch's interpolation
+    Xr = scipy.linalg.solve_triangular(RJ, QJ.T @ work, check_finite=False)
+    Xr[:, idx] = np.eye(idx.size, dtype=Xr.dtype)
+    return Xr.astype(work.dtype, copy=False)
+
+
+def _row_sketch(arr, ell, q, generator):
+    """Y (ell x N) with rows spanning (approximately) the dominant row space of arr."""
+    m, n = arr.shape
+    Omega = generator.standard_normal((m, ell)).astype(arr.dtype, copy=False)
+    Z = arr.T @ Omega
+    for _ in range(q):
+        Z = arr.T @ _orth(arr @ _orth(Z))
+    return Z.T
+
+
+def interpolative_decomposition(A, k_or_eps, *, axis="columns", rng=None, n_power_iter=2):
+    """Randomized interpolative decomposition: A from k of its own columns (or rows).
+
+    Parameters
+    ----------
+    A : (M, N) array_like
+        Real float32 or float64 matrix.
+    k_or_eps : int or float
+        An int k (1 <= k <= min(M, N)) is the rank; a float in (0, 1) is a relative
+        tolerance on the Frobenius error ||A - A_ID||_F / ||A||_F and the rank is chosen.
+    axis : {"columns", "rows"}, optional
+        Select columns (A ~ A[:, J] @ X) or rows (A ~ X @ A[J, :]).
+    rng : None, int or numpy.random.Generator, optional
+        Source of the Gaussian sketch; the result records the seed.
+    n_power_iter : int, optional
+        Power iterations on the sketch (sharper for slowly decaying spectra).
+
+    Returns
+    -------
+    result : IDResult
+        ``indices``, ``interp``, ``rank``, ``axis``, ``error_estimate`` and ``seed``.
+
+    Raises
+    ------
+    TypeError
+        If A is not float32/float64 or ``k_or_eps`` is neither an int nor a float.
+    ValueError
+        If A is empty or non-finite, k is outside [1, min(M, N)], eps is outside (0, 1), or
+        ``axis`` is unknown.
+
+    See Also
+    --------
+    cur : columns and rows at once.
+    scipy.linalg.interpolative.interp_decomp : the Fortran ID library.
+
+    Notes
+    -----
+    A Gaussian sketch :math:`Y = \\Omega^T A (A^T A)^q` (3k rows, re-orthonormalized between
+    power steps) has approximately the row space of A, so the columns a pivoted QR picks on Y
+    are good columns of A; the interpolation matrix is then the least-squares one on A itself,
+    :math:`X = A_{:,J}^+ A` (one more pass over A), as a full pivoted QR would give.
+    Cost :math:`O(3mnk(2q+1))` plus :math:`O(nk^2)`, instead of :math:`O(mnk)` with a large
+    constant for pivoted QR on A. In tolerance mode the sketch is grown by the adaptive range
+    finder of `randomized_svd` until its error bound is below eps/2, and k is the smallest
+    number of pivot columns whose exact least-squares error on A is at most eps (computed for
+    every k with one product; eps below about 1e-7 is limited by cancellation).
+
+    References
+    ----------
+    .. [1] E. Liberty, F. Woolfe, P.-G. Martinsson, V. Rokhlin and M. Tygert, "Randomized
+       algorithms for the low-rank approximation of matrices", PNAS 104(51), 2007.
+    .. [2] S. Voronin and P.-G. Martinsson, "Efficient algorithms for CUR and interpolative
+       matrix decompositions", Adv. Comput. Math. 43, 2017.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from linalg_lowrank.lowrank import interpolative_decomposition
+    >>> rng = np.random.default_rng(0)
+    >>> A = rng.standard_normal((50, 4)) @ rng.standard_normal((4, 30))
+    >>> res = interpolative_decomposition(A, 4, rng=0)
+    >>> bool(np.allclose(A[:, res.indices] @ res.interp, A))
+    True
+    >>> interpolative_decomposition(A, 1e-8, rng=0).rank
+    4
+    """
+    arr = _dense("A", A)
+    axis = _validate.choice("axis", axis, _AXES)
+    q = _validate.positive_int("n_power_iter", n_power_iter, minimum=0)
+    generator, seed = _validate.rng(rng)
+    work = arr if axis == "columns" else arr.T
+    m, n = work.shape
+    if isinstance(k_or_eps, (bool, np.bool_)) or not isinstance(k_or_eps, numbers.Real):
+        raise TypeError(f"`k_or_eps` must be an int rank or a float tolerance in (0, 1), got {k_or_eps!r}")
+    fro = float(np.linalg.norm(arr))
+    if isinstance(k_or_eps, numbers.Integral):
+        k = _rank("k_or_eps", k_or_eps, m, n)
+        Y = _row_sketch(work, min(_ID_SKETCH_FACTOR * k, m), q, generator)
+        idx, X, _ = _pivoted_id(Y, k)
+    else:
+        eps = float(k_or_eps)
+        if not (0.0 < eps < 1.0) or not np.isfinite(eps):
+            raise ValueError(f"`k_or_eps` as a tolerance must be in (0, 1), got {eps}")
+        if fro == 0.0:
+            k = 1
+            idx, X = np.array([0]), np.zeros((1, n), dtype=work.dtype)
+            X[0, 0] = 1
+        else:
+            ops = _Blocks("A", work.T)  # sketch the row space of `work`: range of work^T
+            res = _randomized_svd_adaptive(ops, min(m, n), 0.5 * eps * fro, q, generator, seed)
+            # res: work^T ~ U s Vt, so (s Vt)^T ... the rows of Y = s[:, None] * U.T span work's rows
+            Y = (res.U * res.s).T
+            _, _, P = scipy.linalg.qr(Y, mode="economic", pivoting=True, check_finite=False)
+            # exact projection error of A onto its first k pivot columns, for every k, in one product
+            ell = Y.shape[0]
+            Qa = _orth(work[:, P[:ell]].copy())
+            W = (Qa.T @ work).astype(np.float64)
+            resid2 = fro**2 - np.cumsum(np.einsum("ij,ij->i", W, W))
+            ok = np.flatnonzero(resid2 <= (eps * fro) ** 2)
+            k = int(ok[0]) + 1 if ok.size else ell
+            idx, X, _ = _pivoted_id(Y, k)
+    X = _refine_interp(work, idx, X)
+    # a-posteriori estimate with fresh Gaussian probes
+    G = generator.standard_normal((n, _N_PROBES)).astype(work.dtype, copy=False)
+    E = (work @ G - work[:, idx] @ (X @ G)).astype(np.float64)
+    est = math.sqrt(float(np.sum(E * E)) / _N_PROBES) / fro if fro > 0 else 0.0
+    interp = X if axis == "columns" else np.ascontiguousarray(X.T)
+    return IDResult(indices=idx, interp=interp, rank=k, axis=axis, error_estimate=est, seed=seed)
+
+
+def cur(A, k, *, rng=None, n_power_iter=2):
+    """CUR decomposition A ~ A[:, cols] @ U @ A[rows, :] from a randomized column ID.
+
+    Parameters
+    ----------
+    A : (M, N) array_like
+        Real float32 or float64 matrix.
+    k : int
+        Number of columns and rows, 1 <= k <= min(M, N).
+    rng : None, int or numpy.random.Generator, optional
+        Source of the sketch; the result records the seed.
+    n_power_iter : int, optional
+        Power iterations of the column sketch.
+
+    Returns
+    -------
+    result : CURResult
+        ``cols``, ``rows``, ``U`` (k x k), ``rank`` and ``seed``.
+
+    Raises
+    ------
+    TypeError
+        If A is not float32/float64 or ``k`` is not an integer.
+    ValueError
+        If A is empty or non-finite or ``k`` is outside [1, min(M, N)].
+
+    See Also
+    --------
+    interpolative_decomposition : the column (or row) selection.
+
+    Notes
+    -----
+    Columns J come from `interpolative_decomposition`; rows I from a pivoted QR of
+    :math:`C^T = A_{:,J}^T` (cheap: C has k columns); the core
+    :math:`U = C^+ A R^+` is the Frobenius-optimal one for the chosen C and R.
+
+    References
+    ----------
+    .. [1] S. Voronin and P.-G. Martinsson, "Efficient algorithms for CUR and interpolative
+       matrix decompositions", Adv. Comput. Math. 43, 2017.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from linalg_lowrank.lowrank import cur
+    >>> rng = np.random.default_rng(0)
+    >>> A = rng.standard_normal((40, 3)) @ rng.standard_normal((3, 25))
+    >>> res = cur(A, 3, rng=0)
+    >>> bool(np.allclose(res.reconstruct(A), A))
+    True
+    """
+    arr = _dense("A", A)
+    m, n = arr.shape
+    k = _rank("k", k, m, n)
+    col = interpolative_decomposition(arr, k, rng=rng, n_power_iter=n_power_iter)
+    C = arr[:, col.indices]
+    _, _, P = scipy.linalg.qr(C.T, mode="economic", pivoting=True, check_finite=False)
+    rows = P[:k].copy()
+    R = arr[rows, :]
+    U = scipy.linalg.pinv(C, check_finite=False) @ (arr @ scipy.linalg.pinv(R, check_finite=False))
+    return CURResult(cols=col.indices, rows=rows, U=U.astype(arr.dtype, copy=False), rank=k, seed=col.seed)

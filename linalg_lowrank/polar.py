@@ -1,0 +1,262 @@
+"""msign: the orthogonal polar factor U V^T by Newton–Schulz polynomial iterations, and exactly by SVD."""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg
+
+from . import _validate
+from .results import _fmt
+
+__all__ = ["MsignResult", "MUON_COEFFICIENTS", "POLAR_EXPRESS_COEFFICIENTS", "msign", "ns_polynomial", "polar"]
+
+#: Quintic (a, b, c) of Muon (Jordan et al. 2024), the same at every step: p(x) = a x + b x^3 + c x^5.
+MUON_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+
+_PE_RAW = (
+    (8.28721201814563, -23.595886519098837, 17.300387312530933),
+    (4.107059111542203, -2.9478499167379106, 0.5448431082926601),
+    (3.9486908534822946, -2.908902115962949, 0.5518191394370137),
+    (3.3184196573706015, -2.488488024314874, 0.51004894012372),
+    (2.300652019954817, -1.6689039845747493, 0.4188073119525673),
+    (1.891301407787398, -1.2679958271945868, 0.37680408948524835),
+    (1.8750014808534479, -1.2500016453999487, 0.3750001645474248),
+)
+#: Safety factor of Polar Express: each polynomial is evaluated at x / 1.01 (all but the last).
+_PE_SAFETY = 1.01
+#: Per-step minimax quintics of Polar Express (Amsel et al. 2025) for singular values in
+#: [1e-3, 1], with the paper's 1.01 safety factor; steps beyond the list use (15/8, -10/8, 3/8),
+#: the limit of the minimax quintic on an interval shrinking to {1}.
+POLAR_EXPRESS_COEFFICIENTS = tuple((a / _PE_SAFETY, b / _PE_SAFETY**3, c / _PE_SAFETY**5) for a, b, c in _PE_RAW)
+_PE_TAIL = (1.875, -1.25, 0.375)
+#: Input scaling: X0 = A / (NORM_SAFETY * ||A||_F), so every singular value is below 1 / 1.01.
+_NORM_SAFETY = 1.01
+
+
+def _schedule(coefficients, steps):
+    if isinstance(coefficients, str):
+        _validate.choice("coefficients", coefficients, ("muon", "polar_express"))
+        if coefficients == "muon":
+            return [MUON_COEFFICIENTS] * steps
+        return [
+            POLAR_EXPRESS_COEFFICIENTS[i] if i < len(POLAR_EXPRESS_COEFFICIENTS) else _PE_TAIL for i in range(steps)
+        ]
+    try:
+        sched = [tuple(float(v) for v in abc) for abc in coefficients]
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"`coefficients` must be 'muon', 'polar_express' or a sequence of (a, b, c), got {coefficients!r}"
+        ) from None
+    if not sched or any(len(abc) != 3 or not all(math.isfinite(v) for v in abc) for abc in sched):
+        raise ValueError(
+            f"`coefficients` must be a non-empty sequence of finite (a, b, c) triples, got {coefficients!r}"
+        )
+    return [sched[i] if i < len(sched) else sched[-1] for i in range(steps)]
+
+
+def ns_polynomial(x, *, steps=5, coefficients="muon"):
+    """The scalar map the iteration applies to each singular value of the scaled input.
+
+    Parameters
+    ----------
+    x : array_like
+        Points, typically in [0, 1] (singular values of A / (1.01 ||A||_F)).
+    steps : int, optional
+        Number of quintic steps composed.
+    coefficients : {"muon", "polar_express"} or sequence of (a, b, c), optional
+        As in `msign`.
+
+    Returns
+    -------
+    y : ndarray
+        p_steps(... p_1(x)) in float64.
+
+    See Also
+    --------
+    msign : the matrix iteration.
+
+    Examples
+    --------
+    >>> from linalg_lowrank.polar import ns_polynomial
+    >>> float(ns_polynomial(1.0, steps=1, coefficients=[(1.875, -1.25, 0.375)]))
+    1.0
+    """
+    steps = _validate.positive_int("steps", steps)
+    y = np.asarray(x, dtype=np.float64)
+    for a, b, c in _schedule(coefficients, steps):
+        y2 = y * y
+        y = y * (a + y2 * (b + c * y2))
+    return y
+
+
+@dataclass(frozen=True, repr=False)
+class MsignResult:
+    """Approximate orthogonal polar factor and the accuracy it reached.
+
+    Attributes
+    ----------
+    Q : (M, N) ndarray
+        The approximation of U V^T, in the dtype of A.
+    orthogonality : float
+        ||Q^T Q - I||_F over the smaller side (nan without ``diagnostics``); a rigorous bound on
+        max_i |sigma_i(Q)^2 - 1|.
+    sv_bounds : tuple of float
+        Interval certain to hold every singular value of Q, from ``orthogonality``.
+    scale : float
+        The input was divided by this (1.01 ||A||_F, computed without underflow or overflow).
+    steps : int
+        Polynomial steps taken.
+    coefficients : str or tuple
+        The coefficient schedule used.
+    """
+
+    Q: np.ndarray
+    orthogonality: float
+    sv_bounds: tuple
+    scale: float
+    steps: int
+    coefficients: object
+
+    def __repr__(self):
+        name = self.coefficients if isinstance(self.coefficients, str) else "custom"
+        return (
+            f"MsignResult: {self.steps} {name} steps, ||Q^T Q - I||_F={_fmt(self.orthogonality)}, "
+            f"singular values in [{self.sv_bounds[0]:.4g}, {self.sv_bounds[1]:.4g}], scale={self.scale:.4g}"
+        )
+
+
+def _safe_scale(X):
+    """Divide X in place-free fashion by 1.01 ||X||_F without underflow: returns (X0, scale)."""
+    amax = float(np.max(np.abs(X)))
+    if amax == 0.0:
+        return None, 0.0
+    e = math.frexp(amax)[1]  # X * 2**-e has max |entry| in [0.5, 1): exact, no rounding
+    Y = np.ldexp(X, -e).astype(X.dtype, copy=False)
+    fro = float(np.linalg.norm(Y.astype(np.float64, copy=False)))
+    f = _NORM_SAFETY * fro
+    return (Y / np.asarray(f, dtype=X.dtype)), math.ldexp(f, e)
+
+
+def msign(A, *, steps=5, coefficients="muon", diagnostics=True):
+    """Orthogonal polar factor msign(A) = U V^T by a Newton–Schulz quintic iteration.
+
+    Parameters
+    ----------
+    A : (M, N) array_like
+        Real float32 or float64 matrix (computed in its own dtype).
+    steps : int, optional
+        Matrix polynomial steps; each costs about three GEMMs on the smaller side.
+    coefficients : {"muon", "polar_express"} or sequence of (a, b, c), optional
+        "muon": (3.4445, -4.7750, 2.0315) at every step, which pushes singular values into
+        roughly [0.7, 1.2] fast but never converges; "polar_express": the per-step minimax
+        quintics of Polar Express, which converge to U V^T; or your own schedule (the last
+        triple repeats).
+    diagnostics : bool, optional
+        Measure ``orthogonality`` (one more Gram product, about 1/3 of a step).
+
+    Returns
+    -------
+    result : MsignResult
+        ``Q`` and ``orthogonality``, ``sv_bounds``, ``scale``, ``steps``, ``coefficients``.
+
+    Raises
+    ------
+    TypeError
+        If A is not float32/float64 or ``coefficients`` is malformed.
+    ValueError
+        If A is not 2-D, empty or non-finite, or ``steps < 1``.
+
+    See Also
+    --------
+    polar : the exact factor by SVD.
+    ns_polynomial : the scalar map applied to each singular value.
+
+    Notes
+    -----
+    With :math:`X_0 = A / (1.01\\|A\\|_F)` (singular values in (0, 1)) each step is
+    :math:`X_{t+1} = a_t X_t + (b_t G_t + c_t G_t^2) X_t`, :math:`G_t = X_t X_t^T`, which maps
+    every singular value by :math:`p_t(\\sigma) = a_t\\sigma + b_t\\sigma^3 + c_t\\sigma^5` and
+    leaves the singular vectors alone. The input is first scaled by a power of two so that tiny
+    inputs do not underflow (no additive epsilon that would swamp them). Singular values below
+    about 1e-3 of :math:`\\|A\\|_F` are not brought to 1 in 5 steps by either schedule;
+    ``orthogonality`` says what was reached. The zero matrix maps to zero.
+
+    References
+    ----------
+    .. [1] K. Jordan et al., "Muon: an optimizer for hidden layers in neural networks", 2024.
+    .. [2] N. Amsel, D. Persson, C. Musco and R. M. Gower, "The Polar Express: optimal matrix
+       sign methods and their application to the Muon algorithm", arXiv:2505.16932, 2025.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from linalg_lowrank.polar import msign
+    >>> A = np.diag([1.0, 0.5, 0.1])
+    >>> res = msign(A, steps=10, coefficients="polar_express")
+    >>> bool(np.allclose(res.Q, np.eye(3))), res.orthogonality < 1e-12
+    (True, True)
+    """
+    arr = _validate.float_array("A", A, min_ndim=2, max_ndim=2).view(np.ndarray)
+    steps = _validate.positive_int("steps", steps)
+    sched = _schedule(coefficients, steps)
+    X, scale = _safe_scale(arr)
+    if X is None:
+        k = min(arr.shape)
+        return MsignResult(np.zeros_like(arr), math.sqrt(k), (0.0, 0.0), 0.0, steps, coefficients)
+    tall = arr.shape[0] > arr.shape[1]
+    if tall:
+        X = X.T
+    X = np.ascontiguousarray(X)
+    dtype = X.dtype
+    for a, b, c in sched:
+        G = X @ X.T
+        B = b * G + c * (G @ G)
+        X = B @ X + dtype.type(a) * X
+    orth, bounds = float("nan"), (float("nan"), float("nan"))
+    if diagnostics:
+        E = (X @ X.T).astype(np.float64)
+        E[np.diag_indices_from(E)] -= 1.0
+        orth = float(np.linalg.norm(E))
+        bounds = (math.sqrt(max(1.0 - orth, 0.0)), math.sqrt(1.0 + orth))
+    Q = X.T if tall else X
+    return MsignResult(np.ascontiguousarray(Q), orth, bounds, scale, steps, coefficients)
+
+
+def polar(A):
+    """Exact orthogonal polar factor U V^T of A by the SVD.
+
+    Parameters
+    ----------
+    A : (M, N) array_like
+        Real float32 or float64 matrix.
+
+    Returns
+    -------
+    Q : (M, N) ndarray
+        U V^T from the thin SVD A = U diag(s) V^T, in the dtype of A (for rank-deficient A the
+        factor is not unique; this is the one the SVD returns).
+
+    Raises
+    ------
+    TypeError
+        If A is not float32/float64.
+    ValueError
+        If A is not 2-D, empty or non-finite.
+
+    See Also
+    --------
+    msign : the Newton–Schulz approximation (GEMMs only).
+    scipy.linalg.polar : the factor and the positive semidefinite part.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from linalg_lowrank.polar import polar
+    >>> polar(np.diag([2.0, 0.5]))
+    array([[1., 0.],
+           [0., 1.]])
+    """
+    arr = _validate.float_array("A", A, min_ndim=2, max_ndim=2).view(np.ndarray)
+    U, _, Vt = scipy.linalg.svd(arr, full_matrices=False, check_finite=False)
+    return U @ Vt
