@@ -1,0 +1,409 @@
+"""Trace and diagonal estimators against dense numpy references and naive leave-one-out loops."""
+
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse
+import scipy.sparse.linalg
+
+from linalg_lowrank import _operators
+from linalg_lowrank.hutchinson import (
+    HutchinsonAccumulator,
+    _Exchangeable,
+    _probes,
+    hessian_operator,
+    hutchinson_diagonal,
+    hutchinson_trace,
+)
+from linalg_lowrank.results import ConvergenceWarning
+
+from .strategies import random_orthogonal
+
+EPS = np.finfo(np.float64).eps
+DIAG_METHODS = ("hutchinson", "diag++", "xdiag", "auto")
+TRACE_METHODS = ("hutchinson", "hutch++", "xtrace", "auto")
+
+
+def spectral_matrix(n, power, seed=0, rank=None):
+    """U diag(i^-power) U^T with Haar U; the first ``rank`` eigenvalues only when given."""
+    rng = np.random.default_rng(seed)
+    k = n if rank is None else rank
+    U = random_orthogonal(rng, n, k)
+    lam = np.arange(1, k + 1, dtype=float) ** -power
+    return (U * lam) @ U.T
+
+
+def dominant_matrix(n, seed=0):
+    rng = np.random.default_rng(seed)
+    B = rng.standard_normal((n, n)) * 0.02 / np.sqrt(n)
+    return (B + B.T) / 2 + np.diag(1.0 + rng.random(n))
+
+
+# -- naive references ----------------------------------------------------------------------------
+
+
+def naive_exchangeable(A, Omega):
+    """XTrace and XDiag by their definitions: an explicit QR of Y without column i for every i."""
+    n, k = Omega.shape
+    Y = A @ Omega
+    tr, dg = [], []
+    for i in range(k):
+        Qi = np.linalg.qr(np.delete(Y, i, axis=1))[0]
+        Pi = Qi @ Qi.T
+        P = np.eye(n) - Pi
+        w = Omega[:, i]
+        tr.append(np.trace(Pi @ A @ Pi) + w @ P @ A @ P @ w)
+        dg.append(np.diag(Pi @ A) + w * (P @ A @ w))
+    return np.mean(tr), np.mean(dg, axis=0)
+
+
+def published_diagpp(A, m, seed):
+    """Baston & Nakatsukasa's Diag++ as published: diag(Q Q^T A Q Q^T) + Hutchinson on P A P (biased)."""
+    rng = np.random.default_rng(seed)
+    n, k = A.shape[0], m // 3
+    Q = np.linalg.qr(A @ rng.choice([-1.0, 1.0], size=(n, k)))[0]
+    P = np.eye(n) - Q @ Q.T
+    G = rng.choice([-1.0, 1.0], size=(n, m - 2 * k))
+    return np.diag(Q @ Q.T @ A @ Q @ Q.T) + np.mean(G * (P @ A @ P @ G), axis=1)
+
+
+# -- correctness of the formulas -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("distribution", ["rademacher", "gaussian"])
+@pytest.mark.parametrize("n, k, power", [(40, 5, 1.0), (60, 12, 2.0), (30, 8, 0.5)])
+def test_exchangeable_estimators_match_naive_leave_one_out(distribution, n, k, power):
+    A = spectral_matrix(n, power, seed=k)
+    gen = np.random.default_rng(k)
+    Omega = _probes(gen, n, k, distribution)
+    state = _Exchangeable(_operators.as_symmetric_operator(A))
+    half = k // 2  # grown in two blocks, as adaptive stopping does
+    state.add(Omega[:, :half], A @ Omega[:, :half])
+    state.add(Omega[:, half:], A @ Omega[:, half:])
+    t, _ = state.trace()
+    d, _ = state.diagonal()
+    t_ref, d_ref = naive_exchangeable(A, Omega)
+    scale = np.linalg.norm(A) * n
+    assert abs(t - t_ref) <= 1e3 * EPS * scale
+    assert np.max(np.abs(d - d_ref)) <= 1e3 * EPS * scale
+
+
+def test_unbiased_diagpp_identity_with_cross_terms():
+    # 2 diag(Pi A) - diag(Pi A Pi) + diag(P A P) = diag(A) for any orthonormal Q; without the cross
+    # terms (the published form) the identity fails.
+    A = spectral_matrix(30, 1.0, seed=3)
+    Q = random_orthogonal(np.random.default_rng(4), 30, 5)
+    Pi = Q @ Q.T
+    P = np.eye(30) - Pi
+    ours = 2 * np.diag(Pi @ A) - np.diag(Pi @ A @ Pi) + np.diag(P @ A @ P)
+    published = np.diag(Pi @ A @ Pi) + np.diag(P @ A @ P)
+    assert np.allclose(ours, np.diag(A), atol=1e-14)
+    assert not np.allclose(published, np.diag(A), atol=1e-3)
+
+
+# -- statistical properties (small matrices) -----------------------------------------------------
+
+N_SEEDS = 300
+
+
+@pytest.fixture(scope="module")
+def stat_matrix():
+    return spectral_matrix(50, 1.0, seed=11)
+
+
+@pytest.mark.parametrize("method", ("hutchinson", "diag++", "xdiag", "published"))
+def test_diagonal_unbiased_over_seeds(stat_matrix, method):
+    A, m = stat_matrix, 12
+    if method == "published":
+        ests = np.array([published_diagpp(A, m, s) for s in range(N_SEEDS)])
+    else:
+        ests = np.array([hutchinson_diagonal(A, n_matvecs=m, method=method, rng=s).diagonal for s in range(N_SEEDS)])
+    se = ests.std(axis=0, ddof=1) / np.sqrt(N_SEEDS)
+    z = (ests.mean(axis=0) - np.diag(A)) / se
+    # 50 entries: mean z^2 near 1 and no entry beyond 4.5 (Bonferroni) for an unbiased estimator
+    unbiased = np.mean(z**2) < 2.0 and np.max(np.abs(z)) < 4.5
+    assert unbiased == (method != "published"), (np.mean(z**2), np.max(np.abs(z)))
+
+
+def test_auto_selection_bias_is_small_against_its_error(stat_matrix):
+    # "auto" picks its branch from the probes it then uses, so it is not exactly unbiased; on this
+    # matrix the choice flips from seed to seed, the worst case. Its bias must stay a small fraction
+    # of the error of a single run.
+    A = stat_matrix
+    ests = np.array([hutchinson_diagonal(A, n_matvecs=12, rng=s).diagonal for s in range(N_SEEDS)])
+    bias = ests.mean(axis=0) - np.diag(A)
+    assert np.linalg.norm(bias) <= 0.2 * np.linalg.norm(ests.std(axis=0))
+
+
+@pytest.mark.xfail(strict=True, reason="known gap: trace 'auto' selection bias is 0.27 of one run's error here")
+def test_auto_trace_selection_bias_is_small_against_its_error(stat_matrix):
+    A = stat_matrix
+    traces = np.array([hutchinson_trace(A, n_matvecs=12, rng=s).trace for s in range(N_SEEDS)])
+    assert abs(traces.mean() - np.trace(A)) <= 0.2 * traces.std()
+
+
+@pytest.mark.parametrize("method", ("hutchinson", "hutch++", "xtrace"))
+def test_trace_unbiased_over_seeds(stat_matrix, method):
+    A = stat_matrix
+    ests = np.array([hutchinson_trace(A, n_matvecs=12, method=method, rng=s).trace for s in range(N_SEEDS)])
+    se = ests.std(ddof=1) / np.sqrt(N_SEEDS)
+    assert abs(ests.mean() - np.trace(A)) <= 3 * se
+
+
+def _coverage(A, kind, method, m, seeds=200):
+    hits = []
+    for s in range(seeds):
+        if kind == "trace":
+            r = hutchinson_trace(A, n_matvecs=m, method=method, rng=s)
+            hits.append(abs(r.trace - np.trace(A)) <= 2 * r.stderr)
+        else:
+            r = hutchinson_diagonal(A, n_matvecs=m, method=method, rng=s)
+            hits.append(np.mean(np.abs(r.diagonal - np.diag(A)) <= 2 * r.stderr))
+    return float(np.mean(hits))
+
+
+@pytest.mark.parametrize(
+    "kind, method", [("trace", "hutchinson"), ("trace", "hutch++"), ("diagonal", "hutchinson"), ("diagonal", "diag++")]
+)
+def test_stderr_calibrated_for_independent_sample_methods(kind, method):
+    A = spectral_matrix(100, 1.0, seed=5)
+    assert 0.92 <= _coverage(A, kind, method, 60) <= 0.98
+
+
+@pytest.mark.parametrize("kind, method", [("trace", "xtrace"), ("diagonal", "xdiag")])
+def test_jackknife_stderr_of_exchangeable_methods_does_not_undercover(kind, method):
+    A = spectral_matrix(100, 1.0, seed=5)
+    assert _coverage(A, kind, method, 40) >= 0.92
+
+
+@pytest.mark.xfail(strict=True, reason="the jackknife is conservative for XTrace/XDiag: coverage above 98%")
+def test_jackknife_stderr_of_xtrace_within_band():
+    A = spectral_matrix(100, 1.0, seed=5)
+    assert _coverage(A, "trace", "xtrace", 40) <= 0.98
+
+
+# -- exactness -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["hutchinson", "auto"])
+def test_exact_on_diagonal_matrices_with_rademacher(method):
+    d = np.random.default_rng(0).standard_normal(30)
+    A = np.diag(d)
+    r = hutchinson_diagonal(A, n_matvecs=10, method=method, rng=1)
+    tol = 10 * EPS * np.abs(d)  # the mean of identical samples, to roundoff
+    assert np.all(np.abs(r.diagonal - d) <= tol) and np.all(r.stderr <= tol)
+    t = hutchinson_trace(A, n_matvecs=10, method=method, rng=1)
+    assert abs(t.trace - d.sum()) <= 30 * EPS * np.abs(d).sum() and t.stderr <= 30 * EPS * np.abs(d).sum()
+
+
+@pytest.mark.parametrize("rank", [1, 4, 10])
+@pytest.mark.parametrize("distribution", ["rademacher", "gaussian"])
+def test_exact_on_low_rank_matrices(rank, distribution):
+    A = spectral_matrix(120, 0.5, seed=rank, rank=rank) * 3.0
+    m = 3 * rank + 3
+    scale = np.linalg.norm(A) * 120
+    for method in ("diag++", "xdiag", "auto"):
+        r = hutchinson_diagonal(A, n_matvecs=m, method=method, distribution=distribution, rng=0)
+        assert np.max(np.abs(r.diagonal - np.diag(A))) <= 1e3 * EPS * scale, method
+        assert r.n_matvecs <= m
+    for method in ("hutch++", "xtrace", "auto"):
+        t = hutchinson_trace(A, n_matvecs=m, method=method, distribution=distribution, rng=0)
+        assert abs(t.trace - np.trace(A)) <= 1e3 * EPS * scale, method
+
+
+def test_auto_chooses_from_the_data():
+    n, m = 200, 40
+    decaying = hutchinson_diagonal(spectral_matrix(n, 2.0), n_matvecs=m, rng=0)
+    dominant = hutchinson_diagonal(dominant_matrix(n), n_matvecs=m, rng=0)
+    assert decaying.method == "xdiag" and dominant.method == "hutchinson"
+    assert decaying.n_matvecs <= m and dominant.n_matvecs == m
+    assert hutchinson_trace(spectral_matrix(n, 2.0), n_matvecs=m, rng=0).method == "xtrace"
+    assert hutchinson_trace(dominant_matrix(n), n_matvecs=m, rng=0).method == "hutchinson"
+
+
+# -- determinism, inputs, operator kinds ---------------------------------------------------------
+
+
+def test_same_seed_same_answer_and_inputs_untouched():
+    A = spectral_matrix(40, 1.0)
+    A_copy = A.copy()
+    for method in DIAG_METHODS:
+        a = hutchinson_diagonal(A, n_matvecs=12, method=method, rng=7)
+        b = hutchinson_diagonal(A, n_matvecs=12, method=method, rng=7)
+        assert np.array_equal(a.diagonal, b.diagonal) and np.array_equal(a.stderr, b.stderr)
+        c = hutchinson_diagonal(A, n_matvecs=12, method=method, rng=a.seed)
+        assert np.array_equal(a.diagonal, c.diagonal)
+    gen = np.random.default_rng(3)
+    assert hutchinson_trace(A, rng=gen).trace != hutchinson_trace(A, rng=gen).trace  # the generator advances
+    assert np.array_equal(A, A_copy)
+
+
+def test_every_operator_kind_gives_the_same_answer():
+    A = spectral_matrix(50, 1.0)
+    single = []
+
+    def hvp(x):
+        single.append(1)
+        return A @ x
+
+    kinds = {
+        "dense": A,
+        "sparse": scipy.sparse.csr_matrix(A),
+        "linop": scipy.sparse.linalg.aslinearoperator(A),
+        "batched": lambda X: A @ X,
+        "single": lambda X: np.column_stack([hvp(x) for x in X.T]),
+    }
+    ref = hutchinson_diagonal(A, n_matvecs=20, method="xdiag", rng=0)
+    for name, op in kinds.items():
+        r = hutchinson_diagonal(op, n_matvecs=20, method="xdiag", rng=0, n=50)
+        assert np.allclose(r.diagonal, ref.diagonal, rtol=0, atol=1e-12), name
+        assert r.n_matvecs == ref.n_matvecs
+    assert len(single) == ref.n_matvecs  # one call of the single-vector product per vector
+    A32 = A.astype(np.float32)
+    r32 = hutchinson_diagonal(A32, n_matvecs=20, method="xdiag", rng=0)
+    r64 = hutchinson_diagonal(A32.astype(np.float64), n_matvecs=20, method="xdiag", rng=0)
+    assert np.array_equal(r32.diagonal, r64.diagonal)  # float32 input is computed with in float64
+
+
+# -- adaptive stopping ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", TRACE_METHODS)
+def test_rtol_stops_early_when_met(method):
+    A = spectral_matrix(100, 2.0)
+    r = hutchinson_trace(A, n_matvecs=200, method=method, rtol=0.2, rng=0)
+    assert r.converged and r.error_bound <= 0.2 and r.n_matvecs < 200
+    assert abs(r.trace - np.trace(A)) <= 0.2 * np.trace(A)
+
+
+def test_rtol_not_met_warns_and_reports():
+    A = spectral_matrix(100, 0.5)
+    with pytest.warns(ConvergenceWarning, match="rtol"):
+        r = hutchinson_diagonal(A, n_matvecs=20, method="hutchinson", rtol=1e-6, rng=0)
+    assert r.converged is False and r.n_matvecs == 20 and r.error_bound > 1e-6
+    assert "NOT converged" in repr(r)
+
+
+def test_fixed_budget_reports_no_convergence_flag():
+    r = hutchinson_trace(np.eye(5), n_matvecs=6, rng=0)
+    assert r.converged is None and "fixed budget" in repr(r)
+
+
+# -- bad input -----------------------------------------------------------------------------------
+
+
+def _nan_product(X):
+    out = X.copy()
+    out[0, 0] = np.nan
+    return out
+
+
+@pytest.mark.parametrize(
+    "A, kwargs, exc, match",
+    [
+        (np.ones((3, 4)), {}, ValueError, "`A` must be square"),
+        (np.array([[1.0, 2.0], [0.0, 1.0]]), {}, ValueError, "`A` must be symmetric"),
+        (np.array([[1.0, np.nan], [np.nan, 1.0]]), {}, ValueError, "`A` must be finite"),
+        (np.eye(3, dtype=int), {}, TypeError, "`A`"),
+        (np.eye(3), {"n_matvecs": 5, "method": "xdiag"}, ValueError, "`n_matvecs` must be at least 6"),
+        (np.eye(3), {"n_matvecs": 3, "method": "diag++"}, ValueError, "`n_matvecs` must be at least 4"),
+        (np.eye(3), {"n_matvecs": 1}, ValueError, "`n_matvecs` must be at least 2"),
+        (np.eye(3), {"rtol": 0.0}, ValueError, "`rtol` must be a positive"),
+        (np.eye(3), {"rtol": -1.0}, ValueError, "`rtol`"),
+        (np.eye(3), {"method": "hutch++"}, ValueError, "`method` must be one of"),
+        (np.eye(3), {"distribution": "normal"}, ValueError, "`distribution`"),
+        (np.eye(3), {"rng": "x"}, TypeError, "`rng`"),
+        (lambda X: X, {}, ValueError, "`n` is required"),
+        (lambda X: X[:-1], {"n": 4}, ValueError, r"`A`: product 1 \(a block of .*\) returned shape"),
+        (_nan_product, {"n": 4}, ValueError, r"`A`: product 1 .* returned NaN"),
+    ],
+)
+def test_bad_input_is_rejected_with_named_argument(A, kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        hutchinson_diagonal(A, **kwargs)
+
+
+def test_bad_trace_options():
+    with pytest.raises(ValueError, match="`n_matvecs` must be at least 6 for method='xtrace'"):
+        hutchinson_trace(np.eye(3), n_matvecs=4, method="xtrace")
+    with pytest.raises(ValueError, match="`method`"):
+        hutchinson_trace(np.eye(3), method="xdiag")
+    with pytest.raises(ValueError, match="`A` must be a non-empty square operator"):
+        hutchinson_trace(scipy.sparse.linalg.aslinearoperator(np.ones((3, 4))))
+
+
+# -- Hessian operator ----------------------------------------------------------------------------
+
+
+def test_hessian_operator_exact_on_quadratics_and_accurate_otherwise():
+    rng = np.random.default_rng(0)
+    M = spectral_matrix(20, 1.0)
+    x = rng.standard_normal(20)
+    x_copy = x.copy()
+    H = hessian_operator(lambda v: M @ v, x)
+    assert np.allclose(H @ np.eye(20), M, atol=1e-8)
+    # f(x) = sum(exp(x)) + x^T M x / 2: Hessian diag(exp(x)) + M
+    Hs = hessian_operator(lambda v: np.exp(v) + M @ v, x)
+    true = np.diag(np.exp(x)) + M
+    err = np.abs(Hs @ np.eye(20) - true).max()
+    assert err <= 1e-8 * np.abs(true).max() * 100  # eps^(2/3) ~ 4e-11 relative, with a margin for exp's scale
+    r = hutchinson_diagonal(Hs, n_matvecs=10, method="hutchinson", rng=0)
+    ref = hutchinson_diagonal(true, n_matvecs=10, method="hutchinson", rng=0)
+    assert np.allclose(r.diagonal, ref.diagonal, atol=1e-6)  # same probes: the estimator sees the same matrix
+    assert np.array_equal(x, x_copy)
+
+
+def test_hessian_operator_bad_input():
+    with pytest.raises(TypeError, match="`grad`"):
+        hessian_operator(3, np.zeros(2))
+    with pytest.raises(ValueError, match="`x` must be 1-D"):
+        hessian_operator(lambda v: v, np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="`eps`"):
+        hessian_operator(lambda v: v, np.zeros(2), eps=0.0)
+    with pytest.raises(ValueError, match="`grad` returned shape"):
+        hessian_operator(lambda v: v[:1], np.zeros(2)) @ np.ones(2)
+
+
+# -- streaming -----------------------------------------------------------------------------------
+
+
+def test_accumulator_equals_batch_hutchinson_without_decay():
+    A = spectral_matrix(30, 1.0)
+    Om = _probes(np.random.default_rng(0), 30, 12, "rademacher")
+    acc = HutchinsonAccumulator(30)
+    for j in range(0, 12, 3):
+        acc.add_samples(Om[:, j : j + 3], A @ Om[:, j : j + 3])
+    samples = Om * (A @ Om)
+    assert np.allclose(acc.diagonal, samples.mean(axis=1))
+    assert np.allclose(acc.diagonal_stderr, samples.std(axis=1, ddof=1) / np.sqrt(12))
+    traces = samples.sum(axis=0)
+    assert np.isclose(acc.trace, traces.mean()) and np.isclose(acc.trace_stderr, traces.std(ddof=1) / np.sqrt(12))
+    assert acc.n_matvecs == 12
+
+
+def test_accumulator_exponential_weights_match_naive_loop():
+    A = spectral_matrix(20, 1.0)
+    acc = HutchinsonAccumulator(20, beta=0.9, rng=1)
+    for _ in range(15):
+        acc.update(A)
+    # replay the same probes and weight them by hand
+    gen = np.random.default_rng(acc.seed)
+    Om = np.column_stack([_probes(gen, 20, 1, "rademacher") for _ in range(15)])
+    x = Om * (A @ Om)
+    w = 0.9 ** np.arange(14, -1, -1)
+    mean = (x * w).sum(axis=1) / w.sum()
+    assert np.allclose(acc.diagonal, mean)
+    neff = w.sum() ** 2 / (w**2).sum()
+    var = ((x - mean[:, None]) ** 2 * w).sum(axis=1) / w.sum() * neff / (neff - 1)
+    assert np.isclose(acc.n_effective, neff) and np.allclose(acc.diagonal_stderr, np.sqrt(var / neff))
+    with pytest.raises(ValueError, match="`beta`"):
+        HutchinsonAccumulator(3, beta=1.0)
+
+
+def test_repr_is_readable():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = hutchinson_diagonal(np.eye(4), n_matvecs=6, rng=0)
+    assert repr(r).startswith("DiagonalEstimate: fixed budget by hutchinson with 6 products")
+    assert "trace=4" in repr(hutchinson_trace(np.eye(4), n_matvecs=6, rng=0))
