@@ -1,17 +1,69 @@
 """linalg_lowrank: numerical linear algebra for people who study and build neural-network optimizers."""
 
+from .hutchinson import (
+    DiagonalEstimate,
+    HutchinsonAccumulator,
+    TraceEstimate,
+    hessian_operator,
+    hutchinson_diagonal,
+    hutchinson_trace,
+)
+from .lowrank import (
+    BestRankResult,
+    CRProductResult,
+    CURResult,
+    IDResult,
+    LowRankFactors,
+    RandomizedSVDResult,
+    best_rank,
+    cr_expected_error,
+    cr_matmul,
+    cur,
+    interpolative_decomposition,
+    pinv,
+    pinv_lowrank,
+    randomized_svd,
+)
+from .polar import MsignResult, msign, ns_polynomial, polar
 from .results import ConvergenceWarning, DegenerateSingularValueWarning, PowerIterationResult
 from .spectral import best_rank1, power_iteration, spectral_norm, spectral_norm_grad, spectral_weight_decay
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
-    "ConvergenceWarning",
-    "DegenerateSingularValueWarning",
-    "PowerIterationResult",
-    "best_rank1",
+    # spectral core
     "power_iteration",
     "spectral_norm",
     "spectral_norm_grad",
+    "best_rank1",
     "spectral_weight_decay",
+    "PowerIterationResult",
+    "ConvergenceWarning",
+    "DegenerateSingularValueWarning",
+    # low-rank toolkit
+    "best_rank",
+    "randomized_svd",
+    "pinv",
+    "pinv_lowrank",
+    "cr_matmul",
+    "cr_expected_error",
+    "interpolative_decomposition",
+    "cur",
+    "msign",
+    "polar",
+    "ns_polynomial",
+    "BestRankResult",
+    "RandomizedSVDResult",
+    "LowRankFactors",
+    "CRProductResult",
+    "IDResult",
+    "CURResult",
+    "MsignResult",
+    # stochastic diagonal and trace estimation
+    "hutchinson_diagonal",
+    "hutchinson_trace",
+    "hessian_operator",
+    "HutchinsonAccumulator",
+    "DiagonalEstimate",
+    "TraceEstimate",
 ]

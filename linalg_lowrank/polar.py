@@ -100,7 +100,7 @@ class MsignResult:
         The approximation of U V^T, in the dtype of A.
     orthogonality : float
         ||Q^T Q - I||_F over the smaller side (nan without ``diagnostics``); a rigorous bound on
-        max_i |sigma_i(Q)^2 - 1|.
+        ``max_i |sigma_i(Q)^2 - 1|``.
     sv_bounds : tuple of float
         Interval certain to hold every singular value of Q, from ``orthogonality``.
     scale : float
