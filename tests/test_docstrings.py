@@ -57,10 +57,7 @@ def parameter_mismatch(func, qualname):
         details.append("documented more than once: " + str(sorted({n for n in documented if documented.count(n) > 1})))
     if not details:
         details.append("same names in a different order")
-    return (
-        f"{qualname}: docstring Parameters {documented} do not match the signature {wanted} "
-        f"({'; '.join(details)})"
-    )
+    return f"{qualname}: docstring Parameters {documented} do not match the signature {wanted} ({'; '.join(details)})"
 
 
 def _public_functions():
