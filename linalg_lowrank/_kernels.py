@@ -136,10 +136,18 @@ def _dot(a, b):
 
 
 @jit
-def _gram_verify(M, w, y, z):
+def _gram_step(M, x, y, z, scratch):
+    if scratch.shape[0] > 1:
+        gram_matvec(M, x, y, z, scratch)
+    else:
+        z[:] = 0.0
+        _gram_rows(M, x, y, z, 0, M.shape[0])
+
+
+@jit
+def _gram_verify(M, w, y, z, scratch):
     """Gram product of the unit vector w: returns (theta, relative residual ||z - theta w|| / theta)."""
-    z[:] = 0.0
-    _gram_rows(M, w, y, z, 0, M.shape[0])
+    _gram_step(M, w, y, z, scratch)
     theta = _dot(y, y)
     if theta == 0.0:
         return 0.0, 0.0
@@ -255,12 +263,58 @@ def _ritz_vector(V, s, j, out):
 
 
 @jit
-def lanczos_small(M, x0, tol, maxiter, K, keep, first_check, max_gap, hist):
-    """Top eigenpair of M^T M by thick-restart Lanczos with full reorthogonalization, serially.
+def power_pilot(M, x, tol, maxiter, max_remaining, hist, scratch, y, z):
+    """Power steps on M^T M from unit x (updated in place) while they promise to finish soon.
 
-    Mirrors ``_topsv._lanczos`` for one matrix. Returns (theta, w, y, residual, n_iter,
-    converged, ratio, n_hist, lanczos_dim, invariant); ``hist`` receives sqrt(top Ritz value)
-    at each convergence check.
+    Mirrors ``_topsv._power`` with ``auto``: stops when the relative residual reaches ``tol``
+    (returns converged), or when, from the third step on, the observed rate predicts more than
+    ``max_remaining`` further steps. Returns (steps, converged, theta, residual, ratio), with y
+    = M x and z = M^T y for the last x examined; on a switch x holds the next iterate.
+    """
+    q = x.shape[0]
+    prev = np.nan
+    ratio = np.nan
+    theta = 0.0
+    res = np.inf
+    for step in range(maxiter):
+        _gram_step(M, x, y, z, scratch)
+        theta = _dot(y, y)
+        if step < hist.shape[0]:
+            hist[step] = np.sqrt(theta)
+        if theta == 0.0 or not np.isfinite(theta):
+            return step + 1, theta == 0.0, theta, 0.0 if theta == 0.0 else np.inf, ratio
+        r = 0.0
+        for t in range(q):
+            d = z[t] - theta * x[t]
+            r += d * d
+        res = np.sqrt(r) / theta
+        rate = res / prev
+        if np.isfinite(rate):
+            ratio = np.sqrt(min(max(rate, 0.0), 1.0))
+        prev = res
+        if res <= tol:
+            return step + 1, True, theta, res, ratio
+        if step == maxiter - 1:
+            return step + 1, False, theta, res, ratio
+        nz = np.sqrt(_dot(z, z))
+        for t in range(q):
+            x[t] = z[t] / nz
+        if step >= 2:
+            remaining = np.log(tol / res) / np.log(min(max(rate, 1e-300), 1.0)) if rate < 1.0 else np.inf
+            if not remaining <= max_remaining:
+                return step + 1, False, theta, res, ratio
+    return maxiter, False, theta, res, ratio
+
+
+@jit
+def lanczos_small(M, x0, tol, maxiter, K, keep, first_check, max_gap, hist, scratch):
+    """Top eigenpair of M^T M by thick-restart Lanczos with full reorthogonalization.
+
+    Mirrors ``_topsv._lanczos`` for one matrix, with no Python between iterations. Returns
+    (theta, w, y, residual, n_iter, converged, ratio, n_hist, lanczos_dim, invariant); ``hist``
+    receives sqrt(top Ritz value) at each convergence check. With ``scratch`` of more than one
+    row the Gram products run on the parallel one-pass kernel; with one row, on this thread
+    (as inside ``lanczos_stack``, which is parallel over matrices).
     """
     p, q = M.shape
     eps = np.finfo(np.float64).eps
@@ -289,8 +343,7 @@ def lanczos_small(M, x0, tol, maxiter, K, keep, first_check, max_gap, hist):
     theta_v = 0.0
     res_v = np.inf
     while steps < maxiter - 1:
-        z[:] = 0.0
-        _gram_rows(M, V[j], y, z, 0, p)
+        _gram_step(M, V[j], y, z, scratch)
         steps += 1
         if steps == 1:  # a warm start may already be converged: one product decides, as a power step
             theta_v = _dot(y, y)
@@ -360,7 +413,7 @@ def lanczos_small(M, x0, tol, maxiter, K, keep, first_check, max_gap, hist):
         prev_est = est
         if (est <= 0.5 * tol or invariant or top == 0.0) and steps < maxiter - 1:
             _ritz_vector(V, s_top, j, w_best)
-            theta_v, res_v = _gram_verify(M, w_best, y_best, z)
+            theta_v, res_v = _gram_verify(M, w_best, y_best, z, scratch)
             steps += 1
             if res_v <= tol or invariant or theta_v == 0.0:
                 return theta_v, w_best, y_best, res_v, steps, res_v <= tol, ratio, n_hist, lanczos_dim, invariant
@@ -386,7 +439,7 @@ def lanczos_small(M, x0, tol, maxiter, K, keep, first_check, max_gap, hist):
     # budget spent: the best Ritz vector, verified
     theta, S = np.linalg.eigh(np.ascontiguousarray(T[:j, :j]))
     _ritz_vector(V, S[:, j - 1].copy(), j, w_best)
-    theta_v, res_v = _gram_verify(M, w_best, y_best, z)
+    theta_v, res_v = _gram_verify(M, w_best, y_best, z, scratch)
     steps += 1
     return theta_v, w_best, y_best, res_v, steps, res_v <= tol, ratio, n_hist, lanczos_dim, False
 
@@ -398,7 +451,7 @@ def lanczos_stack(
     """``lanczos_small`` on every matrix of the stack A (b, p, q), one matrix per thread."""
     for k in prange(A.shape[0]):
         t, w, y, r, n, c, rt, nh, ld, iv = lanczos_small(
-            A[k], X0[k], tol, maxiter, K, keep, first_check, max_gap, hist[k]
+            A[k], X0[k], tol, maxiter, K, keep, first_check, max_gap, hist[k], np.empty((1, A.shape[2]))
         )
         theta[k] = t
         W[k] = w

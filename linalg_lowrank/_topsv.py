@@ -13,6 +13,7 @@ machine an OpenBLAS pool that spins after a call stalls the next numba kernel fo
 import contextlib
 import math
 
+import numba
 import numpy as np
 
 from . import _kernels, config
@@ -82,12 +83,11 @@ def solve(gram, X, *, tol, maxiter, method):
     p = gram.other_dim
     out = Outcome(b, q, p)
     X = X / np.linalg.norm(X, axis=1, keepdims=True)
-    if (
-        getattr(gram, "mat", None) is not None
-        and method != "power"
-        and p * q <= config.SMALL_MATRIX_ENTRIES
-        and maxiter >= 2
-    ):
+    dense = getattr(gram, "mat", None) is not None
+    if dense and b == 1 and p * q <= config.NUMBA_SOLVE_MAX_ENTRIES and maxiter >= 2:
+        _solve_single(gram, X, out, tol=tol, maxiter=maxiter, method=method)
+        return out
+    if dense and b > 1 and method != "power" and p * q <= config.SMALL_MATRIX_ENTRIES and maxiter >= 2:
         _solve_small(gram, X, out, tol=tol, maxiter=maxiter)
         return out
     active = np.arange(b)
@@ -104,6 +104,52 @@ def solve(gram, X, *, tol, maxiter, method):
             out.method = "lanczos"
             _lanczos(gram, X, active, out, tol=tol, budget=maxiter - int(out.n_iter[active[0]]))
     return out
+
+
+def _solve_single(gram, X, out, *, tol, maxiter, method):
+    """One dense matrix solved entirely inside numba: no Python between iterations.
+
+    ``auto`` runs the same power pilot as ``_power`` (in numba), then Lanczos from its last
+    iterate; products run on the parallel one-pass kernel for matrices big enough to gain.
+    """
+    M = gram.mat[0]
+    p, q = M.shape
+    n_chunks = max(1, min(numba.get_num_threads(), p)) if p * q >= config.PARALLEL_MIN_ENTRIES else 1
+    scratch = np.empty((n_chunks, q))
+    x = np.ascontiguousarray(X[0])
+    y, z = np.empty(p), np.empty(q)
+    hist = np.zeros(min(maxiter, 1024))
+    used = 0
+    pilot_cap = maxiter if method == "power" else (maxiter - 2 if method == "auto" else 0)  # Lanczos needs 2
+    if pilot_cap > 0:
+        max_remaining = np.inf if method == "power" else float(config.AUTO_MAX_POWER_STEPS)
+        used, done, theta, res, ratio = _kernels.power_pilot(M, x, tol, pilot_cap, max_remaining, hist, scratch, y, z)
+        gram.check_finite(y[None], z[None])
+        out.history[0] = list(hist[: min(used, hist.size)])
+        out.ratio[0] = ratio
+        if done or used == pilot_cap:  # finished: x is the iterate examined last (not advanced)
+            out.record(0, theta, x, y, res)
+            out.converged[0] = done
+            out.stop[0] = "zero" if theta == 0 else ("converged" if done else "maxiter")
+            out.n_iter[0] = used
+            out.power_degree[0] = used - 1
+            return
+    out.method = "lanczos"
+    out.power_degree[0] = used
+    hist_l = np.zeros(min(maxiter, 1024))
+    theta, w, yv, res, n, conv, ratio, nh, ldim, invariant = _kernels.lanczos_small(
+        M, x / np.linalg.norm(x), tol, maxiter - used, min(config.LANCZOS_MAX_BASIS, q),
+        min(config.LANCZOS_KEEP, max(min(config.LANCZOS_MAX_BASIS, q) - 1, 0)), 1, config.LANCZOS_MAX_CHECK_GAP,
+        hist_l, scratch,
+    )  # fmt: skip
+    gram.check_finite(yv[None], w[None])
+    out.record(0, theta, w, yv, res)
+    out.n_iter[0] = used + n
+    out.converged[0] = conv or theta == 0
+    out.ratio[0] = ratio
+    out.lanczos_dim[0] = ldim
+    out.history[0] = list(out.history[0]) + list(hist_l[:nh])
+    out.stop[0] = "zero" if theta == 0 else ("converged" if conv else ("exact" if invariant else "maxiter"))
 
 
 def _solve_small(gram, X, out, *, tol, maxiter):

@@ -24,3 +24,6 @@ WEIGHT_DECAY_POWER_STEPS = 2
 PARALLEL_MIN_ENTRIES = 1 << 18
 #: Matrices with at most this many entries are solved whole by one numba thread each (in cache).
 SMALL_MATRIX_ENTRIES = 1 << 18
+#: A single dense matrix with at most this many entries is solved entirely inside numba (above it,
+#: a product costs so much more than the Python between iterations that the driver is numpy).
+NUMBA_SOLVE_MAX_ENTRIES = 1 << 25

@@ -122,7 +122,7 @@ def _power_iteration(A, *, v0, tol, maxiter, rng, method, name="A"):
     out = _topsv.solve(gram, X, tol=tol, maxiter=maxiter, method=method)
     if v0 is not None and (out.stop == "zero").any():
         # A warm start in the null space of a nonzero A proves nothing: retry those at random.
-        _retry_random(A, name, out, batch_shape, generator, tol=tol, maxiter=maxiter, method=method)
+        _retry_random(gram, out, generator, tol=tol, maxiter=maxiter, method=method)
     result = _assemble(gram, out, batch_shape, random_start=v0 is None, seed=seed, extra_products=extra_products)
     if not np.all(result.converged):
         bad = ~np.asarray(result.converged)
@@ -158,15 +158,12 @@ def _start_from_v0(gram, v0, batch_shape):
     return X
 
 
-def _retry_random(A, name, out, batch_shape, generator, **kw):
+def _retry_random(gram, out, generator, **kw):
+    """Solve again from random starts the problems whose warm start saw A v0 = 0."""
     idx = np.flatnonzero(out.stop == "zero")
-    if isinstance(A, np.ndarray) or not hasattr(A, "matvec"):
-        arr = np.asarray(A)
-        sub = arr.reshape((-1,) + arr.shape[-2:])[idx]
-    else:
-        sub = A
-    gram, _ = _operators.as_gram(sub, name)
-    again = _topsv.solve(gram, generator.standard_normal((gram.batch, gram.gram_dim)), **kw)
+    if isinstance(gram, _operators.DenseGram):  # same orientation, so the vectors live in the same space
+        gram = _operators.DenseGram(gram.name, np.ascontiguousarray(gram.mat[idx]), gram.left, gram._source)
+    again = _topsv.solve(gram, generator.standard_normal((idx.size, gram.gram_dim)), **kw)
     for field in ("theta", "w", "y", "residual", "converged", "ratio", "stop"):
         getattr(out, field)[idx] = getattr(again, field)
     out.n_iter[idx] += again.n_iter

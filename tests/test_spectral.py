@@ -161,10 +161,16 @@ def test_zero_matrix_convention():
     assert ll.spectral_norm(Z) == 0.0
 
 
-def test_warm_start_in_null_space_does_not_report_zero():
-    A = np.array([[1.0, 0.0], [0.0, 0.0]])
-    res = ll.power_iteration(A, v0=np.array([0.0, 1.0]))
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_warm_start_in_null_space_does_not_report_zero(order):
+    A = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]], order=order)
+    res = ll.power_iteration(A, v0=np.array([0.0, 1.0, 0.0]))
     assert abs(res.sigma - 1.0) < 1e-12 and res.converged
+    np.testing.assert_allclose(np.abs(res.u), [1.0, 0.0], atol=1e-12)
+    np.testing.assert_allclose(np.abs(res.v), [1.0, 0.0, 0.0], atol=1e-12)
+    S = np.stack([A, 2 * A, np.eye(2, 3)])
+    V0 = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]])
+    np.testing.assert_allclose(ll.power_iteration(S, v0=V0).sigma, [1.0, 2.0, 1.0], atol=1e-12)
 
 
 def test_warm_start_from_exact_vector_converges_immediately():
