@@ -1,0 +1,876 @@
+"""Inverse p-th roots of symmetric positive (semi)definite factors and Shampoo preconditioning.
+
+The workhorse is `SymmetricEig`, one cached eigendecomposition of a symmetric factor that
+serves any power, the K-FAC solve (`linalg_lowrank.kronecker.kfac_solve`) and a warm-started
+refresh after the factor changes a little. `inverse_pth_root` is the one-shot convenience with
+diagnostics; `shampoo_precondition` applies the roots mode by mode without forming a Kronecker
+product.
+"""
+
+import math
+import numbers
+import warnings
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+import scipy.linalg
+from threadpoolctl import threadpool_limits
+
+from . import _roots_kernels, _validate
+from .results import ConvergenceWarning
+
+__all__ = [
+    "InverseRootResult",
+    "SymmetricEig",
+    "inverse_pth_root",
+    "shampoo_precondition",
+    "symmetric_eig",
+]
+
+_EPS = np.finfo(np.float64).eps
+#: Eigenvalues below -NEG_ROUNDOFF * n * eps * ||A||_2 prove that A is not positive semidefinite.
+NEG_ROUNDOFF = 10.0
+#: Relative Frobenius asymmetry ||A - A^T||_F / ||A||_F accepted, in units of n * eps(dtype of A);
+#: a Gram matrix G G^T formed by BLAS is symmetric only up to its rounding.
+SYM_ROUNDOFF = 10.0
+#: Default relative ridge of `shampoo_precondition` (epsilon * lambda_max(L) added to L).
+SHAMPOO_RIDGE = 1e-6
+#: Largest denominator of a fractional p accepted by the coupled Newton path (p = a / b).
+NEWTON_MAX_DENOMINATOR = 64
+#: Default cap on coupled Newton iterations; kappa = 1e12 needs about 40.
+NEWTON_MAXITER = 100
+#: ||M_k - I||_F below which coupled Newton is in its quadratic phase (stagnation is checked).
+NEWTON_TERMINAL = 1e-4
+#: Random probe vectors of the a-posteriori eigendecomposition residual of the eigh path.
+RESIDUAL_PROBES = 4
+#: Below this many blocks a stack is decomposed with numpy's gufunc loop, not the numba kernel.
+STACK_PARALLEL_MIN_BLOCKS = 4
+
+_METHODS = ("auto", "eigh", "newton")
+_RIDGE_MODES = ("relative", "absolute")
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _symmetric_input(name, A, sym_rtol=None):
+    """Validate a symmetric matrix or stack; return (float64 symmetrized copy, input dtype)."""
+    arr = _validate.float_array(name, A, min_ndim=2)
+    _validate.square(name, arr)
+    n = arr.shape[-1]
+    A64 = np.array(arr, dtype=np.float64, order="C", copy=True)
+    asym = A64 - np.swapaxes(A64, -1, -2)
+    num = np.sqrt(np.sum(asym * asym, axis=(-2, -1)))
+    den = np.sqrt(np.sum(A64 * A64, axis=(-2, -1)))
+    rtol = (
+        SYM_ROUNDOFF * n * np.finfo(arr.dtype).eps if sym_rtol is None else _validate.nonnegative("sym_rtol", sym_rtol)
+    )
+    bad = num > rtol * den
+    if np.any(bad):
+        worst = float(np.max(np.where(den > 0, num / np.where(den > 0, den, 1.0), np.inf)))
+        raise ValueError(
+            f"`{name}` must be symmetric: relative asymmetry ||A - A^T||_F / ||A||_F = {worst:.3g} "
+            f"exceeds `sym_rtol` = {rtol:.3g} (pass a larger `sym_rtol` to symmetrize (A + A^T) / 2)"
+        )
+    A64 += np.swapaxes(A64, -1, -2)
+    A64 *= 0.5
+    return A64, arr.dtype
+
+
+def _check_p(p):
+    if isinstance(p, (bool, np.bool_)) or not isinstance(p, numbers.Real):
+        raise TypeError(f"`p` must be a positive finite number (integer or fraction), got {p!r}")
+    value = float(p)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"`p` must be a positive finite number (integer or fraction), got {p!r}")
+    return p
+
+
+def _check_psd(name, lam, n):
+    """Raise naming the smallest eigenvalue if lam (descending, (..., n)) proves A indefinite."""
+    lam_min = lam[..., -1]
+    scale = np.max(np.abs(lam), axis=-1)
+    tau = NEG_ROUNDOFF * n * _EPS * scale
+    bad = lam_min < -tau
+    if np.any(bad):
+        i = np.unravel_index(np.argmin(np.where(bad, lam_min / np.where(scale > 0, scale, 1), np.inf)), bad.shape)
+        where = "" if lam_min.ndim == 0 else f" (block {tuple(int(k) for k in i)})"
+        raise ValueError(
+            f"`{name}` must be positive semidefinite: its smallest eigenvalue is {float(lam_min[i]):.6g}{where}, "
+            f"below the roundoff threshold {-float(tau[i]):.3g} = -{NEG_ROUNDOFF:g} n eps ||A||_2"
+        )
+
+
+def _absolute_ridge(ridge, ridge_mode, lam_max):
+    ridge = _validate.nonnegative("ridge", ridge)
+    _validate.choice("ridge_mode", ridge_mode, _RIDGE_MODES)
+    if ridge_mode == "relative":
+        return ridge * np.maximum(lam_max, 0.0)
+    return np.full(np.shape(lam_max), ridge)
+
+
+def _shifted(name, lam, ridge_abs, n):
+    """lam + ridge with roundoff negatives clipped; raise if singular to working precision."""
+    _check_psd(name, lam, n)
+    shifted = np.maximum(lam, 0.0) + np.asarray(ridge_abs)[..., None]
+    floor = n * _EPS * np.max(np.abs(lam), axis=-1) + np.asarray(ridge_abs)
+    low = shifted[..., -1]
+    if np.any(low <= np.where(np.asarray(ridge_abs) > 0, 0.0, floor)):
+        i = np.unravel_index(np.argmin(low), low.shape)
+        raise ValueError(
+            f"`{name}` + ridge is singular to working precision: smallest eigenvalue {float(lam[i][-1]):.3g} "
+            f"with ridge {float(np.asarray(ridge_abs)[i]):.3g}; pass `ridge` > 0 for a semidefinite factor"
+        )
+    return shifted
+
+
+# --------------------------------------------------------------------------- the eigendecomposition object
+
+
+@dataclass(frozen=True, repr=False)
+class SymmetricEig:
+    """Cached eigendecomposition A = Q diag(eigenvalues) Q^T of a symmetric factor or stack.
+
+    Build it with `symmetric_eig`; refresh it with `SymmetricEig.refresh`. Computation is in
+    float64 whatever the input dtype; matrices returned by its methods come back in ``dtype``.
+
+    Attributes
+    ----------
+    Q : (..., N, N) ndarray
+        Orthonormal eigenvectors (float64), columns in the order of ``eigenvalues``.
+    eigenvalues : (..., N) ndarray
+        Eigenvalues (float64), descending; for a refresh, the Rayleigh quotients diag(Q^T A Q).
+    residual : float or ndarray
+        ||A Q - Q diag(eigenvalues)||_F / ||A||_2, the a-posteriori residual (exact for a
+        refresh, a Gaussian-probe estimate for ``eigh``). It is also the size of the
+        off-diagonal part of Q^T A Q, so it bounds the eigenvalue errors (Weyl) and the error of
+        any matrix function computed from the cache (see Notes of `inverse_pth_root`).
+    method : str
+        "eigh" (LAPACK) or "refresh" (warm-started QR steps).
+    n_steps : int
+        QR steps of the refresh (0 for ``eigh``).
+    dtype : numpy.dtype
+        dtype of the factor it was computed from, used for returned matrices.
+    """
+
+    Q: np.ndarray
+    eigenvalues: np.ndarray
+    residual: object
+    method: str
+    n_steps: int
+    dtype: np.dtype
+
+    def __repr__(self):
+        lam = self.eigenvalues
+        shape = lam.shape[:-1]
+        return (
+            f"SymmetricEig: {self.method} (steps={self.n_steps}) of {'a stack ' + str(shape) + ' of ' if shape else ''}"
+            f"{lam.shape[-1]}x{lam.shape[-1]} factor(s), dtype {self.dtype}\n"
+            f"  eigenvalues in [{float(np.min(lam)):.6g}, {float(np.max(lam)):.6g}]"
+            f"  residual={float(np.max(self.residual)):.3g}"
+        )
+
+    @property
+    def n(self):
+        """Size N of each factor."""
+        return self.eigenvalues.shape[-1]
+
+    def shifted_eigenvalues(self, ridge=0.0, ridge_mode="relative", *, name="A"):
+        """Eigenvalues of A + ridge I (roundoff negatives clipped to 0), checked positive.
+
+        Parameters
+        ----------
+        ridge : float, optional
+            Added to the eigenvalues: ``ridge * lambda_max`` when ``ridge_mode="relative"``,
+            ``ridge`` itself when ``"absolute"``.
+        ridge_mode : {"relative", "absolute"}, optional
+            How ``ridge`` is read.
+        name : str, optional
+            Argument name used in error messages.
+
+        Returns
+        -------
+        eigenvalues : (..., N) ndarray
+            Shifted eigenvalues, descending.
+
+        Raises
+        ------
+        ValueError
+            If an eigenvalue is negative beyond roundoff, or A + ridge I is singular.
+        """
+        ridge_abs = _absolute_ridge(ridge, ridge_mode, self.eigenvalues[..., 0])
+        return _shifted(name, self.eigenvalues, ridge_abs, self.n)
+
+    def cond(self, ridge=0.0, ridge_mode="relative"):
+        """Condition number of A + ridge I (2-norm).
+
+        Parameters
+        ----------
+        ridge : float, optional
+            As in `shifted_eigenvalues`.
+        ridge_mode : {"relative", "absolute"}, optional
+            As in `shifted_eigenvalues`.
+
+        Returns
+        -------
+        kappa : float or ndarray
+            lambda_max / lambda_min of the shifted factor.
+        """
+        lam = self.shifted_eigenvalues(ridge, ridge_mode)
+        return _scalar(lam[..., 0] / lam[..., -1])
+
+    def power(self, s, *, ridge=0.0, ridge_mode="relative"):
+        """(A + ridge I)^s for any real power s, from the cached eigendecomposition.
+
+        Parameters
+        ----------
+        s : float
+            The power; negative and fractional powers need A + ridge I positive definite.
+        ridge : float, optional
+            As in `shifted_eigenvalues`.
+        ridge_mode : {"relative", "absolute"}, optional
+            As in `shifted_eigenvalues`.
+
+        Returns
+        -------
+        X : (..., N, N) ndarray
+            Q diag((lambda + ridge)^s) Q^T, in ``dtype``.
+
+        Raises
+        ------
+        ValueError
+            If the power is not defined for the eigenvalues (see `shifted_eigenvalues`).
+        """
+        if isinstance(s, (bool, np.bool_)) or not isinstance(s, numbers.Real) or not math.isfinite(float(s)):
+            raise TypeError(f"`s` must be a finite real number, got {s!r}")
+        lam = self.shifted_eigenvalues(ridge, ridge_mode)
+        return _from_eig(self.Q, lam ** float(s)).astype(self.dtype, copy=False)
+
+    def inverse_root(self, p, *, ridge=0.0, ridge_mode="relative"):
+        """(A + ridge I)^(-1/p).
+
+        Parameters
+        ----------
+        p : int, float or fractions.Fraction
+            Positive root order.
+        ridge : float, optional
+            As in `shifted_eigenvalues`.
+        ridge_mode : {"relative", "absolute"}, optional
+            As in `shifted_eigenvalues`.
+
+        Returns
+        -------
+        X : (..., N, N) ndarray
+            The inverse p-th root, in ``dtype``.
+        """
+        p = _check_p(p)
+        return self.power(-1.0 / float(p), ridge=ridge, ridge_mode=ridge_mode)
+
+    def refresh(self, A_new, *, steps=1, tol=None, sym_rtol=None):
+        """Warm-started eigendecomposition of a slightly changed factor (SOAP-style QR steps).
+
+        Each step is one step of subspace iteration from the cached eigenvectors,
+        W = A_new Q, Q <- qr(W).Q; then the eigenvalues are the Rayleigh quotients
+        diag(Q^T A_new Q) and the residual ||A_new Q - Q diag(lambda)||_F / ||A_new||_2 is
+        measured exactly (it is the off-diagonal mass of Q^T A_new Q).
+
+        Parameters
+        ----------
+        A_new : (..., N, N) array_like
+            The updated symmetric factor (same shape as the cached one).
+        steps : int, optional
+            QR steps (default 1).
+        tol : float, optional
+            If given and the measured residual of some block exceeds ``tol``, those blocks are
+            recomputed with LAPACK (``method`` becomes "eigh" for a single matrix, and
+            "refresh+eigh" for a stack with some recomputed blocks).
+        sym_rtol : float, optional
+            Accepted relative asymmetry, as in `symmetric_eig`.
+
+        Returns
+        -------
+        eig : SymmetricEig
+            The refreshed decomposition; ``residual`` says how good it is.
+
+        Raises
+        ------
+        ValueError
+            If ``A_new`` has another shape, is not symmetric, or holds NaN or Inf.
+
+        Notes
+        -----
+        The refresh suffices when the factor moved little compared with its spectral scale:
+        the residual is then about ||Delta|| / ||A|| times the eigenvector rotation that one
+        QR step does not remove. For a root A^(-1/p) the first-order error is bounded by
+        residual * kappa / p (divided differences of x^(-1/p) over the spectrum), so compare
+        ``residual`` with the accuracy you need, or pass ``tol``.
+        """
+        A64, dtype = _symmetric_input("A_new", A_new, sym_rtol)
+        if A64.shape != self.Q.shape:
+            raise ValueError(f"`A_new` must have shape {self.Q.shape} like the cached factor, got {A64.shape}")
+        steps = _validate.positive_int("steps", steps, default=1)
+        tol = _validate.positive("tol", tol, allow_none=True)
+        batch = A64.shape[:-2]
+        n = self.n
+        A3 = A64.reshape((-1, n, n))
+        Q3 = np.ascontiguousarray(self.Q.reshape((-1, n, n)))
+        Qout = np.empty_like(Q3)
+        lam = np.empty((A3.shape[0], n))
+        res = np.empty(A3.shape[0])
+        with threadpool_limits(1):
+            _roots_kernels.refresh_stack(A3, Q3, Qout, lam, res, steps)
+        scale = np.maximum(np.max(np.abs(lam), axis=1), np.finfo(np.float64).tiny)
+        res = res / scale
+        order = np.argsort(-lam, axis=1, kind="stable")  # keep descending for the next refresh
+        lam = np.take_along_axis(lam, order, axis=1)
+        Qout = np.take_along_axis(Qout, order[:, None, :], axis=2)
+        method = "refresh"
+        if tol is not None and np.any(res > tol):
+            idx = np.flatnonzero(res > tol)
+            w, Q = _eigh_blocks(A3[idx])
+            lam[idx], Qout[idx], res[idx] = w, Q, _probe_residual(A3[idx], Q, w)
+            method = "eigh" if A3.shape[0] == 1 else "refresh+eigh"
+        return SymmetricEig(
+            Q=Qout.reshape(batch + (n, n)),
+            eigenvalues=lam.reshape(batch + (n,)),
+            residual=_scalar(res.reshape(batch)),
+            method=method,
+            n_steps=steps,
+            dtype=dtype,
+        )
+
+
+def _scalar(x):
+    x = np.asarray(x)
+    return float(x) if x.ndim == 0 else x
+
+
+def _eigh_blocks(A3):
+    """Descending eigendecomposition of a (b, n, n) float64 stack; LAPACK, numba-parallel over blocks."""
+    b, n, _ = A3.shape
+    if b == 1:
+        w, Q = scipy.linalg.eigh(A3[0], check_finite=False, driver="evd")
+        return w[None, ::-1].copy(), Q[None, :, ::-1].copy()
+    if b < STACK_PARALLEL_MIN_BLOCKS:
+        w, Q = np.linalg.eigh(A3)
+        return w[:, ::-1].copy(), np.ascontiguousarray(Q[:, :, ::-1])
+    w = np.empty((b, n))
+    Q = np.empty((b, n, n))
+    with threadpool_limits(1):
+        _roots_kernels.eigh_stack(np.ascontiguousarray(A3), w, Q)
+    return w, Q
+
+
+def _probe_residual(A3, Q3, w, rng_seed=0):
+    """Estimate ||A Q - Q diag(w)||_F / ||A||_2 per block with Gaussian probes (O(n^2) each)."""
+    b, n, _ = A3.shape
+    Z = np.random.default_rng(rng_seed).standard_normal((n, RESIDUAL_PROBES))
+    QZ = Q3 @ Z
+    R = A3 @ QZ - Q3 @ (w[:, :, None] * Z)
+    est = np.sqrt(np.sum(R * R, axis=(1, 2)) / RESIDUAL_PROBES)
+    return est / np.maximum(np.max(np.abs(w), axis=1), np.finfo(np.float64).tiny)
+
+
+def _from_eig(Q, d):
+    """Q diag(d) Q^T (float64) for a matrix or a stack."""
+    if Q.ndim == 2:
+        if np.all(d >= 0):
+            # one symmetric rank-n update C C^T, C = Q diag(sqrt d): half the flops of a GEMM
+            C = Q * np.sqrt(d)
+            X = scipy.linalg.blas.dsyrk(1.0, C, lower=0)
+            iu = np.tril_indices(X.shape[0], -1)
+            X[iu] = X.T[iu]
+            return np.ascontiguousarray(X)
+        return (Q * d) @ Q.T
+    batch = Q.shape[:-2]
+    n = Q.shape[-1]
+    Q3 = np.ascontiguousarray(Q.reshape((-1, n, n)))
+    d2 = np.ascontiguousarray(d.reshape((-1, n)))
+    out = np.empty_like(Q3)
+    if Q3.shape[0] < STACK_PARALLEL_MIN_BLOCKS:
+        np.matmul(Q3 * d2[:, None, :], np.swapaxes(Q3, 1, 2), out=out)
+    else:
+        with threadpool_limits(1):
+            _roots_kernels.scaled_gram_stack(Q3, d2, out)
+    return out.reshape(batch + (n, n))
+
+
+def symmetric_eig(A, *, sym_rtol=None):
+    """Eigendecomposition of a symmetric factor (or stack) cached for powers, solves and refreshes.
+
+    Parameters
+    ----------
+    A : (N, N) or (..., N, N) array_like
+        Real symmetric float32 or float64 matrix or stack of matrices. Computed in float64.
+    sym_rtol : float, optional
+        Accepted relative asymmetry ||A - A^T||_F / ||A||_F before A is symmetrized as
+        (A + A^T) / 2; default ``10 * N * eps(A.dtype)`` (the rounding of a BLAS-formed Gram
+        matrix).
+
+    Returns
+    -------
+    eig : SymmetricEig
+        Q, eigenvalues (descending) and the a-posteriori residual.
+
+    Raises
+    ------
+    TypeError
+        If A is integer, boolean or complex.
+    ValueError
+        If A is not square, not symmetric within ``sym_rtol``, empty, or holds NaN or Inf.
+
+    See Also
+    --------
+    inverse_pth_root : one-shot inverse root with diagnostics.
+    linalg_lowrank.kronecker.kfac_solve : accepts `SymmetricEig` factors.
+
+    Notes
+    -----
+    A stack of factors (blocked Shampoo) is decomposed by a numba kernel that runs LAPACK's
+    ``dsyevd`` on every block in parallel, with BLAS limited to one thread meanwhile.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from linalg_lowrank.roots import symmetric_eig
+    >>> eig = symmetric_eig(np.diag([4.0, 1.0]))
+    >>> eig.eigenvalues
+    array([4., 1.])
+    >>> eig.power(-0.5)
+    array([[0.5, 0. ],
+           [0. , 1. ]])
+    """
+    A64, dtype = _symmetric_input("A", A, sym_rtol)
+    batch, n = A64.shape[:-2], A64.shape[-1]
+    A3 = A64.reshape((-1, n, n))
+    w, Q = _eigh_blocks(A3)
+    res = _probe_residual(A3, Q, w)
+    return SymmetricEig(
+        Q=Q.reshape(batch + (n, n)),
+        eigenvalues=w.reshape(batch + (n,)),
+        residual=_scalar(res.reshape(batch)),
+        method="eigh",
+        n_steps=0,
+        dtype=dtype,
+    )
+
+
+# --------------------------------------------------------------------------- inverse p-th root
+
+
+@dataclass(frozen=True, repr=False)
+class InverseRootResult:
+    """(A + ridge I)^(-1/p) and what is known about its accuracy.
+
+    Attributes
+    ----------
+    root : ndarray
+        The inverse p-th root, in the dtype of A.
+    p : int, float or Fraction
+        The root order asked for.
+    method : str
+        "eigh" or "newton": what ran.
+    ridge : float or ndarray
+        The absolute ridge added to A.
+    cond : float or ndarray
+        Condition number of A + ridge I (from the eigenvalues, or for "newton" the
+        Frobenius-norm upper bound ||A + ridge I||_F ||(A + ridge I)^-1||_F).
+    residual : float or ndarray
+        A-posteriori residual: for "eigh", ||A Q - Q Lambda||_F / ||A||_2 (Gaussian-probe
+        estimate); for "newton" with p = a / b, ||Y^a (A + ridge I) - I||_F / sqrt(N) of the
+        inverse a-th root Y, measured after the iteration stopped.
+    error_estimate : float or ndarray
+        First-order estimate of the relative error of ``root`` in float64:
+        max(residual, eps) * cond / p for "eigh", residual / p for "newton".
+    converged : bool
+        True for "eigh"; for "newton", whether the verified residual met its tolerance.
+    n_iter : int
+        Coupled Newton iterations (0 for "eigh").
+    eigenvalues : ndarray or None
+        Eigenvalues of A + ridge I, descending ("eigh" only).
+    """
+
+    root: np.ndarray
+    p: object
+    method: str
+    ridge: object
+    cond: object
+    residual: object
+    error_estimate: object
+    converged: bool
+    n_iter: int
+    eigenvalues: object = None
+
+    def __repr__(self):
+        state = "converged" if self.converged else "NOT converged"
+        return (
+            f"InverseRootResult: {state} by {self.method} after {self.n_iter} iterations, "
+            f"residual {float(np.max(self.residual)):.3g}\n"
+            f"  p={self.p}  ridge={float(np.max(self.ridge)):.3g}  cond={float(np.max(self.cond)):.3g}"
+            f"  error_estimate={float(np.max(self.error_estimate)):.3g}"
+            f"  shape={self.root.shape} dtype={self.root.dtype}"
+        )
+
+
+def inverse_pth_root(
+    A,
+    p,
+    *,
+    ridge=0.0,
+    ridge_mode="relative",
+    method="auto",
+    return_info=False,
+    tol=None,
+    maxiter=None,
+    sym_rtol=None,
+):
+    """Inverse p-th root (A + ridge I)^(-1/p) of a symmetric positive (semi)definite matrix.
+
+    Parameters
+    ----------
+    A : (N, N) or (..., N, N) array_like
+        Symmetric positive semidefinite float32 or float64 matrix (or stack, "eigh" only).
+        Computed in float64, returned in the dtype of A.
+    p : int, float or fractions.Fraction
+        Positive root order, integer or fractional (p = 4 for Shampoo's matrix case,
+        p = 2k for an order-k tensor).
+    ridge : float, optional
+        Ridge added before the root: ``ridge * lambda_max(A)`` when ``ridge_mode="relative"``
+        (default), ``ridge`` when ``"absolute"``. Default 0: A must then be definite.
+    ridge_mode : {"relative", "absolute"}, optional
+        How ``ridge`` is read.
+    method : {"auto", "eigh", "newton"}, optional
+        "eigh": one LAPACK eigendecomposition and Q diag((lambda + ridge)^(-1/p)) Q^T.
+        "newton": the coupled Newton iteration (matrix products only; p = a / b with
+        b <= 64). "auto" is "eigh", which is both faster on CPU and accurate to
+        kappa * eps for every p.
+    return_info : bool, optional
+        Return an `InverseRootResult` with diagnostics instead of the bare matrix.
+    tol : float, optional
+        "newton" only: stop when ||M_k - I||_F <= tol; default ``sqrt(N) * eps``, stagnation
+        also stops. The answer is then verified (see Notes).
+    maxiter : int, optional
+        "newton" only: cap on iterations (default 100).
+    sym_rtol : float, optional
+        Accepted relative asymmetry, as in `symmetric_eig`.
+
+    Returns
+    -------
+    root : ndarray or InverseRootResult
+        The matrix (A + ridge I)^(-1/p) in the dtype of A, or, with ``return_info=True``, the
+        result object (``root``, ``method``, ``ridge``, ``cond``, ``residual``,
+        ``error_estimate``, ``converged``, ``n_iter``, ``eigenvalues``).
+
+    Raises
+    ------
+    TypeError
+        If A is integer, boolean or complex, or ``p`` is not a real number.
+    ValueError
+        If A is not square or not symmetric, holds NaN or Inf, has an eigenvalue below
+        -10 N eps ||A||_2 (the message names the smallest eigenvalue), is singular with
+        ``ridge=0``, or if ``p <= 0`` or the options are invalid.
+
+    Warns
+    -----
+    ConvergenceWarning
+        "newton" only, when the verified residual misses its tolerance; the best iterate is
+        returned with ``converged=False``.
+
+    See Also
+    --------
+    symmetric_eig : keep the eigendecomposition for other powers and warm refreshes.
+    shampoo_precondition : apply the roots to a gradient.
+    scipy.linalg.fractional_matrix_power : general (Schur-based) reference.
+
+    Notes
+    -----
+    With :math:`A + rI = Q \\Lambda Q^T` the root is
+
+    .. math:: (A + rI)^{-1/p} = Q\\,\\operatorname{diag}\\big((\\lambda_i + r)^{-1/p}\\big)\\,Q^T.
+
+    A backward-stable eigensolver returns the exact decomposition of :math:`A + E` with
+    :math:`\\|E\\| = O(N\\epsilon\\|A\\|)`; since :math:`x^{-1/p}` has relative condition
+    number :math:`1/p`, the relative error of the root is about
+    :math:`\\kappa\\epsilon/p` with :math:`\\kappa = (\\lambda_{max}+r)/(\\lambda_{min}+r)`.
+
+    The coupled Newton iteration [1]_ for the inverse a-th root, started from
+    :math:`X_0 = c^{-1} I`, :math:`M_0 = A / c^a` with :math:`c^a = \\|A\\|_F` (so every
+    eigenvalue of :math:`M_0` lies in :math:`(0, 1]`), is
+
+    .. math::
+
+        T_k = \\frac{(a+1) I - M_k}{a}, \\qquad X_{k+1} = X_k T_k, \\qquad
+        M_{k+1} = T_k^{\\,a} M_k,
+
+    keeping :math:`M_k = X_k^a A`; it converges quadratically to :math:`X = A^{-1/a}` for every
+    integer a. A fractional :math:`p = a/b` uses :math:`(A^{-1/a})^b`. The stopping test on
+    :math:`M_k` only sees the iteration's own bookkeeping, so the answer is verified by
+    recomputing :math:`\\|X^a A - I\\|_F / \\sqrt{N}` from scratch; ``converged`` is reported
+    only if that is below ``max(tol, 10 N eps cond)``.
+
+    References
+    ----------
+    .. [1] C.-H. Guo and N. J. Higham, "A Schur–Newton method for the matrix p-th root and
+       its inverse", SIAM J. Matrix Anal. Appl. 28(3), 2006.
+    .. [2] V. Gupta, T. Koren and Y. Singer, "Shampoo: preconditioned stochastic tensor
+       optimization", ICML 2018.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from linalg_lowrank.roots import inverse_pth_root
+    >>> A = np.diag([16.0, 1.0])
+    >>> inverse_pth_root(A, 4)
+    array([[0.5, 0. ],
+           [0. , 1. ]])
+    >>> info = inverse_pth_root(A, 4, method="newton", return_info=True)
+    >>> bool(info.converged), bool(np.allclose(info.root, np.diag([0.5, 1.0])))
+    (True, True)
+    """
+    p = _check_p(p)
+    method = _validate.choice("method", method, _METHODS)
+    _validate.choice("ridge_mode", ridge_mode, _RIDGE_MODES)
+    ridge = _validate.nonnegative("ridge", ridge)
+    return_info = bool(return_info)
+    if method == "newton":
+        tol = _validate.positive("tol", tol, allow_none=True)
+        maxiter = _validate.positive_int("maxiter", maxiter, default=NEWTON_MAXITER)
+        A64, dtype = _symmetric_input("A", A, sym_rtol)
+        if A64.ndim != 2:
+            raise ValueError(
+                f"`A` must be 2-D for method='newton', got shape {A64.shape} (use method='eigh' for stacks)"
+            )
+        res = _newton_root(A64, p, ridge, ridge_mode, tol, maxiter)
+        res = _cast_result(res, dtype)
+    else:
+        eig = symmetric_eig(A, sym_rtol=sym_rtol)
+        ridge_abs = _absolute_ridge(ridge, ridge_mode, eig.eigenvalues[..., 0])
+        lam = _shifted("A", eig.eigenvalues, ridge_abs, eig.n)
+        root = _from_eig(eig.Q, lam ** (-1.0 / float(p))).astype(eig.dtype, copy=False)
+        if not return_info:
+            return root
+        cond = lam[..., 0] / lam[..., -1]
+        err = np.maximum(np.asarray(eig.residual), _EPS) * cond / float(p)
+        res = InverseRootResult(
+            root=root,
+            p=p,
+            method="eigh",
+            ridge=_scalar(ridge_abs),
+            cond=_scalar(cond),
+            residual=eig.residual,
+            error_estimate=_scalar(err),
+            converged=True,
+            n_iter=0,
+            eigenvalues=lam,
+        )
+    return res if return_info else res.root
+
+
+def _cast_result(res, dtype):
+    if res.root.dtype == dtype:
+        return res
+    fields = dict(res.__dict__)
+    fields["root"] = res.root.astype(dtype)
+    return InverseRootResult(**fields)
+
+
+def _rational(p):
+    frac = Fraction(p).limit_denominator(NEWTON_MAX_DENOMINATOR)
+    if abs(float(frac) - float(p)) > 4 * _EPS * float(p):
+        raise ValueError(
+            f"`p` = {p!r} is not a fraction a / b with b <= {NEWTON_MAX_DENOMINATOR}, which method='newton' "
+            f"needs; use method='eigh'"
+        )
+    return frac.numerator, frac.denominator
+
+
+def _newton_root(A64, p, ridge, ridge_mode, tol, maxiter):
+    a, b = _rational(p)
+    n = A64.shape[0]
+    I = np.eye(n)
+    # lambda_max bound for the relative ridge without an eigendecomposition: ||A||_2 <= ||A||_F,
+    # estimated more tightly by a few power steps (a ridge is a regularizer, not exact arithmetic).
+    lam_max = _lambda_max_estimate(A64)
+    ridge_abs = float(_absolute_ridge(ridge, ridge_mode, lam_max))
+    Ar = A64 + ridge_abs * I
+    _check_definite_cholesky(Ar, A64, ridge_abs)
+    normF = np.linalg.norm(Ar)
+    tol_iter = math.sqrt(n) * _EPS if tol is None else tol
+    c = normF ** (1.0 / a)
+    X = I / c
+    M = Ar / normF
+    best = (np.inf, X)
+    prev = np.inf
+    n_iter = 0
+    for n_iter in range(1, maxiter + 1):  # noqa: B007 (n_iter is reported)
+        T = ((a + 1) * I - M) / a
+        X = X @ T
+        M = np.linalg.matrix_power(T, a) @ M
+        M = 0.5 * (M + M.T)  # M commutes with A and is symmetric in exact arithmetic
+        dist = np.linalg.norm(M - I)
+        if dist < best[0]:
+            best = (dist, X)
+        # quadratic convergence halves (far more than halves) the distance once it is small;
+        # when it stops doing so, rounding has taken over: stagnation.
+        if dist <= tol_iter or (prev < NEWTON_TERMINAL and dist > 0.5 * prev):
+            break
+        prev = dist
+    X = best[1]
+    X = 0.5 * (X + X.T)
+    # Verify from scratch: the iteration's own M_k is bookkeeping, not the answer.
+    Xa = np.linalg.matrix_power(X, a)
+    R = Xa @ Ar - I
+    residual = float(np.linalg.norm(R) / math.sqrt(n))
+    cond = float(normF * np.linalg.norm(Xa))
+    verify_tol = max(tol if tol is not None else 0.0, 10 * n * _EPS * cond)
+    converged = residual <= verify_tol
+    if not converged:
+        warnings.warn(
+            f"inverse_pth_root(method='newton'): verified residual ||X^{a} A - I||_F / sqrt(N) = {residual:.3g} "
+            f"exceeds {verify_tol:.3g} after {n_iter} iterations (p={p}, cond <= {cond:.3g}); use method='eigh'",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
+    root = np.linalg.matrix_power(X, b) if b > 1 else X
+    return InverseRootResult(
+        root=root,
+        p=p,
+        method="newton",
+        ridge=ridge_abs,
+        cond=cond,
+        residual=residual,
+        error_estimate=residual / float(p),
+        converged=bool(converged),
+        n_iter=n_iter,
+        eigenvalues=None,
+    )
+
+
+def _lambda_max_estimate(A64, steps=20):
+    x = np.ones(A64.shape[0]) / math.sqrt(A64.shape[0])
+    x = x + np.random.default_rng(0).standard_normal(A64.shape[0]) * 1e-3
+    lam = 0.0
+    for _ in range(steps):
+        y = A64 @ x
+        lam = float(np.linalg.norm(y))
+        if lam == 0:
+            return 0.0
+        x = y / lam
+    return lam
+
+
+def _check_definite_cholesky(Ar, A64, ridge_abs):
+    try:
+        np.linalg.cholesky(Ar)
+    except np.linalg.LinAlgError:
+        lam = np.linalg.eigvalsh(A64)[::-1]
+        _shifted("A", lam, ridge_abs, A64.shape[0])  # raises naming the smallest eigenvalue
+        raise ValueError(
+            f"`A` + ridge is numerically indefinite (smallest eigenvalue {lam[-1]:.3g}, ridge {ridge_abs:.3g}); "
+            f"use method='eigh' or a larger `ridge`"
+        ) from None
+
+
+# --------------------------------------------------------------------------- Shampoo
+
+
+def _factor_root(k, F, dim, exponent, ridge, ridge_mode):
+    name = f"factors[{k}]"
+    if isinstance(F, SymmetricEig):
+        eig = F
+        if eig.Q.shape != (dim, dim):
+            raise ValueError(f"`{name}` must be {dim}x{dim} to match axis {k} of `G`, got {eig.Q.shape}")
+    else:
+        arr = _validate.float_array(name, F, min_ndim=2, max_ndim=2)
+        if arr.shape != (dim, dim):
+            raise ValueError(f"`{name}` must have shape ({dim}, {dim}) to match axis {k} of `G`, got {arr.shape}")
+        A64, dtype = _symmetric_input(name, arr)
+        w, Q = _eigh_blocks(A64[None])
+        eig = SymmetricEig(Q=Q[0], eigenvalues=w[0], residual=0.0, method="eigh", n_steps=0, dtype=dtype)
+    ridge_abs = _absolute_ridge(ridge, ridge_mode, eig.eigenvalues[0])
+    lam = _shifted(name, eig.eigenvalues, ridge_abs, eig.n)
+    return _from_eig(eig.Q, lam**exponent)
+
+
+def shampoo_precondition(G, factors, *, ridge=SHAMPOO_RIDGE, ridge_mode="relative", exponent=None):
+    """Shampoo's preconditioned gradient L^e G R^e, or mode-wise roots for an order-k tensor.
+
+    Parameters
+    ----------
+    G : (N_1, ..., N_k) array_like
+        Gradient, a matrix (k = 2) or an order-k tensor, float32 or float64.
+    factors : sequence of k arrays or SymmetricEig
+        Symmetric positive semidefinite statistics, one per axis of G, ``factors[i]`` of size
+        N_i x N_i (for a matrix: L accumulating G G^T, R accumulating G^T G). Pass
+        `SymmetricEig` objects to reuse cached eigendecompositions.
+    ridge : float, optional
+        Ridge added to every factor before its power (default 1e-6, relative to the factor's
+        largest eigenvalue).
+    ridge_mode : {"relative", "absolute"}, optional
+        How ``ridge`` is read.
+    exponent : float, optional
+        Power applied to every factor; default -1 / (2k) (-1/4 for a matrix).
+
+    Returns
+    -------
+    P : ndarray
+        G multiplied along axis i by (factors[i] + ridge I)^exponent, same shape and dtype
+        as G.
+
+    Raises
+    ------
+    TypeError
+        If G or a factor has an unsupported dtype.
+    ValueError
+        If the number or shapes of factors do not match G, a factor is not symmetric positive
+        semidefinite, or holds NaN or Inf.
+
+    See Also
+    --------
+    inverse_pth_root : the roots themselves.
+    linalg_lowrank.kronecker.kron_matvec : the Kronecker identity used here.
+
+    Notes
+    -----
+    For a matrix, :math:`\\operatorname{vec}(L^{e} G R^{e}) = (R^{e} \\otimes L^{e})
+    \\operatorname{vec}(G)`, so the Kronecker preconditioner is applied with two matrix
+    products and never formed. For a tensor, each mode product costs one matrix product with
+    the unfolding. The cost is the k roots (one eigendecomposition each, or none when cached)
+    plus those k products.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from linalg_lowrank.roots import shampoo_precondition
+    >>> G = np.ones((2, 3))
+    >>> P = shampoo_precondition(G, [16 * np.eye(2), np.eye(3)], ridge=0.0)
+    >>> P
+    array([[0.5, 0.5, 0.5],
+           [0.5, 0.5, 0.5]])
+    """
+    Garr = _validate.float_array("G", G, min_ndim=1)
+    k = Garr.ndim
+    if isinstance(factors, (np.ndarray, SymmetricEig)) or not hasattr(factors, "__len__"):
+        raise TypeError("`factors` must be a sequence with one factor per axis of `G`")
+    if len(factors) != k:
+        raise ValueError(
+            f"`factors` must hold {k} factors (one per axis of `G` with shape {Garr.shape}), got {len(factors)}"
+        )
+    if exponent is None:
+        exponent = -1.0 / (2 * k)
+    elif (
+        isinstance(exponent, (bool, np.bool_)) or not isinstance(exponent, numbers.Real) or not math.isfinite(exponent)
+    ):
+        raise TypeError(f"`exponent` must be a finite real number, got {exponent!r}")
+    roots = [_factor_root(i, F, Garr.shape[i], float(exponent), ridge, ridge_mode) for i, F in enumerate(factors)]
+    X = np.asarray(Garr, dtype=np.float64)
+    if k == 1:
+        out = roots[0] @ X
+    elif k == 2:
+        out = roots[0] @ X @ roots[1]
+    else:
+        out = X
+        for i, P in enumerate(roots):
+            out = np.moveaxis(np.tensordot(P, out, axes=(1, i)), 0, i)
+    return np.ascontiguousarray(out).astype(Garr.dtype, copy=False)
