@@ -302,7 +302,23 @@ def stack(report, quick):
 
 
 def thread_pools(report, quick):
-    """The cost of letting BLAS and numba take turns: the solver with and without the BLAS limit."""
+    """The cost of letting BLAS and numba take turns: the numpy-driven solver with and without the BLAS limit.
+
+    Single matrices up to ``config.NUMBA_SOLVE_MAX_ENTRIES`` never leave numba between iterations;
+    this entry forces the numpy driver (used above that size and for stacks of large matrices),
+    where the small dense algebra between products is BLAS, to show the stall the limit avoids.
+    """
+    from linalg_lowrank import config
+
+    saved_max = config.NUMBA_SOLVE_MAX_ENTRIES
+    config.NUMBA_SOLVE_MAX_ENTRIES = 0
+    try:
+        _thread_pools(report, quick)
+    finally:
+        config.NUMBA_SOLVE_MAX_ENTRIES = saved_max
+
+
+def _thread_pools(report, quick):
     n = 1024 if quick else 4096
     A = _with_gap(np.random.default_rng(5), n, 0.99)
     limited = _topsv.blas_single_thread

@@ -1,5 +1,12 @@
 """linalg_lowrank: numerical linear algebra for people who study and build neural-network optimizers."""
 
+from .dynamics import (
+    WeightRMSSimulation,
+    adam_update_rms,
+    adamw_weight_rms,
+    signsgdm_weight_rms,
+    simulate_weight_rms,
+)
 from .hutchinson import (
     DiagonalEstimate,
     HutchinsonAccumulator,
@@ -8,6 +15,7 @@ from .hutchinson import (
     hutchinson_diagonal,
     hutchinson_trace,
 )
+from .kronecker import KroneckerApproximation, kfac_solve, kron_matvec, nearest_kronecker_product
 from .lowrank import (
     BestRankResult,
     CRProductResult,
@@ -26,6 +34,7 @@ from .lowrank import (
 )
 from .polar import MsignResult, msign, ns_polynomial, polar
 from .results import ConvergenceWarning, DegenerateSingularValueWarning, PowerIterationResult
+from .roots import InverseRootResult, SymmetricEig, inverse_pth_root, shampoo_precondition, symmetric_eig
 from .spectral import best_rank1, power_iteration, spectral_norm, spectral_norm_grad, spectral_weight_decay
 
 __version__ = "0.1.0.dev0"
@@ -66,4 +75,20 @@ __all__ = [
     "HutchinsonAccumulator",
     "DiagonalEstimate",
     "TraceEstimate",
+    # Kronecker and Shampoo preconditioners
+    "inverse_pth_root",
+    "symmetric_eig",
+    "shampoo_precondition",
+    "kron_matvec",
+    "kfac_solve",
+    "nearest_kronecker_product",
+    "InverseRootResult",
+    "SymmetricEig",
+    "KroneckerApproximation",
+    # optimizer dynamics
+    "adamw_weight_rms",
+    "signsgdm_weight_rms",
+    "adam_update_rms",
+    "simulate_weight_rms",
+    "WeightRMSSimulation",
 ]
