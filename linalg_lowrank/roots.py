@@ -79,12 +79,8 @@ def _symmetric_input(name, A, sym_rtol=None):
 
 
 def _check_p(p):
-    if isinstance(p, (bool, np.bool_)) or not isinstance(p, numbers.Real):
-        raise TypeError(f"`p` must be a positive finite number (integer or fraction), got {p!r}")
-    value = float(p)
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"`p` must be a positive finite number (integer or fraction), got {p!r}")
-    return p
+    _validate.positive("p", p)
+    return p  # unconverted: a Fraction stays exact for the coupled Newton path
 
 
 def _check_psd(name, lam, n):
