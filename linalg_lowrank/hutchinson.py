@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 import scipy.sparse.linalg
-import scipy.stats
+import scipy.special
 
 from . import _operators, _validate
 from .results import ConvergenceWarning
@@ -163,7 +163,7 @@ def _sample_std(samples, axis=-1):
     which is what a standard error from few residual samples must give to be calibrated.
     """
     k = samples.shape[axis]
-    t_scale = scipy.stats.t.ppf(0.975, k - 1) / scipy.stats.norm.ppf(0.975)
+    t_scale = scipy.special.stdtrit(k - 1, 0.975) / scipy.special.ndtri(0.975)  # t over normal quantile
     return t_scale * np.std(samples, axis=axis, ddof=1) / math.sqrt(k)
 
 
