@@ -89,21 +89,60 @@ def gram_matvec_stack(A, X, Y, Z, active):
 
 @jit(fastmath=REASSOC)
 def _deflate_rows(W, v, decay, out, y, acc, lo, hi):
-    # out[i] = W[i] - decay * (W[i] . v) v and acc += (W[i] . v) W[i] with the old row: the row is
-    # read once, and each element is read before it is written (so out may be W).
+    # out[i] = W[i] - decay * (W[i] . v) v and acc += (W[i] . v) W[i] with the old row. Four rows
+    # at a time (v and acc are loaded once per four rows); each element is read before it is
+    # written, so out may be W.
     n = W.shape[1]
-    for i in range(lo, hi):
-        row = W[i]
-        orow = out[i]
-        s = 0.0
+    i = lo
+    while i + 4 <= hi:
+        r0 = W[i]
+        r1 = W[i + 1]
+        r2 = W[i + 2]
+        r3 = W[i + 3]
+        o0 = out[i]
+        o1 = out[i + 1]
+        o2 = out[i + 2]
+        o3 = out[i + 3]
+        s0 = s1 = s2 = s3 = 0.0
         for j in range(n):
-            s += row[j] * v[j]
-        y[i] = s
-        c = decay * s
+            vj = v[j]
+            s0 += r0[j] * vj
+            s1 += r1[j] * vj
+            s2 += r2[j] * vj
+            s3 += r3[j] * vj
+        y[i] = s0
+        y[i + 1] = s1
+        y[i + 2] = s2
+        y[i + 3] = s3
+        c0 = decay * s0
+        c1 = decay * s1
+        c2 = decay * s2
+        c3 = decay * s3
         for j in range(n):
-            r = row[j]
-            acc[j] += s * r
-            orow[j] = r - c * v[j]
+            a0 = r0[j]
+            a1 = r1[j]
+            a2 = r2[j]
+            a3 = r3[j]
+            vj = v[j]
+            acc[j] += s0 * a0 + s1 * a1 + s2 * a2 + s3 * a3
+            o0[j] = a0 - c0 * vj
+            o1[j] = a1 - c1 * vj
+            o2[j] = a2 - c2 * vj
+            o3[j] = a3 - c3 * vj
+        i += 4
+    while i < hi:
+        r0 = W[i]
+        o0 = out[i]
+        s0 = 0.0
+        for j in range(n):
+            s0 += r0[j] * v[j]
+        y[i] = s0
+        c0 = decay * s0
+        for j in range(n):
+            a0 = r0[j]
+            acc[j] += s0 * a0
+            o0[j] = a0 - c0 * v[j]
+        i += 1
 
 
 @jit(parallel=True)

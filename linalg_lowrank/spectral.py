@@ -135,17 +135,22 @@ def _power_iteration(A, *, v0, tol, maxiter, rng, method, name="A"):
     return result, gram, out
 
 
-def _start_from_v0(gram, v0, batch_shape):
-    m, n = gram.shape
+def _check_start(name, v0, batch_shape, n):
+    """A start vector (or one per matrix) as float64 rows, checked: shape, dtype, finite, nonzero."""
     arr = np.asarray(v0)
-    _validate.float_dtype("v0", arr.dtype)
+    _validate.float_dtype(name, arr.dtype)
     want = batch_shape + (n,)
     if arr.shape != want:
-        raise ValueError(f"`v0` must have shape {want}, got {arr.shape}")
-    _validate.finite("v0", arr)
-    V0 = np.asarray(arr, dtype=np.float64).reshape(gram.batch, n)
+        raise ValueError(f"`{name}` must have shape {want}, got {arr.shape}")
+    _validate.finite(name, arr)
+    V0 = np.asarray(arr, dtype=np.float64).reshape(-1, n)
     if (np.abs(V0).max(axis=1) == 0).any():
-        raise ValueError("`v0` must be nonzero (an all-zero start vector has no direction)")
+        raise ValueError(f"`{name}` must be nonzero (an all-zero start vector has no direction)")
+    return V0
+
+
+def _start_from_v0(gram, v0, batch_shape, name="v0"):
+    V0 = _check_start(name, v0, batch_shape, gram.shape[1])
     if not gram.left:
         return V0.copy()
     if isinstance(gram, _operators.DenseGram):  # Gram space is that of u: start from A v0
@@ -465,12 +470,14 @@ def spectral_weight_decay(W, decay, *, v=None, n_iter=None, out=None, rng=None):
         raise ValueError(f"`out` must be an ndarray of shape {Warr.shape} and dtype {Warr.dtype}")
     elif out.ndim > 2 and not out.flags.c_contiguous:
         raise ValueError("`out` must be C-contiguous when W is a stack")
+    n_iter = _validate.positive_int("n_iter", n_iter, default=0, minimum=0)
     if v is None:
         V = np.asarray(power_iteration(Warr, rng=rng).v, dtype=np.float64).reshape(-1, n)
+    elif n_iter == 0:  # the optimizer-loop case: one fused pass, nothing else
+        V = _unit_rows(_check_start("v", v, batch_shape, n), fallback=None)
     else:
-        n_iter = _validate.positive_int("n_iter", n_iter, default=0, minimum=0)
         gram, _ = _operators.as_gram(Warr, "W")
-        X = _start_from_v0(gram, v, batch_shape)
+        X = _start_from_v0(gram, v, batch_shape, name="v")
         with _topsv.blas_single_thread():
             for _ in range(n_iter):
                 _, Z = gram.gram(X, np.arange(gram.batch))

@@ -365,8 +365,11 @@ def test_bad_weight_decay_arguments():
         ll.spectral_weight_decay(np.array([[1.0, np.nan], [0.0, 1.0]]), 0.1, v=np.ones(2))
     with pytest.raises(ValueError, match="`out`"):
         ll.spectral_weight_decay(W, 0.1, out=np.empty((3, 3), dtype=np.float32))
-    with pytest.raises(ValueError, match="`v0` must have shape"):
-        ll.spectral_weight_decay(W, 0.1, v=np.ones(2))
+    for n_iter in (0, 2):  # the argument is named in both paths
+        with pytest.raises(ValueError, match="`v` must have shape"):
+            ll.spectral_weight_decay(W, 0.1, v=np.ones(2), n_iter=n_iter)
+        with pytest.raises(ValueError, match="`v` must be nonzero"):
+            ll.spectral_weight_decay(W, 0.1, v=np.zeros(3), n_iter=n_iter)
     with pytest.raises(TypeError, match="unexpected keyword"):
         ll.spectral_norm_grad(W, tolerance=1e-3)
 
