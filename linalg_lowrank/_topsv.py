@@ -91,12 +91,7 @@ def solve(gram, X, *, tol, maxiter, method):
         _solve_small(gram, X, out, tol=tol, maxiter=maxiter)
         return out
     active = np.arange(b)
-    if method == "power":
-        pilot = maxiter
-    elif method == "lanczos":
-        pilot = 0
-    else:
-        pilot = maxiter
+    pilot = 0 if method == "lanczos" else maxiter  # "auto" leaves the pilot by its own rate test
     with blas_single_thread():
         active, X = _power(gram, X, active, out, tol=tol, steps=pilot, auto=method == "auto")
         if active.size and out.n_iter[active[0]] < maxiter:
@@ -104,6 +99,12 @@ def solve(gram, X, *, tol, maxiter, method):
             out.method = "lanczos"
             _lanczos(gram, X, active, out, tol=tol, budget=maxiter - int(out.n_iter[active[0]]))
     return out
+
+
+def _basis_sizes(q):
+    """(largest Lanczos basis, Ritz vectors kept across a restart) for Gram dimension q."""
+    K = int(min(config.LANCZOS_MAX_BASIS, q))
+    return K, int(max(min(config.LANCZOS_KEEP, K - 1), 0))
 
 
 def _solve_single(gram, X, out, *, tol, maxiter, method):
@@ -137,11 +138,10 @@ def _solve_single(gram, X, out, *, tol, maxiter, method):
     out.method = "lanczos"
     out.power_degree[0] = used
     hist_l = np.zeros(min(maxiter, 1024))
+    K, keep = _basis_sizes(q)
     theta, w, yv, res, n, conv, ratio, nh, ldim, invariant = _kernels.lanczos_small(
-        M, x / np.linalg.norm(x), tol, maxiter - used, min(config.LANCZOS_MAX_BASIS, q),
-        min(config.LANCZOS_KEEP, max(min(config.LANCZOS_MAX_BASIS, q) - 1, 0)), 1, config.LANCZOS_MAX_CHECK_GAP,
-        hist_l, scratch,
-    )  # fmt: skip
+        M, x / np.linalg.norm(x), tol, maxiter - used, K, keep, 1, config.LANCZOS_MAX_CHECK_GAP, hist_l, scratch
+    )
     gram.check_finite(yv[None], w[None])
     out.record(0, theta, w, yv, res)
     out.n_iter[0] = used + n
@@ -155,8 +155,7 @@ def _solve_single(gram, X, out, *, tol, maxiter, method):
 def _solve_small(gram, X, out, *, tol, maxiter):
     """Small matrices: one numba thread runs a whole Lanczos solve per matrix, in cache."""
     b, q = X.shape
-    K = int(min(config.LANCZOS_MAX_BASIS, q))
-    keep = int(min(config.LANCZOS_KEEP, K - 1))
+    K, keep = _basis_sizes(q)
     hist = np.zeros((b, min(maxiter, 512)))
     n_hist = np.zeros(b, dtype=np.int64)
     invariant = np.zeros(b, dtype=np.bool_)
@@ -211,8 +210,7 @@ def _power(gram, X, active, out, *, tol, steps, auto):
 def _lanczos(gram, X, active, out, *, tol, budget):
     """Thick-restart Lanczos with full reorthogonalization on the active problems, in lockstep."""
     b, q = X.shape
-    K = int(min(config.LANCZOS_MAX_BASIS, q))
-    keep = int(min(config.LANCZOS_KEEP, K - 1))
+    K, keep = _basis_sizes(q)
     V = np.zeros((b, K + 1, q))
     T = np.zeros((b, K + 1, K + 1))
     V[active, 0] = X[active]

@@ -44,7 +44,9 @@ def power_iteration(A, *, v0=None, tol=config.POWER_TOL, maxiter=None, rng=None,
         "power" is plain power iteration on A^T A; "lanczos" is thick-restart Lanczos on A^T A
         with full reorthogonalization; "auto" starts with power steps, which suffice for warm
         starts and wide gaps, estimates the convergence rate from its own residual history and
-        switches to Lanczos when more than a few power steps remain.
+        switches to Lanczos when more than a few power steps remain. Stacks of small matrices
+        (one whole solve per thread) go straight to Lanczos, which tests its first product
+        exactly as a power step would.
 
     Returns
     -------
