@@ -17,6 +17,19 @@ from ._jit import REASSOC, jit
 
 
 @jit(fastmath=REASSOC)
+def _dot4(r0, r1, r2, r3, x):
+    """(r0 . x, r1 . x, r2 . x, r3 . x) with x loaded once per element."""
+    s0 = s1 = s2 = s3 = 0.0
+    for j in range(x.shape[0]):
+        xj = x[j]
+        s0 += r0[j] * xj
+        s1 += r1[j] * xj
+        s2 += r2[j] * xj
+        s3 += r3[j] * xj
+    return s0, s1, s2, s3
+
+
+@jit(fastmath=REASSOC)
 def _gram_rows(A, x, y, acc, lo, hi):
     # y[i] = A[i] . x and acc += y[i] * A[i] for rows lo..hi. Four rows at a time: x and acc
     # are loaded once per four rows, so the pass stays bound by reading A, not by cache traffic.
@@ -27,13 +40,7 @@ def _gram_rows(A, x, y, acc, lo, hi):
         r1 = A[i + 1]
         r2 = A[i + 2]
         r3 = A[i + 3]
-        s0 = s1 = s2 = s3 = 0.0
-        for j in range(n):
-            xj = x[j]
-            s0 += r0[j] * xj
-            s1 += r1[j] * xj
-            s2 += r2[j] * xj
-            s3 += r3[j] * xj
+        s0, s1, s2, s3 = _dot4(r0, r1, r2, r3, x)
         y[i] = s0
         y[i + 1] = s1
         y[i + 2] = s2
@@ -103,13 +110,7 @@ def _deflate_rows(W, v, decay, out, y, acc, lo, hi):
         o1 = out[i + 1]
         o2 = out[i + 2]
         o3 = out[i + 3]
-        s0 = s1 = s2 = s3 = 0.0
-        for j in range(n):
-            vj = v[j]
-            s0 += r0[j] * vj
-            s1 += r1[j] * vj
-            s2 += r2[j] * vj
-            s3 += r3[j] * vj
+        s0, s1, s2, s3 = _dot4(r0, r1, r2, r3, v)
         y[i] = s0
         y[i + 1] = s1
         y[i + 2] = s2
