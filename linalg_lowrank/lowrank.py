@@ -14,6 +14,7 @@ import scipy.linalg
 from scipy.special import gammaincinv
 
 from . import _validate
+from ._topsv import blas_single_thread
 from .results import ConvergenceWarning, _fmt
 
 __all__ = [
@@ -46,9 +47,14 @@ _AUTO_POWER_MAX = 8
 _ADAPTIVE_POWER_ITER = 2
 #: Columns added per block by the adaptive range finder (at least; grows with the rank).
 _ADAPTIVE_BLOCK = 16
-#: The ID/CUR sketch has this many rows per selected column (pivoted QR on a 3k-row sketch picks
-#: columns nearly as well as pivoted QR on all of A; k + 10 rows is 20% worse on 1/i spectra).
-_ID_SKETCH_FACTOR = 3
+#: The ID/CUR sketch has this many rows per selected column: with one power step, pivoted QR on a
+#: 2k-row sketch picks columns as well as pivoted QR on all of A (within 0.5% either way on 1/i,
+#: 1/sqrt(i), exponential and Gaussian spectra; 1-2% worse on low rank plus noise).
+_ID_SKETCH_FACTOR = 2
+#: A float64 matrix is sketched in float32 (half the cost) when the k-th pivot of the sketch is at
+#: least this fraction of the first: the float32 rounding (~1e-6 relative) then cannot change
+#: which column a pivot picks. Below it the sketch is redone in float64.
+_ID_FLOAT32_PIVOT_MARGIN = 1e-3
 
 
 def _bound_factor(d, failure):
@@ -371,8 +377,15 @@ class _Blocks:
         return self._check(out, "rmatmat")
 
 
+def _qr(Y, **kwargs):
+    # Tall-skinny QR is BLAS-2 bound: a second OpenBLAS thread does not speed it up here and its
+    # wake-ups cost 5-60 ms at random (bench/bench_lowrank.py), so it runs on one thread.
+    with blas_single_thread():
+        return scipy.linalg.qr(Y, mode="economic", check_finite=False, **kwargs)
+
+
 def _orth(Y):
-    return scipy.linalg.qr(Y, mode="economic", overwrite_a=True, check_finite=False)[0]
+    return _qr(Y, overwrite_a=True)[0]
 
 
 # -- best rank ---------------------------------------------------------------------------------
@@ -938,7 +951,7 @@ _AXES = ("columns", "rows")
 
 def _pivoted_id(Y, k):
     """Column ID of the small sketch Y (l x n) by pivoted QR: (indices, interp (k x n), R)."""
-    _, R, P = scipy.linalg.qr(Y, mode="economic", pivoting=True, check_finite=False)
+    _, R, P = _qr(Y, pivoting=True)
     n = Y.shape[1]
     X = np.zeros((k, n), dtype=Y.dtype)
     X[:, P[:k]] = np.eye(k, dtype=Y.dtype)
@@ -958,9 +971,9 @@ def _pivoted_id(Y, k):
 
 def _refine_interp(work, idx, X):
     """Least-squares interpolation matrix on A itself: X = argmin ||A - A[:, J] X||_F, X[:, J] = I."""
-    QJ, RJ = scipy.linalg.qr(work[:, idx], mode="economic", check_finite=False)
+    QJ, RJ = _qr(work[:, idx])
     d = np.abs(np.diag(RJ))
-    if d.min(initial=0.0) <= np.finfo(work.dtype).eps * max(work.shape) * d.max(initial=0.0):
+    if d.min() <= np.finfo(work.dtype).eps * max(work.shape) * d.max():
         return X  # numerically dependent columns: keep the sketch's interpolation
     Xr = scipy.linalg.solve_triangular(RJ, QJ.T @ work, check_finite=False)
     Xr[:, idx] = np.eye(idx.size, dtype=Xr.dtype)
@@ -977,7 +990,19 @@ def _row_sketch(arr, ell, q, generator):
     return Z.T
 
 
-def interpolative_decomposition(A, k_or_eps, *, axis="columns", rng=None, n_power_iter=2):
+def _sketched_columns(work, k, q, generator):
+    """k columns of ``work`` picked by pivoted QR on a 2k-row sketch: (indices, interp on the sketch)."""
+    ell = min(_ID_SKETCH_FACTOR * k, work.shape[0])
+    if work.dtype == np.float64:
+        idx, X, R = _pivoted_id(_row_sketch(work.astype(np.float32), ell, q, generator), k)
+        pivots = np.abs(np.diag(R))
+        if pivots[k - 1] >= _ID_FLOAT32_PIVOT_MARGIN * pivots[0]:
+            return idx, X.astype(np.float64)
+    idx, X, _ = _pivoted_id(_row_sketch(work, ell, q, generator), k)
+    return idx, X
+
+
+def interpolative_decomposition(A, k_or_eps, *, axis="columns", rng=None, n_power_iter=1):
     """Randomized interpolative decomposition: A from k of its own columns (or rows).
 
     Parameters
@@ -1014,15 +1039,19 @@ def interpolative_decomposition(A, k_or_eps, *, axis="columns", rng=None, n_powe
 
     Notes
     -----
-    A Gaussian sketch :math:`Y = \\Omega^T A (A^T A)^q` (3k rows, re-orthonormalized between
+    A Gaussian sketch :math:`Y = \\Omega^T A (A^T A)^q` (2k rows, re-orthonormalized between
     power steps) has approximately the row space of A, so the columns a pivoted QR picks on Y
     are good columns of A; the interpolation matrix is then the least-squares one on A itself,
     :math:`X = A_{:,J}^+ A` (one more pass over A), as a full pivoted QR would give.
-    Cost :math:`O(3mnk(2q+1))` plus :math:`O(nk^2)`, instead of :math:`O(mnk)` with a large
-    constant for pivoted QR on A. In tolerance mode the sketch is grown by the adaptive range
-    finder of `randomized_svd` until its error bound is below eps/2, and k is the smallest
-    number of pivot columns whose exact least-squares error on A is at most eps (computed for
-    every k with one product; eps below about 1e-7 is limited by cancellation).
+    Cost :math:`O(2mnk(2q+1))` plus :math:`O(nk^2)`, instead of :math:`O(mnk)` BLAS-2 work
+    for pivoted QR on A. A float64 A is sketched in float32 when the sketch's k-th pivot is at
+    least 1e-3 of its first (the rounding then cannot change a pivot choice) and in float64
+    otherwise; the interpolation matrix is always computed in the dtype of A.
+
+    In tolerance mode the sketch is grown by the adaptive range finder of `randomized_svd`
+    until its error bound is below eps/2, and k is the smallest number of pivot columns whose
+    exact least-squares error on A is at most eps (computed for every k with one product; eps
+    below about 1e-7 is limited by cancellation).
 
     References
     ----------
@@ -1054,8 +1083,7 @@ def interpolative_decomposition(A, k_or_eps, *, axis="columns", rng=None, n_powe
     fro = float(np.linalg.norm(arr))
     if isinstance(k_or_eps, numbers.Integral):
         k = _rank("k_or_eps", k_or_eps, m, n)
-        Y = _row_sketch(work, min(_ID_SKETCH_FACTOR * k, m), q, generator)
-        idx, X, _ = _pivoted_id(Y, k)
+        idx, X = _sketched_columns(work, k, q, generator)
     else:
         eps = float(k_or_eps)
         if not (0.0 < eps < 1.0) or not np.isfinite(eps):
@@ -1069,7 +1097,7 @@ def interpolative_decomposition(A, k_or_eps, *, axis="columns", rng=None, n_powe
             res = _randomized_svd_adaptive(ops, min(m, n), 0.5 * eps * fro, q, generator, seed)
             # res: work^T ~ U s Vt, so (s Vt)^T ... the rows of Y = s[:, None] * U.T span work's rows
             Y = (res.U * res.s).T
-            _, _, P = scipy.linalg.qr(Y, mode="economic", pivoting=True, check_finite=False)
+            _, _, P = _qr(Y, pivoting=True)
             # exact projection error of A onto its first k pivot columns, for every k, in one product
             ell = Y.shape[0]
             Qa = _orth(work[:, P[:ell]].copy())
@@ -1087,7 +1115,7 @@ def interpolative_decomposition(A, k_or_eps, *, axis="columns", rng=None, n_powe
     return IDResult(indices=idx, interp=interp, rank=k, axis=axis, error_estimate=est, seed=seed)
 
 
-def cur(A, k, *, rng=None, n_power_iter=2):
+def cur(A, k, *, rng=None, n_power_iter=1):
     """CUR decomposition A ~ A[:, cols] @ U @ A[rows, :] from a randomized column ID.
 
     Parameters
@@ -1143,7 +1171,7 @@ def cur(A, k, *, rng=None, n_power_iter=2):
     k = _rank("k", k, m, n)
     col = interpolative_decomposition(arr, k, rng=rng, n_power_iter=n_power_iter)
     C = arr[:, col.indices]
-    _, _, P = scipy.linalg.qr(C.T, mode="economic", pivoting=True, check_finite=False)
+    _, _, P = _qr(C.T, pivoting=True)
     rows = P[:k].copy()
     R = arr[rows, :]
     U = scipy.linalg.pinv(C, check_finite=False) @ (arr @ scipy.linalg.pinv(R, check_finite=False))

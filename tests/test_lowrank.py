@@ -309,12 +309,36 @@ def test_id_matches_or_beats_scipy_and_truly_randomized():
     idx, proj = sli.interp_decomp(A, k)
     ref_err = np.linalg.norm(A - sli.reconstruct_matrix_from_id(A[:, idx[:k]], idx, proj))
     errs = [np.linalg.norm(A - interpolative_decomposition(A, k, rng=i).reconstruct(A)) for i in range(3)]
-    assert np.median(errs) <= 1.05 * ref_err
+    # column choice from a 2k-row sketch vs pivoted QR on all of A: within 2% here, 0.4% better at 4000x2000
+    assert np.median(errs) <= 1.02 * ref_err
     picks = {tuple(sorted(interpolative_decomposition(A, k, rng=i).indices.tolist())) for i in range(6)}
     assert len(picks) > 1  # different seeds, different sketches
 
 
-@pytest.mark.xfail(strict=True, reason="tolerance-mode ID overshoots eps (0.089 vs 0.064): open bug")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("axis", ["columns", "rows"])
+def test_id_interpolation_matrix_is_least_squares_optimal(dtype, axis):
+    A, _ = _decaying(120, 70, seed=3, dtype=dtype)
+    k = 12
+    res = interpolative_decomposition(A, k, axis=axis, rng=1)
+    A64 = A.astype(np.float64)
+    work = A64 if axis == "columns" else A64.T
+    X = res.interp.astype(np.float64) if axis == "columns" else res.interp.astype(np.float64).T
+    X_ls = np.linalg.lstsq(work[:, res.indices], work, rcond=None)[0]
+    err = np.linalg.norm(work - work[:, res.indices] @ X)
+    err_ls = np.linalg.norm(work - work[:, res.indices] @ X_ls)
+    assert err <= err_ls * (1 + 1e3 * _eps(dtype))
+
+
+def test_id_float64_keeps_float64_selection_below_float32_resolution():
+    # sigma_41 / sigma_1 ~ 1e-9: a float32 sketch cannot rank these columns (it picks ~3x worse ones)
+    s = 10.0 ** -np.linspace(0, 14, 60)
+    A = from_spectrum(s, 150, 60, 0, dtype=np.float64)
+    k = 40
+    res = interpolative_decomposition(A, k, rng=0)
+    assert np.linalg.norm(A - res.reconstruct(A)) <= 3 * np.sqrt(np.sum(s[k:] ** 2))
+
+
 def test_id_float32_tolerance_mode():
     A, s = _decaying(100, 60, seed=9, dtype=np.float32)
     eps = 0.05
