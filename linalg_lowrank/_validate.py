@@ -103,9 +103,14 @@ def nonnegative(name, value):
     return value
 
 
-def positive_int(name, value, *, default=None, minimum=1):
-    """Return ``value`` as an int >= ``minimum`` (``default`` when None), or raise."""
+_REQUIRED = object()
+
+
+def positive_int(name, value, *, default=_REQUIRED, minimum=1):
+    """Return ``value`` as an int >= ``minimum`` (``default`` when None, if one is given), or raise."""
     if value is None:
+        if default is _REQUIRED:
+            raise TypeError(f"`{name}` must be an integer >= {minimum}, got None")
         return default
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"`{name}` must be an integer >= {minimum}, got {value!r}")

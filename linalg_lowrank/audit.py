@@ -688,10 +688,8 @@ def audit_checkpoint(path, *, seed=DEFAULT_SEED, tol=config.POWER_TOL, maxiter=N
     ('b', 'not a matrix')
     """
     seed = _validate.positive_int("seed", seed, minimum=0)
-    if seed is None:
-        raise TypeError("`seed` must be an integer >= 0, got None")
     tol = _validate.positive("tol", tol)
-    maxiter = _validate.positive_int("maxiter", maxiter)
+    maxiter = _validate.positive_int("maxiter", maxiter, default=None)
     records, skipped = [], []
     with _open_checkpoint(path) as entries:
         bar = _progress_bar(len(entries), os.path.basename(os.fspath(path))) if progress else None
