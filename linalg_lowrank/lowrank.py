@@ -378,8 +378,8 @@ class _Blocks:
 
 
 def _qr(Y, **kwargs):
-    # Tall-skinny QR is BLAS-2 bound: a second OpenBLAS thread does not speed it up here and its
-    # wake-ups cost 5-60 ms at random (bench/bench_lowrank.py), so it runs on one thread.
+    # Tall-skinny QR is BLAS-2 bound: a second OpenBLAS thread does not speed it up (4000 x 150:
+    # 26 ms on one or two threads, 2-core EPYC) and its wake-ups add 5-60 ms at random, so one.
     with blas_single_thread():
         return scipy.linalg.qr(Y, mode="economic", check_finite=False, **kwargs)
 
