@@ -61,7 +61,7 @@ def ns_polynomial(x, *, steps=5, coefficients="muon"):
     Parameters
     ----------
     x : array_like
-        Points, typically in [0, 1] (singular values of A / (1.01 ||A||_F)).
+        Points, typically in [0, 1] (singular values of A divided by ``msign(A).scale``).
     steps : int, optional
         Number of quintic steps composed.
     coefficients : {"muon", "polar_express"} or sequence of (a, b, c), optional
