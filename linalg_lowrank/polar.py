@@ -161,7 +161,7 @@ def _scaled_gram(X, scaling):
 
 def _orthogonality_bound(X):
     """An upper bound on ||X X^T - I||_F, rounding included (X on its smaller side first)."""
-    X64 = X.astype(np.float64)
+    X64 = X.astype(np.float64, copy=False)  # read only: no copy for float64 input
     E = X64 @ X64.T
     E[np.diag_indices_from(E)] -= 1.0
     # |fl(X X^T) - X X^T| <= n u |X||X|^T entrywise (Higham, Thm 3.5), in Frobenius <= n u ||X||_F^2
