@@ -25,8 +25,6 @@ _S30 = np.uint64(30)
 _S27 = np.uint64(27)
 _S31 = np.uint64(31)
 
-#: Coordinates advanced in lockstep by ``simulate``.
-_BLOCK = 8
 #: Optimizer codes of the simulation kernel.
 ADAMW, SIGNSGDM, ADAM, SGDM = 0, 1, 2, 3
 
@@ -126,6 +124,32 @@ def normals(seed, n, count, out):
             out[i, k], s = normal(s)
 
 
+@jit
+def _normal_block(S, Z, rejected, out):
+    """``out[j]`` = the next normal of stream ``S[j]``, for every j; advances ``S`` in place.
+
+    The same numbers as :func:`normal`, reordered for speed: the SplitMix64 mixing of all streams
+    runs first as one loop without branches (it vectorizes), then the ziggurat's rectangle test,
+    and only the ~1.2% of draws it rejects go through ``_normal_rest``, by index.
+    """
+    for j in range(S.shape[0]):
+        s = S[j] + GAMMA
+        S[j] = s
+        Z[j] = mix64(s)
+    n_rejected = 0
+    for j in range(S.shape[0]):
+        z = Z[j]
+        u = 2.0 * uniform(z) - 1.0
+        i = np.int64(z & _MASK7)
+        out[j] = u * ZIG_X[i]
+        rejected[n_rejected] = j  # branch-free append: kept only if the test below fails
+        n_rejected += abs(u) >= ZIG_RATIO[i]
+    for k in range(n_rejected):
+        j = rejected[k]
+        z = Z[j]
+        out[j], S[j] = _normal_rest(2.0 * uniform(z) - 1.0, np.int64(z & _MASK7), S[j])
+
+
 @jit(parallel=True)
 def simulate(kind, theta0, mu, sd, lr, wd, beta1, beta2, eps, seed, steps, record_every, chunk, w_acc, u_acc):
     """Run one optimizer on independent coordinates with gradients ``mu + sd * N(0, 1)``.
@@ -136,87 +160,86 @@ def simulate(kind, theta0, mu, sd, lr, wd, beta1, beta2, eps, seed, steps, recor
     holds theta0), coordinates in increasing order. Update rules (step t = 1, 2, ...; g is the
     stochastic gradient; m = v = 0 at the start):
 
-    - ADAMW: m, v EMAs of g, g^2; u = (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps);
+    - ADAMW: m, v EMAs of g, g^2; u = (m c1) / (sqrt(v) c2 + eps) with c1 = 1 / (1 - beta1^t),
+      c2 = 1 / sqrt(1 - beta2^t) (Adam's bias corrections, one division per coordinate);
       theta = (1 - lr wd) theta - lr u
     - SIGNSGDM: m EMA of g; u = sign(m); theta = (1 - lr wd) theta - lr u
     - ADAM: as ADAMW on g + wd theta (coupled L2 penalty), theta = theta - lr u
     - SGDM: m = beta1 m + (g + wd theta); u = m; theta = theta - lr u (torch.optim.SGD, dampening 0)
 
-    Coordinates advance in blocks of ``_BLOCK`` in lockstep, so the arithmetic of a step runs
-    over a short contiguous loop (vectorized sqrt and division) and the random draws of
-    different coordinates overlap in the pipeline.
+    The coordinates of a chunk advance in lockstep, one step at a time: their state lives in short
+    arrays that stay in L1, and every loop over them except the ziggurat's runs without branches,
+    so the update (square root and division included) runs on SIMD registers.
     """
     n = theta0.shape[0]
     n_chunks = (n + chunk - 1) // chunk
-    mu_step = 1 if mu.shape[0] > 1 else 0
-    sd_step = 1 if sd.shape[0] > 1 else 0
     lr_step = 1 if lr.shape[0] > 1 else 0
     wd_step = 1 if wd.shape[0] > 1 else 0
     for c in prange(n_chunks):
-        S = np.empty(_BLOCK, np.uint64)
-        th = np.empty(_BLOCK)
-        m = np.empty(_BLOCK)
-        v = np.empty(_BLOCK)
-        g = np.empty(_BLOCK)
-        u = np.empty(_BLOCK)
-        mub = np.empty(_BLOCK)
-        sdb = np.empty(_BLOCK)
-        hi_c = min(n, (c + 1) * chunk)
-        for i0 in range(c * chunk, hi_c, _BLOCK):
-            nb = min(_BLOCK, hi_c - i0)
+        lo = c * chunk
+        nb = min(n, lo + chunk) - lo
+        S = np.empty(nb, np.uint64)
+        Z = np.empty(nb, np.uint64)
+        rejected = np.empty(nb, np.int64)
+        th = np.empty(nb)
+        m = np.zeros(nb)
+        v = np.zeros(nb)
+        g = np.empty(nb)
+        u = np.zeros(nb)
+        mub = np.empty(nb)
+        sdb = np.empty(nb)
+        for j in range(nb):
+            S[j] = stream_start(seed, lo + j)
+            th[j] = theta0[lo + j]
+            w_acc[c, 0] += th[j] * th[j]
+            mub[j] = mu[lo + j] if mu.shape[0] > 1 else mu[0]
+            sdb[j] = sd[lo + j] if sd.shape[0] > 1 else sd[0]
+        b1t = 1.0
+        b2t = 1.0
+        rec = 1
+        countdown = record_every
+        for t in range(steps):
+            _normal_block(S, Z, rejected, g)
             for j in range(nb):
-                S[j] = stream_start(seed, i0 + j)
-                th[j] = theta0[i0 + j]
-                w_acc[c, 0] += th[j] * th[j]
-                mub[j] = mu[(i0 + j) * mu_step]
-                sdb[j] = sd[(i0 + j) * sd_step]
-                m[j] = 0.0
-                v[j] = 0.0
-            b1t = 1.0
-            b2t = 1.0
-            rec = 1
-            countdown = record_every
-            for t in range(steps):
+                g[j] = mub[j] + sdb[j] * g[j]
+            eta = lr[t * lr_step]
+            lam = wd[t * wd_step]
+            decay = 1.0 - eta * lam
+            if kind == SIGNSGDM:
                 for j in range(nb):
-                    z, S[j] = normal(S[j])
-                    g[j] = mub[j] + sdb[j] * z
-                eta = lr[t * lr_step]
-                lam = wd[t * wd_step]
-                if kind == SIGNSGDM:
+                    m[j] = beta1 * m[j] + (1.0 - beta1) * g[j]
+                    u[j] = 1.0 if m[j] > 0.0 else (-1.0 if m[j] < 0.0 else 0.0)
+                    th[j] = decay * th[j] - eta * u[j]
+            elif kind == SGDM:
+                for j in range(nb):
+                    m[j] = beta1 * m[j] + (g[j] + lam * th[j])
+                    u[j] = m[j]
+                    th[j] = th[j] - eta * u[j]
+            else:
+                b1t *= beta1
+                b2t *= beta2
+                c1 = 1.0 / (1.0 - b1t)
+                c2 = 1.0 / math.sqrt(1.0 - b2t)
+                if kind == ADAM:
                     for j in range(nb):
-                        m[j] = beta1 * m[j] + (1.0 - beta1) * g[j]
-                        u[j] = 1.0 if m[j] > 0.0 else (-1.0 if m[j] < 0.0 else 0.0)
-                        th[j] = (1.0 - eta * lam) * th[j] - eta * u[j]
-                elif kind == SGDM:
+                        g[j] = g[j] + lam * th[j]
+                for j in range(nb):
+                    m[j] = beta1 * m[j] + (1.0 - beta1) * g[j]
+                    v[j] = beta2 * v[j] + (1.0 - beta2) * g[j] * g[j]
+                    u[j] = (m[j] * c1) / (math.sqrt(v[j]) * c2 + eps)
+                if kind == ADAMW:
                     for j in range(nb):
-                        m[j] = beta1 * m[j] + (g[j] + lam * th[j])
-                        u[j] = m[j]
-                        th[j] = th[j] - eta * u[j]
+                        th[j] = decay * th[j] - eta * u[j]
                 else:
-                    b1t *= beta1
-                    b2t *= beta2
-                    d1 = 1.0 - b1t
-                    d2 = 1.0 - b2t
-                    if kind == ADAM:
-                        for j in range(nb):
-                            g[j] = g[j] + lam * th[j]
                     for j in range(nb):
-                        m[j] = beta1 * m[j] + (1.0 - beta1) * g[j]
-                        v[j] = beta2 * v[j] + (1.0 - beta2) * g[j] * g[j]
-                        u[j] = (m[j] / d1) / (math.sqrt(v[j] / d2) + eps)
-                    if kind == ADAMW:
-                        for j in range(nb):
-                            th[j] = (1.0 - eta * lam) * th[j] - eta * u[j]
-                    else:
-                        for j in range(nb):
-                            th[j] = th[j] - eta * u[j]
-                countdown -= 1
-                if countdown == 0:
-                    for j in range(nb):
-                        w_acc[c, rec] += th[j] * th[j]
-                        u_acc[c, rec] += u[j] * u[j]
-                    rec += 1
-                    countdown = record_every
+                        th[j] = th[j] - eta * u[j]
+            countdown -= 1
+            if countdown == 0:
+                for j in range(nb):
+                    w_acc[c, rec] += th[j] * th[j]
+                    u_acc[c, rec] += u[j] * u[j]
+                rec += 1
+                countdown = record_every
 
 
 @jit

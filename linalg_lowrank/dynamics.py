@@ -598,10 +598,11 @@ def simulate_weight_rms(
     Notes
     -----
     Coordinates are independent, so the numba kernel runs over chunks of coordinates in
-    parallel and keeps each coordinate's state in registers for all steps. Its normal numbers
-    come from a counter-based source (a SplitMix64 stream per coordinate, derived from the seed
-    and the coordinate index, turned into normals by the ziggurat method), so a coordinate's
-    trajectory depends on the seed only, and the result is the same for any thread count.
+    parallel; within a chunk the coordinates advance in lockstep, so the update runs on SIMD
+    registers. Its normal numbers come from a counter-based source (a SplitMix64 stream per
+    coordinate, derived from the seed and the coordinate index, turned into normals by the
+    ziggurat method), so a coordinate's trajectory depends on the seed only, and the result is
+    the same for any thread count.
 
     Examples
     --------

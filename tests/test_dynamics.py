@@ -97,7 +97,7 @@ def ref_simulate(optimizer, theta0, mu, sd, lr, wd, beta1, beta2, eps, xi, recor
             b2t *= beta2
             m = beta1 * m + (1 - beta1) * g
             v = beta2 * v + (1 - beta2) * g * g
-            u = (m / (1 - b1t)) / (np.sqrt(v / (1 - b2t)) + eps)
+            u = (m * (1 / (1 - b1t))) / (np.sqrt(v) * (1 / np.sqrt(1 - b2t)) + eps)
             th = (1 - eta * lam) * th - eta * u if optimizer == "adamw" else th - eta * u
         if (t + 1) % record_every == 0:
             w_rec.append(np.sqrt(np.mean(th**2)))
@@ -153,7 +153,7 @@ def test_normal_stream_is_standard_normal():
 @pytest.mark.parametrize("optimizer", ["adamw", "signsgdm", "adam", "sgdm"])
 @pytest.mark.parametrize("schedule", [False, True])
 def test_simulate_kernel_matches_numpy_loop(optimizer, schedule):
-    n, steps, seed, every = 13, 240, 99, 7  # 13: a partial block of 8; chunk 5: several chunks
+    n, steps, seed, every = 13, 240, 99, 7  # chunk 5: several chunks, the last one partial
     rng = np.random.default_rng(0)
     theta0 = rng.standard_normal(n) * 0.3
     mu = rng.standard_normal(n) * 0.2
