@@ -11,5 +11,7 @@ echo "== docs (warnings are errors)"
 .venv/bin/python -m sphinx -W --keep-going -q -b html docs docs/_build/html
 echo "== numba kernels with NUMBA_DISABLE_JIT=1"
 NUMBA_DISABLE_JIT=1 .venv/bin/python -m pytest -q -p no:cacheprovider tests/test_kernels.py -o addopts=""
+NUMBA_DISABLE_JIT=1 .venv/bin/python -m pytest -q -p no:cacheprovider tests/test_dynamics.py tests/test_roots.py \
+    -k "kernel or ziggurat" -o addopts=""
 echo "== tests and doctests"
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
