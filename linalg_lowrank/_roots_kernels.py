@@ -74,3 +74,87 @@ def scaled_gram_stack(Q, d, out):
             for j in range(n):
                 Qd[i, j] = Q[b, i, j] * d[b, j]
         out[b] = Qd @ Q[b].T
+
+
+#: Tile edge of the transposing kernels: two 64x64 float64 tiles (64 KB) stay in L2 while the
+#: second one is read across its rows.
+_TILE = 64
+
+
+@jit
+def _symmetrize_tile_row(A, out, b, ti, n, nt):
+    """Tiles (ti, tj >= ti) of block b: write the symmetric part, return (||A-A^T||^2, ||A||^2) of them."""
+    s_asym = 0.0
+    s_sq = 0.0
+    i0 = ti * _TILE
+    i1 = min(n, i0 + _TILE)
+    for tj in range(ti, nt):
+        j0 = tj * _TILE
+        j1 = min(n, j0 + _TILE)
+        for i in range(i0, i1):
+            for j in range(max(j0, i), j1):
+                x = np.float64(A[b, i, j])
+                y = np.float64(A[b, j, i])
+                m = (x + y) * 0.5
+                out[b, i, j] = m
+                out[b, j, i] = m
+                if j == i:
+                    s_sq += x * x
+                else:
+                    d = x - y
+                    s_asym += 2.0 * d * d
+                    s_sq += x * x + y * y
+    return s_asym, s_sq
+
+
+@jit(parallel=True)
+def symmetrize_stack(A, out, asym_sq, sq):
+    """out[b] = (A[b] + A[b]^T) / 2 in float64; asym_sq[b, k], sq[b, k] = parts of ||A - A^T||_F^2, ||A||_F^2.
+
+    One tiled pass: each pair of mirrored tiles is read once, so the transposed reads stay in
+    cache (numpy's ``A - A.T`` walks one operand across rows). Work item (b, k) takes the tile
+    rows k and nt - 1 - k, the same number of tiles for every k; its partial sums go to column k
+    and the caller adds them, so results do not depend on the thread count. ``A`` may be float32
+    or float64 in any layout; sums are in float64.
+    """
+    nb = A.shape[0]
+    n = A.shape[1]
+    nt = (n + _TILE - 1) // _TILE
+    npairs = (nt + 1) // 2
+    for item in prange(nb * npairs):
+        b = item // npairs
+        k = item % npairs
+        a1, q1 = _symmetrize_tile_row(A, out, b, k, n, nt)
+        a2 = 0.0
+        q2 = 0.0
+        if nt - 1 - k != k:
+            a2, q2 = _symmetrize_tile_row(A, out, b, nt - 1 - k, n, nt)
+        asym_sq[b, k] = a1 + a2
+        sq[b, k] = q1 + q2
+
+
+@jit
+def _mirror_tile_row(X, ti, n):
+    i0 = ti * _TILE
+    i1 = min(n, i0 + _TILE)
+    for tj in range(ti + 1):
+        j0 = tj * _TILE
+        j1 = min(n, j0 + _TILE)
+        for i in range(i0, i1):
+            for j in range(j0, min(j1, i)):
+                X[j, i] = X[i, j]
+
+
+@jit(parallel=True)
+def mirror_lower(X):
+    """Copy the lower triangle of the square X onto its upper triangle, in place, by tiles.
+
+    Work item k takes the tile rows k and nt - 1 - k (balanced, as in ``symmetrize_stack``).
+    """
+    n = X.shape[0]
+    nt = (n + _TILE - 1) // _TILE
+    npairs = (nt + 1) // 2
+    for k in prange(npairs):
+        _mirror_tile_row(X, k, n)
+        if nt - 1 - k != k:
+            _mirror_tile_row(X, nt - 1 - k, n)

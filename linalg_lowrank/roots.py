@@ -59,10 +59,14 @@ def _symmetric_input(name, A, sym_rtol=None):
     arr = _validate.float_array(name, A, min_ndim=2)
     _validate.square(name, arr)
     n = arr.shape[-1]
-    A64 = np.array(arr, dtype=np.float64, order="C", copy=True)
-    asym = A64 - np.swapaxes(A64, -1, -2)
-    num = np.sqrt(np.sum(asym * asym, axis=(-2, -1)))
-    den = np.sqrt(np.sum(A64 * A64, axis=(-2, -1)))
+    A3 = arr.reshape((-1, n, n))
+    A64 = np.empty(arr.shape, dtype=np.float64)
+    n_pairs = (-(-n // _roots_kernels._TILE) + 1) // 2
+    asym_sq = np.empty((A3.shape[0], n_pairs))
+    sq = np.empty((A3.shape[0], n_pairs))
+    _roots_kernels.symmetrize_stack(A3, A64.reshape((-1, n, n)), asym_sq, sq)
+    num = np.sqrt(asym_sq.sum(axis=1)).reshape(arr.shape[:-2])
+    den = np.sqrt(sq.sum(axis=1)).reshape(arr.shape[:-2])
     rtol = (
         SYM_ROUNDOFF * n * np.finfo(arr.dtype).eps if sym_rtol is None else _validate.nonnegative("sym_rtol", sym_rtol)
     )
@@ -73,8 +77,6 @@ def _symmetric_input(name, A, sym_rtol=None):
             f"`{name}` must be symmetric: relative asymmetry ||A - A^T||_F / ||A||_F = {worst:.3g} "
             f"exceeds `sym_rtol` = {rtol:.3g} (pass a larger `sym_rtol` to symmetrize (A + A^T) / 2)"
         )
-    A64 += np.swapaxes(A64, -1, -2)
-    A64 *= 0.5
     return A64, arr.dtype
 
 
@@ -374,10 +376,11 @@ def _from_eig(Q, d):
         if np.all(d >= 0):
             # one symmetric rank-n update C C^T, C = Q diag(sqrt d): half the flops of a GEMM
             C = Q * np.sqrt(d)
-            X = scipy.linalg.blas.dsyrk(1.0, C, lower=0)
-            iu = np.tril_indices(X.shape[0], -1)
-            X[iu] = X.T[iu]
-            return np.ascontiguousarray(X)
+            # syrk fills the upper triangle of a Fortran-ordered result: its transpose is the
+            # C-ordered lower triangle, mirrored in place (no copy, no fancy indexing)
+            X = scipy.linalg.blas.dsyrk(1.0, C, lower=0).T
+            _roots_kernels.mirror_lower(X)
+            return X
         return (Q * d) @ Q.T
     batch = Q.shape[:-2]
     n = Q.shape[-1]

@@ -313,6 +313,33 @@ def test_scaled_gram_stack_kernel_matches_numpy():
     np.testing.assert_allclose(out, ref, rtol=0, atol=10 * 7 * EPS64 * np.abs(ref).max())
 
 
+@pytest.mark.parametrize("n", [1, 63, 130, 200])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_symmetrize_stack_kernel_matches_numpy(n, dtype, order):
+    A = np.random.default_rng(n).standard_normal((3, n, n)).astype(dtype)
+    A = np.asarray(A, order=order) if order == "C" else np.asfortranarray(A)
+    A_copy = A.copy()
+    pairs = (-(-n // _roots_kernels._TILE) + 1) // 2
+    out = np.empty((3, n, n))
+    asym_sq, sq = np.empty((3, pairs)), np.empty((3, pairs))
+    _roots_kernels.symmetrize_stack(A, out, asym_sq, sq)
+    A64 = A.astype(np.float64)
+    At = np.swapaxes(A64, 1, 2)
+    np.testing.assert_array_equal(out, (A64 + At) * 0.5)  # the same two roundings per entry
+    np.testing.assert_allclose(asym_sq.sum(1), np.sum((A64 - At) ** 2, axis=(1, 2)), rtol=n * n * EPS64)
+    np.testing.assert_allclose(sq.sum(1), np.sum(A64**2, axis=(1, 2)), rtol=n * n * EPS64)
+    np.testing.assert_array_equal(A, A_copy)
+
+
+@pytest.mark.parametrize("n", [1, 64, 65, 200])
+def test_mirror_lower_kernel_matches_numpy(n):
+    X = np.random.default_rng(n).standard_normal((n, n))
+    ref = np.tril(X) + np.tril(X, -1).T
+    _roots_kernels.mirror_lower(X)
+    np.testing.assert_array_equal(X, ref)
+
+
 def test_stack_roots_match_per_block_analytic_and_refresh():
     b, n = 6, 10
     blocks = [spd(n, 1e3, seed=50 + i) for i in range(b)]
