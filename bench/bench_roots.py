@@ -104,7 +104,8 @@ def _stack(report, quick):
             "loop1": lambda: loop_eigh_1thread(S),
             "np_stack": lambda: np.linalg.eigh(S),
         },
-        repeat=3,
+        repeat=5,
+        pause=0.2,  # OpenBLAS threads of the multi-threaded loop spin ~0.1 s after it and tax the next call
     )
     t_ours = report.row(FAMILY, case, "symmetric_eig (numba prange)", times["ours"])
     t_loop = report.row(FAMILY, case, "loop of scipy eigh", times["loop"])
@@ -113,7 +114,9 @@ def _stack(report, quick):
     report.target(FAMILY, f"{case} cold eig: loop eigh / ours", t_loop / t_ours, 1.8)
     report.target(FAMILY, f"{case} cold eig: loop eigh (BLAS 1 thread) / ours", t_loop1 / t_ours, 1.8)
 
-    times = interleaved({"ours": lambda: inverse_pth_root(S, 4), "loop": lambda: loop_eigh_roots(S)}, repeat=3)
+    times = interleaved(
+        {"ours": lambda: inverse_pth_root(S, 4), "loop": lambda: loop_eigh_roots(S)}, repeat=3, pause=0.2
+    )
     X = inverse_pth_root(S, 4)
     report.row(FAMILY, case, "inverse_pth_root stack", times["ours"], rel_err=_relerr(X, ref))
     report.row(FAMILY, case, "loop eigh + root", times["loop"], rel_err=_relerr(np.stack(loop_eigh_roots(S)), ref))
@@ -133,7 +136,8 @@ def _warm(report, case, eig, S, rng, size, loop_eigh, loop_eigh_1thread):
     ref1 = np.matmul(V1 * w1[:, None, :] ** -0.25, np.swapaxes(V1, 1, 2))
     times = interleaved(
         {"refresh": lambda: eig.refresh(S1), "loop": lambda: loop_eigh(S1), "loop1": lambda: loop_eigh_1thread(S1)},
-        repeat=3,
+        repeat=5,
+        pause=0.2,
     )
     r = eig.refresh(S1)
     e_ref = _relerr(r.inverse_root(4), ref1)
