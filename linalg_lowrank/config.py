@@ -1,11 +1,10 @@
 """Library-wide thresholds and defaults, in one place (not as literals scattered inline)."""
 
+# --- power iteration, Lanczos and the spectral norm (spectral.py, _topsv.py, _operators.py)
 #: Default relative residual tolerance of the top singular triplet.
 POWER_TOL = 1e-10
 #: Floor of the maximum number of Gram products when ``maxiter`` is not given.
 POWER_MAXITER_FLOOR = 1000
-#: Steps of plain power iteration that ``method="auto"`` takes before it judges the rate.
-AUTO_PILOT_STEPS = 6
 #: ``method="auto"`` keeps plain power iteration only if it predicts at most this many more steps.
 AUTO_MAX_POWER_STEPS = 12
 #: Largest Krylov basis kept by the Lanczos solver before a thick restart.
@@ -18,8 +17,6 @@ LANCZOS_CHECK_EVERY = 4
 LANCZOS_MAX_CHECK_GAP = 16
 #: Failure probability of the probabilistic upper bound on sigma1.
 UPPER_BOUND_FAILURE_PROB = 1e-6
-#: Steps of the fixed-count power iteration inside ``spectral_weight_decay``.
-WEIGHT_DECAY_POWER_STEPS = 2
 #: Below this many entries the one-pass kernel runs on one thread (thread start-up dominates).
 PARALLEL_MIN_ENTRIES = 1 << 18
 #: Matrices with at most this many entries are solved whole by one numba thread each (in cache).
@@ -27,3 +24,70 @@ SMALL_MATRIX_ENTRIES = 1 << 18
 #: A single dense matrix with at most this many entries is solved entirely inside numba (above it,
 #: a product costs so much more than the Python between iterations that the driver is numpy).
 NUMBA_SOLVE_MAX_ENTRIES = 1 << 25
+
+# --- roots and Kronecker factors (roots.py, kronecker.py)
+#: Eigenvalues below -PSD_NEG_ROUNDOFF * n * eps * ||A||_2 prove that A is not positive
+#: semidefinite; above it a negative eigenvalue may be rounding of a semidefinite A.
+PSD_NEG_ROUNDOFF = 10.0
+#: Relative Frobenius asymmetry ||A - A^T||_F / ||A||_F accepted, in units of n * eps(dtype of A);
+#: a Gram matrix G G^T formed by BLAS is symmetric only up to its rounding.
+SYM_ROUNDOFF = 10.0
+#: Default relative ridge of `shampoo_precondition` (epsilon * lambda_max(L) added to L).
+SHAMPOO_RIDGE = 1e-6
+#: Largest denominator of a fractional p accepted by the coupled Newton path (p = a / b).
+ROOTS_NEWTON_MAX_DENOMINATOR = 64
+#: Default cap on coupled Newton iterations; kappa = 1e12 needs about 40.
+ROOTS_NEWTON_MAXITER = 100
+#: ||M_k - I||_F below which coupled Newton is in its quadratic phase (stagnation is checked).
+ROOTS_NEWTON_TERMINAL = 1e-4
+#: Random probe vectors of the a-posteriori eigendecomposition residual of the eigh path.
+ROOTS_RESIDUAL_PROBES = 4
+#: Below this many blocks a stack is decomposed with numpy's gufunc loop, not the numba kernel.
+ROOTS_STACK_PARALLEL_MIN_BLOCKS = 4
+#: Relative residual tolerance of the power iteration behind the rank-1 nearest Kronecker product.
+NKP_TOL = 1e-12
+
+# --- optimizer dynamics (dynamics.py)
+#: Coordinates per parallel work item of the simulator (results do not depend on it, only the
+#: rounding of the RMS sums does, and only through this fixed value: never on the thread count).
+SIM_CHUNK = 256
+#: Records the simulator keeps when ``record_every`` is not given.
+SIM_RECORDS = 1000
+#: Lags of the sign autocovariance are summed until beta1^d drops below this.
+DYNAMICS_LAG_TOL = 1e-17
+#: Cap on the number of summed lags (beta1 > 0.9998); a geometric tail accounts for the rest.
+DYNAMICS_MAX_LAGS = 200_000
+#: Gauss–Legendre nodes of the bivariate-normal orthant integral (the integrand is smooth).
+DYNAMICS_QUAD_NODES = 24
+
+# --- low-rank approximation (lowrank.py)
+#: Gaussian probe vectors of the a-posteriori error estimates (randomized SVD, ID).
+LOWRANK_N_PROBES = 20
+#: Failure probability of ``error_bound`` (chi-square lower quantile of the probe estimate).
+LOWRANK_ERROR_BOUND_FAILURE = 1e-3
+#: ``n_power_iter="auto"``: stop once a power step lowers the rank-r error by less than this.
+LOWRANK_AUTO_POWER_RTOL = 5e-3
+#: ``n_power_iter="auto"``: most power steps taken.
+LOWRANK_AUTO_POWER_MAX = 8
+#: Power steps per block of the adaptive (``tol``) range finder when ``n_power_iter="auto"``.
+LOWRANK_ADAPTIVE_POWER_ITER = 2
+#: Columns added per block by the adaptive range finder (at least; grows with the rank).
+LOWRANK_ADAPTIVE_BLOCK = 16
+#: The ID/CUR sketch has this many rows per selected column: with one power step, pivoted QR on a
+#: 2k-row sketch picks columns as well as pivoted QR on all of A (within 0.5% either way on 1/i,
+#: 1/sqrt(i), exponential and Gaussian spectra; 1-2% worse on low rank plus noise).
+ID_SKETCH_FACTOR = 2
+#: A float64 matrix is sketched in float32 (half the cost) when the k-th pivot of the sketch is at
+#: least this fraction of the first: the float32 rounding (~1e-6 relative) then cannot change
+#: which column a pivot picks. Below it the sketch is redone in float64.
+ID_FLOAT32_PIVOT_MARGIN = 1e-3
+
+# --- polar factor (polar.py)
+#: Safety factor of Polar Express (Amsel et al. 2025): each tabulated polynomial is evaluated at
+#: x / 1.01 so that rounding cannot push a singular value past the interval it was designed for;
+#: the limit quintic used beyond the table is not rescaled.
+POLAR_EXPRESS_SAFETY = 1.01
+#: Input scaling of `msign`: X0 = A / (MSIGN_NORM_SAFETY * ||A||), ||A|| >= sigma_1 the Schatten-4
+#: (or Frobenius) norm, so every singular value is below 1 / 1.01; the margin guards against the
+#: rounding of the computed norm.
+MSIGN_NORM_SAFETY = 1.01

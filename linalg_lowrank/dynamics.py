@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _dynamics_kernels as _k
-from . import _validate
+from . import _validate, config
 
 __all__ = [
     "adamw_weight_rms",
@@ -23,17 +23,6 @@ __all__ = [
     "WeightRMSSimulation",
 ]
 
-#: Coordinates per parallel work item of the simulator (results do not depend on it, only the
-#: rounding of the RMS sums does, and only through this fixed value: never on the thread count).
-_SIM_CHUNK = 256
-#: Records the simulator keeps when ``record_every`` is not given.
-_SIM_RECORDS = 1000
-#: Lags of the sign autocovariance are summed until beta1^d drops below this.
-_LAG_TOL = 1e-17
-#: Cap on the number of summed lags (beta1 > 0.9998); a geometric tail accounts for the rest.
-_MAX_LAGS = 200_000
-#: Gauss–Legendre nodes of the bivariate-normal orthant integral (the integrand is smooth).
-_QUAD_NODES = 24
 _OPTIMIZERS = {"adamw": _k.ADAMW, "signsgdm": _k.SIGNSGDM, "adam": _k.ADAM, "sgdm": _k.SGDM}
 
 
@@ -119,10 +108,10 @@ def _adam_update_stats(beta1, snr):
 
 
 def _lag_powers(beta1):
-    """beta1^d for d = 0..D, D the lag where it drops below _LAG_TOL (capped at _MAX_LAGS)."""
+    """beta1^d for d = 0..D, D the lag where it drops below DYNAMICS_LAG_TOL (capped at DYNAMICS_MAX_LAGS)."""
     if beta1 == 0.0:
         return np.ones(1)
-    D = min(_MAX_LAGS, math.ceil(math.log(_LAG_TOL) / math.log(beta1)))
+    D = min(config.DYNAMICS_MAX_LAGS, math.ceil(math.log(config.DYNAMICS_LAG_TOL) / math.log(beta1)))
     return np.exp(np.arange(D + 1, dtype=np.float64) * math.log(beta1))
 
 
@@ -135,7 +124,7 @@ def _sign_covariances(beta1, h):
     """
     rho = _lag_powers(beta1)
     phi_max = np.arcsin(np.minimum(rho, 1.0))
-    x, w = np.polynomial.legendre.leggauss(_QUAD_NODES)
+    x, w = np.polynomial.legendre.leggauss(config.DYNAMICS_QUAD_NODES)
     phi = 0.5 * phi_max[:, None] * (x[None, :] + 1.0)
     integral = 0.5 * phi_max * (np.exp(-(h * h) / (1.0 + np.sin(phi))) @ w)
     cov = (2.0 / math.pi) * integral
@@ -150,7 +139,7 @@ def _signsgdm_update_stats(beta1, snr):
     a = math.erf(h / math.sqrt(2.0))
     cov, rho = _sign_covariances(beta1, h)
     D = cov.shape[0] - 1
-    truncated = D == _MAX_LAGS
+    truncated = D == config.DYNAMICS_MAX_LAGS
 
     def lagsum(kappa):
         kappa = np.atleast_1d(np.asarray(kappa, dtype=np.float64))
@@ -628,13 +617,13 @@ def simulate_weight_rms(
             raise ValueError(f"`{name}` schedule must have one entry per step ({steps}), got {x.shape[0]}")
     mu = _per_coordinate("grad_mean", grad_mean, n, positive=False)
     sd = _per_coordinate("grad_std", grad_std, n, positive=True)
-    record_every = _validate.positive_int("record_every", record_every, default=max(1, steps // _SIM_RECORDS))
+    record_every = _validate.positive_int("record_every", record_every, default=max(1, steps // config.SIM_RECORDS))
     generator, seed = _validate.rng(rng)
     theta0 = generator.standard_normal(n)
     norm = math.sqrt(float(np.mean(theta0 * theta0)))
     theta0 *= init / norm if norm > 0 else 0.0
     n_records = 1 + steps // record_every
-    n_chunks = -(-n // _SIM_CHUNK)
+    n_chunks = -(-n // config.SIM_CHUNK)
     w_acc = np.zeros((n_chunks, n_records))
     u_acc = np.zeros((n_chunks, n_records))
     _k.simulate(
@@ -650,7 +639,7 @@ def simulate_weight_rms(
         seed,
         steps,
         record_every,
-        _SIM_CHUNK,
+        config.SIM_CHUNK,
         w_acc,
         u_acc,
     )

@@ -9,15 +9,13 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 
-from . import _validate
+from . import _validate, config
 from .roots import SymmetricEig, _check_psd, _eigh_blocks, _symmetric_input
 from .spectral import power_iteration
 
 __all__ = ["KroneckerApproximation", "kfac_solve", "kron_matvec", "nearest_kronecker_product"]
 
 _DAMPING_MODES = ("exact", "pi")
-#: Relative residual tolerance of the power iteration behind the rank-1 nearest Kronecker product.
-NKP_TOL = 1e-12
 
 
 def kron_matvec(A, B, x):
@@ -312,7 +310,7 @@ def nearest_kronecker_product(M, shape_a, shape_b, *, rank=1):
     R = _rearrange(M64, shape_a, shape_b)
     normF2 = float(np.sum(M64 * M64))
     if rank == 1:
-        res = power_iteration(R, tol=NKP_TOL, rng=0)
+        res = power_iteration(R, tol=config.NKP_TOL, rng=0)
         sig = np.array([res.sigma])
         U, V = res.u[:, None].astype(np.float64), res.v[:, None].astype(np.float64)
         method = "power"

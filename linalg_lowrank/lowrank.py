@@ -13,7 +13,7 @@ import numpy as np
 import scipy.linalg
 from scipy.special import gammaincinv
 
-from . import _validate
+from . import _validate, config
 from ._topsv import blas_single_thread
 from .results import ConvergenceWarning, _fmt
 
@@ -33,28 +33,6 @@ __all__ = [
     "interpolative_decomposition",
     "cur",
 ]
-
-# -- thresholds (private to this module; candidates for config.py) ----------------------------
-#: Gaussian probe vectors of the a-posteriori error estimate.
-_N_PROBES = 20
-#: Failure probability of ``error_bound`` (chi-square lower quantile of the probe estimate).
-_ERROR_BOUND_FAILURE = 1e-3
-#: ``n_power_iter="auto"``: stop once a power step lowers the rank-r error by less than this.
-_AUTO_POWER_RTOL = 5e-3
-#: ``n_power_iter="auto"``: most power steps taken.
-_AUTO_POWER_MAX = 8
-#: Power steps per block in the adaptive (``tol``) range finder and in the ID/CUR sketches.
-_ADAPTIVE_POWER_ITER = 2
-#: Columns added per block by the adaptive range finder (at least; grows with the rank).
-_ADAPTIVE_BLOCK = 16
-#: The ID/CUR sketch has this many rows per selected column: with one power step, pivoted QR on a
-#: 2k-row sketch picks columns as well as pivoted QR on all of A (within 0.5% either way on 1/i,
-#: 1/sqrt(i), exponential and Gaussian spectra; 1-2% worse on low rank plus noise).
-_ID_SKETCH_FACTOR = 2
-#: A float64 matrix is sketched in float32 (half the cost) when the k-th pivot of the sketch is at
-#: least this fraction of the first: the float32 rounding (~1e-6 relative) then cannot change
-#: which column a pivot picks. Below it the sketch is redone in float64.
-_ID_FLOAT32_PIVOT_MARGIN = 1e-3
 
 
 def _bound_factor(d, failure):
@@ -557,10 +535,10 @@ def _probe_error(ops, Q, Bt, G, dtype):
 def _finish(ops, Q, Bt, k_choice, generator, seed, *, n_power_iter, tol, rmax):
     """SVD of B = Q^T A, probe estimate, rank choice; returns RandomizedSVDResult."""
     dtype = ops.dtype
-    d = _N_PROBES
+    d = config.LOWRANK_N_PROBES
     G = generator.standard_normal((ops.shape[1], d)).astype(dtype, copy=False)
     resid2 = _probe_error(ops, Q, Bt, G, dtype)
-    factor = _bound_factor(d, _ERROR_BOUND_FAILURE)
+    factor = _bound_factor(d, config.LOWRANK_ERROR_BOUND_FAILURE)
     # B^T = Z = Vb S Ub^T
     Vb, sb, Ubt = scipy.linalg.svd(Bt, full_matrices=False, check_finite=False)
     s64 = sb.astype(np.float64)
@@ -582,7 +560,7 @@ def _finish(ops, Q, Bt, k_choice, generator, seed, *, n_power_iter, tol, rmax):
         rank=k,
         error_estimate=est,
         error_bound=bound,
-        error_bound_failure=_ERROR_BOUND_FAILURE,
+        error_bound_failure=config.LOWRANK_ERROR_BOUND_FAILURE,
         converged=converged,
         n_power_iter=n_power_iter,
         n_matvecs=ops.n_matvecs,
@@ -607,7 +585,7 @@ def _randomized_svd_fixed(ops, r, p, n_power_iter, generator, seed):
     auto = n_power_iter == "auto"
     if auto and fro2 is None:
         n_power_iter, auto = 4, False
-    max_iter = _AUTO_POWER_MAX if auto else n_power_iter
+    max_iter = config.LOWRANK_AUTO_POWER_MAX if auto else n_power_iter
     floor = 100 * np.finfo(dtype).eps * (fro2 or 0.0)
     err_prev = math.sqrt(max(fro2 - _topk_energy(Z, r), 0.0)) if auto else None
     q = 0
@@ -619,7 +597,7 @@ def _randomized_svd_fixed(ops, r, p, n_power_iter, generator, seed):
         q += 1
         if auto:
             err = math.sqrt(max(fro2 - _topk_energy(Z, r), 0.0))
-            if err_prev - err <= _AUTO_POWER_RTOL * err:
+            if err_prev - err <= config.LOWRANK_AUTO_POWER_RTOL * err:
                 break
             err_prev = err
     return _finish(ops, Q, Z, r, generator, seed, n_power_iter=q, tol=None, rmax=r)
@@ -629,15 +607,15 @@ def _randomized_svd_adaptive(ops, rmax, tol, n_power_iter, generator, seed):
     """Body of `randomized_svd` with a tolerance: blocked range finder (no validation)."""
     m, n = ops.shape
     dtype = ops.dtype
-    q = _ADAPTIVE_POWER_ITER if n_power_iter == "auto" else n_power_iter
-    d = _N_PROBES
-    factor = _bound_factor(d, _ERROR_BOUND_FAILURE)
+    q = config.LOWRANK_ADAPTIVE_POWER_ITER if n_power_iter == "auto" else n_power_iter
+    d = config.LOWRANK_N_PROBES
+    factor = _bound_factor(d, config.LOWRANK_ERROR_BOUND_FAILURE)
     cap = min(m, n)
     G = generator.standard_normal((n, d)).astype(dtype, copy=False)
     RG = ops.matmat(G)  # residual of the probes, (I - QQ^T) A G
     Q = np.empty((m, 0), dtype=dtype)
     while True:
-        b = min(max(_ADAPTIVE_BLOCK, Q.shape[1] // 2), cap - Q.shape[1])
+        b = min(max(config.LOWRANK_ADAPTIVE_BLOCK, Q.shape[1] // 2), cap - Q.shape[1])
         Y = ops.matmat(generator.standard_normal((n, b)).astype(dtype, copy=False))
         for _ in range(q):
             Y = _orth(Y - Q @ (Q.T @ Y))
@@ -992,11 +970,11 @@ def _row_sketch(arr, ell, q, generator):
 
 def _sketched_columns(work, k, q, generator):
     """k columns of ``work`` picked by pivoted QR on a 2k-row sketch: (indices, interp on the sketch)."""
-    ell = min(_ID_SKETCH_FACTOR * k, work.shape[0])
+    ell = min(config.ID_SKETCH_FACTOR * k, work.shape[0])
     if work.dtype == np.float64:
         idx, X, R = _pivoted_id(_row_sketch(work.astype(np.float32), ell, q, generator), k)
         pivots = np.abs(np.diag(R))
-        if pivots[k - 1] >= _ID_FLOAT32_PIVOT_MARGIN * pivots[0]:
+        if pivots[k - 1] >= config.ID_FLOAT32_PIVOT_MARGIN * pivots[0]:
             return idx, X.astype(np.float64)
     idx, X, _ = _pivoted_id(_row_sketch(work, ell, q, generator), k)
     return idx, X
@@ -1108,9 +1086,9 @@ def interpolative_decomposition(A, k_or_eps, *, axis="columns", rng=None, n_powe
             idx, X, _ = _pivoted_id(Y, k)
     X = _refine_interp(work, idx, X)
     # a-posteriori estimate with fresh Gaussian probes
-    G = generator.standard_normal((n, _N_PROBES)).astype(work.dtype, copy=False)
+    G = generator.standard_normal((n, config.LOWRANK_N_PROBES)).astype(work.dtype, copy=False)
     E = (work @ G - work[:, idx] @ (X @ G)).astype(np.float64)
-    est = math.sqrt(float(np.sum(E * E)) / _N_PROBES) / fro if fro > 0 else 0.0
+    est = math.sqrt(float(np.sum(E * E)) / config.LOWRANK_N_PROBES) / fro if fro > 0 else 0.0
     interp = X if axis == "columns" else np.ascontiguousarray(X.T)
     return IDResult(indices=idx, interp=interp, rank=k, axis=axis, error_estimate=est, seed=seed)
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 
-from . import _validate
+from . import _validate, config
 from .results import _fmt
 
 __all__ = ["MsignResult", "MUON_COEFFICIENTS", "POLAR_EXPRESS_COEFFICIENTS", "msign", "ns_polynomial", "polar"]
@@ -23,15 +23,14 @@ _PE_RAW = (
     (1.891301407787398, -1.2679958271945868, 0.37680408948524835),
     (1.8750014808534479, -1.2500016453999487, 0.3750001645474248),
 )
-#: Safety factor of Polar Express: each polynomial is evaluated at x / 1.01 (all but the last).
-_PE_SAFETY = 1.01
 #: Per-step minimax quintics of Polar Express (Amsel et al. 2025) for singular values in
 #: [1e-3, 1], with the paper's 1.01 safety factor; steps beyond the list use (15/8, -10/8, 3/8),
 #: the limit of the minimax quintic on an interval shrinking to {1}.
-POLAR_EXPRESS_COEFFICIENTS = tuple((a / _PE_SAFETY, b / _PE_SAFETY**3, c / _PE_SAFETY**5) for a, b, c in _PE_RAW)
+POLAR_EXPRESS_COEFFICIENTS = tuple(
+    (a / config.POLAR_EXPRESS_SAFETY, b / config.POLAR_EXPRESS_SAFETY**3, c / config.POLAR_EXPRESS_SAFETY**5)
+    for a, b, c in _PE_RAW
+)
 _PE_TAIL = (1.875, -1.25, 0.375)
-#: Input scaling: X0 = A / (NORM_SAFETY * ||A||), so every singular value is below 1 / 1.01.
-_NORM_SAFETY = 1.01
 
 
 def _schedule(coefficients, steps):
@@ -151,7 +150,7 @@ def _scaled_gram(X, scaling):
         norm = math.sqrt(float(np.linalg.norm(G.astype(np.float64, copy=False))))
     else:
         norm = math.sqrt(float(np.trace(G, dtype=np.float64)))
-    f = _NORM_SAFETY * norm
+    f = config.MSIGN_NORM_SAFETY * norm
     try:
         scale = math.ldexp(f, e)
     except OverflowError:  # ||A|| beyond the float64 range: Q is still computable

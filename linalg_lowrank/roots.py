@@ -17,7 +17,7 @@ import numpy as np
 import scipy.linalg
 from threadpoolctl import threadpool_limits
 
-from . import _roots_kernels, _validate
+from . import _roots_kernels, _validate, config
 from .results import ConvergenceWarning
 
 __all__ = [
@@ -29,24 +29,6 @@ __all__ = [
 ]
 
 _EPS = np.finfo(np.float64).eps
-#: Eigenvalues below -NEG_ROUNDOFF * n * eps * ||A||_2 prove that A is not positive semidefinite.
-NEG_ROUNDOFF = 10.0
-#: Relative Frobenius asymmetry ||A - A^T||_F / ||A||_F accepted, in units of n * eps(dtype of A);
-#: a Gram matrix G G^T formed by BLAS is symmetric only up to its rounding.
-SYM_ROUNDOFF = 10.0
-#: Default relative ridge of `shampoo_precondition` (epsilon * lambda_max(L) added to L).
-SHAMPOO_RIDGE = 1e-6
-#: Largest denominator of a fractional p accepted by the coupled Newton path (p = a / b).
-NEWTON_MAX_DENOMINATOR = 64
-#: Default cap on coupled Newton iterations; kappa = 1e12 needs about 40.
-NEWTON_MAXITER = 100
-#: ||M_k - I||_F below which coupled Newton is in its quadratic phase (stagnation is checked).
-NEWTON_TERMINAL = 1e-4
-#: Random probe vectors of the a-posteriori eigendecomposition residual of the eigh path.
-RESIDUAL_PROBES = 4
-#: Below this many blocks a stack is decomposed with numpy's gufunc loop, not the numba kernel.
-STACK_PARALLEL_MIN_BLOCKS = 4
-
 _METHODS = ("auto", "eigh", "newton")
 _RIDGE_MODES = ("relative", "absolute")
 
@@ -68,7 +50,9 @@ def _symmetric_input(name, A, sym_rtol=None):
     num = np.sqrt(asym_sq.sum(axis=1)).reshape(arr.shape[:-2])
     den = np.sqrt(sq.sum(axis=1)).reshape(arr.shape[:-2])
     rtol = (
-        SYM_ROUNDOFF * n * np.finfo(arr.dtype).eps if sym_rtol is None else _validate.nonnegative("sym_rtol", sym_rtol)
+        config.SYM_ROUNDOFF * n * np.finfo(arr.dtype).eps
+        if sym_rtol is None
+        else _validate.nonnegative("sym_rtol", sym_rtol)
     )
     bad = num > rtol * den
     if np.any(bad):
@@ -89,14 +73,14 @@ def _check_psd(name, lam, n):
     """Raise naming the smallest eigenvalue if lam (descending, (..., n)) proves A indefinite."""
     lam_min = lam[..., -1]
     scale = np.max(np.abs(lam), axis=-1)
-    tau = NEG_ROUNDOFF * n * _EPS * scale
+    tau = config.PSD_NEG_ROUNDOFF * n * _EPS * scale
     bad = lam_min < -tau
     if np.any(bad):
         i = np.unravel_index(np.argmin(np.where(bad, lam_min / np.where(scale > 0, scale, 1), np.inf)), bad.shape)
         where = "" if lam_min.ndim == 0 else f" (block {tuple(int(k) for k in i)})"
         raise ValueError(
             f"`{name}` must be positive semidefinite: its smallest eigenvalue is {float(lam_min[i]):.6g}{where}, "
-            f"below the roundoff threshold {-float(tau[i]):.3g} = -{NEG_ROUNDOFF:g} n eps ||A||_2"
+            f"below the roundoff threshold {-float(tau[i]):.3g} = -{config.PSD_NEG_ROUNDOFF:g} n eps ||A||_2"
         )
 
 
@@ -350,7 +334,7 @@ def _eigh_blocks(A3):
     if b == 1:
         w, Q = scipy.linalg.eigh(A3[0], check_finite=False, driver="evd")
         return w[None, ::-1].copy(), Q[None, :, ::-1].copy()
-    if b < STACK_PARALLEL_MIN_BLOCKS:
+    if b < config.ROOTS_STACK_PARALLEL_MIN_BLOCKS:
         w, Q = np.linalg.eigh(A3)
         return w[:, ::-1].copy(), np.ascontiguousarray(Q[:, :, ::-1])
     w = np.empty((b, n))
@@ -363,10 +347,10 @@ def _eigh_blocks(A3):
 def _probe_residual(A3, Q3, w, rng_seed=0):
     """Estimate ||A Q - Q diag(w)||_F / ||A||_2 per block with Gaussian probes (O(n^2) each)."""
     b, n, _ = A3.shape
-    Z = np.random.default_rng(rng_seed).standard_normal((n, RESIDUAL_PROBES))
+    Z = np.random.default_rng(rng_seed).standard_normal((n, config.ROOTS_RESIDUAL_PROBES))
     QZ = Q3 @ Z
     R = A3 @ QZ - Q3 @ (w[:, :, None] * Z)
-    est = np.sqrt(np.sum(R * R, axis=(1, 2)) / RESIDUAL_PROBES)
+    est = np.sqrt(np.sum(R * R, axis=(1, 2)) / config.ROOTS_RESIDUAL_PROBES)
     return est / np.maximum(np.max(np.abs(w), axis=1), np.finfo(np.float64).tiny)
 
 
@@ -387,7 +371,7 @@ def _from_eig(Q, d):
     Q3 = np.ascontiguousarray(Q.reshape((-1, n, n)))
     d2 = np.ascontiguousarray(d.reshape((-1, n)))
     out = np.empty_like(Q3)
-    if Q3.shape[0] < STACK_PARALLEL_MIN_BLOCKS:
+    if Q3.shape[0] < config.ROOTS_STACK_PARALLEL_MIN_BLOCKS:
         np.matmul(Q3 * d2[:, None, :], np.swapaxes(Q3, 1, 2), out=out)
     else:
         with threadpool_limits(1):
@@ -634,7 +618,7 @@ def inverse_pth_root(
     return_info = bool(return_info)
     if method == "newton":
         tol = _validate.positive("tol", tol, allow_none=True)
-        maxiter = _validate.positive_int("maxiter", maxiter, default=NEWTON_MAXITER)
+        maxiter = _validate.positive_int("maxiter", maxiter, default=config.ROOTS_NEWTON_MAXITER)
         A64, dtype = _symmetric_input("A", A, sym_rtol)
         if A64.ndim != 2:
             raise ValueError(
@@ -675,11 +659,11 @@ def _cast_result(res, dtype):
 
 
 def _rational(p):
-    frac = Fraction(p).limit_denominator(NEWTON_MAX_DENOMINATOR)
+    frac = Fraction(p).limit_denominator(config.ROOTS_NEWTON_MAX_DENOMINATOR)
     if abs(float(frac) - float(p)) > 4 * _EPS * float(p):
         raise ValueError(
-            f"`p` = {p!r} is not a fraction a / b with b <= {NEWTON_MAX_DENOMINATOR}, which method='newton' "
-            f"needs; use method='eigh'"
+            f"`p` = {p!r} is not a fraction a / b with b <= {config.ROOTS_NEWTON_MAX_DENOMINATOR}, "
+            f"which method='newton' needs; use method='eigh'"
         )
     return frac.numerator, frac.denominator
 
@@ -712,7 +696,7 @@ def _newton_root(A64, p, ridge, ridge_mode, tol, maxiter):
             best = (dist, X)
         # quadratic convergence halves (far more than halves) the distance once it is small;
         # when it stops doing so, rounding has taken over: stagnation.
-        if dist <= tol_iter or (prev < NEWTON_TERMINAL and dist > 0.5 * prev):
+        if dist <= tol_iter or (prev < config.ROOTS_NEWTON_TERMINAL and dist > 0.5 * prev):
             break
         prev = dist
     X = best[1]
@@ -792,7 +776,7 @@ def _factor_root(k, F, dim, exponent, ridge, ridge_mode):
     return _from_eig(eig.Q, lam**exponent)
 
 
-def shampoo_precondition(G, factors, *, ridge=SHAMPOO_RIDGE, ridge_mode="relative", exponent=None):
+def shampoo_precondition(G, factors, *, ridge=config.SHAMPOO_RIDGE, ridge_mode="relative", exponent=None):
     """Shampoo's preconditioned gradient L^e G R^e, or mode-wise roots for an order-k tensor.
 
     Parameters
