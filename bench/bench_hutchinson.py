@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from linalg_lowrank.hutchinson import hutchinson_diagonal, hutchinson_trace
+from linalg_lowrank.hutchinson import _symmetric_operator, hutchinson_diagonal, hutchinson_trace
 
 from ._harness import interleaved
 
@@ -130,14 +130,21 @@ def _overhead(report, quick):
     A = _haar(n, np.arange(1, n + 1, dtype=float) ** -2.0, 5) if not quick else _dominant(n, 5)
     A = (A + A.T) / 2
     X = np.random.default_rng(0).standard_normal((n, m))
+    X1, X2 = np.ascontiguousarray(X[:, : m // 2]), np.ascontiguousarray(X[:, m // 2 :])
     cases = {
         "products only": lambda: A @ X,
+        # what "auto" must do: a pilot block, then a block that depends on it (not a target)
+        "products in two blocks": lambda: (A @ X1, A @ X2),
+        # the one-pass symmetry and finiteness check of a dense A, part of every case (not a target)
+        "input check": lambda: _symmetric_operator(A, None),
         "diag auto": lambda: hutchinson_diagonal(A, n_matvecs=m, rng=0),
         "trace auto": lambda: hutchinson_trace(A, n_matvecs=m, rng=0),
         "diag hutchinson": lambda: hutchinson_diagonal(A, n_matvecs=m, method="hutchinson", rng=0),
     }
     times = interleaved(cases, repeat=3)
     base = report.row(FAMILY, f"overhead n={n} m={m}", "products only", times["products only"])
+    for name in ("products in two blocks", "input check"):
+        report.row(FAMILY, f"overhead n={n} m={m}", name, times[name])
     for name in ("diag auto", "trace auto", "diag hutchinson"):
         t = report.row(FAMILY, f"overhead n={n} m={m}", name, times[name])
         report.target(

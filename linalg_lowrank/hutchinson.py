@@ -6,6 +6,7 @@ adaptive stopping on a calibrated error bound, a streaming accumulator for optim
 finite-difference Hessian operator.
 """
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass
@@ -15,7 +16,8 @@ import scipy.linalg
 import scipy.sparse.linalg
 import scipy.special
 
-from . import _operators, _validate
+from . import _jit, _operators, _validate
+from ._topsv import blas_single_thread
 from .results import ConvergenceWarning
 
 __all__ = [
@@ -52,6 +54,18 @@ _TRACE_METHODS = ("auto", "hutchinson", "hutch++", "xtrace")
 _DISTRIBUTIONS = ("rademacher", "gaussian")
 #: Fewest products each method can run with (a standard error needs two residual samples).
 MIN_MATVECS = {"auto": 2, "hutchinson": 2, "hutch++": 4, "diag++": 4, "xtrace": 6, "xdiag": 6}
+#: Cholesky QR (two passes) replaces the SVD of a sketch only when the sketch's condition number
+#: is below this: then both passes are accurate to rounding and no direction is dropped.
+CHOLQR_MAX_COND = 1e6
+#: The closed-form jackknife of XTrace / XDiag is used while no deleted probe's dual direction is
+#: nearly parallel to the others (1 / sin^2 of the angle below this); rounding then stays below
+#: this times eps. Beyond it, the jackknife falls back to one QR per deleted probe or group.
+JACKKNIFE_MAX_AMPLIFICATION = 1e6
+#: Tile edge of the one-pass symmetry check of a dense matrix: a tile and its mirror stay in cache.
+SYMMETRY_TILE = 128
+#: Below this many entries the numba kernels are not used: whole-array numpy is as fast there,
+#: and a first call then does not pay numba's start-up (about 0.25 s per process, cache warm).
+NUMBA_MIN_ENTRIES = 1 << 16
 
 
 # -- Results -------------------------------------------------------------------------------------
@@ -147,13 +161,113 @@ class TraceEstimate:
         )
 
 
+# -- numba kernels (plain contiguous arrays in, no validation) ----------------------------------
+# Kept next to their only caller (candidates for _kernels.py); each has a numpy twin and a test
+# against it in tests/test_hutchinson.py.
+
+
+@_jit.jit
+def _symmetry_scan(A, tile):
+    """(m, max |A_ij - A_ji|, finite) of a square C-contiguous A in one pass, tile pair by tile pair.
+
+    m is the largest |A_ij| on or above the diagonal tiles (the entries read directly; the
+    mirrored ones enter only through A_ij - A_ji), so max |A| <= m + max |A_ij - A_ji|.
+    ``finite`` is False if any entry is NaN or Inf (or |A_ij| + |A_ij - A_ji| overflows). Each
+    tile is compared with its mirror while both are in cache, so A is read once (about twice
+    the time of one streaming pass, for the transposed reads). Serial on purpose: a ``prange``
+    version was 15% faster alone, but it runs next to the user's BLAS products, and the two
+    thread pools spinning after each other's calls cost more (measured on 2 cores, n = 4000:
+    the product after the parallel scan 10 ms slower, and the parallel scan right after a
+    product 35 ms instead of 19 ms).
+    """
+    n = A.shape[0]
+    amax = 0.0
+    dmax = 0.0
+    finite = True
+    for i0 in range(0, n, tile):
+        i1 = min(i0 + tile, n)
+        for j0 in range(i0, n, tile):
+            j1 = min(j0 + tile, n)
+            for i in range(i0, i1):
+                for j in range(j0, j1):
+                    x = A[i, j]
+                    ax = abs(x)
+                    d = abs(x - A[j, i])
+                    if ax > amax:
+                        amax = ax
+                    if d > dmax:
+                        dmax = d
+                    if not (ax + d < np.inf):  # NaN fails every comparison
+                        finite = False
+    return amax, dmax, finite
+
+
+@_jit.jit
+def _signs_from_top_bit(u, out):
+    """out[i] = +1.0 if the top bit of the uint32 u[i] is set, else -1.0 (``2 * bit - 1``)."""
+    for i in range(u.shape[0]):
+        out[i] = 2.0 * (u[i] >> 31) - 1.0
+
+
+@_jit.jit(fastmath=_jit.REASSOC)
+def _row_mean_var(X, Y, mean, var):
+    """mean[i], var[i] = mean and sample variance (ddof=1) of the row X[i] * Y[i], two-pass."""
+    n, k = X.shape
+    for i in range(n):
+        x = X[i]
+        y = Y[i]
+        s = 0.0
+        for j in range(k):
+            s += x[j] * y[j]
+        m = s / k
+        ss = 0.0
+        for j in range(k):
+            d = x[j] * y[j] - m
+            ss += d * d
+        mean[i] = m
+        var[i] = ss / (k - 1)
+
+
 # -- Probes and small helpers --------------------------------------------------------------------
 
 
+def _serial_blas(fn):
+    """Run ``fn`` (k x k algebra only) with BLAS on one thread.
+
+    A factorization or product of k x k matrices makes many small BLAS calls; with a thread pool
+    each one pays a hand-off between threads, which costs more than the work (measured between
+    n x k products, k = 100: a triangular solve 0.2 ms on one thread, 2 to 12 ms on a 2-thread
+    OpenBLAS pool). The n x k products keep the pool, as do the user's products.
+    """
+
+    @functools.wraps(fn)
+    def serial(*args, **kwargs):
+        with blas_single_thread():
+            return fn(*args, **kwargs)
+
+    return serial
+
+
 def _probes(gen, n, k, distribution):
+    """An (n, k) block of probes: random signs or standard normal entries.
+
+    Random signs are the top bits of full-range uint32 draws. ``gen.integers(0, 2)`` returns
+    exactly these bits (Lemire's method for a range of 2 keeps the top bit of one 32-bit draw
+    and never rejects), so the stream is the same, without the int64 buffer and float arithmetic.
+    """
     if distribution == "rademacher":
-        return gen.integers(0, 2, size=(n, k)).astype(np.float64) * 2.0 - 1.0
+        u = gen.integers(0, 2**32, size=(n, k), dtype=np.uint32)
+        if u.size < NUMBA_MIN_ENTRIES:
+            return (u >> 31).astype(np.float64) * 2.0 - 1.0
+        signs = np.empty((n, k))
+        _signs_from_top_bit(u.reshape(-1), signs.reshape(-1))
+        return signs
     return gen.standard_normal((n, k))
+
+
+def _t_scale(k):
+    """t_{0.975, k-1} / 1.96: turns +-2 standard errors from k samples into a Student-t 95% interval."""
+    return scipy.special.stdtrit(k - 1, 0.975) / scipy.special.ndtri(0.975)
 
 
 def _sample_std(samples, axis=-1):
@@ -163,8 +277,27 @@ def _sample_std(samples, axis=-1):
     which is what a standard error from few residual samples must give to be calibrated.
     """
     k = samples.shape[axis]
-    t_scale = scipy.special.stdtrit(k - 1, 0.975) / scipy.special.ndtri(0.975)  # t over normal quantile
-    return t_scale * np.std(samples, axis=axis, ddof=1) / math.sqrt(k)
+    return _t_scale(k) * np.std(samples, axis=axis, ddof=1) / math.sqrt(k)
+
+
+def _row_moments(X, Y):
+    """Row means and sample variances (ddof=1) of X * Y, without forming X * Y."""
+    if X.size < NUMBA_MIN_ENTRIES:
+        samples = X * Y
+        return samples.mean(axis=1), samples.var(axis=1, ddof=1)
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    Y = np.ascontiguousarray(Y, dtype=np.float64)
+    mean = np.empty(X.shape[0])
+    var = np.empty(X.shape[0])
+    _row_mean_var(X, Y, mean, var)
+    return mean, var
+
+
+def _row_stats(X, Y):
+    """Row means of the samples X * Y and their standard errors, as `_sample_std` along rows."""
+    k = X.shape[1]
+    mean, var = _row_moments(X, Y)
+    return mean, _t_scale(k) * np.sqrt(var) / math.sqrt(k)
 
 
 def _rowdot(X, Y):
@@ -177,6 +310,53 @@ def _coldot(X, Y):
     return np.einsum("ij,ij->j", X, Y)
 
 
+def _max_colnorm(Y):
+    """The largest column norm of Y."""
+    return math.sqrt(float(_coldot(Y, Y).max()))
+
+
+def _hcat(X, B):
+    """[X, B] without a copy when X has no columns yet."""
+    return B if X.shape[1] == 0 else np.hstack([X, B])
+
+
+@_serial_blas
+def _chol_upper_and_inverse(G):
+    """R upper triangular with R^T R = G, and R^{-1}; raises LinAlgError unless G is positive definite."""
+    R = np.linalg.cholesky(G).T
+    return R, scipy.linalg.solve_triangular(R, np.eye(R.shape[0]), check_finite=False)
+
+
+@_serial_blas
+def _svdvals(R):
+    return np.linalg.svd(R, compute_uv=False)
+
+
+def _cholqr2(Y, scale):
+    """Y = Q R by two passes of Cholesky QR, or None where that is not accurate or drops a direction.
+
+    Two passes give Q orthonormal to rounding while cond(Y) < ~eps^-1/2 (Yamamoto et al., 2015);
+    here Q is kept only if cond(R) <= CHOLQR_MAX_COND and every singular value is above the rank
+    tolerance, which is when `_orth_new`'s SVD would keep every direction too (same span).
+    Four n x k by k x k products instead of a Householder QR or an SVD of the n x k block.
+    """
+    n, k = Y.shape
+    if k == 0 or k > n:
+        return None
+    try:
+        R1, R1inv = _chol_upper_and_inverse(Y.T @ Y)
+        Q = Y @ R1inv
+        R2, R2inv = _chol_upper_and_inverse(Q.T @ Q)
+        Q = Q @ R2inv
+    except np.linalg.LinAlgError:
+        return None
+    R = R2 @ R1
+    s = _svdvals(R)
+    if not (np.isfinite(s).all() and s[-1] * CHOLQR_MAX_COND >= s[0] and s[-1] > SKETCH_RANK_RTOL * max(scale, 1e-300)):
+        return None
+    return Q, R
+
+
 def _orth_new(Q, Yb, scale):
     """Orthonormal basis of the part of Yb outside range(Q), dropping directions below the rank tolerance."""
     R = Yb
@@ -185,9 +365,13 @@ def _orth_new(Q, Yb, scale):
         R = R - Q @ (Q.T @ R)  # twice is enough (Kahan–Parlett)
     if R.shape[1] == 0:
         return R
+    room = Q.shape[0] - Q.shape[1]
+    if R.shape[1] <= room:
+        fast = _cholqr2(R, scale)  # well-conditioned and full rank: BLAS-3 instead of an SVD
+        if fast is not None:
+            return fast[0]
     U, s, _ = np.linalg.svd(R, full_matrices=False)
     keep = s > SKETCH_RANK_RTOL * max(scale, 1e-300)
-    room = Q.shape[0] - Q.shape[1]
     return U[:, keep][:, :room]
 
 
@@ -202,12 +386,11 @@ class _Plain:
         self.Y = np.empty((n, 0))
 
     def add(self, Omega, Y):
-        self.Omega = np.hstack([self.Omega, Omega])
-        self.Y = np.hstack([self.Y, Y])
+        self.Omega = _hcat(self.Omega, Omega)
+        self.Y = _hcat(self.Y, Y)
 
     def diagonal(self):
-        samples = self.Omega * self.Y
-        return samples.mean(axis=1), _sample_std(samples, axis=1)
+        return _row_stats(self.Omega, self.Y)
 
     def trace(self):
         samples = _coldot(self.Omega, self.Y)
@@ -243,12 +426,12 @@ class _PlusPlus:
         return X - self.Q @ (self.Q.T @ X)
 
     def add(self, G, V):
-        self.G = np.hstack([self.G, G])
-        self.V = np.hstack([self.V, V])
+        self.G = _hcat(self.G, G)
+        self.V = _hcat(self.V, V)
 
     def diagonal(self):
-        samples = self.G * self.project(self.V)
-        return self.base_diag + samples.mean(axis=1), _sample_std(samples, axis=1)
+        mean, se = _row_stats(self.G, self.project(self.V))
+        return self.base_diag + mean, se
 
     def trace(self):
         samples = _coldot(self.project(self.G), self.V)
@@ -274,23 +457,41 @@ class _Exchangeable:
         self.Q = np.empty((n, 0))
         self.Z = np.empty((n, 0))
         self.scale = 0.0
+        self._C = None  # Q^T Y, kept when the factorization gives it
 
-    def add(self, Omega, Y):
-        """Append probes and their products; extend Q and Z (products only for new directions)."""
-        self.Omega = np.hstack([self.Omega, Omega])
-        self.Y = np.hstack([self.Y, Y])
-        self.scale = max(self.scale, float(np.linalg.norm(Y, axis=0).max()))
-        Qb = _orth_new(self.Q, Y, self.scale)
-        self.Q = np.hstack([self.Q, Qb])
-        self.Z = np.hstack([self.Z, self.op.matmat(Qb)])
+    def add(self, Omega, Y, qr=None):
+        """Append probes and their products; extend Q and Z (products only for new directions).
+
+        ``qr``: a factorization ``(Q, R)`` of Y from `_cholqr2` at this state's scale, already
+        computed by the caller (the "auto" pilot); only valid for the first block.
+        """
+        first = self.Omega.shape[1] == 0  # C = R below needs Y to be this block alone
+        self.Omega = _hcat(self.Omega, Omega)
+        self.Y = _hcat(self.Y, Y)
+        self.scale = max(self.scale, _max_colnorm(Y))
+        if first and qr is None:
+            qr = _cholqr2(Y, self.scale)
+        if first and qr is not None:
+            Qb, self._C = qr  # Y = Q R: C = Q^T Y = R
+        else:
+            Qb = _orth_new(self.Q, Y, self.scale)
+            self._C = None
+        self.Q = _hcat(self.Q, Qb)
+        self.Z = _hcat(self.Z, self.op.matmat(Qb))
+
+    @property
+    def C(self):
+        """Q^T Y (Y = Q C when A has full rank on the probes)."""
+        if self._C is None:
+            self._C = self.Q.T @ self.Y
+        return self._C
 
     # small k-space quantities
     def _parts(self):
         Q, Z, Om = self.Q, self.Z, self.Omega
-        C = Q.T @ self.Y
         H = Q.T @ Z
         H = 0.5 * (H + H.T)
-        return C, H, Q.T @ Om, Z.T @ Om, _coldot(Om, self.Y)
+        return self.C, H, Q.T @ Om, Z.T @ Om, _coldot(Om, self.Y)
 
     @property
     def generic(self):
@@ -305,11 +506,9 @@ class _Exchangeable:
             return float(samples.mean()), float(_sample_std(samples))
         est = float(_xtrace_ests(C, H, W, T, omy).mean())
         # delete-one jackknife over the probes, all in the k-dimensional coordinates of Q
-        loo = np.empty(k)
-        for j in range(k):
-            keep = np.arange(k) != j
-            B, Rj = np.linalg.qr(C[:, keep])
-            loo[j] = _xtrace_ests(Rj, B.T @ H @ B, B.T @ W[:, keep], B.T @ T[:, keep], omy[keep]).mean()
+        loo = _xtrace_jackknife(C, H, W, T, omy)
+        if loo is None:
+            loo = _xtrace_jackknife_qr(C, H, W, T, omy)
         stderr = math.sqrt((k - 1) / k * np.sum((loo - loo.mean()) ** 2))
         return est, stderr
 
@@ -318,24 +517,26 @@ class _Exchangeable:
         Q, Z, Om = self.Q, self.Z, self.Omega
         k = Om.shape[1]
         if not self.generic:
-            C = Q.T @ self.Y
+            C = self.C
             samples = Om * (self.Y - Q @ C)
             base = _rowdot(Q, Z)
             return base + samples.mean(axis=1), _sample_std(samples, axis=1)
-        C = Q.T @ self.Y
-        est = _xdiag(Q, Z, C, Om)
+        C = self.C
         groups = np.array_split(np.arange(k), min(k, XDIAG_JACKKNIFE_GROUPS))
+        fast = _xdiag_jackknife(Q, Z, Om, C, groups)
+        if fast is not None:
+            est, loo = fast  # loo: (n, g), the group-deleted estimates less a common term
+            g = loo.shape[1]
+            var = (g - 1) / g * np.sum((loo - loo.mean(axis=1, keepdims=True)) ** 2, axis=1)
+            return est, np.sqrt(var)
+        est = _xdiag(Q, Z, C, Om)
+        loo = _xdiag_jackknife_qr(Q, Z, Om, C, groups)
         g = len(groups)
-        loo = np.empty((g, Q.shape[0]))
-        for j, idx in enumerate(groups):
-            keep = np.ones(k, dtype=bool)
-            keep[idx] = False
-            B, Rj = np.linalg.qr(C[:, keep])
-            loo[j] = _xdiag(Q @ B, Z @ B, Rj, Om[:, keep])
         var = (g - 1) / g * np.sum((loo - loo.mean(axis=0)) ** 2, axis=0)
         return est, np.sqrt(var)
 
 
+@_serial_blas
 def _leave_one_out_dirs(C):
     """Columns of C^{-T} (G) and their norms: s_i = G[:, i] / nu_i spans range(C_{-i})^perp."""
     G = np.linalg.solve(C.T, np.eye(C.shape[0]))
@@ -343,6 +544,7 @@ def _leave_one_out_dirs(C):
     return G, nu
 
 
+@_serial_blas
 def _xtrace_ests(C, H, W, T, omy):
     """The k leave-one-out estimates of XTrace from k-space quantities (Y = Q C, W = Q^T Omega, T = Z^T Omega).
 
@@ -353,6 +555,69 @@ def _xtrace_ests(C, H, W, T, omy):
     S = G / nu
     c = W - S * _coldot(S, W)
     return float(np.trace(H)) - _coldot(S, H @ S) + omy - 2.0 * _coldot(T, c) + _coldot(c, H @ c)
+
+
+@_serial_blas
+def _xtrace_jackknife_qr(C, H, W, T, omy):
+    """Delete-one jackknife values of XTrace: for each j, XTrace on the other probes in a QR basis of C_{-j}.
+
+    O(k^4); the reference for `_xtrace_jackknife` and its fallback when that one is not accurate.
+    """
+    k = C.shape[1]
+    loo = np.empty(k)
+    for j in range(k):
+        keep = np.arange(k) != j
+        B, Rj = np.linalg.qr(C[:, keep])
+        loo[j] = _xtrace_ests(Rj, B.T @ H @ B, B.T @ W[:, keep], B.T @ T[:, keep], omy[keep]).mean()
+    return loo
+
+
+@_serial_blas
+def _xtrace_jackknife(C, H, W, T, omy):
+    """Delete-one jackknife values of XTrace in closed form, O(k^3); None if rounding could be amplified.
+
+    With d_l the columns of D = C^{-T}: deleting probe j leaves the subspace u^perp, u = d_j / |d_j|,
+    and in it the dual direction of probe l is e_l = d_l - rho d_j (rho = d_j.d_l / d_j.d_j), of norm
+    nu^2 = |d_l|^2 - rho d_j.d_l. XTrace on the remaining probes is then, for each l != j,
+    tr(H) - u^T H u - e^T H e / nu^2 + omega_l^T A omega_l - 2 c.t_l + c^T H c with
+    c = w_l - u (u.w_l) - e (e.w_l) / nu^2 = w_l - gamma d_l - delta d_j, and every term is an
+    entry of a k x k product of D, H, W and T. The terms cancel by up to |d_l|^2 / nu^2, which is
+    checked against JACKKNIFE_MAX_AMPLIFICATION.
+    """
+    k = C.shape[1]
+    D, _ = _leave_one_out_dirs(C)
+    Gam = D.T @ D
+    g = np.diag(Gam).copy()
+    HD = H @ D
+    GH = D.T @ HD
+    gh = np.diag(GH).copy()
+    P = D.T @ W  # P[m, l] = d_m . w_l
+    DT = D.T @ T  # DT[m, l] = d_m . t_l
+    WHD = W.T @ HD  # WHD[l, m] = w_l^T H d_m
+    wt = _coldot(W, T)
+    whw = _coldot(W, H @ W)
+    # entry [j, l]: probe j deleted, probe l kept
+    rho = Gam / g[:, None]
+    nu2 = g[None, :] - Gam * rho
+    off = ~np.eye(k, dtype=bool)
+    if not np.all(nu2[off] > 0.0) or np.max(g[None, :] / np.where(off, nu2, np.inf)) > JACKKNIFE_MAX_AMPLIFICATION:
+        return None
+    nu2[~off] = 1.0  # the deleted probe itself: excluded below
+    eHe = gh[None, :] - 2.0 * rho * GH + rho**2 * gh[:, None]
+    gam = (np.diag(P)[None, :] - rho * P) / nu2
+    delta = P / g[:, None] - gam * rho
+    ct = wt[None, :] - gam * np.diag(DT)[None, :] - delta * DT
+    cHc = (
+        whw[None, :]
+        + gam**2 * gh[None, :]
+        + delta**2 * gh[:, None]
+        - 2.0 * gam * np.diag(WHD)[None, :]
+        - 2.0 * delta * WHD.T
+        + 2.0 * gam * delta * GH
+    )
+    est = float(np.trace(H)) - (gh / g)[:, None] - eHe / nu2 + omy[None, :] - 2.0 * ct + cHc
+    est[~off] = 0.0
+    return est.sum(axis=1) / (k - 1)
 
 
 def _xdiag(Q, Z, C, Omega):
@@ -367,6 +632,98 @@ def _xdiag(Q, Z, C, Omega):
     return _rowdot(Q @ M, Z) + _rowdot(Omega, Q @ (G / nu**2)) / k
 
 
+def _xdiag_jackknife_qr(Q, Z, Omega, C, groups):
+    """Delete-a-group jackknife values of XDiag, (g, n): XDiag on the other probes in a QR basis of C_K.
+
+    One O(n k^2) pass per group; the reference for `_xdiag_jackknife` and its fallback.
+    """
+    k = Omega.shape[1]
+    loo = np.empty((len(groups), Q.shape[0]))
+    for j, idx in enumerate(groups):
+        keep = np.ones(k, dtype=bool)
+        keep[idx] = False
+        B, Rj = np.linalg.qr(C[:, keep])
+        loo[j] = _xdiag(Q @ B, Z @ B, Rj, Omega[:, keep])
+    return loo
+
+
+@_serial_blas
+def _xdiag_group_coefficients(Gam, groups):
+    """The k x k matrices Phi1 = Phi - Xi, Phi2 = Phi and the k x g matrix Lam of `_xdiag_jackknife`.
+
+    Returns ``(Phi1, Phi2, Lam, Sum)`` with Sum the k x g indicator of the groups, or None if
+    rounding could be amplified beyond JACKKNIFE_MAX_AMPLIFICATION.
+    """
+    k = Gam.shape[0]
+    gd = np.diag(Gam).copy()
+    Phi1 = np.zeros((k, k))
+    Phi2 = np.zeros((k, k))
+    Lam = np.zeros((k, len(groups)))
+    Sum = np.zeros((k, len(groups)))
+    for j, idx in enumerate(groups):
+        a, b = int(idx[0]), int(idx[-1]) + 1
+        Sum[a:b, j] = 1.0
+        kp = k - (b - a)
+        try:
+            Ginv = np.linalg.inv(Gam[a:b, a:b])
+        except np.linalg.LinAlgError:
+            return None
+        if np.max(gd[a:b] * np.diag(Ginv)) > JACKKNIFE_MAX_AMPLIFICATION:
+            return None
+        F = Ginv @ Gam[a:b, :]
+        nu2 = gd - _coldot(Gam[a:b, :], F)
+        nu2[a:b] = np.inf  # the deleted probes: lambda' = 0
+        if not np.all(nu2 > 0.0) or np.max(gd / nu2) > JACKKNIFE_MAX_AMPLIFICATION:
+            return None
+        lam = 1.0 / nu2
+        Phi = lam[:, None] * F.T / kp
+        Phi1[:, a:b] = Phi
+        Phi2[:, a:b] = Phi
+        Phi1[a:b, a:b] -= Ginv + F @ Phi
+        Lam[:, j] = lam / kp
+    return Phi1, Phi2, Lam, Sum
+
+
+def _xdiag_jackknife(Q, Z, Omega, C, groups):
+    """XDiag and its delete-a-group jackknife values in four O(n k^2) products; None if not accurate.
+
+    With D = C^{-T}, QD = Q D, ZD = Z D, V = Omega - ZD and lambda = 1 / |d_l|^2, XDiag is
+    rowdot(Q, Z) + (QD * V) lambda / k. Deleting the group g (kept set K, k' = |K|) leaves the
+    subspace span(D_g)^perp; in it the dual direction of probe l is e_l = d_l - D_g F_l with
+    F = Gam_gg^{-1} Gam_gK (Gam = D^T D), of norm nu_l^2 = Gam_ll - Gam_lg F_l. XDiag of the
+    kept probes is then
+
+        rowdot(Q, Z) + [(QD * V) lambda'_g + rowdot(ZD_g, QD Phi_g) - rowdot(QD_g, V Phi_g)] / k'
+        - rowdot(QD_g, ZD_g Xi_g),
+
+    Phi_g = diag(lambda'_g) F^T (zero rows on g), Xi_g = Gam_gg^{-1} + F Phi_g / k'. The groups
+    are contiguous, so their Phi_g sit side by side in two k x k matrices and all groups cost two
+    products. Returns ``(estimate, L)`` with ``L[:, j]`` the estimate without group j less
+    rowdot(Q, Z). Rounding is amplified by up to Gam_ll / nu_l^2 and, inside a group, by the
+    diagonal of Gam_gg times that of its inverse; both are checked against
+    JACKKNIFE_MAX_AMPLIFICATION.
+    """
+    k = C.shape[1]
+    D, nu = _leave_one_out_dirs(C)
+    coefs = _xdiag_group_coefficients(D.T @ D, groups)
+    if coefs is None:
+        return None
+    Phi1, Phi2, Lam, Sum = coefs
+    QD = Q @ D
+    ZD = Z @ D
+    V = np.subtract(Omega, ZD)
+    T = QD @ Phi1
+    T *= ZD
+    P2 = np.matmul(V, Phi2, out=ZD)  # ZD is not needed any more: reuse its memory
+    P2 *= QD
+    T -= P2
+    QDV = np.multiply(V, QD, out=V)
+    est = _rowdot(Q, Z) + QDV @ (1.0 / (k * nu**2))
+    L = QDV @ Lam
+    L += T @ Sum  # the sum over each group's columns
+    return est, L
+
+
 # -- Drivers -------------------------------------------------------------------------------------
 
 
@@ -378,8 +735,40 @@ def _check_common(A, n_matvecs, method, methods, distribution, rtol, n):
     if n_matvecs < minimum:
         raise ValueError(f"`n_matvecs` must be at least {minimum} for method={method!r}, got {n_matvecs}")
     rtol = _validate.positive("rtol", rtol, allow_none=True)
-    op = _operators.as_symmetric_operator(A, "A", n=n)
+    op = _symmetric_operator(A, n)
     return op, n_matvecs, method, distribution, rtol
+
+
+def _symmetric_operator(A, n, name="A"):
+    """`_operators.as_symmetric_operator`, with a dense array checked in one pass by `_symmetry_scan`.
+
+    Same checks and messages (dtype, shape, finite, ``|A - A^T| <= 100 n eps max|A|``), but the
+    finiteness and symmetry checks share a single cache-blocked read of A instead of separate
+    full-size temporaries and a transposed difference.
+    """
+    if not isinstance(A, (np.ndarray, list, tuple)):
+        return _operators.as_symmetric_operator(A, name, n=n)
+    arr = _validate.float_array(name, A, min_ndim=2, max_ndim=2, check_finite=False)
+    if arr.size < NUMBA_MIN_ENTRIES or arr.shape[0] != arr.shape[1]:
+        return _operators.as_symmetric_operator(arr, name, n=n)  # small, or an error to word
+    base = np.asarray(arr.view(np.ndarray), dtype=np.float64)
+    if base.flags.c_contiguous:
+        scan = base
+    elif base.flags.f_contiguous:
+        scan = base.T  # same entries, same symmetry
+    else:
+        scan = np.ascontiguousarray(base)
+    amax, asym, finite = _symmetry_scan(scan, SYMMETRY_TILE)
+    if not finite:
+        _validate.finite(name, arr)  # raises, naming the first NaN or Inf
+    rtol = 100 * arr.shape[0] * np.finfo(arr.dtype).eps
+    if asym > rtol * amax:
+        amax = float(np.abs(base).max())  # amax came from the entries on and above the diagonal tiles
+    if asym > rtol * amax:
+        raise ValueError(
+            f"`{name}` must be symmetric, got max |A - A^T| = {asym:.3g}; pass (A + A.T) / 2 to use its symmetric part"
+        )
+    return _operators.SymmetricOperator(name, arr.shape[0], lambda X: base @ X, arr.dtype)
 
 
 def _relative(kind, est, stderr):
@@ -398,24 +787,32 @@ def _auto_choice(kind, plain, k_total, m_total, distribution):
     Plain: the sample variance of the pilot's samples over ``m_total`` probes. Sketched: the
     residual energy tau = mean ||(I - Pi_i) y_i||^2, an unbiased estimate of ||(I - Pi) A||_F^2,
     which bounds the variance of a residual sample (twice for the trace and for Gaussian probes),
-    over ``k_total`` probes.
+    over ``k_total`` probes. Returns ``(deflate, qr)``: the choice, and the `_cholqr2`
+    factorization of the pilot's products (None if it was not accurate) for `_Exchangeable.add`.
     """
     Om, Y = plain.Omega, plain.Y
     k = Om.shape[1]
     if kind == "trace":
         var_plain = float(np.var(_coldot(Om, Y), ddof=1)) / m_total
     else:
-        var_plain = float(np.sum(np.var(Om * Y, axis=1, ddof=1))) / m_total
-    Q, R = np.linalg.qr(Y)
-    s = np.linalg.svd(R, compute_uv=False)
-    if s[-1] <= SKETCH_RANK_RTOL * max(s[0], 1e-300) or k > Q.shape[0]:
-        tau = 0.0  # rank below the pilot size: the sketch captures A
+        var_plain = float(np.sum(_row_moments(Om, Y)[1])) / m_total
+    # the factorization is handed on to XTrace / XDiag, which need the same one
+    qr = _cholqr2(Y, _max_colnorm(Y))
+    if qr is not None:
+        R = qr[1]  # well-conditioned and full rank
+    else:
+        Q, R = np.linalg.qr(Y)
+        s = np.linalg.svd(R, compute_uv=False)
+        if s[-1] <= SKETCH_RANK_RTOL * max(s[0], 1e-300) or k > Q.shape[0]:
+            R = None  # rank below the pilot size: the sketch captures A
+    if R is None:
+        tau = 0.0
     else:
         _, nu = _leave_one_out_dirs(R)
         tau = float(np.mean(1.0 / nu**2))
     factor = 2.0 if (kind == "trace" or distribution == "gaussian") else 1.0
     var_sketch = factor * tau / k_total
-    return AUTO_MARGIN * var_sketch < var_plain
+    return AUTO_MARGIN * var_sketch < var_plain, qr
 
 
 def _estimate(kind, op, n_matvecs, method, distribution, rtol, gen):
@@ -477,9 +874,10 @@ def _estimate(kind, op, n_matvecs, method, distribution, rtol, gen):
     k_pilot = max(3, min(budget // 2, ADAPTIVE_BLOCK)) if adaptive else budget // 2
     Om = _probes(gen, n, k_pilot, distribution)
     pilot.add(Om, op.matmat(Om))
-    if _auto_choice(kind, pilot, budget // 2, budget, distribution):
+    sketch, qr = _auto_choice(kind, pilot, budget // 2, budget, distribution)
+    if sketch:
         state = _Exchangeable(op)
-        state.add(pilot.Omega, pilot.Y)
+        state.add(pilot.Omega, pilot.Y, qr=qr)
         return run_exchangeable(state, 0)
     return run_plain(pilot, 0)
 

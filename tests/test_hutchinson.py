@@ -7,11 +7,21 @@ import pytest
 import scipy.sparse
 import scipy.sparse.linalg
 
-from linalg_lowrank import _operators
+from linalg_lowrank import _operators, hutchinson
 from linalg_lowrank.hutchinson import (
     HutchinsonAccumulator,
+    _cholqr2,
     _Exchangeable,
+    _orth_new,
     _probes,
+    _row_mean_var,
+    _signs_from_top_bit,
+    _symmetry_scan,
+    _xdiag,
+    _xdiag_jackknife,
+    _xdiag_jackknife_qr,
+    _xtrace_jackknife,
+    _xtrace_jackknife_qr,
     hessian_operator,
     hutchinson_diagonal,
     hutchinson_trace,
@@ -66,6 +76,193 @@ def published_diagpp(A, m, seed):
     P = np.eye(n) - Q @ Q.T
     G = rng.choice([-1.0, 1.0], size=(n, m - 2 * k))
     return np.diag(Q @ Q.T @ A @ Q @ Q.T) + np.mean(G * (P @ A @ P @ G), axis=1)
+
+
+def naive_symmetry_scan(A, tile):
+    """Twin of `_symmetry_scan`: (max |A| on and above the diagonal tiles, max |A - A^T|, all finite)."""
+    block = np.arange(A.shape[0]) // tile
+    upper = block[None, :] >= block[:, None]
+    return np.abs(A[upper]).max(), np.abs(A - A.T).max(), bool(np.isfinite(A).all())
+
+
+def naive_row_mean_var(X, Y):
+    samples = X * Y
+    return samples.mean(axis=1), samples.var(axis=1, ddof=1)
+
+
+def exchangeable_state(n, k, power=1.0, seed=0, distribution="rademacher"):
+    A = spectral_matrix(n, power, seed=seed)
+    state = _Exchangeable(_operators.as_symmetric_operator(A))
+    Omega = _probes(np.random.default_rng(seed), n, k, distribution)
+    state.add(Omega, A @ Omega)
+    return state
+
+
+# -- numba kernels against their numpy twins -----------------------------------------------------
+
+
+@pytest.mark.parametrize("n, tile", [(1, 64), (5, 2), (17, 4), (64, 64), (70, 8), (131, 64)])
+def test_symmetry_scan_kernel_matches_numpy(n, tile):
+    rng = np.random.default_rng(n)
+    B = rng.standard_normal((n, n))
+    S = (B + B.T) / 2
+    cases = [S, B, np.zeros((n, n)), -np.abs(S)]
+    if n > 1:
+        one = S.copy()
+        one[n - 1, 0] += 1e-3  # a single asymmetric pair, far from the diagonal
+        cases.append(one)
+    for A in cases:
+        assert _symmetry_scan(A, tile) == naive_symmetry_scan(A, tile)
+    for bad in (np.nan, np.inf, -np.inf):
+        for where in ((n // 2, n - 1), (n - 1, 0)):  # read directly, or only through A_ij - A_ji
+            A = S.copy()
+            A[where] = bad
+            with np.errstate(invalid="ignore"):  # inf - inf, when run without the JIT
+                assert not _symmetry_scan(A, tile)[2]
+
+
+def test_row_mean_var_kernel_matches_numpy():
+    rng = np.random.default_rng(0)
+    for n, k in [(1, 2), (7, 3), (50, 200), (33, 17)]:
+        X = rng.standard_normal((n, k))
+        Y = rng.standard_normal((n, k)) * 10.0 ** rng.integers(-3, 3, size=(n, 1))
+        mean, var = np.empty(n), np.empty(n)
+        _row_mean_var(X, Y, mean, var)
+        ref_mean, ref_var = naive_row_mean_var(X, Y)
+        scale = np.abs(X * Y).max(axis=1)
+        assert np.all(np.abs(mean - ref_mean) <= 4 * k * EPS * scale)
+        assert np.all(np.abs(var - ref_var) <= 8 * k * EPS * scale**2)
+    for n, k in [(30, 40), (400, 200)]:  # below and above NUMBA_MIN_ENTRIES
+        X, Y = rng.standard_normal((n, k)), rng.standard_normal((n, k))
+        mean, var = hutchinson._row_moments(X, Y)
+        ref_mean, ref_var = naive_row_mean_var(X, Y)
+        assert np.allclose(mean, ref_mean, rtol=0, atol=1e-13) and np.allclose(var, ref_var, rtol=1e-12)
+
+
+def test_sign_probes_are_the_stream_of_integers_0_2():
+    u = np.array([0, 1, 2**31 - 1, 2**31, 2**32 - 1], dtype=np.uint32)
+    out = np.empty(5)
+    _signs_from_top_bit(u, out)
+    assert np.array_equal(out, 2.0 * (u >> 31) - 1.0)
+    for seed, (n, k) in enumerate([(37, 11), (4000, 20), (1, 3)]):  # numpy and kernel paths
+        a, b = np.random.default_rng(seed), np.random.default_rng(seed)
+        probes = _probes(a, n, k, "rademacher")
+        assert np.array_equal(probes, b.integers(0, 2, size=(n, k)) * 2.0 - 1.0)
+        assert a.standard_normal() == b.standard_normal()  # the generator is left in the same state
+
+
+# -- closed forms against the loops they replace -------------------------------------------------
+
+
+@pytest.mark.parametrize("n, k, power", [(40, 6, 1.0), (80, 23, 2.0), (60, 40, 0.5), (300, 100, 2.0)])
+def test_closed_form_jackknives_match_the_qr_loops(n, k, power):
+    state = exchangeable_state(n, k, power, seed=k)
+    assert state.generic
+    C, H, W, T, omy = state._parts()
+    fast = _xtrace_jackknife(C, H, W, T, omy)
+    ref = _xtrace_jackknife_qr(C, H, W, T, omy)
+    spread = np.abs(ref - ref.mean()).max()
+    assert np.abs(fast - ref).max() <= 1e-9 * spread
+    groups = np.array_split(np.arange(k), min(k, 20))  # unequal sizes when k is not a multiple of 20
+    est, L = _xdiag_jackknife(state.Q, state.Z, state.Omega, C, groups)
+    ref_est = _xdiag(state.Q, state.Z, C, state.Omega)
+    ref_loo = _xdiag_jackknife_qr(state.Q, state.Z, state.Omega, C, groups).T
+    scale = np.abs(ref_est).max()
+    assert np.abs(est - ref_est).max() <= 1e3 * EPS * k * scale
+    dev, ref_dev = L - L.mean(axis=1, keepdims=True), ref_loo - ref_loo.mean(axis=1, keepdims=True)
+    assert np.abs(dev - ref_dev).max() <= 1e-9 * np.abs(ref_dev).max()
+
+
+def test_fallbacks_give_the_same_answers(monkeypatch):
+    A = spectral_matrix(120, 1.5, seed=2)
+    runs = {}
+    for label, cond, amp in [("fast", 1e6, 1e6), ("svd and qr loops", 0.0, 0.0)]:
+        monkeypatch.setattr(hutchinson, "CHOLQR_MAX_COND", cond)
+        monkeypatch.setattr(hutchinson, "JACKKNIFE_MAX_AMPLIFICATION", amp)
+        runs[label] = (
+            hutchinson_diagonal(A, n_matvecs=40, method="xdiag", rng=3),
+            hutchinson_trace(A, n_matvecs=40, method="xtrace", rng=3),
+            hutchinson_diagonal(A, n_matvecs=40, rng=3),
+        )
+    for fast, slow in zip(runs["fast"], runs["svd and qr loops"], strict=True):
+        assert fast.method == slow.method and fast.n_matvecs == slow.n_matvecs
+        for name in ("diagonal", "stderr", "trace"):
+            if hasattr(fast, name):
+                a, b = np.asarray(getattr(fast, name)), np.asarray(getattr(slow, name))
+                assert np.allclose(a, b, rtol=1e-10, atol=1e-12 * np.abs(b).max()), name
+
+
+def test_exchangeable_state_whose_first_block_adds_no_direction():
+    # probes orthogonal to the range of A: the first block leaves Q empty, and the next block's
+    # factorization must not be taken for the factorization of all products so far
+    A = np.ones((4, 4))
+    state = _Exchangeable(_operators.as_symmetric_operator(A))
+    first = np.array([[1.0, 1.0, -1.0], [-1.0, 1.0, 1.0], [1.0, -1.0, -1.0], [-1.0, -1.0, 1.0]])
+    state.add(first, A @ first)
+    assert state.Q.shape[1] == 0
+    second = np.ones((4, 1))
+    state.add(second, A @ second)
+    assert np.allclose(state.diagonal()[0], 1.0) and np.isclose(state.trace()[0], 4.0)
+
+
+def test_cholqr2_is_an_accurate_qr_or_declines():
+    rng = np.random.default_rng(0)
+    Y = rng.standard_normal((200, 30)) * np.logspace(0, -4, 30)
+    scale = float(np.linalg.norm(Y, axis=0).max())
+    Q, R = _cholqr2(Y, scale)
+    assert np.abs(Q.T @ Q - np.eye(30)).max() <= 100 * EPS
+    assert np.abs(Q @ R - Y).max() <= 100 * EPS * np.abs(Y).max()
+    U = np.linalg.svd(Y, full_matrices=False)[0]
+    assert np.abs(Q @ (Q.T @ U) - U).max() <= 1e-10  # the span the SVD would give
+    assert _cholqr2(np.column_stack([Y, Y[:, :1]]), scale) is None  # rank-deficient
+    assert _cholqr2(Y * np.logspace(0, -8, 30), scale) is None  # too ill-conditioned
+    assert _cholqr2(rng.standard_normal((5, 8)), 1.0) is None  # more columns than rows
+    Q1 = _orth_new(Q[:, :10], Y[:, 5:20], scale)  # a block partly inside range(Q): SVD path
+    assert Q1.shape[1] == 10 and np.abs(Q1.T @ Q[:, :10]).max() <= 1e-12
+
+
+def test_dense_symmetry_check_keeps_its_tolerance_and_layouts():
+    rng = np.random.default_rng(1)
+    n = 300  # n^2 above NUMBA_MIN_ENTRIES: the kernel path
+    assert n * n >= hutchinson.NUMBA_MIN_ENTRIES
+    B = rng.standard_normal((n, n))
+    S = (B + B.T) / 2
+    tol = 100 * n * EPS * np.abs(S).max()
+    near = S.copy()
+    near[3, 140] += 0.5 * tol  # within rounding of symmetric: accepted
+    ref = hutchinson_trace(S, n_matvecs=10, method="hutchinson", rng=0).trace
+    assert hutchinson_trace(np.asfortranarray(S), n_matvecs=10, method="hutchinson", rng=0).trace == ref
+    hutchinson_trace(near, n_matvecs=10, method="hutchinson", rng=0)
+    assert hutchinson_trace(S.tolist(), n_matvecs=10, method="hutchinson", rng=0).trace == ref
+    strided = np.zeros((2 * n, 2 * n))
+    strided[::2, ::2] = S
+    assert hutchinson_trace(strided[::2, ::2], n_matvecs=10, method="hutchinson", rng=0).trace == ref
+    big = S.copy()
+    big[0, 299] = 1e3  # the largest entry lies below the diagonal tiles; its mirror is within tolerance
+    big[299, 0] = 1e3 * (1 + 50 * n * EPS)
+    hutchinson_trace(big, n_matvecs=10, method="hutchinson", rng=0)
+    far = S.copy()
+    far[3, 140] += 2 * tol
+    with pytest.raises(ValueError, match=r"`A` must be symmetric, got max \|A - A\^T\| = "):
+        hutchinson_diagonal(far)
+    with pytest.raises(ValueError, match="`A` must be symmetric"):
+        hutchinson_diagonal(np.asfortranarray(far))
+    S32 = S.astype(np.float32)
+    assert (
+        hutchinson_trace(S32, n_matvecs=10, method="hutchinson", rng=0).trace
+        == hutchinson_trace(S32.astype(np.float64), n_matvecs=10, method="hutchinson", rng=0).trace
+    )
+    bad = S.copy()
+    bad[7, 9] = np.inf
+    with pytest.raises(ValueError, match=r"`A` must be finite, got inf at index \(7, 9\)"):
+        hutchinson_diagonal(bad)
+    bad[7, 9] = S[7, 9]
+    bad[250, 3] = np.nan  # below the diagonal tiles: seen only through A_ij - A_ji
+    with pytest.raises(ValueError, match=r"`A` must be finite, got nan at index \(250, 3\)"):
+        hutchinson_diagonal(bad)
+    for shape in ((3, 4), (300, 400)):  # finiteness is checked before squareness, as before
+        with pytest.raises(ValueError, match="`A` must be finite"):
+            hutchinson_diagonal(np.full(shape, np.nan))
 
 
 # -- correctness of the formulas -----------------------------------------------------------------
