@@ -12,6 +12,6 @@ echo "== docs (warnings are errors)"
 echo "== numba kernels with NUMBA_DISABLE_JIT=1"
 NUMBA_DISABLE_JIT=1 .venv/bin/python -m pytest -q -p no:cacheprovider tests/test_kernels.py -o addopts=""
 NUMBA_DISABLE_JIT=1 .venv/bin/python -m pytest -q -p no:cacheprovider tests/test_dynamics.py tests/test_roots.py \
-    -k "kernel or ziggurat" -o addopts=""
+    tests/test_hutchinson.py -k "kernel or ziggurat" -o addopts=""
 echo "== tests and doctests"
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
