@@ -1,5 +1,7 @@
 """Library-wide thresholds and defaults, in one place (not as literals scattered inline)."""
 
+import numpy as np
+
 # --- power iteration, Lanczos and the spectral norm (spectral.py, _topsv.py, _operators.py)
 #: Default relative residual tolerance of the top singular triplet.
 POWER_TOL = 1e-10
@@ -91,3 +93,34 @@ POLAR_EXPRESS_SAFETY = 1.01
 #: (or Frobenius) norm, so every singular value is below 1 / 1.01; the margin guards against the
 #: rounding of the computed norm.
 MSIGN_NORM_SAFETY = 1.01
+
+# --- diagonal and trace estimation (hutchinson.py)
+#: Products used when ``n_matvecs`` is not given.
+HUTCH_DEFAULT_N_MATVECS = 100
+#: Directions of a sketch whose singular value is below this times the largest are treated as
+#: zero: the matrix has (numerically) lower rank than the sketch, which then captures it exactly.
+HUTCH_SKETCH_RANK_RTOL = 1e-10
+#: Probes drawn per step of adaptive stopping (``rtol``).
+HUTCH_ADAPTIVE_BLOCK = 8
+#: Groups of the delete-a-group jackknife that gives XDiag its standard error.
+XDIAG_JACKKNIFE_GROUPS = 20
+#: ``"auto"`` deflates only if the predicted variance of the sketched estimate, times this
+#: margin, is below that of plain Hutchinson with the whole budget.
+HUTCH_AUTO_MARGIN = 2.0
+#: The z-value of the confidence bound used by adaptive stopping (about 95% two-sided).
+HUTCH_CONFIDENCE_Z = 2.0
+#: Relative step of the central differences in `hessian_operator`: eps^(1/3) balances the
+#: O(h^2) truncation error against the O(eps / h) rounding error.
+HESSIAN_EPS = float(np.finfo(np.float64).eps) ** (1.0 / 3.0)
+#: Cholesky QR (two passes) replaces the SVD of a sketch only when the sketch's condition number
+#: is below this: then both passes are accurate to rounding and no direction is dropped.
+HUTCH_CHOLQR_MAX_COND = 1e6
+#: The closed-form jackknife of XTrace / XDiag is used while no deleted probe's dual direction is
+#: nearly parallel to the others (1 / sin^2 of the angle below this); rounding then stays below
+#: this times eps. Beyond it, the jackknife falls back to one QR per deleted probe or group.
+HUTCH_JACKKNIFE_MAX_AMPLIFICATION = 1e6
+#: Tile edge of the one-pass symmetry check of a dense matrix: a tile and its mirror stay in cache.
+HUTCH_SYMMETRY_TILE = 128
+#: Below this many entries the numba kernels are not used: whole-array numpy is as fast there,
+#: and a first call then does not pay numba's start-up (about 0.25 s per process, cache warm).
+HUTCH_NUMBA_MIN_ENTRIES = 1 << 16

@@ -16,7 +16,7 @@ import scipy.linalg
 import scipy.sparse.linalg
 import scipy.special
 
-from . import _jit, _operators, _validate
+from . import _jit, _operators, _validate, config
 from ._topsv import blas_single_thread
 from .results import ConvergenceWarning
 
@@ -29,43 +29,13 @@ __all__ = [
     "TraceEstimate",
 ]
 
-# -- Defaults and thresholds of this module (private; candidates for config.py) ------------------
-
-#: Products used when ``n_matvecs`` is not given.
-DEFAULT_N_MATVECS = 100
-#: Directions of a sketch whose singular value is below this times the largest are treated as
-#: zero: the matrix has (numerically) lower rank than the sketch, which then captures it exactly.
-SKETCH_RANK_RTOL = 1e-10
-#: Probes drawn per step of adaptive stopping (``rtol``).
-ADAPTIVE_BLOCK = 8
-#: Groups of the delete-a-group jackknife that gives XDiag its standard error.
-XDIAG_JACKKNIFE_GROUPS = 20
-#: ``"auto"`` deflates only if the predicted variance of the sketched estimate, times this
-#: margin, is below that of plain Hutchinson with the whole budget.
-AUTO_MARGIN = 2.0
-#: The z-value of the confidence bound used by adaptive stopping (about 95% two-sided).
-CONFIDENCE_Z = 2.0
-#: Relative step of the central differences in `hessian_operator`: eps^(1/3) balances the
-#: O(h^2) truncation error against the O(eps / h) rounding error.
-HESSIAN_EPS = float(np.finfo(np.float64).eps) ** (1.0 / 3.0)
+# -- Method names and their requirements ---------------------------------------------------------
 
 _DIAG_METHODS = ("auto", "hutchinson", "diag++", "xdiag")
 _TRACE_METHODS = ("auto", "hutchinson", "hutch++", "xtrace")
 _DISTRIBUTIONS = ("rademacher", "gaussian")
 #: Fewest products each method can run with (a standard error needs two residual samples).
 MIN_MATVECS = {"auto": 2, "hutchinson": 2, "hutch++": 4, "diag++": 4, "xtrace": 6, "xdiag": 6}
-#: Cholesky QR (two passes) replaces the SVD of a sketch only when the sketch's condition number
-#: is below this: then both passes are accurate to rounding and no direction is dropped.
-CHOLQR_MAX_COND = 1e6
-#: The closed-form jackknife of XTrace / XDiag is used while no deleted probe's dual direction is
-#: nearly parallel to the others (1 / sin^2 of the angle below this); rounding then stays below
-#: this times eps. Beyond it, the jackknife falls back to one QR per deleted probe or group.
-JACKKNIFE_MAX_AMPLIFICATION = 1e6
-#: Tile edge of the one-pass symmetry check of a dense matrix: a tile and its mirror stay in cache.
-SYMMETRY_TILE = 128
-#: Below this many entries the numba kernels are not used: whole-array numpy is as fast there,
-#: and a first call then does not pay numba's start-up (about 0.25 s per process, cache warm).
-NUMBA_MIN_ENTRIES = 1 << 16
 
 
 # -- Results -------------------------------------------------------------------------------------
@@ -257,7 +227,7 @@ def _probes(gen, n, k, distribution):
     """
     if distribution == "rademacher":
         u = gen.integers(0, 2**32, size=(n, k), dtype=np.uint32)
-        if u.size < NUMBA_MIN_ENTRIES:
+        if u.size < config.HUTCH_NUMBA_MIN_ENTRIES:
             return (u >> 31).astype(np.float64) * 2.0 - 1.0
         signs = np.empty((n, k))
         _signs_from_top_bit(u.reshape(-1), signs.reshape(-1))
@@ -282,7 +252,7 @@ def _sample_std(samples, axis=-1):
 
 def _row_moments(X, Y):
     """Row means and sample variances (ddof=1) of X * Y, without forming X * Y."""
-    if X.size < NUMBA_MIN_ENTRIES:
+    if X.size < config.HUTCH_NUMBA_MIN_ENTRIES:
         samples = X * Y
         return samples.mean(axis=1), samples.var(axis=1, ddof=1)
     X = np.ascontiguousarray(X, dtype=np.float64)
@@ -336,8 +306,9 @@ def _cholqr2(Y, scale):
     """Y = Q R by two passes of Cholesky QR, or None where that is not accurate or drops a direction.
 
     Two passes give Q orthonormal to rounding while cond(Y) < ~eps^-1/2 (Yamamoto et al., 2015);
-    here Q is kept only if cond(R) <= CHOLQR_MAX_COND and every singular value is above the rank
-    tolerance, which is when `_orth_new`'s SVD would keep every direction too (same span).
+    here Q is kept only if cond(R) <= config.HUTCH_CHOLQR_MAX_COND and every singular value is
+    above the rank tolerance, which is when `_orth_new`'s SVD would keep every direction too
+    (same span).
     Four n x k by k x k products instead of a Householder QR or an SVD of the n x k block.
     """
     n, k = Y.shape
@@ -352,7 +323,11 @@ def _cholqr2(Y, scale):
         return None
     R = R2 @ R1
     s = _svdvals(R)
-    if not (np.isfinite(s).all() and s[-1] * CHOLQR_MAX_COND >= s[0] and s[-1] > SKETCH_RANK_RTOL * max(scale, 1e-300)):
+    if not (
+        np.isfinite(s).all()
+        and s[-1] * config.HUTCH_CHOLQR_MAX_COND >= s[0]
+        and s[-1] > config.HUTCH_SKETCH_RANK_RTOL * max(scale, 1e-300)
+    ):
         return None
     return Q, R
 
@@ -371,7 +346,7 @@ def _orth_new(Q, Yb, scale):
         if fast is not None:
             return fast[0]
     U, s, _ = np.linalg.svd(R, full_matrices=False)
-    keep = s > SKETCH_RANK_RTOL * max(scale, 1e-300)
+    keep = s > config.HUTCH_SKETCH_RANK_RTOL * max(scale, 1e-300)
     return U[:, keep][:, :room]
 
 
@@ -522,7 +497,7 @@ class _Exchangeable:
             base = _rowdot(Q, Z)
             return base + samples.mean(axis=1), _sample_std(samples, axis=1)
         C = self.C
-        groups = np.array_split(np.arange(k), min(k, XDIAG_JACKKNIFE_GROUPS))
+        groups = np.array_split(np.arange(k), min(k, config.XDIAG_JACKKNIFE_GROUPS))
         fast = _xdiag_jackknife(Q, Z, Om, C, groups)
         if fast is not None:
             est, loo = fast  # loo: (n, g), the group-deleted estimates less a common term
@@ -582,7 +557,7 @@ def _xtrace_jackknife(C, H, W, T, omy):
     tr(H) - u^T H u - e^T H e / nu^2 + omega_l^T A omega_l - 2 c.t_l + c^T H c with
     c = w_l - u (u.w_l) - e (e.w_l) / nu^2 = w_l - gamma d_l - delta d_j, and every term is an
     entry of a k x k product of D, H, W and T. The terms cancel by up to |d_l|^2 / nu^2, which is
-    checked against JACKKNIFE_MAX_AMPLIFICATION.
+    checked against config.HUTCH_JACKKNIFE_MAX_AMPLIFICATION.
     """
     k = C.shape[1]
     D, _ = _leave_one_out_dirs(C)
@@ -600,7 +575,10 @@ def _xtrace_jackknife(C, H, W, T, omy):
     rho = Gam / g[:, None]
     nu2 = g[None, :] - Gam * rho
     off = ~np.eye(k, dtype=bool)
-    if not np.all(nu2[off] > 0.0) or np.max(g[None, :] / np.where(off, nu2, np.inf)) > JACKKNIFE_MAX_AMPLIFICATION:
+    if (
+        not np.all(nu2[off] > 0.0)
+        or np.max(g[None, :] / np.where(off, nu2, np.inf)) > config.HUTCH_JACKKNIFE_MAX_AMPLIFICATION
+    ):
         return None
     nu2[~off] = 1.0  # the deleted probe itself: excluded below
     eHe = gh[None, :] - 2.0 * rho * GH + rho**2 * gh[:, None]
@@ -652,7 +630,7 @@ def _xdiag_group_coefficients(Gam, groups):
     """The k x k matrices Phi1 = Phi - Xi, Phi2 = Phi and the k x g matrix Lam of `_xdiag_jackknife`.
 
     Returns ``(Phi1, Phi2, Lam, Sum)`` with Sum the k x g indicator of the groups, or None if
-    rounding could be amplified beyond JACKKNIFE_MAX_AMPLIFICATION.
+    rounding could be amplified beyond config.HUTCH_JACKKNIFE_MAX_AMPLIFICATION.
     """
     k = Gam.shape[0]
     gd = np.diag(Gam).copy()
@@ -668,12 +646,12 @@ def _xdiag_group_coefficients(Gam, groups):
             Ginv = np.linalg.inv(Gam[a:b, a:b])
         except np.linalg.LinAlgError:
             return None
-        if np.max(gd[a:b] * np.diag(Ginv)) > JACKKNIFE_MAX_AMPLIFICATION:
+        if np.max(gd[a:b] * np.diag(Ginv)) > config.HUTCH_JACKKNIFE_MAX_AMPLIFICATION:
             return None
         F = Ginv @ Gam[a:b, :]
         nu2 = gd - _coldot(Gam[a:b, :], F)
         nu2[a:b] = np.inf  # the deleted probes: lambda' = 0
-        if not np.all(nu2 > 0.0) or np.max(gd / nu2) > JACKKNIFE_MAX_AMPLIFICATION:
+        if not np.all(nu2 > 0.0) or np.max(gd / nu2) > config.HUTCH_JACKKNIFE_MAX_AMPLIFICATION:
             return None
         lam = 1.0 / nu2
         Phi = lam[:, None] * F.T / kp
@@ -701,7 +679,7 @@ def _xdiag_jackknife(Q, Z, Omega, C, groups):
     products. Returns ``(estimate, L)`` with ``L[:, j]`` the estimate without group j less
     rowdot(Q, Z). Rounding is amplified by up to Gam_ll / nu_l^2 and, inside a group, by the
     diagonal of Gam_gg times that of its inverse; both are checked against
-    JACKKNIFE_MAX_AMPLIFICATION.
+    config.HUTCH_JACKKNIFE_MAX_AMPLIFICATION.
     """
     k = C.shape[1]
     D, nu = _leave_one_out_dirs(C)
@@ -730,7 +708,7 @@ def _xdiag_jackknife(Q, Z, Omega, C, groups):
 def _check_common(A, n_matvecs, method, methods, distribution, rtol, n):
     method = _validate.choice("method", method, methods)
     distribution = _validate.choice("distribution", distribution, _DISTRIBUTIONS)
-    n_matvecs = _validate.positive_int("n_matvecs", n_matvecs, default=DEFAULT_N_MATVECS)
+    n_matvecs = _validate.positive_int("n_matvecs", n_matvecs, default=config.HUTCH_DEFAULT_N_MATVECS)
     minimum = MIN_MATVECS[method]
     if n_matvecs < minimum:
         raise ValueError(f"`n_matvecs` must be at least {minimum} for method={method!r}, got {n_matvecs}")
@@ -749,7 +727,7 @@ def _symmetric_operator(A, n, name="A"):
     if not isinstance(A, (np.ndarray, list, tuple)):
         return _operators.as_symmetric_operator(A, name, n=n)
     arr = _validate.float_array(name, A, min_ndim=2, max_ndim=2, check_finite=False)
-    if arr.size < NUMBA_MIN_ENTRIES or arr.shape[0] != arr.shape[1]:
+    if arr.size < config.HUTCH_NUMBA_MIN_ENTRIES or arr.shape[0] != arr.shape[1]:
         return _operators.as_symmetric_operator(arr, name, n=n)  # small, or an error to word
     base = np.asarray(arr.view(np.ndarray), dtype=np.float64)
     if base.flags.c_contiguous:
@@ -758,7 +736,7 @@ def _symmetric_operator(A, n, name="A"):
         scan = base.T  # same entries, same symmetry
     else:
         scan = np.ascontiguousarray(base)
-    amax, asym, finite = _symmetry_scan(scan, SYMMETRY_TILE)
+    amax, asym, finite = _symmetry_scan(scan, config.HUTCH_SYMMETRY_TILE)
     if not finite:
         _validate.finite(name, arr)  # raises, naming the first NaN or Inf
     rtol = 100 * arr.shape[0] * np.finfo(arr.dtype).eps
@@ -778,7 +756,7 @@ def _relative(kind, est, stderr):
         size, err = float(np.linalg.norm(est)), float(np.linalg.norm(stderr))
     if err == 0.0:
         return 0.0
-    return CONFIDENCE_Z * err / size if size > 0 else math.inf
+    return config.HUTCH_CONFIDENCE_Z * err / size if size > 0 else math.inf
 
 
 def _auto_choice(kind, plain, k_total, m_total, distribution):
@@ -803,7 +781,7 @@ def _auto_choice(kind, plain, k_total, m_total, distribution):
     else:
         Q, R = np.linalg.qr(Y)
         s = np.linalg.svd(R, compute_uv=False)
-        if s[-1] <= SKETCH_RANK_RTOL * max(s[0], 1e-300) or k > Q.shape[0]:
+        if s[-1] <= config.HUTCH_SKETCH_RANK_RTOL * max(s[0], 1e-300) or k > Q.shape[0]:
             R = None  # rank below the pilot size: the sketch captures A
     if R is None:
         tau = 0.0
@@ -812,7 +790,7 @@ def _auto_choice(kind, plain, k_total, m_total, distribution):
         tau = float(np.mean(1.0 / nu**2))
     factor = 2.0 if (kind == "trace" or distribution == "gaussian") else 1.0
     var_sketch = factor * tau / k_total
-    return AUTO_MARGIN * var_sketch < var_plain, qr
+    return config.HUTCH_AUTO_MARGIN * var_sketch < var_plain, qr
 
 
 def _estimate(kind, op, n_matvecs, method, distribution, rtol, gen):
@@ -831,7 +809,7 @@ def _estimate(kind, op, n_matvecs, method, distribution, rtol, gen):
 
     def run_plain(state, first):
         """Continue plain Hutchinson until the budget (or rtol) is met."""
-        step = ADAPTIVE_BLOCK if adaptive else budget
+        step = config.HUTCH_ADAPTIVE_BLOCK if adaptive else budget
         while True:
             left = budget - op.n_products
             if state.Omega.shape[1] >= 2 and (left <= 0 or done(*getattr(state, kind)())):
@@ -842,7 +820,7 @@ def _estimate(kind, op, n_matvecs, method, distribution, rtol, gen):
 
     def run_exchangeable(state, first):
         """Continue XTrace / XDiag: each probe costs its product and one for its new direction."""
-        step = ADAPTIVE_BLOCK if adaptive else budget
+        step = config.HUTCH_ADAPTIVE_BLOCK if adaptive else budget
         while True:
             left = budget - op.n_products
             k = state.Omega.shape[1]
@@ -853,12 +831,12 @@ def _estimate(kind, op, n_matvecs, method, distribution, rtol, gen):
             state.add(Om, op.matmat(Om))
 
     if method == "hutchinson":
-        return run_plain(_Plain(n), ADAPTIVE_BLOCK if adaptive else budget)
+        return run_plain(_Plain(n), config.HUTCH_ADAPTIVE_BLOCK if adaptive else budget)
     if method in ("xtrace", "xdiag"):
-        return run_exchangeable(_Exchangeable(op), ADAPTIVE_BLOCK if adaptive else budget // 2)
+        return run_exchangeable(_Exchangeable(op), config.HUTCH_ADAPTIVE_BLOCK if adaptive else budget // 2)
     if method in ("hutch++", "diag++"):
         state = _PlusPlus(op, gen, distribution, budget // 3)
-        step = ADAPTIVE_BLOCK if adaptive else budget
+        step = config.HUTCH_ADAPTIVE_BLOCK if adaptive else budget
         while True:
             left = budget - op.n_products
             g = state.G.shape[1]
@@ -871,7 +849,7 @@ def _estimate(kind, op, n_matvecs, method, distribution, rtol, gen):
     if budget < MIN_MATVECS["xtrace"]:
         return run_plain(_Plain(n), budget)
     pilot = _Plain(n)
-    k_pilot = max(3, min(budget // 2, ADAPTIVE_BLOCK)) if adaptive else budget // 2
+    k_pilot = max(3, min(budget // 2, config.HUTCH_ADAPTIVE_BLOCK)) if adaptive else budget // 2
     Om = _probes(gen, n, k_pilot, distribution)
     pilot.add(Om, op.matmat(Om))
     sketch, qr = _auto_choice(kind, pilot, budget // 2, budget, distribution)
@@ -906,7 +884,14 @@ def _finalize(kind, op, out, distribution, seed, rtol):
 
 
 def hutchinson_diagonal(
-    A, *, n_matvecs=DEFAULT_N_MATVECS, method="auto", distribution="rademacher", rng=None, rtol=None, n=None
+    A,
+    *,
+    n_matvecs=config.HUTCH_DEFAULT_N_MATVECS,
+    method="auto",
+    distribution="rademacher",
+    rng=None,
+    rtol=None,
+    n=None,
 ):
     """Estimate the diagonal of a symmetric matrix from products with it, with a standard error per entry.
 
@@ -1014,7 +999,14 @@ def hutchinson_diagonal(
 
 
 def hutchinson_trace(
-    A, *, n_matvecs=DEFAULT_N_MATVECS, method="auto", distribution="rademacher", rng=None, rtol=None, n=None
+    A,
+    *,
+    n_matvecs=config.HUTCH_DEFAULT_N_MATVECS,
+    method="auto",
+    distribution="rademacher",
+    rng=None,
+    rtol=None,
+    n=None,
 ):
     """Estimate the trace of a symmetric matrix from products with it, with a standard error.
 
@@ -1148,7 +1140,7 @@ def hessian_operator(grad, x, *, eps=None):
     if not callable(grad):
         raise TypeError(f"`grad` must be callable, got {type(grad).__name__}")
     x0 = np.array(_validate.float_array("x", x, min_ndim=1, max_ndim=1), dtype=np.float64)
-    eps = HESSIAN_EPS if eps is None else _validate.positive("eps", eps)
+    eps = config.HESSIAN_EPS if eps is None else _validate.positive("eps", eps)
     n = x0.shape[0]
     scale = max(1.0, float(np.linalg.norm(x0)))
 

@@ -7,7 +7,7 @@ import pytest
 import scipy.sparse
 import scipy.sparse.linalg
 
-from linalg_lowrank import _operators, hutchinson
+from linalg_lowrank import _operators, config, hutchinson
 from linalg_lowrank.hutchinson import (
     HutchinsonAccumulator,
     _cholqr2,
@@ -132,7 +132,7 @@ def test_row_mean_var_kernel_matches_numpy():
         scale = np.abs(X * Y).max(axis=1)
         assert np.all(np.abs(mean - ref_mean) <= 4 * k * EPS * scale)
         assert np.all(np.abs(var - ref_var) <= 8 * k * EPS * scale**2)
-    for n, k in [(30, 40), (400, 200)]:  # below and above NUMBA_MIN_ENTRIES
+    for n, k in [(30, 40), (400, 200)]:  # below and above config.HUTCH_NUMBA_MIN_ENTRIES
         X, Y = rng.standard_normal((n, k)), rng.standard_normal((n, k))
         mean, var = hutchinson._row_moments(X, Y)
         ref_mean, ref_var = naive_row_mean_var(X, Y)
@@ -177,8 +177,8 @@ def test_fallbacks_give_the_same_answers(monkeypatch):
     A = spectral_matrix(120, 1.5, seed=2)
     runs = {}
     for label, cond, amp in [("fast", 1e6, 1e6), ("svd and qr loops", 0.0, 0.0)]:
-        monkeypatch.setattr(hutchinson, "CHOLQR_MAX_COND", cond)
-        monkeypatch.setattr(hutchinson, "JACKKNIFE_MAX_AMPLIFICATION", amp)
+        monkeypatch.setattr(config, "HUTCH_CHOLQR_MAX_COND", cond)
+        monkeypatch.setattr(config, "HUTCH_JACKKNIFE_MAX_AMPLIFICATION", amp)
         runs[label] = (
             hutchinson_diagonal(A, n_matvecs=40, method="xdiag", rng=3),
             hutchinson_trace(A, n_matvecs=40, method="xtrace", rng=3),
@@ -223,8 +223,8 @@ def test_cholqr2_is_an_accurate_qr_or_declines():
 
 def test_dense_symmetry_check_keeps_its_tolerance_and_layouts():
     rng = np.random.default_rng(1)
-    n = 300  # n^2 above NUMBA_MIN_ENTRIES: the kernel path
-    assert n * n >= hutchinson.NUMBA_MIN_ENTRIES
+    n = 300  # n^2 above config.HUTCH_NUMBA_MIN_ENTRIES: the kernel path
+    assert n * n >= config.HUTCH_NUMBA_MIN_ENTRIES
     B = rng.standard_normal((n, n))
     S = (B + B.T) / 2
     tol = 100 * n * EPS * np.abs(S).max()
