@@ -713,23 +713,35 @@ def _check_common(A, n_matvecs, method, methods, distribution, rtol, n):
     if n_matvecs < minimum:
         raise ValueError(f"`n_matvecs` must be at least {minimum} for method={method!r}, got {n_matvecs}")
     rtol = _validate.positive("rtol", rtol, allow_none=True)
-    op = _symmetric_operator(A, n)
+    # plain Hutchinson never uses symmetry (E[z * A z] = diag(A) for every square A): no check
+    op = _symmetric_operator(A, n, check_symmetric=method != "hutchinson")
     return op, n_matvecs, method, distribution, rtol
 
 
-def _symmetric_operator(A, n, name="A"):
+def _symmetric_operator(A, n, name="A", check_symmetric=True):
     """`_operators.as_symmetric_operator`, with a dense array checked in one pass by `_symmetry_scan`.
 
     Same checks and messages (dtype, shape, finite, ``|A - A^T| <= 100 n eps max|A|``), but the
     finiteness and symmetry checks share a single cache-blocked read of A instead of separate
-    full-size temporaries and a transposed difference.
+    full-size temporaries and a transposed difference. Without ``check_symmetric`` a large dense
+    A is not read at all beyond the products: a product that is not finite then looks for the
+    NaN or Inf in A, so the message still names its index.
     """
     if not isinstance(A, (np.ndarray, list, tuple)):
         return _operators.as_symmetric_operator(A, name, n=n)
     arr = _validate.float_array(name, A, min_ndim=2, max_ndim=2, check_finite=False)
     if arr.size < config.HUTCH_NUMBA_MIN_ENTRIES or arr.shape[0] != arr.shape[1]:
-        return _operators.as_symmetric_operator(arr, name, n=n)  # small, or an error to word
+        return _operators.as_symmetric_operator(arr, name, n=n, check_symmetric=check_symmetric)
     base = np.asarray(arr.view(np.ndarray), dtype=np.float64)
+    if not check_symmetric:
+
+        def product(X):
+            Y = base @ X
+            if not np.isfinite(Y).all():
+                _validate.finite(name, arr)  # raises, naming the first NaN or Inf of A
+            return Y
+
+        return _operators.SymmetricOperator(name, arr.shape[0], product, arr.dtype)
     if base.flags.c_contiguous:
         scan = base
     elif base.flags.f_contiguous:
@@ -899,7 +911,9 @@ def hutchinson_diagonal(
     ----------
     A : (N, N) array_like, scipy.sparse matrix, LinearOperator or callable
         Symmetric matrix. A dense array must be symmetric to rounding (a ``ValueError`` otherwise;
-        pass ``(A + A.T) / 2`` to use the symmetric part). A `scipy.sparse.linalg.LinearOperator`
+        pass ``(A + A.T) / 2`` to use the symmetric part), except with ``method="hutchinson"``,
+        which never uses symmetry (E[z * A z] = diag(A) for every square A) and so accepts any
+        square A without reading it beyond the products. A `scipy.sparse.linalg.LinearOperator`
         is multiplied through its ``matmat``. A callable takes an (N, k) block of vectors and
         returns the (N, k) block of products; it needs ``n``. A single-vector Hessian-vector
         product ``hvp`` is wrapped as ``lambda X: np.column_stack([hvp(x) for x in X.T])``.
@@ -936,9 +950,10 @@ def hutchinson_diagonal(
     TypeError
         If A or an option has the wrong type.
     ValueError
-        If A is not square or not symmetric, holds NaN, if a product has the wrong shape or is
-        not finite (naming the product), if ``n_matvecs`` is below the method's minimum (2 for
-        "hutchinson" and "auto", 4 for "diag++", 6 for "xdiag"), or ``rtol`` is not positive.
+        If A is not square, not symmetric (except for "hutchinson") or holds NaN, if a product
+        has the wrong shape or is not finite (naming the product), if ``n_matvecs`` is below the
+        method's minimum (2 for "hutchinson" and "auto", 4 for "diag++", 6 for "xdiag"), or
+        ``rtol`` is not positive.
 
     Warns
     -----
