@@ -15,8 +15,12 @@ from ._jit import jit
 
 
 @jit(parallel=True)
-def eigh_stack(A, w, Q):
-    """w[b], Q[b] = eigh(A[b]) with eigenvalues in descending order (columns of Q to match)."""
+def eigh_stack(A, w, Q, Z, res):
+    """w[b], Q[b] = eigh(A[b]) with eigenvalues in descending order (columns of Q to match).
+
+    Also res[b] = ||A[b] Q[b] Z - Q[b] diag(w[b]) Z||_F / sqrt(k) for the k probe columns of Z,
+    computed while the block is still in cache (the caller scales it by ||A[b]||_2).
+    """
     nb = A.shape[0]
     n = A.shape[1]
     for b in prange(nb):
@@ -25,6 +29,25 @@ def eigh_stack(A, w, Q):
             w[b, j] = wb[n - 1 - j]
             for i in range(n):
                 Q[b, i, j] = Qb[i, n - 1 - j]
+        res[b] = probe_residual(A[b], Q[b], w[b], Z)
+
+
+@jit
+def probe_residual(A, Q, w, Z):
+    """||A Q Z - Q diag(w) Z||_F / sqrt(k) for the k columns of Z (an estimate of ||A Q - Q diag(w)||_F)."""
+    n = Q.shape[1]
+    k = Z.shape[1]
+    R = A @ (Q @ Z)
+    WZ = np.empty((n, k))
+    for j in range(n):
+        for c in range(k):
+            WZ[j, c] = w[j] * Z[j, c]
+    R -= Q @ WZ
+    s = 0.0
+    for i in range(R.shape[0]):
+        for c in range(k):
+            s += R[i, c] * R[i, c]
+    return np.sqrt(s / k)
 
 
 @jit(parallel=True)

@@ -310,8 +310,7 @@ class SymmetricEig:
         method = "refresh"
         if tol is not None and np.any(res > tol):
             idx = np.flatnonzero(res > tol)
-            w, Q = _eigh_blocks(A3[idx])
-            lam[idx], Qout[idx], res[idx] = w, Q, _probe_residual(A3[idx], Q, w)
+            lam[idx], Qout[idx], res[idx] = _eigh_with_residual(A3[idx])
             method = "eigh" if A3.shape[0] == 1 else "refresh+eigh"
         return SymmetricEig(
             Q=Qout.reshape(batch + (n, n)),
@@ -330,28 +329,45 @@ def _scalar(x):
 
 def _eigh_blocks(A3):
     """Descending eigendecomposition of a (b, n, n) float64 stack; LAPACK, numba-parallel over blocks."""
+    return _eigh_with_residual(A3, residual=False)[:2]
+
+
+def _eigh_with_residual(A3, residual=True):
+    """(w, Q, res): `_eigh_blocks` and the probe residual of `_probe_residual` (None without ``residual``).
+
+    For a stack of at least ``ROOTS_STACK_PARALLEL_MIN_BLOCKS`` blocks the numba kernel computes
+    the residual of each block right after its eigendecomposition, on the same probes.
+    """
     b, n, _ = A3.shape
+    if b >= config.ROOTS_STACK_PARALLEL_MIN_BLOCKS:
+        w = np.empty((b, n))
+        Q = np.empty((b, n, n))
+        raw = np.empty(b)
+        with threadpool_limits(1):
+            _roots_kernels.eigh_stack(np.ascontiguousarray(A3), w, Q, _residual_probes(n), raw)
+        return w, Q, (_scale_residual(raw, w) if residual else None)
     if b == 1:
         w, Q = scipy.linalg.eigh(A3[0], check_finite=False, driver="evd")
-        return w[None, ::-1].copy(), Q[None, :, ::-1].copy()
-    if b < config.ROOTS_STACK_PARALLEL_MIN_BLOCKS:
+        w, Q = w[None, ::-1].copy(), Q[None, :, ::-1].copy()
+    else:
         w, Q = np.linalg.eigh(A3)
-        return w[:, ::-1].copy(), np.ascontiguousarray(Q[:, :, ::-1])
-    w = np.empty((b, n))
-    Q = np.empty((b, n, n))
-    with threadpool_limits(1):
-        _roots_kernels.eigh_stack(np.ascontiguousarray(A3), w, Q)
-    return w, Q
+        w, Q = w[:, ::-1].copy(), np.ascontiguousarray(Q[:, :, ::-1])
+    return w, Q, (_probe_residual(A3, Q, w) if residual else None)
 
 
-def _probe_residual(A3, Q3, w, rng_seed=0):
+def _residual_probes(n, rng_seed=0):
+    return np.random.default_rng(rng_seed).standard_normal((n, config.ROOTS_RESIDUAL_PROBES))
+
+
+def _scale_residual(raw, w):
+    return raw / np.maximum(np.max(np.abs(w), axis=1), np.finfo(np.float64).tiny)
+
+
+def _probe_residual(A3, Q3, w):
     """Estimate ||A Q - Q diag(w)||_F / ||A||_2 per block with Gaussian probes (O(n^2) each)."""
-    b, n, _ = A3.shape
-    Z = np.random.default_rng(rng_seed).standard_normal((n, config.ROOTS_RESIDUAL_PROBES))
-    QZ = Q3 @ Z
-    R = A3 @ QZ - Q3 @ (w[:, :, None] * Z)
-    est = np.sqrt(np.sum(R * R, axis=(1, 2)) / config.ROOTS_RESIDUAL_PROBES)
-    return est / np.maximum(np.max(np.abs(w), axis=1), np.finfo(np.float64).tiny)
+    Z = _residual_probes(A3.shape[-1])
+    R = A3 @ (Q3 @ Z) - Q3 @ (w[:, :, None] * Z)
+    return _scale_residual(np.sqrt(np.sum(R * R, axis=(1, 2)) / Z.shape[1]), w)
 
 
 def _from_eig(Q, d):
@@ -427,8 +443,7 @@ def symmetric_eig(A, *, sym_rtol=None):
     A64, dtype = _symmetric_input("A", A, sym_rtol)
     batch, n = A64.shape[:-2], A64.shape[-1]
     A3 = A64.reshape((-1, n, n))
-    w, Q = _eigh_blocks(A3)
-    res = _probe_residual(A3, Q, w)
+    w, Q, res = _eigh_with_residual(A3)
     return SymmetricEig(
         Q=Q.reshape(batch + (n, n)),
         eigenvalues=w.reshape(batch + (n,)),

@@ -280,11 +280,23 @@ def test_eigh_stack_kernel_matches_numpy():
     A = _stack(5, 9, seed=20)
     w = np.empty((5, 9))
     Q = np.empty((5, 9, 9))
-    _roots_kernels.eigh_stack(A, w, Q)
+    Z = np.random.default_rng(0).standard_normal((9, 3))
+    res = np.empty(5)
+    _roots_kernels.eigh_stack(A, w, Q, Z, res)
     w_ref, _ = _ref_eigh_stack(A)
     np.testing.assert_allclose(w, w_ref, rtol=0, atol=10 * 9 * EPS64)
     recon = np.matmul(Q * w[:, None, :], np.swapaxes(Q, 1, 2))
     np.testing.assert_allclose(recon, A, rtol=0, atol=10 * 9 * EPS64)
+    assert np.all(res <= 10 * 9 * EPS64 * np.abs(w).max(axis=1))  # the probe residual of eigenpairs
+
+
+def test_probe_residual_kernel_matches_numpy():
+    rng = np.random.default_rng(1)
+    A, Q, Z = rng.standard_normal((7, 7)), rng.standard_normal((7, 7)), rng.standard_normal((7, 4))
+    w = rng.standard_normal(7)
+    R = A @ (Q @ Z) - Q @ (w[:, None] * Z)
+    ref = np.sqrt(np.sum(R * R) / 4)
+    np.testing.assert_allclose(_roots_kernels.probe_residual(A, Q, w, Z), ref, rtol=1e-13)
 
 
 @pytest.mark.parametrize("steps", [1, 3])
