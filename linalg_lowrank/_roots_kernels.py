@@ -104,6 +104,11 @@ def scaled_gram_stack(Q, d, out):
 _TILE = 64
 
 
+def tile_pairs(n):
+    """Work items per block of `symmetrize_stack` (and columns of its partial sums) for size n."""
+    return (-(-n // _TILE) + 1) // 2
+
+
 @jit
 def _symmetrize_tile_row(A, out, b, ti, n, nt):
     """Tiles (ti, tj >= ti) of block b: write the symmetric part, return (||A-A^T||^2, ||A||^2) of them."""

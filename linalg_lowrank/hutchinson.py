@@ -16,7 +16,7 @@ import scipy.linalg
 import scipy.sparse.linalg
 import scipy.special
 
-from . import _jit, _operators, _validate, config
+from . import _hutchinson_kernels, _operators, _validate, config
 from ._topsv import blas_single_thread
 from .results import ConvergenceWarning
 
@@ -131,73 +131,6 @@ class TraceEstimate:
         )
 
 
-# -- numba kernels (plain contiguous arrays in, no validation) ----------------------------------
-# Kept next to their only caller (candidates for _kernels.py); each has a numpy twin and a test
-# against it in tests/test_hutchinson.py.
-
-
-@_jit.jit
-def _symmetry_scan(A, tile):
-    """(m, max |A_ij - A_ji|, finite) of a square C-contiguous A in one pass, tile pair by tile pair.
-
-    m is the largest |A_ij| on or above the diagonal tiles (the entries read directly; the
-    mirrored ones enter only through A_ij - A_ji), so max |A| <= m + max |A_ij - A_ji|.
-    ``finite`` is False if any entry is NaN or Inf (or |A_ij| + |A_ij - A_ji| overflows). Each
-    tile is compared with its mirror while both are in cache, so A is read once (about twice
-    the time of one streaming pass, for the transposed reads). Serial on purpose: a ``prange``
-    version was 15% faster alone, but it runs next to the user's BLAS products, and the two
-    thread pools spinning after each other's calls cost more (measured on 2 cores, n = 4000:
-    the product after the parallel scan 10 ms slower, and the parallel scan right after a
-    product 35 ms instead of 19 ms).
-    """
-    n = A.shape[0]
-    amax = 0.0
-    dmax = 0.0
-    finite = True
-    for i0 in range(0, n, tile):
-        i1 = min(i0 + tile, n)
-        for j0 in range(i0, n, tile):
-            j1 = min(j0 + tile, n)
-            for i in range(i0, i1):
-                for j in range(j0, j1):
-                    x = A[i, j]
-                    ax = abs(x)
-                    d = abs(x - A[j, i])
-                    if ax > amax:
-                        amax = ax
-                    if d > dmax:
-                        dmax = d
-                    if not (ax + d < np.inf):  # NaN fails every comparison
-                        finite = False
-    return amax, dmax, finite
-
-
-@_jit.jit
-def _signs_from_top_bit(u, out):
-    """out[i] = +1.0 if the top bit of the uint32 u[i] is set, else -1.0 (``2 * bit - 1``)."""
-    for i in range(u.shape[0]):
-        out[i] = 2.0 * (u[i] >> 31) - 1.0
-
-
-@_jit.jit(fastmath=_jit.REASSOC)
-def _row_mean_var(X, Y, mean, var):
-    """mean[i], var[i] = mean and sample variance (ddof=1) of the row X[i] * Y[i], two-pass."""
-    n, k = X.shape
-    for i in range(n):
-        x = X[i]
-        y = Y[i]
-        s = 0.0
-        for j in range(k):
-            s += x[j] * y[j]
-        m = s / k
-        ss = 0.0
-        for j in range(k):
-            d = x[j] * y[j] - m
-            ss += d * d
-        mean[i] = m
-        var[i] = ss / (k - 1)
-
-
 # -- Probes and small helpers --------------------------------------------------------------------
 
 
@@ -230,7 +163,7 @@ def _probes(gen, n, k, distribution):
         if u.size < config.HUTCH_NUMBA_MIN_ENTRIES:
             return (u >> 31).astype(np.float64) * 2.0 - 1.0
         signs = np.empty((n, k))
-        _signs_from_top_bit(u.reshape(-1), signs.reshape(-1))
+        _hutchinson_kernels.signs_from_top_bit(u.reshape(-1), signs.reshape(-1))
         return signs
     return gen.standard_normal((n, k))
 
@@ -259,7 +192,7 @@ def _row_moments(X, Y):
     Y = np.ascontiguousarray(Y, dtype=np.float64)
     mean = np.empty(X.shape[0])
     var = np.empty(X.shape[0])
-    _row_mean_var(X, Y, mean, var)
+    _hutchinson_kernels.row_mean_var(X, Y, mean, var)
     return mean, var
 
 
@@ -719,7 +652,7 @@ def _check_common(A, n_matvecs, method, methods, distribution, rtol, n):
 
 
 def _symmetric_operator(A, n, name="A", check_symmetric=True):
-    """`_operators.as_symmetric_operator`, with a dense array checked in one pass by `_symmetry_scan`.
+    """`_operators.as_symmetric_operator`, with a dense array checked in one pass by `symmetry_scan`.
 
     Same checks and messages (dtype, shape, finite, ``|A - A^T| <= 100 n eps max|A|``), but the
     finiteness and symmetry checks share a single cache-blocked read of A instead of separate
@@ -748,7 +681,7 @@ def _symmetric_operator(A, n, name="A", check_symmetric=True):
         scan = base.T  # same entries, same symmetry
     else:
         scan = np.ascontiguousarray(base)
-    amax, asym, finite = _symmetry_scan(scan, config.HUTCH_SYMMETRY_TILE)
+    amax, asym, finite = _hutchinson_kernels.symmetry_scan(scan, config.HUTCH_SYMMETRY_TILE)
     if not finite:
         _validate.finite(name, arr)  # raises, naming the first NaN or Inf
     rtol = 100 * arr.shape[0] * np.finfo(arr.dtype).eps

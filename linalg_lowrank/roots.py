@@ -43,7 +43,7 @@ def _symmetric_input(name, A, sym_rtol=None):
     n = arr.shape[-1]
     A3 = arr.reshape((-1, n, n))
     A64 = np.empty(arr.shape, dtype=np.float64)
-    n_pairs = (-(-n // _roots_kernels._TILE) + 1) // 2
+    n_pairs = _roots_kernels.tile_pairs(n)
     asym_sq = np.empty((A3.shape[0], n_pairs))
     sq = np.empty((A3.shape[0], n_pairs))
     _roots_kernels.symmetrize_stack(A3, A64.reshape((-1, n, n)), asym_sq, sq)

@@ -7,16 +7,13 @@ import pytest
 import scipy.sparse
 import scipy.sparse.linalg
 
-from linalg_lowrank import _operators, config, hutchinson
+from linalg_lowrank import _hutchinson_kernels, _operators, config, hutchinson
 from linalg_lowrank.hutchinson import (
     HutchinsonAccumulator,
     _cholqr2,
     _Exchangeable,
     _orth_new,
     _probes,
-    _row_mean_var,
-    _signs_from_top_bit,
-    _symmetry_scan,
     _xdiag,
     _xdiag_jackknife,
     _xdiag_jackknife_qr,
@@ -79,7 +76,7 @@ def published_diagpp(A, m, seed):
 
 
 def naive_symmetry_scan(A, tile):
-    """Twin of `_symmetry_scan`: (max |A| on and above the diagonal tiles, max |A - A^T|, all finite)."""
+    """Twin of `symmetry_scan`: (max |A| on and above the diagonal tiles, max |A - A^T|, all finite)."""
     block = np.arange(A.shape[0]) // tile
     upper = block[None, :] >= block[:, None]
     return np.abs(A[upper]).max(), np.abs(A - A.T).max(), bool(np.isfinite(A).all())
@@ -112,13 +109,13 @@ def test_symmetry_scan_kernel_matches_numpy(n, tile):
         one[n - 1, 0] += 1e-3  # a single asymmetric pair, far from the diagonal
         cases.append(one)
     for A in cases:
-        assert _symmetry_scan(A, tile) == naive_symmetry_scan(A, tile)
+        assert _hutchinson_kernels.symmetry_scan(A, tile) == naive_symmetry_scan(A, tile)
     for bad in (np.nan, np.inf, -np.inf):
         for where in ((n // 2, n - 1), (n - 1, 0)):  # read directly, or only through A_ij - A_ji
             A = S.copy()
             A[where] = bad
             with np.errstate(invalid="ignore"):  # inf - inf, when run without the JIT
-                assert not _symmetry_scan(A, tile)[2]
+                assert not _hutchinson_kernels.symmetry_scan(A, tile)[2]
 
 
 def test_row_mean_var_kernel_matches_numpy():
@@ -127,7 +124,7 @@ def test_row_mean_var_kernel_matches_numpy():
         X = rng.standard_normal((n, k))
         Y = rng.standard_normal((n, k)) * 10.0 ** rng.integers(-3, 3, size=(n, 1))
         mean, var = np.empty(n), np.empty(n)
-        _row_mean_var(X, Y, mean, var)
+        _hutchinson_kernels.row_mean_var(X, Y, mean, var)
         ref_mean, ref_var = naive_row_mean_var(X, Y)
         scale = np.abs(X * Y).max(axis=1)
         assert np.all(np.abs(mean - ref_mean) <= 4 * k * EPS * scale)
@@ -142,7 +139,7 @@ def test_row_mean_var_kernel_matches_numpy():
 def test_sign_probes_are_the_stream_of_integers_0_2():
     u = np.array([0, 1, 2**31 - 1, 2**31, 2**32 - 1], dtype=np.uint32)
     out = np.empty(5)
-    _signs_from_top_bit(u, out)
+    _hutchinson_kernels.signs_from_top_bit(u, out)
     assert np.array_equal(out, 2.0 * (u >> 31) - 1.0)
     for seed, (n, k) in enumerate([(37, 11), (4000, 20), (1, 3)]):  # numpy and kernel paths
         a, b = np.random.default_rng(seed), np.random.default_rng(seed)

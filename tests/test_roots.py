@@ -332,7 +332,7 @@ def test_symmetrize_stack_kernel_matches_numpy(n, dtype, order):
     A = np.random.default_rng(n).standard_normal((3, n, n)).astype(dtype)
     A = np.asarray(A, order=order) if order == "C" else np.asfortranarray(A)
     A_copy = A.copy()
-    pairs = (-(-n // _roots_kernels._TILE) + 1) // 2
+    pairs = _roots_kernels.tile_pairs(n)
     out = np.empty((3, n, n))
     asym_sq, sq = np.empty((3, pairs)), np.empty((3, pairs))
     _roots_kernels.symmetrize_stack(A, out, asym_sq, sq)
