@@ -412,13 +412,15 @@ class _Exchangeable:
         if not self.generic:  # A has rank < k: every leave-one-out subspace is range(Q)
             samples = float(np.trace(H)) + omy - 2.0 * _coldot(T, W) + _coldot(W, H @ W)
             return float(samples.mean()), float(_sample_std(samples))
-        est = float(_xtrace_ests(C, H, W, T, omy).mean())
-        # delete-one jackknife over the probes, all in the k-dimensional coordinates of Q
-        loo = _xtrace_jackknife(C, H, W, T, omy)
-        if loo is None:
-            loo = _xtrace_jackknife_qr(C, H, W, T, omy)
-        stderr = math.sqrt((k - 1) / k * np.sum((loo - loo.mean()) ** 2))
-        return est, stderr
+        ests = _xtrace_ests(C, H, W, T, omy)
+        est = float(ests.mean())
+        deleted = _xtrace_deleted(C, H, W, T, omy)
+        if deleted is None:
+            deleted = _xtrace_deleted_qr(C, H, W, T, omy)
+        delta = ests[None, :] - deleted  # delta[j, l]: what probe j adds to the estimate of probe l
+        np.fill_diagonal(delta, 0.0)
+        dev2 = float(np.sum((ests - est) ** 2))
+        return est, float(_exchangeable_stderr(dev2, float(np.sum(delta * delta.T)), k))
 
     # -- diagonal --
     def diagonal(self):
@@ -430,18 +432,51 @@ class _Exchangeable:
             base = _rowdot(Q, Z)
             return base + samples.mean(axis=1), _sample_std(samples, axis=1)
         C = self.C
-        groups = np.array_split(np.arange(k), min(k, config.XDIAG_JACKKNIFE_GROUPS))
-        fast = _xdiag_jackknife(Q, Z, Om, C, groups)
-        if fast is not None:
-            est, loo = fast  # loo: (n, g), the group-deleted estimates less a common term
-            g = loo.shape[1]
-            var = (g - 1) / g * np.sum((loo - loo.mean(axis=1, keepdims=True)) ** 2, axis=1)
-            return est, np.sqrt(var)
-        est = _xdiag(Q, Z, C, Om)
-        loo = _xdiag_jackknife_qr(Q, Z, Om, C, groups)
-        g = len(groups)
-        var = (g - 1) / g * np.sum((loo - loo.mean(axis=0)) ** 2, axis=0)
-        return est, np.sqrt(var)
+        D, nu = _leave_one_out_dirs(C)
+        S = D / nu
+        QS, ZS = Q @ S, Z @ S
+        V = np.divide(Om, nu)
+        V -= ZS  # (omega_l - Z d_l) / nu_l
+        R = QS * V  # column l: the estimate of probe l less rowdot(Q, Z)
+        mean = R.mean(axis=1)
+        est = _rowdot(Q, Z) + mean
+        R -= mean[:, None]
+        dev2 = _rowdot(R, R)
+        cross = _xdiag_cross(QS, ZS, V, S.T @ S)
+        if cross is None:
+            cross = _xdiag_cross_qr(Q, Z, Om, C)
+        return est, _exchangeable_stderr(dev2, cross, k)
+
+
+def _exchangeable_stderr(dev2, cross, k):
+    """Standard error of XTrace / XDiag from ``dev2`` = sum_i (e_i - e)^2 and ``cross`` = sum_{i != j} D_ij D_ji.
+
+    The estimate is the mean e of the k leave-one-out estimates e_i, and e_i - theta = eps_i has
+    E[eps_i | all probes but i] = 0: given the other probes, Pi_i is fixed and omega_i fresh. So
+    Var(e) = E[(sum_i eps_i)^2] / k^2 has two parts. The squares: sum_i eps_i^2 = dev2 + k (e -
+    theta)^2, so E[sum_i eps_i^2] = E[dev2] + k Var(e). The products (i != j): let e_i^(-j) be
+    the estimate of probe i when probe j is not drawn at all, and D_ij = e_i - e_i^(-j) what probe
+    j adds to it, so eps_i = eps_i^(-j) + D_ij. e_i^(-j) does not depend on omega_j, so
+    E[eps_i^(-j) eps_j] = 0; likewise E[D_ij | all probes but i] = 0 and eps_j^(-i) does not
+    depend on omega_i, so E[D_ij eps_j^(-i)] = 0; what is left is E[eps_i eps_j] = E[D_ij D_ji].
+    Together,
+
+        Var(e) = (E[dev2] + sum_{i != j} E[D_ij D_ji]) / (k (k - 1)),
+
+    and the observed dev2 + cross estimates it without bias, whatever the spectrum. The first part
+    alone is the leave-one-out spread of the paper (Epperly, Tropp and Webber), which under-covers
+    because the products are positive (it covered 68-94% at a nominal 95% on decaying spectra).
+    The delete-one jackknife, on the other hand, counts the products twice and adds the squares
+    of the D_ij (its Efron–Stein bias): up to 3 times too wide in standard error.
+
+    With few probes the estimate of the products is noisy and can come out negative; as the
+    products are zero or positive on every matrix measured (positive for the trace and on
+    decaying spectra, near zero for indefinite ones), a negative estimate is replaced by zero:
+    the positive part, which lowers the mean squared error of the variance estimate. The
+    result is scaled by t_{0.975, k-1} / 1.96 like `_sample_std`, so that +-2 standard errors is a
+    Student-t 95% interval. Works elementwise on arrays (XDiag: one variance per entry).
+    """
+    return _t_scale(k) * np.sqrt((dev2 + np.maximum(cross, 0.0)) / (k * (k - 1)))
 
 
 @_serial_blas
@@ -466,31 +501,32 @@ def _xtrace_ests(C, H, W, T, omy):
 
 
 @_serial_blas
-def _xtrace_jackknife_qr(C, H, W, T, omy):
-    """Delete-one jackknife values of XTrace: for each j, XTrace on the other probes in a QR basis of C_{-j}.
+def _xtrace_deleted_qr(C, H, W, T, omy):
+    """XTrace's leave-one-out estimates without each probe: entry [j, l] is that of probe l when probe j is not drawn.
 
-    O(k^4); the reference for `_xtrace_jackknife` and its fallback when that one is not accurate.
+    One QR basis of C_{-j} per j, O(k^4); the reference for `_xtrace_deleted` and its fallback when
+    that one is not accurate. The diagonal is zero.
     """
     k = C.shape[1]
-    loo = np.empty(k)
+    out = np.zeros((k, k))
     for j in range(k):
         keep = np.arange(k) != j
         B, Rj = np.linalg.qr(C[:, keep])
-        loo[j] = _xtrace_ests(Rj, B.T @ H @ B, B.T @ W[:, keep], B.T @ T[:, keep], omy[keep]).mean()
-    return loo
+        out[j, keep] = _xtrace_ests(Rj, B.T @ H @ B, B.T @ W[:, keep], B.T @ T[:, keep], omy[keep])
+    return out
 
 
 @_serial_blas
-def _xtrace_jackknife(C, H, W, T, omy):
-    """Delete-one jackknife values of XTrace in closed form, O(k^3); None if rounding could be amplified.
+def _xtrace_deleted(C, H, W, T, omy):
+    """`_xtrace_deleted_qr` in closed form, O(k^3); None if rounding could be amplified.
 
     With d_l the columns of D = C^{-T}: deleting probe j leaves the subspace u^perp, u = d_j / |d_j|,
     and in it the dual direction of probe l is e_l = d_l - rho d_j (rho = d_j.d_l / d_j.d_j), of norm
-    nu^2 = |d_l|^2 - rho d_j.d_l. XTrace on the remaining probes is then, for each l != j,
+    nu^2 = |d_l|^2 - rho d_j.d_l. XTrace's estimate for probe l != j is then
     tr(H) - u^T H u - e^T H e / nu^2 + omega_l^T A omega_l - 2 c.t_l + c^T H c with
     c = w_l - u (u.w_l) - e (e.w_l) / nu^2 = w_l - gamma d_l - delta d_j, and every term is an
     entry of a k x k product of D, H, W and T. The terms cancel by up to |d_l|^2 / nu^2, which is
-    checked against config.HUTCH_JACKKNIFE_MAX_AMPLIFICATION.
+    checked against config.HUTCH_STDERR_MAX_AMPLIFICATION.
     """
     k = C.shape[1]
     D, _ = _leave_one_out_dirs(C)
@@ -510,7 +546,7 @@ def _xtrace_jackknife(C, H, W, T, omy):
     off = ~np.eye(k, dtype=bool)
     if (
         not np.all(nu2[off] > 0.0)
-        or np.max(g[None, :] / np.where(off, nu2, np.inf)) > config.HUTCH_JACKKNIFE_MAX_AMPLIFICATION
+        or np.max(g[None, :] / np.where(off, nu2, np.inf)) > config.HUTCH_STDERR_MAX_AMPLIFICATION
     ):
         return None
     nu2[~off] = 1.0  # the deleted probe itself: excluded below
@@ -528,111 +564,89 @@ def _xtrace_jackknife(C, H, W, T, omy):
     )
     est = float(np.trace(H)) - (gh / g)[:, None] - eHe / nu2 + omy[None, :] - 2.0 * ct + cHc
     est[~off] = 0.0
-    return est.sum(axis=1) / (k - 1)
+    return est
 
 
-def _xdiag(Q, Z, C, Omega):
-    """XDiag: mean over i of diag(Pi_i A) + omega_i * (I - Pi_i) A omega_i, Pi_i = Q (I - s_i s_i^T) Q^T.
+def _xdiag_probe_estimates(Q, Z, C, Omega):
+    """XDiag's k leave-one-out estimates, (n, k): column i is diag(Pi_i A) + omega_i * (I - Pi_i) A omega_i.
 
-    (I - Pi_i) y_i = Q s_i (s_i . c_i) = Q s_i / nu_i because y_i = Q c_i and G^T C = I.
+    Pi_i = Q (I - s_i s_i^T) Q^T, and (I - Pi_i) y_i = Q s_i (s_i . c_i) = Q s_i / nu_i because
+    y_i = Q c_i and G^T C = I. XDiag is their mean.
     """
-    k = Omega.shape[1]
     G, nu = _leave_one_out_dirs(C)
-    S = G / nu
-    M = np.eye(Q.shape[1]) - (S @ S.T) / k
-    return _rowdot(Q @ M, Z) + _rowdot(Omega, Q @ (G / nu**2)) / k
+    QG = Q @ G
+    return _rowdot(Q, Z)[:, None] + QG * (Omega - Z @ G) / nu**2
 
 
-def _xdiag_jackknife_qr(Q, Z, Omega, C, groups):
-    """Delete-a-group jackknife values of XDiag, (g, n): XDiag on the other probes in a QR basis of C_K.
+def _xdiag_cross_qr(Q, Z, Omega, C):
+    """sum_{i != j} D_ij * D_ji per entry (see `_exchangeable_stderr`), from XDiag without each probe in a QR basis.
 
-    One O(n k^2) pass per group; the reference for `_xdiag_jackknife` and its fallback.
+    D_ij = e_i - e_i^(-j): e_i^(-j) are `_xdiag_probe_estimates` of the other probes with Q B_j,
+    Z B_j, R_j for C_{-j} = B_j R_j. O(n k^3) in row blocks of at most 2^22 / k^2 rows; the
+    reference for `_xdiag_cross` and its fallback when that one is not accurate.
     """
-    k = Omega.shape[1]
-    loo = np.empty((len(groups), Q.shape[0]))
-    for j, idx in enumerate(groups):
-        keep = np.ones(k, dtype=bool)
-        keep[idx] = False
-        B, Rj = np.linalg.qr(C[:, keep])
-        loo[j] = _xdiag(Q @ B, Z @ B, Rj, Omega[:, keep])
-    return loo
+    n, k = Omega.shape
+    full = _xdiag_probe_estimates(Q, Z, C, Omega)
+    keeps = [np.arange(k) != j for j in range(k)]
+    bases = [np.linalg.qr(C[:, keep]) for keep in keeps]
+    out = np.empty(n)
+    step = max(1, (1 << 22) // (k * k))
+    for a in range(0, n, step):
+        rows = slice(a, min(n, a + step))
+        Dl = np.zeros((rows.stop - a, k, k))  # Dl[r, i, j] = D_ij in row r
+        for j, (keep, (B, Rj)) in enumerate(zip(keeps, bases, strict=True)):
+            without = _xdiag_probe_estimates(Q[rows] @ B, Z[rows] @ B, Rj, Omega[rows][:, keep])
+            Dl[:, keep, j] = full[rows][:, keep] - without
+        out[rows] = np.einsum("rij,rji->r", Dl, Dl)
+    return out
 
 
-@_serial_blas
-def _xdiag_group_coefficients(Gam, groups):
-    """The k x k matrices Phi1 = Phi - Xi, Phi2 = Phi and the k x g matrix Lam of `_xdiag_jackknife`.
+def _xdiag_cross(QS, ZS, V, Rho):
+    """`_xdiag_cross_qr` in closed form, six O(n k^2) products; None if rounding could be amplified.
 
-    Returns ``(Phi1, Phi2, Lam, Sum)`` with Sum the k x g indicator of the groups, or None if
-    rounding could be amplified beyond config.HUTCH_JACKKNIFE_MAX_AMPLIFICATION.
+    Takes QS = Q S, ZS = Z S, V = Omega / nu - Z S (S = C^{-T} with unit columns s_l, nu the
+    column norms) and Rho = S^T S. Without probe j, probe l's subspace loses span(s_j, s_l)
+    instead of s_l; projecting onto that plane with its 2 x 2 Gram matrix gives, entrywise,
+
+        D_lj = (a_j - rho a_l) (b_j + rho c_l) / (1 - rho^2),
+
+    a = QS, b = ZS, c = V, rho = Rho[j, l] (D_lj = a_j b_j when s_j is orthogonal to s_l: probe
+    l then loses exactly the direction Q s_j of the sketch). The product D_lj D_jl has 16 terms,
+    each (a monomial in row entries of probe j) (coefficient(rho)) (a monomial of probe l);
+    summed over j != l they pair up into seven rowdot(X M, Y) with k x k coefficient matrices
+    M, one of which (monomial 1 for probe l) folds into the diagonal of another. Row blocks of
+    config.HUTCH_STDERR_BLOCK_ENTRIES keep the n x k temporaries in cache. Rounding is amplified
+    by up to 1 / (1 - rho^2), checked against config.HUTCH_STDERR_MAX_AMPLIFICATION.
     """
-    k = Gam.shape[0]
-    gd = np.diag(Gam).copy()
-    Phi1 = np.zeros((k, k))
-    Phi2 = np.zeros((k, k))
-    Lam = np.zeros((k, len(groups)))
-    Sum = np.zeros((k, len(groups)))
-    for j, idx in enumerate(groups):
-        a, b = int(idx[0]), int(idx[-1]) + 1
-        Sum[a:b, j] = 1.0
-        kp = k - (b - a)
-        try:
-            Ginv = np.linalg.inv(Gam[a:b, a:b])
-        except np.linalg.LinAlgError:
-            return None
-        if np.max(gd[a:b] * np.diag(Ginv)) > config.HUTCH_JACKKNIFE_MAX_AMPLIFICATION:
-            return None
-        F = Ginv @ Gam[a:b, :]
-        nu2 = gd - _coldot(Gam[a:b, :], F)
-        nu2[a:b] = np.inf  # the deleted probes: lambda' = 0
-        if not np.all(nu2 > 0.0) or np.max(gd / nu2) > config.HUTCH_JACKKNIFE_MAX_AMPLIFICATION:
-            return None
-        lam = 1.0 / nu2
-        Phi = lam[:, None] * F.T / kp
-        Phi1[:, a:b] = Phi
-        Phi2[:, a:b] = Phi
-        Phi1[a:b, a:b] -= Ginv + F @ Phi
-        Lam[:, j] = lam / kp
-    return Phi1, Phi2, Lam, Sum
-
-
-def _xdiag_jackknife(Q, Z, Omega, C, groups):
-    """XDiag and its delete-a-group jackknife values in four O(n k^2) products; None if not accurate.
-
-    With D = C^{-T}, QD = Q D, ZD = Z D, V = Omega - ZD and lambda = 1 / |d_l|^2, XDiag is
-    rowdot(Q, Z) + (QD * V) lambda / k. Deleting the group g (kept set K, k' = |K|) leaves the
-    subspace span(D_g)^perp; in it the dual direction of probe l is e_l = d_l - D_g F_l with
-    F = Gam_gg^{-1} Gam_gK (Gam = D^T D), of norm nu_l^2 = Gam_ll - Gam_lg F_l. XDiag of the
-    kept probes is then
-
-        rowdot(Q, Z) + [(QD * V) lambda'_g + rowdot(ZD_g, QD Phi_g) - rowdot(QD_g, V Phi_g)] / k'
-        - rowdot(QD_g, ZD_g Xi_g),
-
-    Phi_g = diag(lambda'_g) F^T (zero rows on g), Xi_g = Gam_gg^{-1} + F Phi_g / k'. The groups
-    are contiguous, so their Phi_g sit side by side in two k x k matrices and all groups cost two
-    products. Returns ``(estimate, L)`` with ``L[:, j]`` the estimate without group j less
-    rowdot(Q, Z). Rounding is amplified by up to Gam_ll / nu_l^2 and, inside a group, by the
-    diagonal of Gam_gg times that of its inverse; both are checked against
-    config.HUTCH_JACKKNIFE_MAX_AMPLIFICATION.
-    """
-    k = C.shape[1]
-    D, nu = _leave_one_out_dirs(C)
-    coefs = _xdiag_group_coefficients(D.T @ D, groups)
-    if coefs is None:
+    n, k = QS.shape
+    off = ~np.eye(k, dtype=bool)
+    r2 = np.where(off, Rho * Rho, 0.0)
+    sin2 = 1.0 - r2
+    if not np.all(sin2 > 0.0) or np.max(1.0 / sin2) > config.HUTCH_STDERR_MAX_AMPLIFICATION:
         return None
-    Phi1, Phi2, Lam, Sum = coefs
-    QD = Q @ D
-    ZD = Z @ D
-    V = np.subtract(Omega, ZD)
-    T = QD @ Phi1
-    T *= ZD
-    P2 = np.matmul(V, Phi2, out=ZD)  # ZD is not needed any more: reuse its memory
-    P2 *= QD
-    T -= P2
-    QDV = np.multiply(V, QD, out=V)
-    est = _rowdot(Q, Z) + QDV @ (1.0 / (k * nu**2))
-    L = QDV @ Lam
-    L += T @ Sum  # the sum over each group's columns
-    return est, L
+    W = np.where(off, 1.0 / (sin2 * sin2), 0.0)
+    rho = Rho * W  # rho / (1 - rho^2)^2, zero on the diagonal
+    M_ab = (1.0 + r2) * W  # (ab)_j (ab)_l
+    M_ac = r2 * M_ab  # (ac)_j (ac)_l
+    M_aab = -2.0 * rho  # (a^2 b)_j b_l
+    M_abc = 2.0 * (1.0 + r2) * rho  # (abc)_j a_l, and on the diagonal (a^2 bc)_j 1_l
+    M_abc[~off] = -2.0 * np.sum(r2 * W, axis=1)
+    M_bc = -2.0 * r2 * W  # (bc)_j (a^2)_l
+    M_aac = r2 * M_aab  # (a^2 c)_j c_l
+    out = np.empty(n)
+    step = max(1, config.HUTCH_STDERR_BLOCK_ENTRIES // k)
+    for start in range(0, n, step):
+        rows = slice(start, start + step)
+        a, b, c = QS[rows], ZS[rows], V[rows]
+        ab, ac, aa = a * b, a * c, a * a
+        acc = ab @ M_ab
+        acc *= ab
+        for X, M, Y in ((ac, M_ac, ac), (aa * b, M_aab, b), (ab * c, M_abc, a), (b * c, M_bc, aa), (aa * c, M_aac, c)):
+            term = X @ M
+            term *= Y
+            acc += term
+        out[rows] = acc.sum(axis=1)
+    return out
 
 
 # -- Drivers -------------------------------------------------------------------------------------
@@ -914,8 +928,9 @@ def hutchinson_diagonal(
     of Q. XDiag estimates :math:`\\operatorname{diag}(\\Pi_i A) + z_i \\odot (I - \\Pi_i) A z_i`
     with :math:`\\Pi_i` the projector onto the products of all probes but the i-th, and averages
     over i. Standard errors: sample standard deviation of independent residual samples for
-    "hutchinson" and "diag++"; a delete-a-group jackknife over the probes for "xdiag" (the
-    leave-one-out spread of the paper under-covers). See the theory page.
+    "hutchinson" and "diag++"; for "xdiag", an unbiased estimate of the variance of the mean of
+    the leave-one-out estimates: their spread (the paper's error estimate, which under-covers)
+    plus the products of what each probe adds to another's estimate. See the theory page.
 
     References
     ----------
@@ -1005,7 +1020,8 @@ def hutchinson_trace(
     :math:`2\\sum_{i \\ne j} A_{ij}^2` for random signs and :math:`2\\|A\\|_F^2` for Gaussian
     probes. Hutch++ computes :math:`\\operatorname{tr}(Q^T A Q)` exactly and estimates
     :math:`\\operatorname{tr}(PAP)`; XTrace averages the leave-one-out versions of this
-    over all probes. The standard error of XTrace is a delete-one jackknife.
+    over all probes. The standard error of XTrace is estimated without bias as for XDiag (see
+    `hutchinson_diagonal` and the theory page).
 
     References
     ----------
