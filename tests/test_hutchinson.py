@@ -455,13 +455,13 @@ def test_stderr_calibrated_for_independent_sample_methods(kind, method):
 
 
 @pytest.mark.parametrize("kind, method", [("trace", "xtrace"), ("diagonal", "xdiag")])
-def test_jackknife_stderr_of_exchangeable_methods_does_not_undercover(kind, method):
+def test_stderr_of_exchangeable_methods_does_not_undercover(kind, method):
     A = spectral_matrix(100, 1.0, seed=5)
     assert _coverage(A, kind, method, 40) >= 0.92
 
 
 @pytest.mark.parametrize("m", [40, 60])
-def test_jackknife_stderr_of_xtrace_within_band(m):
+def test_stderr_of_xtrace_within_band(m):
     # the delete-one jackknife covered in 100% of runs here; see _exchangeable_stderr
     A = spectral_matrix(100, 1.0, seed=5)
     assert 0.92 <= _coverage(A, "trace", "xtrace", m) <= 0.98
