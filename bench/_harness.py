@@ -64,7 +64,7 @@ def _threading_layer():
     return numba.threading_layer()
 
 
-def interleaved(fns, *, repeat=5, warmup=1, min_time=0.0, pause=0.0):
+def interleaved(fns, *, repeat=5, warmup=1, min_time=0.0, pause=0.0, block=1):
     """Time several callables round-robin; return {name: [seconds, ...]}.
 
     Round-robin order means a burst of load on the machine affects every contender alike.
@@ -72,6 +72,10 @@ def interleaved(fns, *, repeat=5, warmup=1, min_time=0.0, pause=0.0):
     ``pause``: seconds to sleep before each call, so that thread pools left spinning by the
     previous contender (OpenBLAS spins for about 0.1 s after a call) go idle and every
     contender starts from the same state.
+    ``block``: each contender runs this many times in a row per round and only the calls after
+    the first are kept: its steady, back-to-back speed. The first call pays for the switch from
+    the previous contender: OpenBLAS threads still spinning, or, after an idle gap, waking the
+    other core (on this VM the first numba parallel region after 50 ms idle costs 6-12 ms).
     """
     for _ in range(warmup):
         for fn in fns.values():
@@ -82,9 +86,11 @@ def interleaved(fns, *, repeat=5, warmup=1, min_time=0.0, pause=0.0):
         for name, fn in fns.items():
             if pause:
                 time.sleep(pause)
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
+            for call in range(block):
+                t0 = time.perf_counter()
+                fn()
+                if call or block == 1:
+                    times[name].append(time.perf_counter() - t0)
         rounds += 1
         if rounds > 10_000:
             break
