@@ -398,10 +398,17 @@ class _Exchangeable:
 
     # small k-space quantities
     def _parts(self):
+        """(C, H, W, T, omy): C = Q^T Y, H = sym(Q^T Z), W = Q^T Omega, T = Z^T Omega, omy_i = omega_i . y_i.
+
+        T is C: for symmetric A, Z^T omega = Q^T A omega = Q^T y, which saves an n x k x k product.
+        (For an operator that is not quite symmetric, the exact expansion of u^T A u has
+        -c.(Z^T omega) - c.(Q^T y); either doubled term is off by the same O(||A - A^T||).)
+        """
         Q, Z, Om = self.Q, self.Z, self.Omega
         H = Q.T @ Z
         H = 0.5 * (H + H.T)
-        return self.C, H, Q.T @ Om, Z.T @ Om, _coldot(Om, self.Y)
+        C = self.C
+        return C, H, Q.T @ Om, C, _coldot(Om, self.Y)
 
     @property
     def generic(self):

@@ -215,7 +215,10 @@ def test_deleted_estimates_match_their_definitions(distribution):
     scale = np.linalg.norm(A) * n
     tr_full, dg_full = naive_probe_estimates(A, Omega)
     tr_del, dg_del = naive_deleted(A, Omega)
-    assert np.abs(_xtrace_deleted_qr(*state._parts()) - tr_del).max() <= 1e3 * EPS * scale
+    parts = state._parts()
+    # _parts reuses C for T = Z^T Omega: equal for symmetric A (Z^T omega = Q^T A omega = Q^T y)
+    assert np.abs(parts[3] - state.Z.T @ Omega).max() <= 1e3 * EPS * scale
+    assert np.abs(_xtrace_deleted_qr(*parts) - tr_del).max() <= 1e3 * EPS * scale
     assert np.abs(_xdiag_probe_estimates(state.Q, state.Z, state.C, Omega) - dg_full).max() <= 1e3 * EPS * scale
     # the standard errors by their definition: the spread of the per-probe estimates and the
     # products of what each probe adds to the estimate of another
