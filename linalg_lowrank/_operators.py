@@ -103,14 +103,14 @@ class OperatorGram(_GramBase):
         self.left = shape[0] < shape[1]  # iterate on the smaller side
 
     def _matvec(self, x):
-        return _check_product(
-            self.name, "matvec", np.asarray(self.op.matvec(x), dtype=np.float64).reshape(-1), (self.shape[0],)
-        )
+        with np.errstate(all="ignore"):  # a NaN product is reported by _check_product, by name
+            out = np.asarray(self.op.matvec(x), dtype=np.float64).reshape(-1)
+        return _check_product(self.name, "matvec", out, (self.shape[0],))
 
     def _rmatvec(self, y):
-        return _check_product(
-            self.name, "rmatvec", np.asarray(self.op.rmatvec(y), dtype=np.float64).reshape(-1), (self.shape[1],)
-        )
+        with np.errstate(all="ignore"):
+            out = np.asarray(self.op.rmatvec(y), dtype=np.float64).reshape(-1)
+        return _check_product(self.name, "rmatvec", out, (self.shape[1],))
 
     def gram(self, X, active):
         if self.left:
@@ -208,7 +208,8 @@ class SymmetricOperator:
             return np.empty((self.n, 0))
         self.n_calls += 1
         what = f"product {self.n_calls} (a block of {k} vector{'s' if k > 1 else ''})"
-        out = np.asarray(self._product(X))
+        with np.errstate(all="ignore"):  # a NaN product is reported by _check_product, by name
+            out = np.asarray(self._product(X))
         if out.ndim == 1 and k == 1:
             out = out.reshape(-1, 1)
         if out.dtype.kind not in "fiu":

@@ -336,22 +336,26 @@ class _Blocks:
 
     def matmat(self, X):
         self.n_matvecs += X.shape[1]
-        if self.kind == "operator":
-            out = np.asarray(self.A.matmat(X)).reshape(self.shape[0], X.shape[1])
-            out = out.astype(self.dtype, copy=False)
-        else:
-            out = np.asarray(self.A @ X)
+        # NaN/Inf in A or overflow surface as the named ValueError of _check, not as numpy's
+        # RuntimeWarning first (which an error filter would turn into the wrong exception).
+        with np.errstate(all="ignore"):
+            if self.kind == "operator":
+                out = np.asarray(self.A.matmat(X)).reshape(self.shape[0], X.shape[1])
+                out = out.astype(self.dtype, copy=False)
+            else:
+                out = np.asarray(self.A @ X)
         return self._check(out, "matmat")
 
     def rmatmat(self, Y):
         self.n_matvecs += Y.shape[1]
-        if self.kind == "operator":
-            out = np.asarray(self.A.rmatmat(Y)).reshape(self.shape[1], Y.shape[1])
-            out = out.astype(self.dtype, copy=False)
-        elif self.kind == "sparse":
-            out = np.asarray(self.A.T @ Y)
-        else:
-            out = self.A.T @ Y
+        with np.errstate(all="ignore"):  # as in matmat
+            if self.kind == "operator":
+                out = np.asarray(self.A.rmatmat(Y)).reshape(self.shape[1], Y.shape[1])
+                out = out.astype(self.dtype, copy=False)
+            elif self.kind == "sparse":
+                out = np.asarray(self.A.T @ Y)
+            else:
+                out = self.A.T @ Y
         return self._check(out, "rmatmat")
 
 

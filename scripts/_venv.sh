@@ -1,17 +1,23 @@
 # Sourced by the other scripts: create or reuse ./.venv and install the package with the given extras.
+# Dependencies come from requirements/constraints.txt, the versions CI last tested; set
+# LINALG_LOWRANK_DEPS=newest to take the newest releases the package metadata allows instead
+# (the venv is then ./.venv-newest, so the tested one is left alone).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PY="${PYTHON:-python3}"
-if [ ! -x .venv/bin/python ]; then
-  "$PY" -m venv .venv
+VENV=.venv
+PIN=(-c requirements/constraints.txt)
+if [ "${LINALG_LOWRANK_DEPS:-pinned}" = newest ]; then
+  VENV=.venv-newest
+  PIN=(--upgrade --upgrade-strategy eager)
 fi
-stamp=".venv/.installed-$(cat setup.cfg pyproject.toml | cksum | cut -d' ' -f1)-${EXTRAS:-none}"
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PY" -m venv "$VENV"
+fi
+stamp="$VENV/.installed-$(cat setup.cfg pyproject.toml requirements/constraints.txt | cksum | cut -d' ' -f1)-${EXTRAS:-none}"
 if [ ! -f "$stamp" ]; then
-  .venv/bin/python -m pip install --quiet --upgrade pip
-  if [ -n "${EXTRAS:-}" ]; then
-    .venv/bin/python -m pip install --quiet -e ".[${EXTRAS}]"
-  else
-    .venv/bin/python -m pip install --quiet -e .
-  fi
+  echo "Installing linalg_lowrank${EXTRAS:+[$EXTRAS]} and its dependencies into $VENV ..." >&2
+  "$VENV/bin/python" -m pip install --quiet --upgrade pip
+  "$VENV/bin/python" -m pip install --quiet "${PIN[@]}" -e ".${EXTRAS:+[$EXTRAS]}"
   touch "$stamp"
 fi

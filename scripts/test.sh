@@ -5,13 +5,13 @@ EXTRAS="test,docs"
 source "$(dirname "$0")/_venv.sh"
 export PYTHONHASHSEED=0
 echo "== ruff"
-.venv/bin/ruff check .
-.venv/bin/ruff format --check .
+"$VENV/bin/ruff" check .
+"$VENV/bin/ruff" format --check .
 echo "== docs (warnings are errors)"
-.venv/bin/python -m sphinx -W --keep-going -q -b html docs docs/_build/html
+"$VENV/bin/python" -m sphinx -W --keep-going -q -b html docs docs/_build/html
 echo "== numba kernels with NUMBA_DISABLE_JIT=1"
-NUMBA_DISABLE_JIT=1 .venv/bin/python -m pytest -q -p no:cacheprovider tests/test_kernels.py -o addopts=""
-NUMBA_DISABLE_JIT=1 .venv/bin/python -m pytest -q -p no:cacheprovider tests/test_dynamics.py tests/test_roots.py \
+NUMBA_DISABLE_JIT=1 "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/test_kernels.py -o addopts=""
+NUMBA_DISABLE_JIT=1 "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/test_dynamics.py tests/test_roots.py \
     tests/test_hutchinson.py -k "kernel or ziggurat" -o addopts=""
 echo "== tests and doctests"
-.venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"

@@ -31,6 +31,18 @@ from linalg_lowrank.results import ConvergenceWarning
 from .strategies import random_orthogonal
 
 EPS = np.finfo(np.float64).eps
+
+
+def _product_rounding_bound(A, k):
+    """How far two float64 runs of an estimator from k products with A may differ by rounding alone.
+
+    Each product entry is a sum of n terms, so two BLAS kernels that order it differently differ by
+    at most 2 n eps (|A| |x|)_i; the estimators combine k such products with O(1) weights
+    (orthonormal bases, unit-variance probes). The bound n k eps || |A| ||_2 * 8 covers that with
+    room for the O(k^2 eps) of the small k x k algebra, and is still 1e4 below the estimators' errors.
+    """
+    A = np.abs(np.asarray(A, dtype=np.float64))
+    return 8 * A.shape[0] * k * EPS * np.linalg.norm(A, 2)
 DIAG_METHODS = ("hutchinson", "diag++", "xdiag", "auto")
 TRACE_METHODS = ("hutchinson", "hutch++", "xtrace", "auto")
 
@@ -296,12 +308,15 @@ def test_dense_symmetry_check_keeps_its_tolerance_and_layouts():
     near = S.copy()
     near[3, 140] += 0.5 * tol  # within rounding of symmetric: accepted
     ref = hutchinson_trace(S, n_matvecs=10, method="hutch++", rng=0).trace
-    assert hutchinson_trace(np.asfortranarray(S), n_matvecs=10, method="hutch++", rng=0).trace == ref
+    # Another layout may take another BLAS kernel (AVX2 or AVX-512 OpenBLAS round differently):
+    # the estimates agree within the rounding of the products, not bit for bit.
+    bound = _product_rounding_bound(S, 10)
+    assert abs(hutchinson_trace(np.asfortranarray(S), n_matvecs=10, method="hutch++", rng=0).trace - ref) <= bound
     hutchinson_trace(near, n_matvecs=10, method="hutch++", rng=0)
-    assert hutchinson_trace(S.tolist(), n_matvecs=10, method="hutch++", rng=0).trace == ref
+    assert abs(hutchinson_trace(S.tolist(), n_matvecs=10, method="hutch++", rng=0).trace - ref) <= bound
     strided = np.zeros((2 * n, 2 * n))
     strided[::2, ::2] = S
-    assert hutchinson_trace(strided[::2, ::2], n_matvecs=10, method="hutch++", rng=0).trace == ref
+    assert abs(hutchinson_trace(strided[::2, ::2], n_matvecs=10, method="hutch++", rng=0).trace - ref) <= bound
     big = S.copy()
     big[0, 299] = 1e3  # the largest entry lies below the diagonal tiles; its mirror is within tolerance
     big[299, 0] = 1e3 * (1 + 50 * n * EPS)
@@ -313,10 +328,10 @@ def test_dense_symmetry_check_keeps_its_tolerance_and_layouts():
     with pytest.raises(ValueError, match="`A` must be symmetric"):
         hutchinson_diagonal(np.asfortranarray(far))
     S32 = S.astype(np.float32)
-    assert (
+    assert abs(
         hutchinson_trace(S32, n_matvecs=10, method="hutch++", rng=0).trace
-        == hutchinson_trace(S32.astype(np.float64), n_matvecs=10, method="hutch++", rng=0).trace
-    )
+        - hutchinson_trace(S32.astype(np.float64), n_matvecs=10, method="hutch++", rng=0).trace
+    ) <= _product_rounding_bound(S32, 10)
     bad = S.copy()
     bad[7, 9] = np.inf
     with pytest.raises(ValueError, match=r"`A` must be finite, got inf at index \(7, 9\)"):
@@ -598,7 +613,8 @@ def test_every_operator_kind_gives_the_same_answer():
     A32 = A.astype(np.float32)
     r32 = hutchinson_diagonal(A32, n_matvecs=20, method="xdiag", rng=0)
     r64 = hutchinson_diagonal(A32.astype(np.float64), n_matvecs=20, method="xdiag", rng=0)
-    assert np.array_equal(r32.diagonal, r64.diagonal)  # float32 input is computed with in float64
+    # float32 input is computed with in float64: equal to the float64 run within product rounding
+    assert np.all(np.abs(r32.diagonal - r64.diagonal) <= _product_rounding_bound(A32, 20))
 
 
 # -- adaptive stopping ---------------------------------------------------------------------------
