@@ -19,12 +19,15 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.autosummary",
     "sphinx.ext.mathjax",
+    # MathJax served from _static (bundled by the package), so formulas render offline; it sets
+    # mathjax_path. scripts/test.sh checks that no built page loads anything from the network.
+    "sphinx-mathjax-offline",
     "numpydoc",
     "matplotlib.sphinxext.plot_directive",
 ]
 
 templates_path = ["_templates"]
-exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
+exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "dev", "tools"]  # dev/: the contributor docs (Markdown)
 root_doc = "index"
 # Single backticks in docstrings (`power_iteration`) become cross-references where they resolve
 # and plain code otherwise (numpy and scipy do the same).

@@ -43,6 +43,8 @@ def _product_rounding_bound(A, k):
     """
     A = np.abs(np.asarray(A, dtype=np.float64))
     return 8 * A.shape[0] * k * EPS * np.linalg.norm(A, 2)
+
+
 DIAG_METHODS = ("hutchinson", "diag++", "xdiag", "auto")
 TRACE_METHODS = ("hutchinson", "hutch++", "xtrace", "auto")
 
