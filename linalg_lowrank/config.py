@@ -100,6 +100,8 @@ HUTCH_DEFAULT_N_MATVECS = 100
 #: Directions of a sketch whose singular value is below this times the largest are treated as
 #: zero: the matrix has (numerically) lower rank than the sketch, which then captures it exactly.
 HUTCH_SKETCH_RANK_RTOL = 1e-10
+#: Unit vectors per product block when a budget of n_matvecs >= n buys the exact diagonal or trace.
+HUTCH_EXACT_BLOCK = 256
 #: Probes drawn per step of adaptive stopping (``rtol``).
 HUTCH_ADAPTIVE_BLOCK = 8
 #: ``"auto"`` deflates only if the predicted variance of the sketched estimate, times this

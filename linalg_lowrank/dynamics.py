@@ -512,6 +512,17 @@ def _summary(x):
     return x
 
 
+def _kernel_seed(seed):
+    """The seed as the kernel's int64: itself below 2**63 (the seeds `_validate.rng` draws), else a hash of it.
+
+    ``numpy.random.default_rng`` takes seeds of any size; the kernel's random streams start from a
+    64-bit word, so a larger seed is folded to 63 bits by SeedSequence (same seed, same streams).
+    """
+    if seed < 2**63:
+        return seed
+    return int(np.random.SeedSequence(seed).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
 def simulate_weight_rms(
     optimizer,
     *,
@@ -636,7 +647,7 @@ def simulate_weight_rms(
         beta1,
         beta2,
         eps,
-        seed,
+        _kernel_seed(seed),
         steps,
         record_every,
         config.SIM_CHUNK,

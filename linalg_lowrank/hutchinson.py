@@ -60,7 +60,8 @@ class DiagonalEstimate:
     n_matvecs : int
         Products with A (vectors multiplied) that were used.
     method : str
-        The estimator that ran ("hutchinson", "diag++" or "xdiag"; "auto" reports its choice).
+        The estimator that ran ("hutchinson", "diag++" or "xdiag"; "auto" reports its choice), or
+        "exact" when the budget was n products or more (see ``n_matvecs`` of `hutchinson_diagonal`).
     converged : bool or None
         With ``rtol``: whether ``error_bound <= rtol`` was reached within the budget; None without.
     error_bound : float
@@ -103,7 +104,8 @@ class TraceEstimate:
     n_matvecs : int
         Products with A (vectors multiplied) that were used.
     method : str
-        The estimator that ran ("hutchinson", "hutch++" or "xtrace"; "auto" reports its choice).
+        The estimator that ran ("hutchinson", "hutch++" or "xtrace"; "auto" reports its choice), or
+        "exact" when the budget was n products or more (see ``n_matvecs`` of `hutchinson_trace`).
     converged : bool or None
         With ``rtol``: whether ``error_bound <= rtol`` was reached within the budget; None without.
     error_bound : float
@@ -414,13 +416,32 @@ class _Exchangeable:
     def generic(self):
         return self.Q.shape[1] == self.Omega.shape[1]
 
+    def _deficient_dirs(self):
+        """Leave-one-out directions (columns; 0 where Pi_i = Pi) when the products have rank r < k.
+
+        If the probes have rank above r, A itself maps some of them to 0: with probes in general
+        position the products then span range(A) and every Pi_i is Pi (the sketch holds A and the
+        answer is exact). If the probes have rank r themselves (random signs repeat in small n),
+        A need not have low rank at all, and each leave-one-out subspace is worked out.
+        """
+        r, k = self.C.shape
+        s = np.linalg.svd(self.Omega, compute_uv=False)
+        probe_rank = int(np.sum(s > max(self.Omega.shape) * np.finfo(np.float64).eps * s[0]))
+        if probe_rank > r:
+            return np.zeros((r, k))
+        return _deficient_leave_one_out_dirs(self.C)
+
     # -- trace --
     def trace(self):
         C, H, W, T, omy = self._parts()
         k = C.shape[1]
-        if not self.generic:  # A has rank < k: every leave-one-out subspace is range(Q)
-            samples = float(np.trace(H)) + omy - 2.0 * _coldot(T, W) + _coldot(W, H @ W)
-            return float(samples.mean()), float(_sample_std(samples))
+        if not self.generic:  # fewer directions than probes: see _deficient_leave_one_out_dirs
+            base = float(np.trace(H)) + omy - 2.0 * _coldot(T, W) + _coldot(W, H @ W)  # Pi_i = Pi for all i
+            S = self._deficient_dirs()
+            # tr(Pi_i A Pi_i) + u^T A u with Pi_i = Pi - q q^T, q = Q s_i, u = (I - Pi_i) omega_i
+            sHs, sW = _coldot(S, H @ S), _coldot(S, W)
+            ests = base - sHs + 2.0 * sW * (_coldot(S, T) - _coldot(S, H @ W)) + sW * sW * sHs
+            return float(ests.mean()), float(_sample_std(ests))
         ests = _xtrace_ests(C, H, W, T, omy)
         est = float(ests.mean())
         deleted = _xtrace_deleted(C, H, W, T, omy)
@@ -435,11 +456,13 @@ class _Exchangeable:
     def diagonal(self):
         Q, Z, Om = self.Q, self.Z, self.Omega
         k = Om.shape[1]
-        if not self.generic:
+        if not self.generic:  # fewer directions than probes: see _deficient_leave_one_out_dirs
             C = self.C
-            samples = Om * (self.Y - Q @ C)
-            base = _rowdot(Q, Z)
-            return base + samples.mean(axis=1), _sample_std(samples, axis=1)
+            S = self._deficient_dirs()
+            QS = Q @ S
+            # diag(Pi_i A) + omega_i * (I - Pi_i) y_i with Pi_i = Pi - q q^T, q = Q s_i
+            ests = _rowdot(Q, Z)[:, None] - QS * (Z @ S) + Om * (self.Y - Q @ C) + Om * QS * _coldot(S, C)
+            return ests.mean(axis=1), _sample_std(ests, axis=1)
         C = self.C
         D, nu = _leave_one_out_dirs(C)
         S = D / nu
@@ -455,6 +478,26 @@ class _Exchangeable:
         if cross is None:
             cross = _xdiag_cross_qr(Q, Z, Om, C)
         return est, _exchangeable_stderr(dev2, cross, k)
+
+
+def _deficient_leave_one_out_dirs(C):
+    """Leave-one-out directions when the products Y = Q C have rank r below the k probes.
+
+    Column i is the unit vector s_i of range(C) orthogonal to every other column of C when
+    removing probe i lowers the rank (range(Y without y_i) = Q s_i^perp), and 0 when it does not
+    (the other products already span range(Q)). The probes whose removal costs a direction give
+    other estimates than the rest, and their spread says that the answer is not exact.
+    O(k^2 r^2): used only when the probes themselves are dependent.
+    """
+    r, k = C.shape
+    S = np.zeros((r, k))
+    s_max = np.linalg.norm(C, 2)
+    floor = config.HUTCH_SKETCH_RANK_RTOL * max(s_max, 1e-300)
+    for i in range(k):
+        U, sv, _ = np.linalg.svd(np.delete(C, i, axis=1), full_matrices=True)
+        if sv.size < r or sv[r - 1] <= floor:
+            S[:, i] = U[:, r - 1]
+    return S
 
 
 def _exchangeable_stderr(dev2, cross, k):
@@ -665,12 +708,12 @@ def _check_common(A, n_matvecs, method, methods, distribution, rtol, n):
     method = _validate.choice("method", method, methods)
     distribution = _validate.choice("distribution", distribution, _DISTRIBUTIONS)
     n_matvecs = _validate.positive_int("n_matvecs", n_matvecs, default=config.HUTCH_DEFAULT_N_MATVECS)
-    minimum = MIN_MATVECS[method]
-    if n_matvecs < minimum:
-        raise ValueError(f"`n_matvecs` must be at least {minimum} for method={method!r}, got {n_matvecs}")
     rtol = _validate.positive("rtol", rtol, allow_none=True)
     # plain Hutchinson never uses symmetry (E[z * A z] = diag(A) for every square A): no check
     op = _symmetric_operator(A, n, check_symmetric=method != "hutchinson")
+    minimum = MIN_MATVECS[method]
+    if n_matvecs < min(minimum, op.n):  # a budget of n is always enough: it buys the exact answer
+        raise ValueError(f"`n_matvecs` must be at least {minimum} for method={method!r}, got {n_matvecs}")
     return op, n_matvecs, method, distribution, rtol
 
 
@@ -761,11 +804,33 @@ def _auto_choice(kind, plain, k_total, m_total, distribution):
     return config.HUTCH_AUTO_MARGIN * var_sketch < var_plain, qr
 
 
+def _exact(kind, op, adaptive):
+    """diag(A) or tr(A) from the n products A e_i, in blocks: (estimate, 0, n, "exact", converged).
+
+    A budget of n products buys the exact answer, which no estimator beats; with fewer
+    probes than that the leave-one-out estimators can also be fooled where their sketch nearly
+    spans the space (their spread of near-equal estimates says nothing then).
+    """
+    n = op.n
+    diag = np.empty(n)
+    block = config.HUTCH_EXACT_BLOCK
+    for start in range(0, n, block):
+        stop = min(start + block, n)
+        E = np.zeros((n, stop - start))
+        E[np.arange(start, stop), np.arange(stop - start)] = 1.0
+        diag[start:stop] = op.matmat(E)[start:stop].diagonal()
+    est = float(diag.sum()) if kind == "trace" else diag
+    se = 0.0 if kind == "trace" else np.zeros(n)
+    return est, se, op.n_products, "exact", True if adaptive else None
+
+
 def _estimate(kind, op, n_matvecs, method, distribution, rtol, gen):
     """Body of the public estimators without validation: returns (estimate, stderr, used, method, converged)."""
     n = op.n
     budget = n_matvecs
     adaptive = rtol is not None
+    if budget >= n:
+        return _exact(kind, op, adaptive)
 
     def done(est, se):
         return adaptive and _relative(kind, est, se) <= rtol
@@ -875,6 +940,9 @@ def hutchinson_diagonal(
         product ``hvp`` is wrapped as ``lambda X: np.column_stack([hvp(x) for x in X.T])``.
     n_matvecs : int, optional
         Budget of products with A (vectors multiplied). With ``rtol``, the most that are spent.
+        A budget of n or more (A is n x n) is capped at n: n products with the unit vectors give
+        the exact answer, which no estimator beats, so that is what runs (``method="exact"``,
+        ``stderr`` 0, ``n_matvecs`` n).
     method : {"auto", "hutchinson", "diag++", "xdiag"}, optional
         "hutchinson" averages z * (A z) over random probes z. "diag++" spends a third of the
         budget on a sketch Q of the range of A, a third on A Q, and the rest on Hutchinson for
@@ -988,6 +1056,9 @@ def hutchinson_trace(
         As in `hutchinson_diagonal`.
     n_matvecs : int, optional
         Budget of products with A. With ``rtol``, the most that are spent.
+        A budget of n or more (A is n x n) is capped at n: n products with the unit vectors give
+        the exact answer, which no estimator beats, so that is what runs (``method="exact"``,
+        ``stderr`` 0, ``n_matvecs`` n).
     method : {"auto", "hutchinson", "hutch++", "xtrace"}, optional
         "hutchinson" averages z^T A z. "hutch++" spends a third of the budget on a sketch Q,
         a third on A Q, and the rest on Hutchinson for P A P. "xtrace" is the exchangeable
@@ -1197,21 +1268,30 @@ class HutchinsonAccumulator:
         self.add_samples(Om, op.matmat(Om))
 
     def add_samples(self, probes, products):
-        """Accumulate user-computed products ``products = A @ probes`` (shape (n, k) each)."""
-        Om = np.asarray(probes, dtype=np.float64).reshape(self.n, -1)
-        Y = np.asarray(products, dtype=np.float64)
-        if Y.shape != Om.shape:
-            raise ValueError(f"`products` must have shape {Om.shape}, got {Y.shape}")
-        _validate.finite("products", Y)
+        """Accumulate user-computed products ``products = A @ probes`` (shape (n,) or (n, k) each).
+
+        Nothing is accumulated unless both are finite and the updated sums are too.
+        """
+        Om = _validate.float_array("probes", probes, min_ndim=1, max_ndim=2).astype(np.float64, copy=False)
+        if Om.shape[0] != self.n:
+            raise ValueError(f"`probes` must have shape ({self.n},) or ({self.n}, k), got {Om.shape}")
+        Om = Om.reshape(self.n, -1)
+        Y = _validate.float_array("products", products, min_ndim=1, max_ndim=2).astype(np.float64, copy=False)
+        if Y.shape[0] != self.n or Y.size != Om.size:
+            raise ValueError(f"`products` must have the shape of `probes`, {Om.shape}, got {Y.shape}")
+        Y = Y.reshape(Om.shape)
         decay = 1.0 if self.beta is None else self.beta
-        for j in range(Om.shape[1]):  # k is a handful; each sample is O(n)
-            d = Om[:, j] * Y[:, j]
-            t = float(Om[:, j] @ Y[:, j])
-            self._w, self._w2 = decay * self._w + 1.0, decay**2 * self._w2 + 1.0
-            self._d1 = decay * self._d1 + d
-            self._d2 = decay * self._d2 + d * d
-            self._t1 = decay * self._t1 + t
-            self._t2 = decay * self._t2 + t * t
+        w, w2, d1, d2, t1, t2 = self._w, self._w2, self._d1, self._d2, self._t1, self._t2
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is refused below, by name
+            for j in range(Om.shape[1]):  # k is a handful; each sample is O(n)
+                d = Om[:, j] * Y[:, j]
+                t = float(Om[:, j] @ Y[:, j])
+                w, w2 = decay * w + 1.0, decay**2 * w2 + 1.0
+                d1, d2 = decay * d1 + d, decay * d2 + d * d
+                t1, t2 = decay * t1 + t, decay * t2 + t * t
+        if not (np.isfinite(d2).all() and np.isfinite(t2)):
+            raise ValueError("`products`: the samples probes * products overflow float64; scale A down")
+        self._w, self._w2, self._d1, self._d2, self._t1, self._t2 = w, w2, d1, d2, t1, t2
         self.n_matvecs += Om.shape[1]
 
     @property

@@ -411,3 +411,12 @@ def test_simulator_input_errors():
         simulate_weight_rms("adamw", **ok, rng="seed")
     sim = simulate_weight_rms("sgdm", **{**ok, "steps": 0})
     assert sim.weight_rms.shape == (1,)
+
+
+def test_simulator_takes_any_integer_seed_like_every_other_function():
+    kw = dict(n=300, steps=100, lr=1e-2, weight_decay=0.5, init_rms=0.2, record_every=10)
+    big = simulate_weight_rms("adamw", **kw, rng=2**70)
+    assert big.seed == 2**70 and np.isfinite(big.weight_rms).all()
+    np.testing.assert_array_equal(big.weight_rms, simulate_weight_rms("adamw", **kw, rng=2**70).weight_rms)
+    for other in (2**70 + 1, 2**64, 2**63):
+        assert not np.array_equal(big.weight_rms[1:], simulate_weight_rms("adamw", **kw, rng=other).weight_rms[1:])

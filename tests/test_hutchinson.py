@@ -587,7 +587,8 @@ def test_same_seed_same_answer_and_inputs_untouched():
         c = hutchinson_diagonal(A, n_matvecs=12, method=method, rng=a.seed)
         assert np.array_equal(a.diagonal, c.diagonal)
     gen = np.random.default_rng(3)
-    assert hutchinson_trace(A, rng=gen).trace != hutchinson_trace(A, rng=gen).trace  # the generator advances
+    # the generator advances (a budget below n: n products or more give the exact trace)
+    assert hutchinson_trace(A, n_matvecs=20, rng=gen).trace != hutchinson_trace(A, n_matvecs=20, rng=gen).trace
     assert np.array_equal(A, A_copy)
 
 
@@ -659,8 +660,8 @@ def _nan_product(X):
         (np.array([[1.0, 2.0], [0.0, 1.0]]), {}, ValueError, "`A` must be symmetric"),
         (np.array([[1.0, np.nan], [np.nan, 1.0]]), {}, ValueError, "`A` must be finite"),
         (np.eye(3, dtype=int), {}, TypeError, "`A`"),
-        (np.eye(3), {"n_matvecs": 5, "method": "xdiag"}, ValueError, "`n_matvecs` must be at least 6"),
-        (np.eye(3), {"n_matvecs": 3, "method": "diag++"}, ValueError, "`n_matvecs` must be at least 4"),
+        (np.eye(10), {"n_matvecs": 5, "method": "xdiag"}, ValueError, "`n_matvecs` must be at least 6"),
+        (np.eye(10), {"n_matvecs": 3, "method": "diag++"}, ValueError, "`n_matvecs` must be at least 4"),
         (np.eye(3), {"n_matvecs": 1}, ValueError, "`n_matvecs` must be at least 2"),
         (np.eye(3), {"rtol": 0.0}, ValueError, "`rtol` must be a positive"),
         (np.eye(3), {"rtol": -1.0}, ValueError, "`rtol`"),
@@ -679,7 +680,7 @@ def test_bad_input_is_rejected_with_named_argument(A, kwargs, exc, match):
 
 def test_bad_trace_options():
     with pytest.raises(ValueError, match="`n_matvecs` must be at least 6 for method='xtrace'"):
-        hutchinson_trace(np.eye(3), n_matvecs=4, method="xtrace")
+        hutchinson_trace(np.eye(10), n_matvecs=4, method="xtrace")
     with pytest.raises(ValueError, match="`method`"):
         hutchinson_trace(np.eye(3), method="xdiag")
     with pytest.raises(ValueError, match="`A` must be a non-empty square operator"):
@@ -757,6 +758,127 @@ def test_accumulator_exponential_weights_match_naive_loop():
 def test_repr_is_readable():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        r = hutchinson_diagonal(np.eye(4), n_matvecs=6, rng=0)
+        r = hutchinson_diagonal(np.eye(8), n_matvecs=6, rng=0)
     assert repr(r).startswith("DiagonalEstimate: fixed budget by hutchinson with 6 products")
     assert "trace=4" in repr(hutchinson_trace(np.eye(4), n_matvecs=6, rng=0))
+
+
+# -- budgets of n products or more, and sketches of lower rank than the probes -------------------
+
+
+def _naive_loo_estimates(kind, A, Omega):
+    """The XDiag / XTrace leave-one-out estimates by explicit projectors (independent of the library).
+
+    Probe i: Pi_i projects onto range(A Omega without column i); diagonal: diag(Pi_i A) +
+    omega_i * (I - Pi_i) A omega_i; trace: tr(Pi_i A Pi_i) + omega_i^T (I - Pi_i) A (I - Pi_i) omega_i.
+    """
+    n, k = Omega.shape
+    Y = A @ Omega
+    ests = []
+    for i in range(k):
+        others = np.delete(Y, i, axis=1)
+        U, s, _ = np.linalg.svd(others, full_matrices=False)
+        U = U[:, s > 1e-10 * max(np.abs(Y).max(), 1e-300)]
+        P = U @ U.T
+        R = np.eye(n) - P
+        w = Omega[:, i]
+        if kind == "diagonal":
+            ests.append(np.diag(P @ A) + w * (R @ A @ w))
+        else:
+            ests.append(np.trace(P @ A @ P) + w @ R @ A @ R @ w)
+    return np.mean(ests, axis=0)
+
+
+@pytest.mark.parametrize("n", [1, 2, 8, 40])
+def test_budget_of_n_or_more_is_capped_at_the_exact_answer(n):
+    S = spectral_matrix(n, 1.0) if n > 1 else np.array([[2.5]])
+    calls = []
+
+    def product(X):
+        calls.append(X.shape[1])
+        return S @ X
+
+    for rtol in (None, 0.1):
+        for method in ("auto", "hutchinson", "xdiag", "diag++"):
+            calls.clear()
+            r = hutchinson_diagonal(product, n=n, n_matvecs=10**7, method=method, rtol=rtol, rng=0)
+            assert r.method == "exact" and r.n_matvecs == n == sum(calls)
+            # products with unit vectors copy columns of A: the diagonal comes back exactly
+            np.testing.assert_array_equal(r.diagonal, np.diag(S))
+            assert np.all(r.stderr == 0) and r.error_bound == 0 and r.converged == (True if rtol else None)
+        t = hutchinson_trace(S, n_matvecs=n, rtol=rtol, rng=0)
+        assert t.method == "exact" and t.n_matvecs == n and t.stderr == 0
+        assert abs(t.trace - np.trace(S)) <= n * EPS * np.abs(np.diag(S)).sum()
+
+
+def test_issue_case_small_matrix_with_rtol_is_exact():
+    B = np.random.default_rng(0).standard_normal((8, 8))
+    S = B + B.T
+    r = hutchinson_diagonal(S, n_matvecs=60, rtol=0.1, rng=0)
+    np.testing.assert_array_equal(r.diagonal, np.diag(S))
+    assert r.converged is True and r.n_matvecs == 8
+
+
+def test_a_claim_of_exactness_holds_when_random_signs_repeat():
+    # n = 8 and six products: 3 probes of random signs, often two equal up to sign, so the
+    # products have lower rank than the probes although A has full rank. A tiny error bound
+    # must then mean a tiny error.
+    claims = 0
+    for seed in range(60):
+        B = np.random.default_rng(seed).standard_normal((8, 8))
+        S = B + B.T
+        for method in ("auto", "xdiag"):
+            r = hutchinson_diagonal(S, n_matvecs=6, method=method, rng=seed)
+            err = np.linalg.norm(r.diagonal - np.diag(S)) / np.linalg.norm(np.diag(S))
+            if r.error_bound <= 1e-8:
+                claims += 1
+                assert err <= 1e-8, (seed, method, err, r.error_bound)
+        for method in ("auto", "xtrace"):
+            r = hutchinson_trace(S, n_matvecs=6, method=method, rng=seed)
+            if r.error_bound <= 1e-8:
+                claims += 1
+                assert abs(r.trace - np.trace(S)) <= 1e-8 * abs(np.trace(S)), (seed, method)
+    assert claims == 0  # A has full rank: no run of 3 probes may find it exact
+
+
+@pytest.mark.parametrize(
+    "A, Omega",
+    [
+        # A of full rank, two probes equal up to sign: the products have rank 2 of 3
+        (
+            spectral_matrix(8, 1.0),
+            np.array(
+                [[1, 1, -1, 1, -1, 1, 1, -1], [-1, -1, 1, -1, 1, -1, -1, 1], [1, -1, 1, 1, 1, -1, 1, 1]], dtype=float
+            ).T,
+        ),  # fmt: skip
+        # A of rank 1, probes independent: the products have rank 1 and span range(A)
+        (np.ones((4, 4)), np.array([[1.0, 1, -1], [-1, 1, 1], [1, -1, -1], [-1, -1, 1]])),
+    ],
+)
+def test_rank_deficient_sketch_matches_naive_leave_one_out(A, Omega):
+    state = _Exchangeable(_operators.as_symmetric_operator(A))
+    state.add(Omega, A @ Omega)
+    assert not state.generic
+    scale = np.abs(A).sum()
+    np.testing.assert_allclose(state.diagonal()[0], _naive_loo_estimates("diagonal", A, Omega), atol=1e-12 * scale)
+    assert abs(state.trace()[0] - _naive_loo_estimates("trace", A, Omega)) <= 1e-12 * scale
+
+
+def test_accumulator_refuses_non_finite_probes_and_products_and_keeps_its_state():
+    acc = HutchinsonAccumulator(4, rng=0)
+    acc.update(np.diag([1.0, 2.0, 3.0, 4.0]))
+    before = (acc.diagonal.copy(), acc.trace, acc.n_matvecs)
+    good = np.ones((4, 2))
+    for probes, products, name in (
+        (np.array([[1.0, np.nan]] * 4), good, "probes"),
+        (good, np.array([[1.0, np.inf]] * 4), "products"),
+        (np.ones((5, 2)), good, "probes"),
+        (good, np.ones((4, 3)), "products"),
+        (good, np.full((4, 2), 1e200), "products"),  # probes * products overflow the sums
+    ):
+        with pytest.raises(ValueError, match=f"`{name}`"):
+            acc.add_samples(probes, products)
+    np.testing.assert_array_equal(acc.diagonal, before[0])
+    assert (acc.trace, acc.n_matvecs) == before[1:]
+    acc.add_samples(np.ones(4), np.arange(4.0))  # a single probe as a vector
+    assert acc.n_matvecs == before[2] + 1
