@@ -24,6 +24,7 @@ The API is the same for every optimizer ``X``::
 to ``(init, step)`` pairs. The updates are derived on the theory page "Reference optimizers".
 """
 
+import dataclasses
 import math
 import numbers
 
@@ -654,7 +655,8 @@ def soap_step(
 
     then :math:`L \\leftarrow \\beta L + (1-\\beta) G G^T`, :math:`R \\leftarrow \\beta R + (1-\\beta)
     G^T G`, and every f steps :math:`Q_L, Q_R` are refreshed by one step of subspace iteration
-    from the previous basis (the paper's Algorithm 4, our `linalg_lowrank.SymmetricEig.refresh`).
+    from the previous basis, sorted first by its Rayleigh quotients (the paper's Algorithm 4, our
+    `linalg_lowrank.SymmetricEig.refresh`).
     As in the authors' implementation, the first call only computes L, R and their
     eigenbases (by `linalg_lowrank.symmetric_eig`) from the first gradient and leaves W
     unchanged, so that no gradient is projected on a basis built from itself; ``t`` counts the
@@ -703,10 +705,23 @@ def soap_step(
     R = sb * state["R"] + (1.0 - sb) * _sym(g64.T @ g64)
     eigL, eigR = state["eigL"], state["eigR"]
     if t % freq == 0:
+        (eigL, oL), (eigR, oR) = _presorted(eigL, L), _presorted(eigR, R)
+        v = v[oL][:, oR]
         newL, newR = eigL.refresh(L, steps=refresh_steps), eigR.refresh(R, steps=refresh_steps)
         v = v[_follow(eigL.Q, newL.Q)][:, _follow(eigR.Q, newR.Q)]
         eigL, eigR = newL, newR
     return new_param, {**state, "t": t, "m": m, "v": v, "L": L, "R": R, "eigL": eigL, "eigR": eigR}
+
+
+def _presorted(eig, M):
+    """The cached basis re-ordered by its Rayleigh quotients for the new factor M, and the order.
+
+    The authors' implementation sorts before its QR step (the Gram–Schmidt order of the step
+    depends on it); V's rows or columns are re-ordered with the basis.
+    """
+    rq = np.einsum("ij,ik,kj->j", eig.Q, M, eig.Q)
+    order = np.argsort(-rq, kind="stable")
+    return dataclasses.replace(eig, Q=np.ascontiguousarray(eig.Q[:, order]), eigenvalues=rq[order]), order
 
 
 def _follow(Q_old, Q_new):
