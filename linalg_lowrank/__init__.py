@@ -1,5 +1,12 @@
 """linalg_lowrank: numerical linear algebra for people who study and build neural-network optimizers."""
 
+from .curvature import (
+    CurvatureConditionWarning,
+    LBFGSHessian,
+    LBFGSInverseHessian,
+    lbfgs_hessian,
+    lbfgs_inverse_hessian,
+)
 from .dynamics import (
     WeightRMSSimulation,
     adam_update_rms,
@@ -91,4 +98,10 @@ __all__ = [
     "adam_update_rms",
     "simulate_weight_rms",
     "WeightRMSSimulation",
+    # quasi-Newton and curvature operators
+    "lbfgs_inverse_hessian",
+    "lbfgs_hessian",
+    "LBFGSInverseHessian",
+    "LBFGSHessian",
+    "CurvatureConditionWarning",
 ]

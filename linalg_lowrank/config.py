@@ -126,3 +126,9 @@ HUTCH_SYMMETRY_TILE = 128
 #: Below this many entries the numba kernels are not used: whole-array numpy is as fast there,
 #: and a first call then does not pay numba's start-up (about 0.25 s per process, cache warm).
 HUTCH_NUMBA_MIN_ENTRIES = 1 << 16
+
+# --- quasi-Newton and curvature operators (curvature.py)
+#: A pair (s, y) enters L-BFGS only if s^T y > tol ||s|| ||y||: its cosine must be clearly above the
+#: rounding of a dot product, or rho = 1 / s^T y is noise and H_k loses positive definiteness.
+#: Given for float64; float32 uses it times sqrt(eps32 / eps64) (about 2.3e-4).
+LBFGS_CURVATURE_RTOL = 1e-8

@@ -1,0 +1,451 @@
+"""Curvature as operators: L-BFGS matrices, dense quasi-Newton updates, Gauss–Newton and Fisher.
+
+Everything here is a product with a symmetric n x n matrix that is never formed: the L-BFGS
+inverse Hessian by the two-loop recursion, the L-BFGS Hessian by the compact representation of
+Byrd, Nocedal and Schnabel, and the generalized Gauss–Newton and Fisher matrices from the
+user's Jacobian-vector products. The dense updates (BFGS, DFP, SR1) are the textbook formulas,
+for matrices small enough to hold.
+"""
+
+import math
+import warnings
+
+import numpy as np
+import scipy.linalg
+import scipy.sparse.linalg
+
+from . import _validate, config
+
+__all__ = [
+    "CurvatureConditionWarning",
+    "LBFGSInverseHessian",
+    "LBFGSHessian",
+    "lbfgs_inverse_hessian",
+    "lbfgs_hessian",
+]
+
+
+class CurvatureConditionWarning(UserWarning):
+    """A pair (s, y) failed the curvature condition s^T y > tol ||s|| ||y|| and was not used."""
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def _dtype_rtol(base, dtype):
+    """A relative threshold given for float64, scaled to ``dtype`` by sqrt(eps(dtype) / eps(float64)).
+
+    The thresholds of this module compare a cosine with rounding noise that grows like the square
+    root of the unit roundoff; 1e-8 in float64 becomes about 2.3e-4 in float32.
+    """
+    return base * math.sqrt(float(np.finfo(dtype).eps) / float(np.finfo(np.float64).eps))
+
+
+def _pow2_exponent(x):
+    """e with 2**e <= x < 2**(e + 1) for finite x > 0, and 0 for x == 0."""
+    if x == 0.0:
+        return 0
+    return math.frexp(x)[1] - 1
+
+
+def _pairs_array(name, A):
+    """A (k, n) float array of pairs as rows; k = 0 is allowed (no pairs yet), n >= 1 is not optional."""
+    arr = A if isinstance(A, np.ndarray) else None
+    if arr is None:
+        if not hasattr(A, "__array__") and not isinstance(A, (list, tuple)):
+            raise TypeError(f"`{name}` must be a 2-D array with one pair per row, got {type(A).__name__}")
+        arr = np.asarray(A)
+        if arr.dtype.kind in "iub" and isinstance(A, (list, tuple)):
+            arr = arr.astype(np.float64)
+    _validate.float_dtype(name, arr.dtype)
+    if arr.ndim != 2:
+        raise ValueError(f"`{name}` must be 2-D with one pair per row (k, n), got {arr.ndim}-D with shape {arr.shape}")
+    if arr.shape[1] == 0:
+        raise ValueError(f"`{name}` must have at least one column (the dimension n), got shape {arr.shape}")
+    if arr.size:
+        _validate.finite(name, arr)
+    return arr
+
+
+def _as_columns(X, dtype, n):
+    """X as a float (n, m) array in the promoted dtype of the operator and X (a copy)."""
+    X = np.asarray(X)
+    out_dtype = np.result_type(dtype, X.dtype) if X.dtype.kind == "f" else np.dtype(dtype)
+    return np.array(X.reshape(n, -1), dtype=out_dtype, copy=True)
+
+
+# -- L-BFGS --------------------------------------------------------------------------------------
+
+
+class _LBFGSBase(scipy.sparse.linalg.LinearOperator):
+    """Shared state of the L-BFGS operators: the pairs kept, gamma, the skipped pairs.
+
+    The pairs are stored rescaled: each pair (s_i, y_i) by a common power of two (which changes
+    nothing: the BFGS update is invariant under s, y -> c s, c y), then all s by 2**-p and all y
+    by 2**-q, which scales H by 2**(p - q) (and B by its inverse); ``_scale`` restores it. Sums of
+    squares then neither overflow nor underflow for any finite input.
+    """
+
+    def __init__(self, S, Y, gamma, rtol, skipped):
+        n = S.shape[1]
+        dtype = S.dtype
+        super().__init__(dtype=dtype, shape=(n, n))
+        self.S = S
+        self.Y = Y
+        self.gamma = gamma
+        self.skipped = skipped
+        self.curvature_rtol = rtol
+        k = S.shape[0]
+        self.n_pairs = k
+        if k == 0:
+            self._Ss = S
+            self._Ys = Y
+            self._scale = 1.0
+            self._gamma_s = gamma
+            return
+        S64 = S.astype(np.float64)
+        Y64 = Y.astype(np.float64)
+        pair_max = np.maximum(np.abs(S64).max(axis=1), np.abs(Y64).max(axis=1))
+        pair_e = np.array([_pow2_exponent(float(m)) for m in pair_max])
+        S64 = np.ldexp(S64, -pair_e[:, None])
+        Y64 = np.ldexp(Y64, -pair_e[:, None])
+        p = _pow2_exponent(float(np.abs(S64).max()))
+        q = _pow2_exponent(float(np.abs(Y64).max()))
+        self._Ss = np.ldexp(S64, -p).astype(dtype)
+        self._Ys = np.ldexp(Y64, -q).astype(dtype)
+        # H(S, Y, gamma) = 2**(p - q) H(2**-p S, 2**-q Y, 2**(q - p) gamma)
+        self._scale = math.ldexp(1.0, p - q)
+        self._gamma_s = math.ldexp(gamma, q - p)
+        self._sy = np.einsum("ij,ij->i", self._Ss.astype(np.float64), self._Ys.astype(np.float64))
+
+    def _adjoint(self):
+        return self
+
+    def _matvec(self, x):
+        x = np.asarray(x)
+        return self._matmat(x.reshape(-1, 1)).reshape(x.shape)
+
+    def _rmatvec(self, x):
+        return self._matvec(x)
+
+    def _rmatmat(self, X):
+        return self._matmat(X)
+
+    def todense(self):
+        """The dense (n, n) matrix (n products; for tests and small n)."""
+        return self._matmat(np.eye(self.shape[0], dtype=self.dtype))
+
+    def __repr__(self):
+        return (
+            f"<{self.shape[0]}x{self.shape[1]} {type(self).__name__} with dtype={self.dtype}: "
+            f"{self.n_pairs} pairs, gamma={self.gamma:.6g}, skipped={list(self.skipped)}>"
+        )
+
+
+class LBFGSInverseHessian(_LBFGSBase):
+    """The L-BFGS inverse Hessian approximation H_k as a symmetric LinearOperator.
+
+    Build it with `lbfgs_inverse_hessian`. Products run the two-loop recursion, vectorized over
+    the columns of a block.
+
+    Attributes
+    ----------
+    S, Y : (k, n) ndarray
+        The pairs used, oldest first (rows of the input that passed the curvature condition).
+    gamma : float
+        H_0 = gamma I.
+    skipped : tuple of int
+        Row indices of the input pairs that failed the curvature condition.
+    curvature_rtol : float
+        The tolerance of the curvature condition s^T y > tol ||s|| ||y|| that was applied.
+    n_pairs : int
+        k, the number of pairs used.
+    """
+
+    def _matmat(self, X):
+        n = self.shape[0]
+        Q = _as_columns(X, self.dtype, n)
+        k = self.n_pairs
+        if k == 0:
+            return Q * Q.dtype.type(self.gamma)
+        S, Y = self._Ss.astype(Q.dtype, copy=False), self._Ys.astype(Q.dtype, copy=False)
+        rho = (1.0 / self._sy).astype(Q.dtype)
+        alpha = np.empty((k, Q.shape[1]), dtype=Q.dtype)
+        for i in range(k - 1, -1, -1):
+            alpha[i] = rho[i] * (S[i] @ Q)
+            Q -= np.outer(Y[i], alpha[i])
+        Q *= Q.dtype.type(self._gamma_s)
+        for i in range(k):
+            beta = rho[i] * (Y[i] @ Q)
+            Q += np.outer(S[i], alpha[i] - beta)
+        Q *= Q.dtype.type(self._scale)
+        return Q
+
+
+class LBFGSHessian(_LBFGSBase):
+    """The L-BFGS Hessian approximation B_k as a symmetric LinearOperator (compact representation).
+
+    Build it with `lbfgs_hessian`. A product costs two (k, n) by (n, m) products and a solve
+    with a k x k Cholesky factor.
+
+    Attributes
+    ----------
+    S, Y : (k, n) ndarray
+        The pairs used, oldest first (rows of the input that passed the curvature condition).
+    gamma : float
+        B_0 = I / gamma.
+    skipped : tuple of int
+        Row indices of the input pairs that failed the curvature condition.
+    curvature_rtol : float
+        The tolerance of the curvature condition s^T y > tol ||s|| ||y|| that was applied.
+    n_pairs : int
+        k, the number of pairs used.
+    """
+
+    def __init__(self, S, Y, gamma, rtol, skipped):
+        super().__init__(S, Y, gamma, rtol, skipped)
+        if self.n_pairs == 0:
+            return
+        # The k x k algebra in float64 whatever the dtype: it is cheap and carries the conditioning.
+        Ss = self._Ss.astype(np.float64)
+        Ys = self._Ys.astype(np.float64)
+        sigma = 1.0 / self._gamma_s
+        SY = Ss @ Ys.T  # (SY)[i, j] = s_i^T y_j
+        d = self._sy
+        L = np.tril(SY, -1)
+        LD = L / np.sqrt(d)  # L D^{-1/2}
+        C = sigma * (Ss @ Ss.T) + LD @ LD.T
+        C = 0.5 * (C + C.T)
+        try:
+            self._chol = ("cho", scipy.linalg.cho_factor(C, lower=True, check_finite=False))
+        except np.linalg.LinAlgError:
+            # C = sigma S^T S + L D^-1 L^T is positive definite whenever every s_i^T y_i > 0, but can be
+            # numerically singular for nearly dependent pairs; then its pseudo-inverse is used.
+            self._chol = ("pinv", scipy.linalg.pinvh(C))
+        self._L = L
+        self._d = d
+        self._sigma = sigma
+
+    def _solve_C(self, R):
+        kind, fac = self._chol
+        if kind == "cho":
+            return scipy.linalg.cho_solve(fac, R, check_finite=False)
+        return fac @ R
+
+    def _matmat(self, X):
+        n = self.shape[0]
+        V = _as_columns(X, self.dtype, n)
+        if self.n_pairs == 0:
+            return V * V.dtype.type(1.0 / self.gamma)
+        S, Y = self._Ss.astype(V.dtype, copy=False), self._Ys.astype(V.dtype, copy=False)
+        sigma = self._sigma
+        # B = sigma I - [sigma S^T, Y^T] M^{-1} [sigma S; Y],  M = [[sigma S S^T, L], [L^T, -D]];
+        # block elimination of -D leaves the Schur complement C = sigma S S^T + L D^-1 L^T.
+        p = sigma * (S @ V).astype(np.float64)
+        q = (Y @ V).astype(np.float64)
+        a = self._solve_C(p + self._L @ (q / self._d[:, None]))
+        b = (self._L.T @ a - q) / self._d[:, None]
+        out = V * V.dtype.type(sigma)
+        out -= S.T @ (sigma * a).astype(V.dtype) + Y.T @ b.astype(V.dtype)
+        out *= V.dtype.type(1.0 / self._scale)
+        return out
+
+
+def _lbfgs_prepare(S, Y, gamma):
+    """Validate the pairs, apply the curvature condition and choose gamma; returns constructor args."""
+    S = _pairs_array("S", S)
+    Y = _pairs_array("Y", Y)
+    if S.shape != Y.shape:
+        raise ValueError(f"`S` and `Y` must have the same shape (k, n), got {S.shape} and {Y.shape}")
+    gamma = _validate.positive("gamma", gamma, allow_none=True)
+    dtype = np.result_type(S.dtype, Y.dtype)
+    S = np.array(S, dtype=dtype, copy=True)
+    Y = np.array(Y, dtype=dtype, copy=True)
+    rtol = _dtype_rtol(config.LBFGS_CURVATURE_RTOL, dtype)
+    k = S.shape[0]
+    keep = np.ones(k, dtype=bool)
+    if k:
+        # The cosine of each pair, computed after scaling the pair to unit max-norm (no overflow).
+        S64 = S.astype(np.float64)
+        Y64 = Y.astype(np.float64)
+        ms = np.abs(S64).max(axis=1)
+        my = np.abs(Y64).max(axis=1)
+        ok = (ms > 0) & (my > 0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            Sn = S64 / np.where(ok, ms, 1.0)[:, None]
+            Yn = Y64 / np.where(ok, my, 1.0)[:, None]
+        cos = np.einsum("ij,ij->i", Sn, Yn) / (np.linalg.norm(Sn, axis=1) * np.linalg.norm(Yn, axis=1) + ~ok)
+        keep = ok & (cos > rtol)
+    skipped = tuple(int(i) for i in np.flatnonzero(~keep))
+    if skipped:
+        warnings.warn(
+            f"{len(skipped)} of {k} pairs fail the curvature condition s^T y > {rtol:.3g} ||s|| ||y|| "
+            f"and are skipped (rows {list(skipped)})",
+            CurvatureConditionWarning,
+            stacklevel=3,
+        )
+    S, Y = S[keep], Y[keep]
+    if gamma is None:
+        if S.shape[0]:
+            s, y = S[-1].astype(np.float64), Y[-1].astype(np.float64)
+            # s^T y / y^T y with y scaled to unit max-norm first (no overflow or underflow)
+            m = float(np.abs(y).max())
+            yn = y / m
+            gamma = float(s @ yn) / float(yn @ yn) / m
+        else:
+            gamma = 1.0
+    return S, Y, gamma, rtol, skipped
+
+
+def lbfgs_inverse_hessian(S, Y, *, gamma=None):
+    """The L-BFGS inverse Hessian approximation H_k as a LinearOperator (two-loop recursion).
+
+    Parameters
+    ----------
+    S : (k, n) array_like
+        The last k steps s_i = x_{i+1} - x_i as rows, oldest first. k = 0 (shape (0, n)) gives
+        H = gamma I.
+    Y : (k, n) array_like
+        The matching gradient differences y_i = g_{i+1} - g_i, as rows.
+    gamma : float, optional
+        H_0 = gamma I. Default s^T y / y^T y of the newest pair that is used (1.0 when none is).
+
+    Returns
+    -------
+    H : LBFGSInverseHessian
+        Symmetric (n, n) LinearOperator in the dtype of S and Y (float32 stays float32), with
+        attributes ``S``, ``Y`` (the pairs used), ``gamma``, ``skipped`` (row indices of the
+        pairs left out) and ``curvature_rtol``.
+
+    Raises
+    ------
+    TypeError
+        If S or Y is not a float32/float64 array, or ``gamma`` is not a number.
+    ValueError
+        If S or Y is not 2-D, their shapes differ, they hold NaN or Inf, or ``gamma`` is not
+        positive and finite.
+
+    Warns
+    -----
+    CurvatureConditionWarning
+        If a pair fails the curvature condition :math:`s^T y > \\tau \\|s\\|\\|y\\|` and is
+        skipped; :math:`\\tau` is ``config.LBFGS_CURVATURE_RTOL`` (1e-8) in float64, scaled by
+        :math:`\\sqrt{\\epsilon_{32}/\\epsilon_{64}}` (to about 2.3e-4) in float32.
+
+    See Also
+    --------
+    lbfgs_hessian : B_k, the inverse of this operator.
+    scipy.optimize.LbfgsInvHessProduct : the same recursion with H_0 = I.
+
+    Notes
+    -----
+    H_k is the BFGS inverse update
+
+    .. math::
+
+       H_{i+1} = (I - \\rho_i s_i y_i^T) H_i (I - \\rho_i y_i s_i^T) + \\rho_i s_i s_i^T,
+       \\qquad \\rho_i = 1 / (y_i^T s_i),
+
+    applied to :math:`H_0 = \\gamma I` for each pair in turn. The two-loop recursion of Nocedal
+    (1980) computes :math:`H_k v` in :math:`4kn` flops without forming any matrix: a backward
+    pass :math:`\\alpha_i = \\rho_i s_i^T q,\\ q \\leftarrow q - \\alpha_i y_i`, then
+    :math:`r = \\gamma q` and a forward pass :math:`\\beta = \\rho_i y_i^T r,\\ r \\leftarrow r +
+    (\\alpha_i - \\beta) s_i`. It satisfies the secant equation :math:`H_k y_{k-1} = s_{k-1}`
+    of the newest pair and is positive definite when every :math:`s_i^T y_i > 0`, which is why
+    pairs failing that condition are skipped.
+
+    References
+    ----------
+    .. [1] J. Nocedal, "Updating quasi-Newton matrices with limited storage", Mathematics of
+       Computation 35(151), 1980.
+    .. [2] J. Nocedal and S. J. Wright, "Numerical Optimization", 2nd ed., Springer 2006,
+       Algorithm 7.4 and eq. (7.20).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from linalg_lowrank.curvature import lbfgs_inverse_hessian
+    >>> A = np.diag([1.0, 2.0, 4.0])
+    >>> S = np.eye(3)
+    >>> H = lbfgs_inverse_hessian(S, S @ A)
+    >>> bool(np.allclose(H @ (A @ S[-1]), S[-1]))
+    True
+    >>> bool(np.allclose(H @ np.eye(3), np.linalg.inv(A)))
+    True
+    """
+    return LBFGSInverseHessian(*_lbfgs_prepare(S, Y, gamma))
+
+
+def lbfgs_hessian(S, Y, *, gamma=None):
+    """The L-BFGS Hessian approximation B_k as a LinearOperator (compact representation).
+
+    Parameters
+    ----------
+    S : (k, n) array_like
+        The last k steps s_i = x_{i+1} - x_i as rows, oldest first. k = 0 (shape (0, n)) gives
+        B = I / gamma.
+    Y : (k, n) array_like
+        The matching gradient differences y_i = g_{i+1} - g_i, as rows.
+    gamma : float, optional
+        B_0 = I / gamma (the inverse of the H_0 = gamma I of `lbfgs_inverse_hessian`). Default
+        s^T y / y^T y of the newest pair that is used (1.0 when none is).
+
+    Returns
+    -------
+    B : LBFGSHessian
+        Symmetric (n, n) LinearOperator in the dtype of S and Y, the inverse of
+        ``lbfgs_inverse_hessian(S, Y, gamma=gamma)``, with attributes ``S``, ``Y``, ``gamma``,
+        ``skipped`` and ``curvature_rtol``.
+
+    Raises
+    ------
+    TypeError
+        If S or Y is not a float32/float64 array, or ``gamma`` is not a number.
+    ValueError
+        If S or Y is not 2-D, their shapes differ, they hold NaN or Inf, or ``gamma`` is not
+        positive and finite.
+
+    Warns
+    -----
+    CurvatureConditionWarning
+        If a pair fails the curvature condition and is skipped (as in `lbfgs_inverse_hessian`).
+
+    See Also
+    --------
+    lbfgs_inverse_hessian : H_k, by the two-loop recursion.
+
+    Notes
+    -----
+    With the pairs as the columns of :math:`S, Y \\in \\mathbb{R}^{n \\times k}`,
+    :math:`\\sigma = 1/\\gamma`, :math:`D = \\operatorname{diag}(s_i^T y_i)` and :math:`L` the
+    strictly lower triangle of :math:`S^T Y`, Byrd, Nocedal and Schnabel (1994, Theorem 2.3)
+    show that k BFGS updates of :math:`B_0 = \\sigma I` add up to
+
+    .. math::
+
+       B_k = \\sigma I - \\begin{bmatrix} \\sigma S & Y \\end{bmatrix}
+       \\begin{bmatrix} \\sigma S^T S & L \\\\ L^T & -D \\end{bmatrix}^{-1}
+       \\begin{bmatrix} \\sigma S^T \\\\ Y^T \\end{bmatrix}.
+
+    The middle matrix is solved by eliminating :math:`-D`: its Schur complement
+    :math:`\\sigma S^T S + L D^{-1} L^T` is positive definite and is factored once by Cholesky.
+
+    References
+    ----------
+    .. [1] R. H. Byrd, J. Nocedal and R. B. Schnabel, "Representations of quasi-Newton matrices
+       and their use in limited memory methods", Mathematical Programming 63, 1994.
+    .. [2] J. Nocedal and S. J. Wright, "Numerical Optimization", 2nd ed., Springer 2006, §7.2.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from linalg_lowrank.curvature import lbfgs_hessian
+    >>> A = np.diag([1.0, 2.0, 4.0])
+    >>> S = np.eye(3)
+    >>> B = lbfgs_hessian(S, S @ A)
+    >>> bool(np.allclose(B @ S[-1], A @ S[-1]))
+    True
+    >>> bool(np.allclose(B @ np.eye(3), A))
+    True
+    """
+    return LBFGSHessian(*_lbfgs_prepare(S, Y, gamma))
