@@ -4,8 +4,12 @@ from .curvature import (
     CurvatureConditionWarning,
     LBFGSHessian,
     LBFGSInverseHessian,
+    QuasiNewtonUpdate,
+    bfgs_update,
+    dfp_update,
     lbfgs_hessian,
     lbfgs_inverse_hessian,
+    sr1_update,
 )
 from .dynamics import (
     WeightRMSSimulation,
@@ -104,4 +108,8 @@ __all__ = [
     "LBFGSInverseHessian",
     "LBFGSHessian",
     "CurvatureConditionWarning",
+    "bfgs_update",
+    "dfp_update",
+    "sr1_update",
+    "QuasiNewtonUpdate",
 ]

@@ -128,7 +128,15 @@ HUTCH_SYMMETRY_TILE = 128
 HUTCH_NUMBA_MIN_ENTRIES = 1 << 16
 
 # --- quasi-Newton and curvature operators (curvature.py)
-#: A pair (s, y) enters L-BFGS only if s^T y > tol ||s|| ||y||: its cosine must be clearly above the
-#: rounding of a dot product, or rho = 1 / s^T y is noise and H_k loses positive definiteness.
+#: A pair (s, y) enters L-BFGS (and a dense BFGS or DFP update) only if s^T y > tol ||s|| ||y||: its
+#: cosine must be clearly above the rounding of a dot product, or rho = 1 / s^T y is noise and H_k
+#: loses positive definiteness.
 #: Given for float64; float32 uses it times sqrt(eps32 / eps64) (about 2.3e-4).
 LBFGS_CURVATURE_RTOL = 1e-8
+#: SR1 updates only when |s^T (y - B s)| >= r ||s|| ||y - B s|| (Nocedal & Wright, eq. 6.26, r = 1e-8):
+#: a smaller denominator makes the rank-1 correction arbitrarily large. Given for float64; float32
+#: uses it times sqrt(eps32 / eps64) (about 2.3e-4), as LBFGS_CURVATURE_RTOL.
+SR1_SKIP_RTOL = 1e-8
+#: Powell's damping (Nocedal & Wright, Procedure 18.2): y is replaced by theta y + (1 - theta) B s
+#: when s^T y < BFGS_DAMPING * s^T B s, with theta chosen so that s^T r = BFGS_DAMPING * s^T B s.
+BFGS_DAMPING = 0.2

@@ -9,6 +9,7 @@ for matrices small enough to hold.
 
 import math
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg
@@ -22,6 +23,10 @@ __all__ = [
     "LBFGSHessian",
     "lbfgs_inverse_hessian",
     "lbfgs_hessian",
+    "QuasiNewtonUpdate",
+    "bfgs_update",
+    "dfp_update",
+    "sr1_update",
 ]
 
 
@@ -449,3 +454,375 @@ def lbfgs_hessian(S, Y, *, gamma=None):
     True
     """
     return LBFGSHessian(*_lbfgs_prepare(S, Y, gamma))
+
+
+# -- dense quasi-Newton updates ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, repr=False)
+class QuasiNewtonUpdate:
+    """A dense quasi-Newton update and what happened to it.
+
+    Attributes
+    ----------
+    matrix : (n, n) ndarray
+        The updated matrix (B_{k+1}, or H_{k+1} with ``inverse=True``), symmetric, in the dtype of
+        the input; a copy of the input when the update was skipped.
+    skipped : bool
+        True if the update was skipped (curvature condition or SR1 rule failed).
+    theta : float
+        Powell's damping factor: y was replaced by theta y + (1 - theta) B s. 1.0 when undamped.
+    method : str
+        "bfgs", "dfp" or "sr1".
+    inverse : bool
+        True if ``matrix`` approximates the inverse Hessian.
+    """
+
+    matrix: np.ndarray
+    skipped: bool
+    theta: float
+    method: str
+    inverse: bool
+
+    def __repr__(self):
+        form = "H (inverse)" if self.inverse else "B (direct)"
+        state = "skipped" if self.skipped else "applied"
+        return (
+            f"QuasiNewtonUpdate: {self.method} update of {form} {state}, theta={self.theta:.6g}\n"
+            f"  matrix=array(shape={self.matrix.shape}, dtype={self.matrix.dtype})"
+        )
+
+
+def _update_inputs(M, s, y):
+    """Validate (M, s, y); return float64 copies of them scaled so that max(|s|, |y|) is about 1, and the dtype.
+
+    Every update formula below is homogeneous of degree 0 in a common scale of (s, y), so the
+    power-of-two scaling changes no result and keeps s^T y, ||s||^2 from overflow and underflow.
+    """
+    Ma = _validate.float_array("M", M, min_ndim=2, max_ndim=2)
+    _validate.square("M", Ma)
+    n = Ma.shape[0]
+    sa = _validate.float_array("s", s, min_ndim=1, max_ndim=1)
+    ya = _validate.float_array("y", y, min_ndim=1, max_ndim=1)
+    for name, v in (("s", sa), ("y", ya)):
+        if v.shape != (n,):
+            raise ValueError(f"`{name}` must have shape ({n},) to match `M` of shape {Ma.shape}, got {v.shape}")
+    dtype = np.result_type(Ma.dtype, sa.dtype, ya.dtype)
+    M64 = Ma.astype(np.float64)
+    norm = float(np.linalg.norm(M64))
+    asym = float(np.linalg.norm(M64 - M64.T))
+    if asym > config.SYM_ROUNDOFF * n * float(np.finfo(Ma.dtype).eps) * norm:
+        raise ValueError(
+            f"`M` must be symmetric: relative asymmetry ||M - M^T||_F / ||M||_F = {asym / norm:.3g} "
+            f"exceeds {config.SYM_ROUNDOFF:g} * n * eps"
+        )
+    M64 = 0.5 * (M64 + M64.T)
+    e = _pow2_exponent(float(max(np.abs(sa).max(), np.abs(ya).max())))
+    s64 = np.ldexp(sa.astype(np.float64), -e)
+    y64 = np.ldexp(ya.astype(np.float64), -e)
+    return M64, s64, y64, dtype
+
+
+def _finish_update(M64, dtype, skipped, theta, method, inverse, return_info):
+    out = (0.5 * (M64 + M64.T)).astype(dtype)
+    if return_info:
+        return QuasiNewtonUpdate(matrix=out, skipped=skipped, theta=theta, method=method, inverse=inverse)
+    return out
+
+
+def _curvature_ok(s, y, dtype, method):
+    rtol = _dtype_rtol(config.LBFGS_CURVATURE_RTOL, dtype)
+    ns, ny = float(np.linalg.norm(s)), float(np.linalg.norm(y))
+    sy = float(s @ y)
+    if ns > 0 and ny > 0 and sy > rtol * ns * ny:
+        return True
+    warnings.warn(
+        f"{method.upper()} update skipped: s^T y = {sy:.3g} fails the curvature condition "
+        f"s^T y > {rtol:.3g} ||s|| ||y|| (values after a common power-of-two scaling of s and y)",
+        CurvatureConditionWarning,
+        stacklevel=3,
+    )
+    return False
+
+
+def _bfgs_inverse_formula(H, s, y):
+    """(I - rho s y^T) H (I - rho y s^T) + rho s s^T, expanded around h = H y."""
+    rho = 1.0 / float(s @ y)
+    h = H @ y
+    return H - rho * (np.outer(s, h) + np.outer(h, s)) + (rho * rho * float(y @ h) + rho) * np.outer(s, s)
+
+
+def _bfgs_direct_formula(B, s, y):
+    """B - B s s^T B / (s^T B s) + y y^T / (y^T s); needs s^T B s > 0."""
+    b = B @ s
+    return B - np.outer(b, b) / float(s @ b) + np.outer(y, y) / float(y @ s)
+
+
+def _positive_along(name, M, v, what):
+    q = float(v @ (M @ v))
+    if not q > 0:
+        raise ValueError(f"`M` must be positive definite ({name}): {what} = {q:.3g} <= 0")
+    return q
+
+
+def bfgs_update(M, s, y, *, inverse=False, damping=False, return_info=False):
+    """One BFGS update of a dense Hessian approximation B, or of its inverse H.
+
+    Parameters
+    ----------
+    M : (n, n) array_like
+        The current symmetric B_k (``inverse=False``) or H_k (``inverse=True``); not modified.
+    s : (n,) array_like
+        The step x_{k+1} - x_k.
+    y : (n,) array_like
+        The gradient difference g_{k+1} - g_k.
+    inverse : bool, optional
+        Update the inverse Hessian approximation H instead of B.
+    damping : bool, optional
+        Powell's damping (Nocedal & Wright, Procedure 18.2): when s^T y < 0.2 s^T B s, replace y by
+        r = theta y + (1 - theta) B s with s^T r = 0.2 s^T B s, so that the update is always made
+        and stays positive definite. With ``inverse=True``, B s = H^{-1} s costs a Cholesky
+        factorization of H.
+    return_info : bool, optional
+        Return a `QuasiNewtonUpdate` (the matrix, ``skipped``, ``theta``) instead of the matrix.
+
+    Returns
+    -------
+    M_new : (n, n) ndarray or QuasiNewtonUpdate
+        The updated matrix, symmetric, in the dtype of the inputs (float32 stays float32).
+
+    Raises
+    ------
+    TypeError
+        If an input is not a float32/float64 array.
+    ValueError
+        If M is not square and symmetric, s or y has the wrong shape, an input holds NaN or Inf,
+        or M is not positive definite where the formula divides by it (s^T B s, or H with damping).
+
+    Warns
+    -----
+    CurvatureConditionWarning
+        Without damping, if s^T y <= tol ||s|| ||y|| (``config.LBFGS_CURVATURE_RTOL``, scaled to the
+        dtype as in `lbfgs_inverse_hessian`): the update is skipped and M returned unchanged.
+
+    See Also
+    --------
+    lbfgs_inverse_hessian, lbfgs_hessian : the same updates applied k times, as operators.
+    dfp_update, sr1_update : the other classical updates.
+
+    Notes
+    -----
+    .. math::
+
+       B_{k+1} = B_k - \\frac{B_k s s^T B_k}{s^T B_k s} + \\frac{y y^T}{y^T s}, \\qquad
+       H_{k+1} = (I - \\rho s y^T) H_k (I - \\rho y s^T) + \\rho s s^T, \\quad \\rho = \\frac{1}{y^T s}.
+
+    Both satisfy the secant equation (:math:`B_{k+1} s = y`, :math:`H_{k+1} y = s`), are inverses
+    of each other when :math:`H_k = B_k^{-1}` (Sherman–Morrison–Woodbury), and stay positive
+    definite when :math:`s^T y > 0`. Damping keeps :math:`s^T r \\ge 0.2\\, s^T B s > 0`.
+
+    References
+    ----------
+    .. [1] J. Nocedal and S. J. Wright, "Numerical Optimization", 2nd ed., Springer 2006,
+       eqs. (6.17), (6.19) and Procedure 18.2.
+    .. [2] M. J. D. Powell, "Algorithms for nonlinear constraints that use Lagrangian functions",
+       Mathematical Programming 14, 1978.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from linalg_lowrank.curvature import bfgs_update
+    >>> s, y = np.array([1.0, 0.0]), np.array([2.0, 1.0])
+    >>> B = bfgs_update(np.eye(2), s, y)
+    >>> bool(np.allclose(B @ s, y))
+    True
+    >>> H = bfgs_update(np.eye(2), s, y, inverse=True)
+    >>> bool(np.allclose(H @ B, np.eye(2)))
+    True
+    """
+    M64, s64, y64, dtype = _update_inputs(M, s, y)
+    inverse, damping = bool(inverse), bool(damping)
+    theta = 1.0
+    if damping:
+        if not np.any(s64):
+            warnings.warn("BFGS update skipped: `s` is zero", CurvatureConditionWarning, stacklevel=2)
+            return _finish_update(M64, dtype, True, theta, "bfgs", inverse, return_info)
+        if inverse:
+            try:
+                Bs = scipy.linalg.cho_solve(scipy.linalg.cho_factor(M64, check_finite=False), s64, check_finite=False)
+            except np.linalg.LinAlgError:
+                raise ValueError(
+                    "`M` must be positive definite for damping with inverse=True (Cholesky failed)"
+                ) from None
+            sBs = float(s64 @ Bs)
+        else:
+            Bs = M64 @ s64
+            sBs = _positive_along("s^T B s", M64, s64, "s^T M s")
+        sy = float(s64 @ y64)
+        lower = config.BFGS_DAMPING * sBs
+        if sy < lower:
+            theta = (1.0 - config.BFGS_DAMPING) * sBs / (sBs - sy)
+            y64 = theta * y64 + (1.0 - theta) * Bs
+    elif not _curvature_ok(s64, y64, dtype, "bfgs"):
+        return _finish_update(M64, dtype, True, theta, "bfgs", inverse, return_info)
+    if inverse:
+        M64 = _bfgs_inverse_formula(M64, s64, y64)
+    else:
+        _positive_along("s^T B s", M64, s64, "s^T M s")
+        M64 = _bfgs_direct_formula(M64, s64, y64)
+    return _finish_update(M64, dtype, False, theta, "bfgs", inverse, return_info)
+
+
+def dfp_update(M, s, y, *, inverse=False, return_info=False):
+    """One DFP update of a dense Hessian approximation B, or of its inverse H.
+
+    Parameters
+    ----------
+    M : (n, n) array_like
+        The current symmetric B_k (``inverse=False``) or H_k (``inverse=True``); not modified.
+    s : (n,) array_like
+        The step x_{k+1} - x_k.
+    y : (n,) array_like
+        The gradient difference g_{k+1} - g_k.
+    inverse : bool, optional
+        Update the inverse Hessian approximation H instead of B.
+    return_info : bool, optional
+        Return a `QuasiNewtonUpdate` instead of the matrix.
+
+    Returns
+    -------
+    M_new : (n, n) ndarray or QuasiNewtonUpdate
+        The updated matrix, symmetric, in the dtype of the inputs.
+
+    Raises
+    ------
+    TypeError
+        If an input is not a float32/float64 array.
+    ValueError
+        If M is not square and symmetric, s or y has the wrong shape, an input holds NaN or Inf,
+        or (``inverse=True``) y^T H y <= 0.
+
+    Warns
+    -----
+    CurvatureConditionWarning
+        If s^T y <= tol ||s|| ||y||: the update is skipped and M returned unchanged.
+
+    See Also
+    --------
+    bfgs_update : the dual update (s and y, B and H exchanged).
+
+    Notes
+    -----
+    DFP is BFGS with the roles of :math:`(s, B)` and :math:`(y, H)` exchanged:
+
+    .. math::
+
+       B_{k+1} = (I - \\rho y s^T) B_k (I - \\rho s y^T) + \\rho y y^T, \\qquad
+       H_{k+1} = H_k - \\frac{H_k y y^T H_k}{y^T H_k y} + \\frac{s s^T}{y^T s}.
+
+    It satisfies the secant equation and keeps positive definiteness when :math:`s^T y > 0`.
+
+    References
+    ----------
+    .. [1] J. Nocedal and S. J. Wright, "Numerical Optimization", 2nd ed., Springer 2006,
+       eqs. (6.13) and (6.15).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from linalg_lowrank.curvature import dfp_update
+    >>> s, y = np.array([1.0, 0.0]), np.array([2.0, 1.0])
+    >>> H = dfp_update(np.eye(2), s, y, inverse=True)
+    >>> bool(np.allclose(H @ y, s))
+    True
+    """
+    M64, s64, y64, dtype = _update_inputs(M, s, y)
+    inverse = bool(inverse)
+    if not _curvature_ok(s64, y64, dtype, "dfp"):
+        return _finish_update(M64, dtype, True, 1.0, "dfp", inverse, return_info)
+    if inverse:
+        _positive_along("y^T H y", M64, y64, "y^T M y")
+        M64 = _bfgs_direct_formula(M64, y64, s64)
+    else:
+        M64 = _bfgs_inverse_formula(M64, y64, s64)
+    return _finish_update(M64, dtype, False, 1.0, "dfp", inverse, return_info)
+
+
+def sr1_update(M, s, y, *, inverse=False, return_info=False):
+    """One symmetric rank-one (SR1) update of a dense B or H, skipped when its denominator is tiny.
+
+    Parameters
+    ----------
+    M : (n, n) array_like
+        The current symmetric B_k (``inverse=False``) or H_k (``inverse=True``); not modified.
+        SR1 does not need (or keep) positive definiteness.
+    s : (n,) array_like
+        The step x_{k+1} - x_k.
+    y : (n,) array_like
+        The gradient difference g_{k+1} - g_k.
+    inverse : bool, optional
+        Update the inverse Hessian approximation H instead of B.
+    return_info : bool, optional
+        Return a `QuasiNewtonUpdate` (with ``skipped``) instead of the matrix.
+
+    Returns
+    -------
+    M_new : (n, n) ndarray or QuasiNewtonUpdate
+        The updated matrix, symmetric, in the dtype of the inputs; M itself (a copy) when skipped.
+
+    Raises
+    ------
+    TypeError
+        If an input is not a float32/float64 array.
+    ValueError
+        If M is not square and symmetric, s or y has the wrong shape, or an input holds NaN or Inf.
+
+    See Also
+    --------
+    bfgs_update : the rank-two update that keeps positive definiteness.
+
+    Notes
+    -----
+    With :math:`v = y - B_k s`,
+
+    .. math::
+
+       B_{k+1} = B_k + \\frac{v v^T}{v^T s} \\quad \\text{if } |s^T v| \\ge r \\|s\\| \\|v\\|,
+
+    and :math:`B_{k+1} = B_k` otherwise (Nocedal & Wright, eq. 6.26; :math:`r` is
+    ``config.SR1_SKIP_RTOL`` = 1e-8 in float64, about 2.3e-4 in float32). The inverse form
+    exchanges :math:`(s, B)` and :math:`(y, H)`: :math:`w = s - H_k y`, test
+    :math:`|y^T w| \\ge r \\|y\\| \\|w\\|`. Skipping is routine for SR1 and does not warn; it
+    is reported by ``return_info=True``. When :math:`v = 0` the secant equation already holds
+    and the update is zero.
+
+    References
+    ----------
+    .. [1] J. Nocedal and S. J. Wright, "Numerical Optimization", 2nd ed., Springer 2006, §6.2.
+    .. [2] A. R. Conn, N. I. M. Gould and P. L. Toint, "Convergence of quasi-Newton matrices
+       generated by the symmetric rank one update", Mathematical Programming 50, 1991.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from linalg_lowrank.curvature import sr1_update
+    >>> s, y = np.array([1.0, 0.0]), np.array([2.0, 1.0])
+    >>> B = sr1_update(np.eye(2), s, y)
+    >>> bool(np.allclose(B @ s, y))
+    True
+    >>> sr1_update(np.eye(2), s, np.array([1.0, 1.0]), return_info=True).skipped
+    True
+    """
+    M64, s64, y64, dtype = _update_inputs(M, s, y)
+    inverse = bool(inverse)
+    a, b = (y64, s64) if inverse else (s64, y64)  # the update maps a to b
+    v = b - M64 @ a
+    nv = float(np.linalg.norm(v))
+    if nv == 0.0:
+        return _finish_update(M64, dtype, False, 1.0, "sr1", inverse, return_info)
+    r = _dtype_rtol(config.SR1_SKIP_RTOL, dtype)
+    va = float(v @ a)
+    if not abs(va) >= r * float(np.linalg.norm(a)) * nv:
+        return _finish_update(M64, dtype, True, 1.0, "sr1", inverse, return_info)
+    M64 = M64 + np.outer(v, v) / va
+    return _finish_update(M64, dtype, False, 1.0, "sr1", inverse, return_info)

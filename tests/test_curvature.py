@@ -13,8 +13,11 @@ from linalg_lowrank.curvature import (
     CurvatureConditionWarning,
     LBFGSHessian,
     LBFGSInverseHessian,
+    bfgs_update,
+    dfp_update,
     lbfgs_hessian,
     lbfgs_inverse_hessian,
+    sr1_update,
 )
 
 from .strategies import random_orthogonal
@@ -232,3 +235,261 @@ def test_lbfgs_bad_input(S, Y, gamma, exc, match):
     for fn in (lbfgs_inverse_hessian, lbfgs_hessian):
         with pytest.raises(exc, match=match):
             fn(S, Y, gamma=gamma)
+
+
+# -- dense updates -------------------------------------------------------------------------------
+
+
+def ref_bfgs_B(B, s, y):
+    Bs = B @ s
+    return B - np.outer(Bs, Bs) / (s @ Bs) + np.outer(y, y) / (y @ s)
+
+
+def ref_bfgs_H(H, s, y):
+    rho = 1.0 / (y @ s)
+    V = np.eye(len(s)) - rho * np.outer(y, s)
+    return V.T @ H @ V + rho * np.outer(s, s)
+
+
+def ref_dfp_B(B, s, y):
+    rho = 1.0 / (y @ s)
+    V = np.eye(len(s)) - rho * np.outer(s, y)
+    return V.T @ B @ V + rho * np.outer(y, y)
+
+
+def ref_dfp_H(H, s, y):
+    Hy = H @ y
+    return H - np.outer(Hy, Hy) / (y @ Hy) + np.outer(s, s) / (y @ s)
+
+
+def ref_sr1(M, a, b):
+    v = b - M @ a
+    return M + np.outer(v, v) / (v @ a)
+
+
+@st.composite
+def spd_problems(draw, max_n=10, curvature=True):
+    """(B, s, y): SPD B with eigenvalues in [0.1, 10]; y = A s for an SPD A (curvature) or arbitrary."""
+    n = draw(st.integers(1, max_n))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    lam = 10.0 ** np.array(draw(st.lists(st.floats(-1.0, 1.0), min_size=n, max_size=n)))
+    U = random_orthogonal(rng, n, n)
+    B = (U * np.asarray(lam)) @ U.T
+    B = 0.5 * (B + B.T)
+    s = rng.standard_normal(n)
+    if curvature:
+        W = random_orthogonal(rng, n, n)
+        A = (W * 10.0 ** rng.uniform(-1.0, 1.0, n)) @ W.T
+        y = A @ s
+    else:
+        y = rng.standard_normal(n)
+    return B, s, y
+
+
+def secant_tol(B_new_terms, s, n):
+    """Rounding allowance for ||B_new s - y||: c n eps ||s|| times the sum of the sizes of the update's terms."""
+    return 50 * n * EPS64 * np.linalg.norm(s) * sum(B_new_terms)
+
+
+UPDATES = {
+    "bfgs": (bfgs_update, ref_bfgs_B, ref_bfgs_H),
+    "dfp": (dfp_update, ref_dfp_B, ref_dfp_H),
+}
+
+
+def bfgs_terms(B, s, y):
+    """Size of the terms of the BFGS direct formula: rounding of the result is relative to their sum."""
+    Bs = B @ s
+    return np.linalg.norm(B) + (Bs @ Bs) / (s @ Bs) + (y @ y) / (y @ s)
+
+
+def bfgs_inverse_terms(H, s, y):
+    """Size of the terms of the expanded BFGS inverse formula H - rho (s h^T + h s^T) + (rho^2 y^T h + rho) s s^T."""
+    rho, h = 1.0 / (y @ s), H @ y
+    return np.linalg.norm(H) + 2 * rho * np.linalg.norm(s) * np.linalg.norm(h) + (rho**2 * (y @ h) + rho) * (s @ s)
+
+
+TERMS = {
+    "bfgs": (bfgs_terms, bfgs_inverse_terms),
+    # DFP is BFGS with (s, B) and (y, H) exchanged
+    "dfp": (lambda B, s, y: bfgs_inverse_terms(B, y, s), lambda H, s, y: bfgs_terms(H, y, s)),
+}
+
+
+@pytest.mark.parametrize("method", ["bfgs", "dfp"])
+@given(problem=spd_problems())
+def test_bfgs_dfp_properties(method, problem):
+    B, s, y = problem
+    n = len(s)
+    update, ref_B, ref_H = UPDATES[method]
+    terms_B, terms_H = TERMS[method]
+    H = np.linalg.inv(B)
+    H = 0.5 * (H + H.T)
+    B_in, H_in = B.copy(), H.copy()
+    B1 = update(B, s, y)
+    H1 = update(H, s, y, inverse=True)
+    np.testing.assert_array_equal(B, B_in)
+    np.testing.assert_array_equal(H, H_in)
+    # symmetric exactly, and equal to the textbook formula to the rounding of its terms
+    np.testing.assert_array_equal(B1, B1.T)
+    np.testing.assert_array_equal(H1, H1.T)
+    RB, RH = ref_B(B, s, y), ref_H(H, s, y)
+    tB, tH = terms_B(B, s, y), terms_H(H, s, y)
+    np.testing.assert_allclose(B1, RB, rtol=0, atol=50 * n * EPS64 * tB)
+    np.testing.assert_allclose(H1, RH, rtol=0, atol=50 * n * EPS64 * tH)
+    # secant equations
+    assert np.linalg.norm(B1 @ s - y) <= secant_tol([tB, np.linalg.norm(B1)], s, n)
+    assert np.linalg.norm(H1 @ y - s) <= secant_tol([tH, np.linalg.norm(H1)], y, n)
+    # positive definiteness is kept (s^T y > 0 by construction); det(B1) = det(B) y^T s / s^T B s
+    # for BFGS keeps the smallest eigenvalue away from the rounding level
+    assert np.linalg.eigvalsh(B1).min() > 0
+    assert np.linalg.eigvalsh(H1).min() > 0
+    # H1 = B1^{-1}: each is within its rounding of the exact update, amplified by the conditioning of the other
+    err = 50 * n * EPS64 * (tB * np.linalg.norm(RH) + tH * np.linalg.norm(RB))
+    np.testing.assert_allclose(H1 @ B1, np.eye(n), rtol=0, atol=err)
+
+
+@given(problem=spd_problems(curvature=False))
+def test_damped_bfgs_always_positive_definite(problem):
+    B, s, y = problem
+    n = len(s)
+    info = bfgs_update(B, s, y, damping=True, return_info=True)
+    assert not info.skipped
+    B1 = info.matrix
+    # Procedure 18.2 written out here
+    sBs, sy = s @ B @ s, s @ y
+    theta = 1.0 if sy >= 0.2 * sBs else 0.8 * sBs / (sBs - sy)
+    # sBs - sy >= 0.8 sBs when damped: no cancellation, theta is as accurate as the two dot products
+    dot_err = 50 * n * EPS64 * (np.linalg.norm(B) * (s @ s) + np.linalg.norm(s) * np.linalg.norm(y)) / sBs
+    assert info.theta == pytest.approx(theta, rel=dot_err, abs=0)
+    r = theta * y + (1 - theta) * (B @ s)
+    assert s @ r >= 0.2 * sBs * (1 - dot_err)
+    R = ref_bfgs_B(B, s, r)
+    tB = bfgs_terms(B, s, r)
+    np.testing.assert_allclose(B1, R, rtol=0, atol=50 * n * EPS64 * tB)
+    assert np.linalg.eigvalsh(B1).min() > 0
+    # the inverse form with damping is the inverse of the direct one; it gets B s by a solve with H,
+    # whose error is cond(B) times larger
+    H = np.linalg.inv(B)
+    H1 = bfgs_update(0.5 * (H + H.T), s, y, damping=True, inverse=True)
+    RH = ref_bfgs_H(H, s, r)
+    tH = bfgs_inverse_terms(H, s, r)
+    err = 50 * n * EPS64 * (tB * np.linalg.norm(RH) + tH * np.linalg.norm(R)) * np.linalg.cond(B)
+    np.testing.assert_allclose(H1 @ B1, np.eye(n), rtol=0, atol=err)
+    assert np.linalg.eigvalsh(H1).min() > 0
+
+
+@given(problem=spd_problems(curvature=False))
+def test_sr1_properties(problem):
+    B, s, y = problem
+    n = len(s)
+    H = np.linalg.inv(B)
+    H = 0.5 * (H + H.T)
+    v = y - B @ s
+    w = s - H @ y
+    r = config.SR1_SKIP_RTOL
+    info_B = sr1_update(B, s, y, return_info=True)
+    info_H = sr1_update(H, s, y, inverse=True, return_info=True)
+    skip_B = abs(s @ v) < r * np.linalg.norm(s) * np.linalg.norm(v)
+    skip_H = abs(y @ w) < r * np.linalg.norm(y) * np.linalg.norm(w)
+    assert info_B.skipped == skip_B and info_H.skipped == skip_H
+    np.testing.assert_array_equal(info_B.matrix, info_B.matrix.T)
+    if skip_B:
+        np.testing.assert_array_equal(info_B.matrix, B)
+        return
+    R = ref_sr1(B, s, y)
+    c = np.linalg.norm(B) + np.linalg.norm(v) ** 2 / abs(v @ s)
+    np.testing.assert_allclose(info_B.matrix, R, rtol=0, atol=50 * n * EPS64 * c)
+    assert np.linalg.norm(info_B.matrix @ s - y) <= secant_tol([c], s, n)
+    if not skip_H and abs(v @ s) > 1e-3 * np.linalg.norm(v) * np.linalg.norm(s):
+        # SR1 is self-dual: the inverse-form update of B^{-1} is the inverse of the direct update
+        RH = ref_sr1(H, y, s)
+        M = info_H.matrix @ info_B.matrix
+        np.testing.assert_allclose(M, np.eye(n), rtol=0, atol=200 * n * EPS64 * np.linalg.cond(R) * np.linalg.cond(RH))
+
+
+def test_sr1_skipping_rule_at_the_threshold():
+    rng = np.random.default_rng(0)
+    n = 6
+    B = np.diag(np.arange(1.0, n + 1))
+    s = rng.standard_normal(n)
+    u = rng.standard_normal(n)
+    u -= (u @ s) / (s @ s) * s  # u orthogonal to s
+    r = config.SR1_SKIP_RTOL
+    for factor, skipped in [(0.0, True), (0.5, True), (2.0, False), (1e3, False)]:
+        # v = y - B s = u + c s with s^T v = factor * r ||s|| ||v|| (to first order in r)
+        c = factor * r * np.linalg.norm(u) / np.linalg.norm(s)
+        y = B @ s + u + c * s
+        info = sr1_update(B, s, y, return_info=True)
+        assert info.skipped == skipped, factor
+    # v = 0: the secant equation holds already; nothing to add, nothing skipped
+    info = sr1_update(B, s, B @ s, return_info=True)
+    assert not info.skipped
+    np.testing.assert_array_equal(info.matrix, B)
+    # float32 raises r with the unit roundoff
+    s32, B32 = s.astype(np.float32), B.astype(np.float32)
+    y32 = (B @ s + u + 1e-6 * np.linalg.norm(u) / np.linalg.norm(s) * s).astype(np.float32)
+    info = sr1_update(B32, s32, y32, return_info=True)
+    assert info.skipped and info.matrix.dtype == np.float32
+
+
+def test_bfgs_dfp_skip_without_curvature():
+    B = np.diag([1.0, 2.0, 3.0])
+    s = np.array([1.0, 0.0, 0.0])
+    y = np.array([-1.0, 1.0, 0.0])
+    for update in (bfgs_update, dfp_update):
+        for inverse in (False, True):
+            with pytest.warns(CurvatureConditionWarning, match="curvature condition"):
+                info = update(B, s, y, inverse=inverse, return_info=True)
+            assert info.skipped
+            np.testing.assert_array_equal(info.matrix, B)
+    with pytest.warns(CurvatureConditionWarning, match="`s` is zero"):
+        assert bfgs_update(B, np.zeros(3), y, damping=True, return_info=True).skipped
+
+
+@pytest.mark.parametrize("scale", [2.0**600, 2.0**-600])
+@pytest.mark.parametrize("update", [bfgs_update, dfp_update, sr1_update])
+@pytest.mark.parametrize("inverse", [False, True])
+def test_updates_scale_invariant(update, inverse, scale):
+    # (s, y) -> (c s, c y) leaves every update unchanged; s^T y alone would overflow or underflow
+    rng = np.random.default_rng(1)
+    n = 5
+    B = np.diag(np.linspace(1.0, 3.0, n))
+    s = rng.standard_normal(n)
+    y = np.diag(np.linspace(2.0, 0.5, n)) @ s
+    M = np.linalg.inv(B) if inverse else B
+    ref = update(M, s, y, inverse=inverse)
+    out = update(M, scale * s, scale * y, inverse=inverse)
+    np.testing.assert_allclose(out, ref, rtol=0, atol=50 * n * EPS64 * np.linalg.norm(ref))
+
+
+@pytest.mark.parametrize("update", [bfgs_update, dfp_update, sr1_update])
+def test_updates_float32(update):
+    B = np.diag([1.0, 2.0, 4.0]).astype(np.float32)
+    s = np.array([1.0, 0.5, -0.25], dtype=np.float32)
+    y = np.array([1.5, 1.0, -0.5], dtype=np.float32)
+    out = update(B, s, y)
+    assert out.dtype == np.float32
+    ref = {bfgs_update: ref_bfgs_B, dfp_update: ref_dfp_B, sr1_update: ref_sr1}[update](
+        B.astype(np.float64), s.astype(np.float64), y.astype(np.float64)
+    )
+    np.testing.assert_allclose(out, ref, rtol=0, atol=50 * 3 * np.finfo(np.float32).eps * np.linalg.norm(ref))
+    assert update(B, s.astype(np.float64), y).dtype == np.float64
+
+
+@pytest.mark.parametrize(
+    ("M", "s", "y", "kwargs", "exc", "match"),
+    [
+        (np.ones((2, 3)), np.ones(2), np.ones(2), {}, ValueError, "`M` must be square"),
+        (np.array([[1.0, 2.0], [0.0, 1.0]]), np.ones(2), np.ones(2), {}, ValueError, "`M` must be symmetric"),
+        (np.eye(2), np.ones(3), np.ones(2), {}, ValueError, r"`s` must have shape \(2,\)"),
+        (np.eye(2), np.ones(2), np.array([1.0, np.inf]), {}, ValueError, "`y` must be finite"),
+        (np.eye(2, dtype=np.int64), np.ones(2), np.ones(2), {}, TypeError, "`M` has dtype int64"),
+        (-np.eye(2), np.ones(2), np.ones(2), {}, ValueError, "`M` must be positive definite"),
+        (-np.eye(2), np.ones(2), np.ones(2), {"damping": True, "inverse": True}, ValueError, "positive definite"),
+    ],
+)
+def test_updates_bad_input(M, s, y, kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        bfgs_update(M, s, y, **kwargs)
