@@ -2,11 +2,15 @@
 
 from .curvature import (
     CurvatureConditionWarning,
+    GaussNewtonOperator,
     LBFGSHessian,
     LBFGSInverseHessian,
     QuasiNewtonUpdate,
     bfgs_update,
     dfp_update,
+    empirical_fisher_operator,
+    fisher_operator,
+    gauss_newton_operator,
     lbfgs_hessian,
     lbfgs_inverse_hessian,
     sr1_update,
@@ -112,4 +116,8 @@ __all__ = [
     "dfp_update",
     "sr1_update",
     "QuasiNewtonUpdate",
+    "gauss_newton_operator",
+    "fisher_operator",
+    "empirical_fisher_operator",
+    "GaussNewtonOperator",
 ]

@@ -140,3 +140,6 @@ SR1_SKIP_RTOL = 1e-8
 #: Powell's damping (Nocedal & Wright, Procedure 18.2): y is replaced by theta y + (1 - theta) B s
 #: when s^T y < BFGS_DAMPING * s^T B s, with theta chosen so that s^T r = BFGS_DAMPING * s^T B s.
 BFGS_DAMPING = 0.2
+#: Rows of `probs` given to `fisher_operator` must sum to 1 within this many C * eps(dtype) (softmax
+#: output rounded in its dtype); entries within this many eps of [0, 1] are accepted.
+FISHER_PROBS_ROUNDOFF = 10.0

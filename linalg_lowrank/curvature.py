@@ -27,6 +27,10 @@ __all__ = [
     "bfgs_update",
     "dfp_update",
     "sr1_update",
+    "GaussNewtonOperator",
+    "gauss_newton_operator",
+    "fisher_operator",
+    "empirical_fisher_operator",
 ]
 
 
@@ -826,3 +830,427 @@ def sr1_update(M, s, y, *, inverse=False, return_info=False):
         return _finish_update(M64, dtype, True, 1.0, "sr1", inverse, return_info)
     M64 = M64 + np.outer(v, v) / va
     return _finish_update(M64, dtype, False, 1.0, "sr1", inverse, return_info)
+
+
+# -- Gauss–Newton, GGN and Fisher ----------------------------------------------------------------
+
+
+class _SymmetricOperator(scipy.sparse.linalg.LinearOperator):
+    """A symmetric LinearOperator from a column-block product (matvec is a one-column matmat)."""
+
+    def __init__(self, n, dtype, matmat):
+        super().__init__(dtype=np.dtype(dtype), shape=(n, n))
+        self._mm = matmat
+
+    def _matmat(self, X):
+        X = np.asarray(X)
+        return self._mm(X.reshape(self.shape[0], -1))
+
+    def _matvec(self, x):
+        x = np.asarray(x)
+        return self._mm(x.reshape(-1, 1)).reshape(x.shape)
+
+    def _rmatvec(self, x):
+        return self._matvec(x)
+
+    def _rmatmat(self, X):
+        return self._matmat(X)
+
+    def _adjoint(self):
+        return self
+
+    def todense(self):
+        """The dense (n, n) matrix (n products; for tests and small n)."""
+        return self._matmat(np.eye(self.shape[0], dtype=self.dtype))
+
+
+class GaussNewtonOperator(_SymmetricOperator):
+    """J^T H_L J as a symmetric LinearOperator (see `gauss_newton_operator`, `fisher_operator`).
+
+    Every product column costs one Jacobian-vector product and one vector-Jacobian product.
+
+    Attributes
+    ----------
+    output_shape : tuple or None
+        Shape of the model output J v (known after the first product for `gauss_newton_operator`).
+    seed : int or None
+        For `fisher_operator`: ``rng=seed`` draws the same labels. None for `gauss_newton_operator`.
+    n_samples : int or None
+        For `fisher_operator`: labels drawn per example.
+    """
+
+    def __init__(self, n, dtype, jvp, vjp, apply_h, output_shape=None, seed=None, n_samples=None):
+        super().__init__(n, dtype, self._ggn_matmat)
+        self._jvp, self._vjp, self._apply_h = jvp, vjp, apply_h
+        self.output_shape = output_shape
+        self.seed = seed
+        self.n_samples = n_samples
+
+    def _ggn_matmat(self, X):
+        """For each column: v -> J v -> H_L (J v) -> J^T (H_L J v)."""
+        n = self.shape[0]
+        out_dtype = np.result_type(self.dtype, X.dtype) if X.dtype.kind == "f" else self.dtype
+        out = np.empty((n, X.shape[1]), dtype=out_dtype)
+        for j in range(X.shape[1]):
+            v = np.ascontiguousarray(X[:, j], dtype=out_dtype)
+            Jv = _checked_call("jvp", self._jvp, v, self.output_shape, out_dtype)
+            if self.output_shape is None:
+                self.output_shape = Jv.shape
+            out[:, j] = _checked_call("vjp", self._vjp, self._apply_h(Jv), (n,), out_dtype)
+        return out
+
+
+def _square_shape(shape):
+    if not isinstance(shape, (tuple, list)) or len(shape) != 2:
+        raise ValueError(f"`shape` must be a pair (n, n), got {shape!r}")
+    n = _validate.positive_int("shape[0]", shape[0])
+    m = _validate.positive_int("shape[1]", shape[1])
+    if n != m:
+        raise ValueError(f"`shape` must be square (n, n), got {tuple(shape)}")
+    return n
+
+
+def _checked_call(name, fn, arg, want_shape, dtype):
+    """fn(arg) as an array of ``want_shape`` (any shape when None), finite, in ``dtype``."""
+    out = np.asarray(fn(arg))
+    if out.dtype.kind not in "fiu":
+        raise TypeError(f"`{name}` must return a real array, got dtype {out.dtype}")
+    out = out.astype(np.result_type(out.dtype, dtype) if out.dtype.kind == "f" else dtype, copy=False)
+    if want_shape is not None and out.shape != tuple(want_shape):
+        raise ValueError(f"`{name}` returned shape {out.shape}, expected {tuple(want_shape)}")
+    if not np.isfinite(out).all():
+        raise ValueError(f"`{name}` returned NaN or Inf")
+    return out
+
+
+def _symmetric_blocks(name, A):
+    """A (m, m) or (N, C, C) float array, finite and symmetric within rounding."""
+    arr = _validate.float_array(name, A, min_ndim=2, max_ndim=3)
+    _validate.square(name, arr)
+    a64 = arr.astype(np.float64)
+    n = arr.shape[-1]
+    norm = float(np.linalg.norm(a64))
+    asym = float(np.linalg.norm(a64 - np.swapaxes(a64, -1, -2)))
+    if asym > config.SYM_ROUNDOFF * n * float(np.finfo(arr.dtype).eps) * norm:
+        raise ValueError(
+            f"`{name}` must be symmetric: relative asymmetry {asym / norm:.3g} "
+            f"exceeds {config.SYM_ROUNDOFF:g} * n * eps"
+        )
+    return arr
+
+
+def gauss_newton_operator(jvp, vjp, loss_hessian, shape, *, dtype=None):
+    """The generalized Gauss–Newton matrix J^T H_L J as a LinearOperator, from user products.
+
+    Parameters
+    ----------
+    jvp : callable
+        ``jvp(v)``: the Jacobian of the model outputs with respect to the n parameters times a
+        vector v of shape (n,); returns an array of the output shape (any shape, e.g. (N, C)
+        logits of a batch).
+    vjp : callable
+        ``vjp(u)``: the transposed Jacobian times u of the output shape; returns shape (n,).
+    loss_hessian : callable or array_like
+        The Hessian of the loss with respect to the outputs, acting on the output space: a callable
+        ``u -> H_L u`` (same shape as u, symmetric), a symmetric (m, m) array acting on the
+        flattened output, or an (N, C, C) stack of symmetric per-example blocks acting on an
+        output of shape (N, C). Any 1/N of a mean loss belongs in it.
+    shape : tuple of int
+        (n, n), the shape of the operator.
+    dtype : dtype, optional
+        Dtype of the operator. Default: that of ``loss_hessian`` if it is an array, else float64.
+
+    Returns
+    -------
+    G : GaussNewtonOperator
+        Symmetric (n, n) LinearOperator; every product column costs one ``jvp`` and one ``vjp``.
+        ``output_shape`` is set after the first product.
+
+    Raises
+    ------
+    TypeError
+        If ``jvp`` or ``vjp`` is not callable, or ``loss_hessian`` is neither callable nor a float array.
+    ValueError
+        If ``shape`` is not (n, n), ``loss_hessian`` is not symmetric or finite, or (at product time)
+        a callable returns the wrong shape or NaN or Inf.
+
+    See Also
+    --------
+    fisher_operator : the same with H_L replaced by sampled gradient outer products.
+    empirical_fisher_operator : the mean outer product of per-example gradients.
+    hessian_operator : the full Hessian by differences of gradients.
+
+    Notes
+    -----
+    For a loss :math:`L(\\theta) = \\ell(f(\\theta))` with outputs :math:`f` and Jacobian
+    :math:`J = \\partial f / \\partial \\theta`, the chain rule gives
+
+    .. math::
+
+       \\nabla^2 L = J^T \\nabla^2_f \\ell\\, J + \\sum_k \\frac{\\partial \\ell}{\\partial f_k}
+       \\nabla^2_\\theta f_k .
+
+    The GGN keeps the first term. It is positive semidefinite whenever
+    :math:`\\nabla^2_f \\ell` is (convex losses), and it equals the Hessian when the model is
+    linear in :math:`\\theta` (logistic regression) or the residuals vanish.
+
+    References
+    ----------
+    .. [1] N. N. Schraudolph, "Fast curvature matrix-vector products for second-order gradient
+       descent", Neural Computation 14(7), 2002.
+    .. [2] J. Martens, "New insights and perspectives on the natural gradient method", JMLR 21, 2020.
+    .. [3] F. Dangel, R. Eschenhagen et al., curvlinops (GGNLinearOperator),
+       https://github.com/f-dangel/curvlinops.
+
+    Examples
+    --------
+    Least squares ``0.5 ||X w - b||^2``: J = X, H_L = I, and the GGN is the Hessian X^T X.
+
+    >>> import numpy as np
+    >>> from linalg_lowrank.curvature import gauss_newton_operator
+    >>> X = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+    >>> G = gauss_newton_operator(lambda v: X @ v, lambda u: X.T @ u, lambda u: u, (2, 2))
+    >>> bool(np.allclose(G @ np.eye(2), X.T @ X))
+    True
+    """
+    for name, fn in (("jvp", jvp), ("vjp", vjp)):
+        if not callable(fn):
+            raise TypeError(f"`{name}` must be callable, got {type(fn).__name__}")
+    n = _square_shape(shape)
+    if callable(loss_hessian):
+        op_dtype = np.dtype(np.float64 if dtype is None else dtype)
+
+        def apply_h(u):
+            return _checked_call("loss_hessian", loss_hessian, u, u.shape, u.dtype)
+
+    else:
+        H = _symmetric_blocks("loss_hessian", loss_hessian)
+        op_dtype = H.dtype if dtype is None else np.dtype(dtype)
+        if H.ndim == 2:
+            m = H.shape[0]
+
+            def apply_h(u):
+                if u.size != m:
+                    raise ValueError(f"`jvp` returned {u.size} outputs, but `loss_hessian` is {m} x {m}")
+                return (H @ u.reshape(-1)).reshape(u.shape)
+
+        else:
+
+            def apply_h(u):
+                if u.shape != H.shape[:2]:
+                    raise ValueError(f"`jvp` returned shape {u.shape}, but `loss_hessian` has blocks {H.shape}")
+                return np.einsum("nij,nj->ni", H, u)
+
+    _validate.float_dtype("dtype", op_dtype)
+    return GaussNewtonOperator(n, op_dtype, jvp, vjp, apply_h)
+
+
+def _check_probs(probs, likelihood):
+    P = _validate.float_array("probs", probs, min_ndim=1, max_ndim=2)
+    eps = float(np.finfo(P.dtype).eps)
+    slack = config.FISHER_PROBS_ROUNDOFF * eps
+    if P.min() < -slack or P.max() > 1 + slack:
+        raise ValueError(f"`probs` must lie in [0, 1], got values in [{P.min():.6g}, {P.max():.6g}]")
+    if likelihood == "categorical":
+        if P.ndim != 2:
+            raise ValueError(f"`probs` must be 2-D (N, C) for likelihood='categorical', got shape {P.shape}")
+        dev = np.abs(P.astype(np.float64).sum(axis=1) - 1.0)
+        worst = int(np.argmax(dev))
+        if dev[worst] > config.FISHER_PROBS_ROUNDOFF * P.shape[1] * eps:
+            raise ValueError(f"rows of `probs` must sum to 1, row {worst} sums to {1.0 + dev[worst]:.17g}")
+    return np.clip(P, 0, 1)
+
+
+def _sample_output_grads(P, likelihood, n_samples, gen):
+    """Gradients of -log p(y | f) with respect to the logits f at labels y drawn from the model.
+
+    Returns (N, M, C) for "categorical" (p - e_y) and (N, M, *rest) for "bernoulli" (p - y),
+    in the dtype of P.
+    """
+    if likelihood == "categorical":
+        N, C = P.shape
+        cdf = np.cumsum(P.astype(np.float64), axis=1)
+        u = gen.random((N, n_samples)) * cdf[:, -1:]
+        labels = np.minimum((u[:, :, None] >= cdf[:, None, :]).sum(axis=2), C - 1)
+        g = np.repeat(P[:, None, :], n_samples, axis=1)
+        np.subtract.at(g, (np.arange(N)[:, None], np.arange(n_samples)[None, :], labels), 1)
+        return g
+    y = gen.random((P.shape[0], n_samples) + P.shape[1:]) < P[:, None].astype(np.float64)
+    return (P[:, None] - y).astype(P.dtype)
+
+
+def fisher_operator(jvp, vjp, probs, shape, *, likelihood="categorical", n_samples=1, reduction="mean", rng=None):
+    """The Monte Carlo Fisher (the GGN of sampled labels) as a LinearOperator, from user products.
+
+    Parameters
+    ----------
+    jvp : callable
+        ``jvp(v)``: the Jacobian of the logits with respect to the n parameters times v of shape
+        (n,); returns an array of the shape of ``probs``.
+    vjp : callable
+        ``vjp(u)``: the transposed Jacobian times u of the shape of ``probs``; returns shape (n,).
+    probs : (N, C) or (N,) array_like
+        The model's predictive distribution at the current parameters: softmax probabilities per
+        example (``likelihood="categorical"``, logits of shape (N, C)), or sigmoid probabilities
+        of one logit per example (``likelihood="bernoulli"``, shape (N,) or (N, K) for K
+        independent binary outputs).
+    shape : tuple of int
+        (n, n), the shape of the operator.
+    likelihood : {"categorical", "bernoulli"}, optional
+        Softmax cross-entropy or sigmoid binary cross-entropy on the logits.
+    n_samples : int, optional
+        Labels M drawn per example from the model's distribution.
+    reduction : {"mean", "sum"}, optional
+        The loss is the mean (c = 1/N) or the sum (c = 1) of the per-example losses.
+    rng : None, int or numpy.random.Generator, optional
+        Source of the sampled labels, drawn once when the operator is built, so that every product
+        uses the same labels (the operator is a fixed symmetric PSD matrix); ``seed`` records it.
+
+    Returns
+    -------
+    F : GaussNewtonOperator
+        Symmetric positive semidefinite (n, n) LinearOperator in the dtype of ``probs``, with
+        ``seed`` and ``n_samples``; every product column costs one ``jvp`` and one ``vjp``.
+
+    Raises
+    ------
+    TypeError
+        If ``jvp`` or ``vjp`` is not callable or ``probs`` is not a float array.
+    ValueError
+        If ``probs`` is not a probability table (entries in [0, 1], categorical rows summing to
+        1), ``shape`` is not (n, n), an option is invalid, or (at product time) a callable returns
+        the wrong shape or NaN or Inf.
+
+    See Also
+    --------
+    gauss_newton_operator : the exact GGN, which the Fisher equals in expectation here.
+    empirical_fisher_operator : the same outer products at the observed labels instead.
+
+    Notes
+    -----
+    With labels :math:`\\tilde y_{nm} \\sim p(y \\mid f_n)` and
+    :math:`g_{nm} = \\nabla_{f}(-\\log p(\\tilde y_{nm} \\mid f_n))`
+    (:math:`p_n - e_{\\tilde y}` for softmax, :math:`p_n - \\tilde y` for sigmoid),
+
+    .. math::
+
+       F = \\frac{c}{M} \\sum_{n=1}^N \\sum_{m=1}^M J_n^T g_{nm} g_{nm}^T J_n, \\qquad
+       \\mathbb{E}[g g^T] = \\operatorname{diag}(p) - p p^T = \\nabla^2_f \\ell ,
+
+    so the expectation of F is the Fisher, which for these exponential-family losses with their
+    natural (logit) parameters is the GGN. Each product computes
+    :math:`J^T \\big(c/M \\sum_m g_m (g_m^T J v)\\big)`, as curvlinops' Monte Carlo GGN does.
+
+    References
+    ----------
+    .. [1] J. Martens, "New insights and perspectives on the natural gradient method", JMLR 21, 2020.
+    .. [2] F. Kunstner, L. Balles and P. Hennig, "Limitations of the empirical Fisher
+       approximation for natural gradient descent", NeurIPS 2019.
+    .. [3] F. Dangel, R. Eschenhagen et al., curvlinops (GGNLinearOperator with ``mc_samples``),
+       https://github.com/f-dangel/curvlinops.
+
+    Examples
+    --------
+    Logistic regression: J = X, and the Fisher approaches X^T diag(p (1 - p)) X / N.
+
+    >>> import numpy as np
+    >>> from linalg_lowrank.curvature import fisher_operator
+    >>> X = np.array([[1.0, 0.5], [-0.3, 2.0], [0.7, -1.0]])
+    >>> p = 1 / (1 + np.exp(-X @ np.array([0.2, -0.4])))
+    >>> F = fisher_operator(lambda v: X @ v, lambda u: X.T @ u, p, (2, 2), likelihood="bernoulli",
+    ...                     n_samples=20000, rng=0)
+    >>> exact = X.T @ (X * (p * (1 - p))[:, None]) / 3
+    >>> bool(np.allclose(F @ np.eye(2), exact, rtol=0.05))
+    True
+    """
+    for name, fn in (("jvp", jvp), ("vjp", vjp)):
+        if not callable(fn):
+            raise TypeError(f"`{name}` must be callable, got {type(fn).__name__}")
+    n = _square_shape(shape)
+    likelihood = _validate.choice("likelihood", likelihood, ("categorical", "bernoulli"))
+    reduction = _validate.choice("reduction", reduction, ("mean", "sum"))
+    M = _validate.positive_int("n_samples", n_samples)
+    P = _check_probs(probs, likelihood)
+    gen, seed = _validate.rng(rng)
+    g = _sample_output_grads(P, likelihood, M, gen)  # (N, M, *out)
+    N = P.shape[0]
+    c = (1.0 / N if reduction == "mean" else 1.0) / M
+    g2 = g.reshape(N, M, -1)
+
+    def apply_h(u):
+        # c sum_m g_m (g_m^T u) per example: the sampled stand-in for H_L u
+        u2 = u.reshape(N, -1)
+        ip = np.einsum("nmk,nk->nm", g2, u2)
+        return (c * np.einsum("nm,nmk->nk", ip, g2)).reshape(u.shape).astype(u.dtype, copy=False)
+
+    return GaussNewtonOperator(n, P.dtype, jvp, vjp, apply_h, output_shape=P.shape, seed=seed, n_samples=M)
+
+
+def empirical_fisher_operator(per_sample_grads, *, reduction="mean"):
+    """The empirical Fisher G^T G / N of per-example gradients as a LinearOperator.
+
+    Parameters
+    ----------
+    per_sample_grads : (N, n) array_like
+        Row i is the gradient of the loss of example i with respect to the n parameters (at the
+        observed label).
+    reduction : {"mean", "sum"}, optional
+        G^T G / N (the loss is a mean over examples) or G^T G (a sum).
+
+    Returns
+    -------
+    F : LinearOperator
+        Symmetric positive semidefinite (n, n) operator in the dtype of the gradients; a product
+        block X costs G^T (G X), and G^T G is never formed.
+
+    Raises
+    ------
+    TypeError
+        If ``per_sample_grads`` is not a float32/float64 array.
+    ValueError
+        If ``per_sample_grads`` is not 2-D, is empty or holds NaN or Inf, or ``reduction`` is not
+        "mean" or "sum".
+
+    See Also
+    --------
+    fisher_operator : the Fisher, with labels drawn from the model instead of the data.
+
+    Notes
+    -----
+    The empirical Fisher uses the observed labels where the Fisher samples them from the model.
+    The two agree only when the model's distribution matches the data's; away from that, the
+    empirical Fisher can be a poor curvature model (Kunstner et al., 2019). It is the matrix
+    whose diagonal Adam's second moment tracks.
+
+    References
+    ----------
+    .. [1] F. Kunstner, L. Balles and P. Hennig, "Limitations of the empirical Fisher
+       approximation for natural gradient descent", NeurIPS 2019.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from linalg_lowrank.curvature import empirical_fisher_operator
+    >>> G = np.array([[1.0, 2.0], [3.0, -1.0]])
+    >>> F = empirical_fisher_operator(G)
+    >>> bool(np.allclose(F @ np.eye(2), G.T @ G / 2))
+    True
+    """
+    G = _validate.float_array("per_sample_grads", per_sample_grads, min_ndim=2, max_ndim=2)
+    reduction = _validate.choice("reduction", reduction, ("mean", "sum"))
+    N, n = G.shape
+    # G = 2^e G' with max |G'| about 1: G'^T (G' X) cannot overflow where the answer does not
+    e = _pow2_exponent(float(np.abs(G).max()))
+    Gs = np.ldexp(G, -e).astype(G.dtype, copy=False)
+    divisor = N if reduction == "mean" else 1
+
+    def matmat(X):
+        out_dtype = np.result_type(G.dtype, X.dtype) if X.dtype.kind == "f" else G.dtype
+        Xd = X.astype(out_dtype, copy=False)
+        # 2^e applied after each product, not 2^(2e) at the end, which can overflow on its own
+        out = np.ldexp(Gs.T @ np.ldexp(Gs @ Xd, e), e)
+        if divisor != 1:
+            out /= out_dtype.type(divisor)
+        return out
+
+    return _SymmetricOperator(n, G.dtype, matmat)

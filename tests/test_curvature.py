@@ -11,10 +11,14 @@ from hypothesis import strategies as st
 from linalg_lowrank import config
 from linalg_lowrank.curvature import (
     CurvatureConditionWarning,
+    GaussNewtonOperator,
     LBFGSHessian,
     LBFGSInverseHessian,
     bfgs_update,
     dfp_update,
+    empirical_fisher_operator,
+    fisher_operator,
+    gauss_newton_operator,
     lbfgs_hessian,
     lbfgs_inverse_hessian,
     sr1_update,
@@ -493,3 +497,333 @@ def test_updates_float32(update):
 def test_updates_bad_input(M, s, y, kwargs, exc, match):
     with pytest.raises(exc, match=match):
         bfgs_update(M, s, y, **kwargs)
+
+
+# -- Gauss–Newton, GGN and Fisher ----------------------------------------------------------------
+
+
+def sigmoid(z):
+    return 0.5 * (1.0 + np.tanh(0.5 * z))
+
+
+def softmax(F):
+    E = np.exp(F - F.max(axis=1, keepdims=True))
+    return E / E.sum(axis=1, keepdims=True)
+
+
+def logistic_problem(N=40, d=5, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((N, d))
+    w = 0.7 * rng.standard_normal(d)
+    t = (rng.random(N) < sigmoid(X @ w + 0.5 * rng.standard_normal(N))).astype(float)
+    return X, w, t
+
+
+def test_ggn_of_logistic_regression_is_its_hessian():
+    X, w, _ = logistic_problem()
+    N, d = X.shape
+    p = sigmoid(X @ w)
+    H_exact = X.T @ (X * (p * (1 - p))[:, None]) / N  # Hessian of the mean log-loss
+    jvp, vjp = (lambda v: X @ v), (lambda u: X.T @ u)
+    tol = 30 * N * d * EPS64 * np.linalg.norm(X) ** 2 / N
+    for loss_hessian in (lambda u: p * (1 - p) * u / N, np.diag(p * (1 - p) / N), (p * (1 - p) / N)[:, None, None]):
+        jv = (lambda v: (X @ v)[:, None], lambda u: X.T @ u[:, 0]) if np.ndim(loss_hessian) == 3 else (jvp, vjp)
+        G = gauss_newton_operator(*jv, loss_hessian, (d, d))
+        assert isinstance(G, GaussNewtonOperator)
+        Gd = G @ np.eye(d)
+        np.testing.assert_allclose(Gd, H_exact, rtol=0, atol=tol)
+        np.testing.assert_allclose(G.matvec(np.ones(d)), H_exact @ np.ones(d), rtol=0, atol=tol * np.sqrt(d))
+        np.testing.assert_allclose(G.T @ np.ones(d), G @ np.ones(d), rtol=0, atol=0)
+        assert G.output_shape in ((N,), (N, 1))
+
+
+def test_fisher_of_logistic_regression_converges_to_the_hessian():
+    X, w, _ = logistic_problem()
+    N, d = X.shape
+    p = sigmoid(X @ w)
+    H_exact = X.T @ (X * (p * (1 - p))[:, None]) / N
+    # g = p - y, y ~ Bernoulli(p): E g^2 = p (1 - p), Var g^2 = E g^4 - (E g^2)^2
+    var_g2 = p * (1 - p) ** 4 + (1 - p) * p**4 - (p * (1 - p)) ** 2
+    outer2 = np.einsum("ni,nj->nij", X, X) ** 2
+    prev = None
+    for M in (1, 10, 100, 1000):
+        F = fisher_operator(lambda v: X @ v, lambda u: X.T @ u, p, (d, d), likelihood="bernoulli", n_samples=M, rng=M)
+        Fd = F @ np.eye(d)
+        assert F.seed == M and F.n_samples == M
+        np.testing.assert_allclose(Fd, Fd.T, rtol=0, atol=30 * d * EPS64 * np.abs(Fd).max())
+        assert np.linalg.eigvalsh(0.5 * (Fd + Fd.T)).min() >= -30 * d * EPS64 * np.linalg.norm(Fd, 2)
+        # CLT: each entry is a mean of N M independent terms with known variances
+        std = np.sqrt(np.einsum("n,nij->ij", var_g2, outer2) / (N**2 * M))
+        z = np.abs(Fd - H_exact) / std
+        assert z.max() < 5.0, (M, z.max())
+        err = np.linalg.norm(Fd - H_exact)
+        if prev is not None:
+            assert err < prev
+        prev = err
+    # the labels are drawn once: products are linear and repeatable
+    F = fisher_operator(lambda v: X @ v, lambda u: X.T @ u, p, (d, d), likelihood="bernoulli", n_samples=3, rng=1)
+    x, y = np.arange(d, dtype=float), np.ones(d)
+    np.testing.assert_allclose(F @ (x + y), F @ x + F @ y, rtol=0, atol=30 * d * EPS64 * np.linalg.norm(x + y))
+    F2 = fisher_operator(lambda v: X @ v, lambda u: X.T @ u, p, (d, d), likelihood="bernoulli", n_samples=3, rng=1)
+    np.testing.assert_array_equal(F2 @ x, F @ x)
+    Fs = fisher_operator(
+        lambda v: X @ v, lambda u: X.T @ u, p, (d, d), likelihood="bernoulli", n_samples=3, rng=1, reduction="sum"
+    )
+    np.testing.assert_allclose(Fs @ x, N * (F @ x), rtol=30 * N * EPS64, atol=0)
+
+
+@pytest.mark.parametrize("n_samples", [1, 2, 5])
+def test_fisher_unbiased_with_few_samples_per_example(n_samples):
+    # Many examples and few labels each: the estimate is within 5 sigma of the exact Fisher at a noise
+    # level (~1% on the diagonal) that would expose a wrong 1/M or 1/N normalization.
+    X, w, _ = logistic_problem(N=20000, d=3, seed=5)
+    N, d = X.shape
+    p = sigmoid(X @ w)
+    exact = X.T @ (X * (p * (1 - p))[:, None]) / N
+    var_g2 = p * (1 - p) ** 4 + (1 - p) * p**4 - (p * (1 - p)) ** 2
+    std = np.sqrt(np.einsum("n,nij->ij", var_g2, np.einsum("ni,nj->nij", X, X) ** 2) / (N**2 * n_samples))
+    F = fisher_operator(
+        lambda v: X @ v, lambda u: X.T @ u, p, (d, d), likelihood="bernoulli", n_samples=n_samples, rng=0
+    )
+    z = np.abs(F @ np.eye(d) - exact) / std
+    assert z.max() < 5.0
+    assert (np.diag(std) / np.diag(exact)).max() < 0.05  # the noise level that makes the test sharp
+
+
+class MLP:
+    """f(x) = W2 tanh(W1 x + b1) + b2 with softmax cross-entropy, parameters flattened as (W1, b1, W2, b2)."""
+
+    def __init__(self, d=4, h=5, C=3, N=12, seed=0):
+        rng = np.random.default_rng(seed)
+        self.d, self.h, self.C, self.N = d, h, C, N
+        self.X = rng.standard_normal((N, d))
+        self.t = rng.integers(0, C, N)
+        self.theta = 0.8 * rng.standard_normal(h * d + h + C * h + C)
+        self.P = self.theta.size
+
+    def unpack(self, theta):
+        d, h, C = self.d, self.h, self.C
+        i = 0
+        W1 = theta[i : i + h * d].reshape(h, d)
+        i += h * d
+        b1 = theta[i : i + h]
+        i += h
+        W2 = theta[i : i + C * h].reshape(C, h)
+        i += C * h
+        return W1, b1, W2, theta[i:]
+
+    def logits(self, theta):
+        W1, b1, W2, b2 = self.unpack(theta)
+        return np.tanh(self.X @ W1.T + b1) @ W2.T + b2
+
+    def loss(self, theta):
+        F = self.logits(theta)
+        m = F.max(axis=1, keepdims=True)
+        lse = m[:, 0] + np.log(np.exp(F - m).sum(axis=1))
+        return float(np.mean(lse - F[np.arange(self.N), self.t]))
+
+    def jvp(self, v):
+        W1, b1, W2, _ = self.unpack(self.theta)
+        dW1, db1, dW2, db2 = self.unpack(v)
+        A = np.tanh(self.X @ W1.T + b1)
+        dA = (1 - A**2) * (self.X @ dW1.T + db1)
+        return A @ dW2.T + dA @ W2.T + db2
+
+    def vjp(self, U):
+        W1, b1, W2, _ = self.unpack(self.theta)
+        A = np.tanh(self.X @ W1.T + b1)
+        Delta = (U @ W2) * (1 - A**2)
+        return np.concatenate([(Delta.T @ self.X).ravel(), Delta.sum(0), (U.T @ A).ravel(), U.sum(0)])
+
+    def per_sample_jacobians(self):
+        """(N, C, P) Jacobians of the logits, one example at a time, from the formulas (no batching)."""
+        W1, b1, W2, _ = self.unpack(self.theta)
+        J = np.zeros((self.N, self.C, self.P))
+        for n in range(self.N):
+            x = self.X[n]
+            a = np.tanh(W1 @ x + b1)
+            for c in range(self.C):
+                dz = W2[c] * (1 - a**2)  # d f_c / d (W1 x + b1)
+                J[n, c] = np.concatenate(
+                    [np.outer(dz, x).ravel(), dz, np.outer(np.eye(self.C)[c], a).ravel(), np.eye(self.C)[c]]
+                )
+        return J
+
+    def grad(self, theta):
+        """Gradient of the mean cross-entropy (backpropagation)."""
+        saved = self.theta
+        self.theta = theta
+        try:
+            Pr = softmax(self.logits(theta))
+            Pr[np.arange(self.N), self.t] -= 1
+            return self.vjp(Pr / self.N)
+        finally:
+            self.theta = saved
+
+    def per_sample_grads(self):
+        J = self.per_sample_jacobians()
+        R = softmax(self.logits(self.theta))
+        R[np.arange(self.N), self.t] -= 1
+        return np.einsum("nc,ncp->np", R, J)
+
+
+def fd_jacobians(model, h=None):
+    """(N, C, P) Jacobians of the logits by central differences (checks the formulas above)."""
+    h = h or EPS64 ** (1 / 3)
+    J = np.zeros((model.N, model.C, model.P))
+    for i in range(model.P):
+        e = np.zeros(model.P)
+        e[i] = h
+        J[:, :, i] = (model.logits(model.theta + e) - model.logits(model.theta - e)) / (2 * h)
+    return J
+
+
+def test_mlp_ggn_against_dense_assembly_and_finite_difference_hessian():
+    model = MLP()
+    N, C, P = model.N, model.C, model.P
+    J = model.per_sample_jacobians()
+    # the test's own Jacobian formulas against central differences: O(h^2) + O(eps / h) ~ 1e-10
+    np.testing.assert_allclose(J, fd_jacobians(model), rtol=0, atol=1e-8 * np.abs(J).max())
+    pr = softmax(model.logits(model.theta))
+    HL = (np.einsum("nc,cd->ncd", pr, np.eye(C)) - np.einsum("nc,nd->ncd", pr, pr)) / N  # CE Hessian per example
+    GGN = np.einsum("ncp,ncd,ndq->pq", J, HL, J)
+    G = gauss_newton_operator(model.jvp, model.vjp, HL, (P, P))
+    Gd = G @ np.eye(P)
+    scale = np.einsum("ncp,ncd,ndq->pq", np.abs(J), np.abs(HL), np.abs(J))
+    np.testing.assert_allclose(Gd, GGN, rtol=0, atol=30 * (P + C) * EPS64 * scale.max())
+    # GGN is PSD; its smallest eigenvalue can be 0, so to rounding
+    assert np.linalg.eigvalsh(GGN).min() >= -30 * P * EPS64 * np.linalg.norm(GGN, 2)
+    assert np.linalg.eigvalsh(0.5 * (Gd + Gd.T)).min() >= -30 * P * EPS64 * np.linalg.norm(GGN, 2)
+    # the Hessian by central differences of the gradient (error ~ eps^(2/3) ||H||) differs from the GGN
+    h = EPS64 ** (1 / 3)
+    H_fd = np.empty((P, P))
+    for i in range(P):
+        e = np.zeros(P)
+        e[i] = h
+        H_fd[:, i] = (model.grad(model.theta + e) - model.grad(model.theta - e)) / (2 * h)
+    fd_err = 1e-8 * np.linalg.norm(H_fd)
+    assert np.linalg.norm(H_fd - H_fd.T) < fd_err
+    assert np.linalg.norm(H_fd - GGN) > 1e4 * fd_err  # the residual term sum_k dl/df_k grad^2 f_k is not small
+    # ... while on the output layer alone (where f is linear in W2, b2) they coincide
+    out = slice(model.h * model.d + model.h, P)
+    np.testing.assert_allclose(H_fd[out, out], GGN[out, out], rtol=0, atol=fd_err)
+
+
+def test_mlp_fisher_converges_to_ggn_and_empirical_fisher():
+    model = MLP(N=10, seed=3)
+    N, C, P = model.N, model.C, model.P
+    J = model.per_sample_jacobians()
+    pr = softmax(model.logits(model.theta))
+    # the exact mean and variance of each entry's summand, by enumerating the C labels
+    G = pr[:, None, :] - np.eye(C)[None, :, :]  # (N, label, C): g = p - e_label
+    JG = np.einsum("ncp,nlc->nlp", J, G)  # J_n^T g for each label
+    Z = np.einsum("nlp,nlq->nlpq", JG, JG)
+    mean = np.einsum("nl,nlpq->pq", pr, Z) / N
+    var = (np.einsum("nl,nlpq->npq", pr, Z**2) - np.einsum("nl,nlpq->npq", pr, Z) ** 2).sum(0) / N**2
+    HL = (np.einsum("nc,cd->ncd", pr, np.eye(C)) - np.einsum("nc,nd->ncd", pr, pr)) / N
+    GGN = np.einsum("ncp,ncd,ndq->pq", J, HL, J)
+    np.testing.assert_allclose(mean, GGN, rtol=0, atol=30 * C * P * EPS64 * np.abs(Z).max())  # Fisher = GGN
+    for M in (1, 30, 1000):
+        F = fisher_operator(model.jvp, model.vjp, pr, (P, P), n_samples=M, rng=10 + M)
+        Fd = F @ np.eye(P)
+        std = np.sqrt(var / M)
+        mask = std > 0  # entries with no randomness (never here, but exact ones must then be exact)
+        z = np.abs(Fd - GGN)[mask] / std[mask]
+        assert z.max() < 6.0, (M, z.max())  # P^2 = 1849 entries: 6 sigma keeps the family-wise level ~1e-6
+    # empirical Fisher: the outer products at the observed labels
+    Gps = model.per_sample_grads()
+    EF = empirical_fisher_operator(Gps)
+    ref = Gps.T @ Gps / N
+    np.testing.assert_allclose(EF @ np.eye(P), ref, rtol=0, atol=30 * N * EPS64 * np.abs(Gps).max() ** 2)
+    np.testing.assert_allclose(
+        empirical_fisher_operator(Gps, reduction="sum") @ np.eye(P),
+        N * ref,
+        rtol=0,
+        atol=30 * N**2 * EPS64 * np.abs(Gps).max() ** 2,
+    )
+    # per-sample gradients average to the gradient
+    np.testing.assert_allclose(Gps.mean(0), model.grad(model.theta), rtol=0, atol=30 * P * EPS64 * np.abs(Gps).max())
+
+
+def test_empirical_fisher_float32_and_scale():
+    rng = np.random.default_rng(0)
+    G = rng.standard_normal((7, 4))
+    x = rng.standard_normal(4)
+    ref = G.T @ (G @ x) / 7
+    F32 = empirical_fisher_operator(G.astype(np.float32))
+    assert F32.dtype == np.float32 and (F32 @ x.astype(np.float32)).dtype == np.float32
+    np.testing.assert_allclose(
+        F32 @ x.astype(np.float32), ref, rtol=0, atol=30 * 7 * 2.0**-23 * np.abs(G).max() ** 2 * np.abs(x).sum()
+    )
+    # (c G)^T (c G) = c^2 G^T G: ||c G||_F^2 alone overflows at c = 2^510
+    c = 2.0**510
+    with np.errstate(over="ignore"):
+        assert not np.isfinite(np.sum((c * G) ** 2))
+    out = empirical_fisher_operator(c * G) @ (x / c**2)
+    np.testing.assert_allclose(out, ref, rtol=0, atol=30 * 7 * EPS64 * np.abs(G).max() ** 2 * np.abs(x).sum())
+
+
+def test_fisher_categorical_sampling_matches_probabilities():
+    # the labels follow the given distribution: frequencies within 5 sigma (multinomial)
+    probs = np.array([[0.1, 0.6, 0.3], [1.0, 0.0, 0.0]])
+    M = 20000
+    F = fisher_operator(lambda v: np.tile(v, (2, 1)), lambda u: u.sum(0), probs, (3, 3), n_samples=M, rng=0)
+    # J_n = I for both examples: F = (1/2M) sum_n sum_m g g^T; its diagonal holds the label frequencies
+    Fd = F @ np.eye(3)
+    # E[g_c^2] = p_c (1 - p_c): example 2 is deterministic (g = 0)
+    exact = (np.diag(probs[0]) - np.outer(probs[0], probs[0])) / 2
+    var_entry = np.zeros((3, 3))
+    p = probs[0]
+    G = p[None, :] - np.eye(3)
+    Z = np.einsum("li,lj->lij", G, G)
+    var_entry = (np.einsum("l,lij->ij", p, Z**2) - np.einsum("l,lij->ij", p, Z) ** 2) / (4 * M)
+    assert (np.abs(Fd - exact) <= 5 * np.sqrt(var_entry) + 1e-15).all()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"probs": np.array([[0.5, 0.6]])}, ValueError, "rows of `probs` must sum to 1"),
+        ({"probs": np.array([[1.5, -0.5]])}, ValueError, r"`probs` must lie in \[0, 1\]"),
+        ({"probs": np.array([0.5, 0.5])}, ValueError, "`probs` must be 2-D"),
+        ({"probs": np.array([[0.5, np.nan]])}, ValueError, "`probs` must be finite"),
+        ({"shape": (2, 3)}, ValueError, "`shape` must be square"),
+        ({"shape": 2}, ValueError, "`shape` must be a pair"),
+        ({"n_samples": 0}, ValueError, "`n_samples` must be an integer >= 1"),
+        ({"likelihood": "gaussian"}, ValueError, "`likelihood` must be one of"),
+        ({"reduction": "none"}, ValueError, "`reduction` must be one of"),
+        ({"jvp": None}, TypeError, "`jvp` must be callable"),
+        ({"rng": -1}, ValueError, "`rng`"),
+    ],
+)
+def test_fisher_bad_input(kwargs, exc, match):
+    args = {
+        "jvp": lambda v: np.tile(v, (1, 1)),
+        "vjp": lambda u: u[0],
+        "probs": np.array([[0.5, 0.5]]),
+        "shape": (2, 2),
+    }
+    args.update(kwargs)
+    with pytest.raises(exc, match=match):
+        fisher_operator(args.pop("jvp"), args.pop("vjp"), args.pop("probs"), args.pop("shape"), **args)
+
+
+def test_gauss_newton_bad_input_and_bad_callables():
+    X = np.ones((3, 2))
+    with pytest.raises(TypeError, match="`vjp` must be callable"):
+        gauss_newton_operator(lambda v: X @ v, "no", np.eye(3), (2, 2))
+    with pytest.raises(ValueError, match="`loss_hessian` must be symmetric"):
+        gauss_newton_operator(lambda v: X @ v, lambda u: X.T @ u, np.triu(np.ones((3, 3))), (2, 2))
+    with pytest.raises(ValueError, match="`loss_hessian` must be finite"):
+        gauss_newton_operator(lambda v: X @ v, lambda u: X.T @ u, np.full((3, 3), np.inf), (2, 2))
+    G = gauss_newton_operator(lambda v: X @ v, lambda u: np.ones(5), np.eye(3), (2, 2))
+    with pytest.raises(ValueError, match=r"`vjp` returned shape \(5,\), expected \(2,\)"):
+        G @ np.ones(2)
+    G = gauss_newton_operator(lambda v: np.full(3, np.nan), lambda u: X.T @ u, np.eye(3), (2, 2))
+    with pytest.raises(ValueError, match="`jvp` returned NaN or Inf"):
+        G @ np.ones(2)
+    G = gauss_newton_operator(lambda v: np.ones(4), lambda u: np.ones(2), np.eye(3), (2, 2))
+    with pytest.raises(ValueError, match="`jvp` returned 4 outputs, but `loss_hessian` is 3 x 3"):
+        G @ np.ones(2)
+    with pytest.raises(TypeError, match="`per_sample_grads` has dtype int64"):
+        empirical_fisher_operator(np.ones((2, 2), dtype=np.int64))
