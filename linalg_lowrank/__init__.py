@@ -31,6 +31,7 @@ from .hutchinson import (
     hutchinson_trace,
 )
 from .kronecker import KroneckerApproximation, kfac_solve, kron_matvec, nearest_kronecker_product
+from .lora import LoraGAInit, lora_ga_init
 from .lowrank import (
     BestRankResult,
     CRProductResult,
@@ -120,4 +121,7 @@ __all__ = [
     "fisher_operator",
     "empirical_fisher_operator",
     "GaussNewtonOperator",
+    # LoRA initialization
+    "lora_ga_init",
+    "LoraGAInit",
 ]

@@ -143,3 +143,10 @@ BFGS_DAMPING = 0.2
 #: Rows of `probs` given to `fisher_operator` must sum to 1 within this many C * eps(dtype) (softmax
 #: output rounded in its dtype); entries within this many eps of [0, 1] are accepted.
 FISHER_PROBS_ROUNDOFF = 10.0
+
+# --- LoRA initialization (lora.py)
+#: gamma of LoRA-GA's scale-stable initialization, c = M^(1/4) / sqrt(gamma) (Wang et al. 2024 use 16).
+LORA_GA_STABLE_GAMMA = 16.0
+#: ``method="auto"`` of `lora_ga_init` takes the full SVD up to this min(M, N): below it a LAPACK SVD
+#: costs little more than the randomized sketch and is exact.
+LORA_GA_EXACT_MAX_DIM = 256
