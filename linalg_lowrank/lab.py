@@ -658,8 +658,7 @@ def train(model, params, X, y, *, optimizer, hyper=None, n_steps=100, batch_size
     order, pos = gen.permutation(N), 0
     init, step = optim.STEPS[optimizer]
     if optimizer == "lbfgs":
-        states = init(model.flatten(params), **({"history": hyper["history"]} if "history" in hyper else {}))
-        hyper.pop("history", None)
+        states = init(model.flatten(params))
     else:
         states = [init(W) for W in params]
     elapsed = 0.0
