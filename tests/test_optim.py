@@ -678,7 +678,7 @@ def test_bad_hyper_parameters_are_named():
 
 #: The fixed problem: MLP(64, 16, 10) on 500 digits (seed 0), init seed 0, batches of 100 (seed 0).
 #: Initial training loss 2.39; every optimizer must bring it below TRAIN_TARGET within TRAIN_STEPS
-#: steps (measured at 30 steps: between 0.012 for K-FAC and 0.21 for Muon). Documented in
+#: steps (measured at 30 steps: between 0.016 for K-FAC and 0.20 for Muon). Documented in
 #: docs/theory/optim.rst.
 TRAIN_STEPS, TRAIN_TARGET = 30, 0.5
 TRAIN_HYPER = {
