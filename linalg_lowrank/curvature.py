@@ -179,6 +179,8 @@ class LBFGSInverseHessian(_LBFGSBase):
             return Q * Q.dtype.type(self.gamma)
         S, Y = self._Ss.astype(Q.dtype, copy=False), self._Ys.astype(Q.dtype, copy=False)
         rho = (1.0 / self._sy).astype(Q.dtype)
+        if Q.shape[1] == 1:
+            return self._two_loop_vector(Q[:, 0], S, Y, rho).reshape(n, 1)
         alpha = np.empty((k, Q.shape[1]), dtype=Q.dtype)
         for i in range(k - 1, -1, -1):
             alpha[i] = rho[i] * (S[i] @ Q)
@@ -187,8 +189,23 @@ class LBFGSInverseHessian(_LBFGSBase):
         for i in range(k):
             beta = rho[i] * (Y[i] @ Q)
             Q += np.outer(S[i], alpha[i] - beta)
-        Q *= Q.dtype.type(self._scale)
+        if self._scale != 1.0:
+            Q *= Q.dtype.type(self._scale)
         return Q
+
+    def _two_loop_vector(self, q, S, Y, rho):
+        # One column: scalar alphas and axpy updates; an (n, 1) outer product per pair costs 2-3x more.
+        k = self.n_pairs
+        alpha = np.empty(k, dtype=q.dtype)
+        for i in range(k - 1, -1, -1):
+            alpha[i] = rho[i] * (S[i] @ q)
+            q -= alpha[i] * Y[i]
+        q *= q.dtype.type(self._gamma_s)
+        for i in range(k):
+            q += (alpha[i] - rho[i] * (Y[i] @ q)) * S[i]
+        if self._scale != 1.0:
+            q *= q.dtype.type(self._scale)
+        return q
 
 
 class LBFGSHessian(_LBFGSBase):
