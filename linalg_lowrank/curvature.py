@@ -579,10 +579,11 @@ def _bfgs_direct_formula(B, s, y):
     return B - np.outer(b, b) / float(s @ b) + np.outer(y, y) / float(y @ s)
 
 
-def _positive_along(name, M, v, what):
+def _positive_along(M, v, what):
+    """v^T M v, which the formula divides by; ValueError unless it is positive."""
     q = float(v @ (M @ v))
     if not q > 0:
-        raise ValueError(f"`M` must be positive definite ({name}): {what} = {q:.3g} <= 0")
+        raise ValueError(f"`M` must be positive definite, but {what} <= 0")
     return q
 
 
@@ -678,7 +679,7 @@ def bfgs_update(M, s, y, *, inverse=False, damping=False, return_info=False):
             sBs = float(s64 @ Bs)
         else:
             Bs = M64 @ s64
-            sBs = _positive_along("s^T B s", M64, s64, "s^T M s")
+            sBs = _positive_along(M64, s64, "s^T M s")
         sy = float(s64 @ y64)
         lower = config.BFGS_DAMPING * sBs
         if sy < lower:
@@ -689,7 +690,8 @@ def bfgs_update(M, s, y, *, inverse=False, damping=False, return_info=False):
     if inverse:
         M64 = _bfgs_inverse_formula(M64, s64, y64)
     else:
-        _positive_along("s^T B s", M64, s64, "s^T M s")
+        if not damping:
+            _positive_along(M64, s64, "s^T M s")
         M64 = _bfgs_direct_formula(M64, s64, y64)
     return _finish_update(M64, dtype, False, theta, "bfgs", inverse, return_info)
 
@@ -762,7 +764,7 @@ def dfp_update(M, s, y, *, inverse=False, return_info=False):
     if not _curvature_ok(s64, y64, dtype, "dfp"):
         return _finish_update(M64, dtype, True, 1.0, "dfp", inverse, return_info)
     if inverse:
-        _positive_along("y^T H y", M64, y64, "y^T M y")
+        _positive_along(M64, y64, "y^T M y")
         M64 = _bfgs_direct_formula(M64, y64, s64)
     else:
         M64 = _bfgs_inverse_formula(M64, y64, s64)
