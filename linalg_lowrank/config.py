@@ -31,6 +31,10 @@ NUMBA_SOLVE_MAX_ENTRIES = 1 << 25
 #: Eigenvalues below -PSD_NEG_ROUNDOFF * n * eps * ||A||_2 prove that A is not positive
 #: semidefinite; above it a negative eigenvalue may be rounding of a semidefinite A.
 PSD_NEG_ROUNDOFF = 10.0
+#: With no ridge, A + ridge I counts as singular when its smallest eigenvalue is at most
+#: PSD_SINGULAR_ROUNDOFF * n * eps * ||A||_2 (eps of the dtype A came in): its inverse roots would
+#: then be rounding amplified by at least 1 / (n eps).
+PSD_SINGULAR_ROUNDOFF = 1.0
 #: Relative Frobenius asymmetry ||A - A^T||_F / ||A||_F accepted, in units of n * eps(dtype of A);
 #: a Gram matrix G G^T formed by BLAS is symmetric only up to its rounding.
 SYM_ROUNDOFF = 10.0

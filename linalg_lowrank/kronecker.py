@@ -4,6 +4,7 @@ Convention: ``vec`` stacks columns (Fortran order), so that
 ``(A ⊗ B) vec(X) = vec(B X A^T)`` and ``np.kron(A, B) @ X.ravel(order="F")`` is the reference.
 """
 
+import operator
 from dataclasses import dataclass
 
 import numpy as np
@@ -172,7 +173,7 @@ def kfac_solve(grad, A, G, *, damping, damping_mode="exact"):
 
 
 def _clipped(eig, name):
-    _check_psd(name, eig.eigenvalues, eig.n)
+    _check_psd(name, eig.eigenvalues, eig.n, eig.dtype)
     return np.maximum(eig.eigenvalues, 0.0)
 
 
@@ -230,11 +231,16 @@ def _rearrange(M, shape_a, shape_b):
 
 
 def _shape2(name, shape):
+    # operator.index, not int(): 2.9 must not become 2, and a string "24" is not the pair (2, 4)
+    if isinstance(shape, (str, bytes)) or not hasattr(shape, "__len__"):
+        raise TypeError(f"`{name}` must be a pair of positive integers, got {shape!r}")
     try:
-        t = tuple(int(s) for s in shape)
+        if any(isinstance(s, (bool, np.bool_)) for s in shape):
+            raise TypeError
+        t = tuple(operator.index(s) for s in shape)
     except TypeError:
         raise TypeError(f"`{name}` must be a pair of positive integers, got {shape!r}") from None
-    if len(t) != 2 or min(t) < 1:
+    if len(t) != 2 or min(t, default=0) < 1:
         raise ValueError(f"`{name}` must be a pair of positive integers, got {shape!r}")
     return t
 

@@ -196,3 +196,14 @@ def test_nkp_float32_and_bad_input():
     bad[0, 0] = np.nan
     with pytest.raises(ValueError, match="`M` must be finite"):
         nearest_kronecker_product(bad, (2, 2), (2, 3))
+
+
+@pytest.mark.parametrize("bad", [(2.9, 4.9), "24", (2, 4.0), (True, 4), 24, b"24"])
+def test_nkp_shapes_must_be_integer_pairs(bad):
+    M = np.ones((8, 16))
+    with pytest.raises(TypeError, match="`shape_a`"):
+        nearest_kronecker_product(M, bad, (4, 4))
+    with pytest.raises(TypeError, match="`shape_b`"):
+        nearest_kronecker_product(M, (2, 4), bad)
+    res = nearest_kronecker_product(M, (np.int64(2), 4), [4, 4])  # integer types of any kind are fine
+    np.testing.assert_allclose(res.to_dense(), M, atol=10 * EPS64 * np.linalg.norm(M))
