@@ -454,7 +454,9 @@ def randomized_svd(A, r=None, *, n_oversamples=10, n_power_iter="auto", rng=None
         Source of the Gaussian sketch and probe vectors; the result records the seed.
     tol : float, optional
         Absolute tolerance on ||A - U diag(s) Vt||_F: the range is grown block by block and the
-        smallest rank whose ``error_bound`` is at most ``tol`` is returned.
+        smallest rank whose ``error_bound`` is at most ``tol`` is returned. A ``tol`` below the
+        rounding floor (see Notes) is met as far as the dtype allows and reported by
+        ``converged=False`` and a `ConvergenceWarning` that names the floor.
 
     Returns
     -------
@@ -473,7 +475,8 @@ def randomized_svd(A, r=None, *, n_oversamples=10, n_power_iter="auto", rng=None
     Warns
     -----
     ConvergenceWarning
-        With ``tol``, if rank ``r`` was reached before the bound fell below ``tol``.
+        With ``tol``, if rank ``r`` was reached before the bound fell below ``tol``, or if ``tol``
+        is below the rounding floor.
 
     See Also
     --------
@@ -488,6 +491,14 @@ def randomized_svd(A, r=None, *, n_oversamples=10, n_power_iter="auto", rng=None
     The second term is known exactly; the first is estimated from d = 20 Gaussian probes,
     :math:`\\|(I-QQ^T)AG\\|_F^2/d`, whose ratio to the truth is at least
     :math:`\\chi^2_{d}/d` in distribution, which gives ``error_bound``.
+
+    With ``tol`` each new block is projected out of the basis twice and only its directions above
+    the rounding resolution :math:`\\tau = 10\\sqrt{\\max(M, N)}\\,\\epsilon\\|A\\|_F` of a
+    product :math:`Aw`, :math:`\\|w\\| = 1`, are kept (normalized, then projected once more), so
+    the basis stays orthonormal to :math:`O(\\max(M, N)\\epsilon)`; power steps are deflated on both
+    sides (against Q and against the row space :math:`A^TQ`). The probe estimate is resolved only
+    to :math:`\\sqrt c\\,\\tau` (c the factor of the bound), which is added to ``error_bound``; the
+    smallest bound that can be certified, the rounding floor, is :math:`2\\sqrt c\\,\\tau`.
 
     References
     ----------
@@ -536,8 +547,12 @@ def _probe_error(ops, Q, Bt, G, dtype):
     return float(np.einsum("ij,ij->", R, R)) / G.shape[1]
 
 
-def _finish(ops, Q, Bt, k_choice, generator, seed, *, n_power_iter, tol, rmax):
-    """SVD of B = Q^T A, probe estimate, rank choice; returns RandomizedSVDResult."""
+def _finish(ops, Q, Bt, k_choice, generator, seed, *, n_power_iter, tol, rmax, floor=0.0):
+    """SVD of B = Q^T A, probe estimate, rank choice; returns RandomizedSVDResult.
+
+    ``floor`` (tol mode) is the rounding resolution of the probe estimate: it is added to the
+    bound, and ranks are chosen against max(tol, 2 floor), the smallest bound that can be certified.
+    """
     dtype = ops.dtype
     d = config.LOWRANK_N_PROBES
     G = generator.standard_normal((ops.shape[1], d)).astype(dtype, copy=False)
@@ -547,16 +562,17 @@ def _finish(ops, Q, Bt, k_choice, generator, seed, *, n_power_iter, tol, rmax):
     Vb, sb, Ubt = scipy.linalg.svd(Bt, full_matrices=False, check_finite=False)
     s64 = sb.astype(np.float64)
     tails = np.concatenate([np.cumsum((s64**2)[::-1])[::-1], [0.0]])  # tails[k] = sum_{j >= k} s_j^2
-    if k_choice is None:  # tol mode: smallest k with bound <= tol
-        ok = np.flatnonzero(resid2 * factor + tails[: rmax + 1] <= tol**2)
+    raw = np.sqrt(resid2 * factor + tails[: min(rmax, s64.size) + 1]) + floor
+    if k_choice is None:  # tol mode: smallest k with bound <= tol (or the smallest certifiable one)
+        ok = np.flatnonzero(raw <= max(tol, 2.0 * floor))
         k = int(ok[0]) if ok.size else min(rmax, s64.size)
         k = max(k, 1)
-        converged = bool(ok.size)
+        converged = bool(raw[k] <= tol)
     else:
         k, converged = k_choice, True
     U = Q @ Ubt[:k].T
     est = math.sqrt(resid2 + tails[k])
-    bound = math.sqrt(resid2 * factor + tails[k])
+    bound = math.sqrt(resid2 * factor + tails[k]) + floor
     return RandomizedSVDResult(
         U=np.ascontiguousarray(U, dtype=dtype),
         s=sb[:k].astype(dtype, copy=True),
@@ -607,6 +623,32 @@ def _randomized_svd_fixed(ops, r, p, n_power_iter, generator, seed):
     return _finish(ops, Q, Z, r, generator, seed, n_power_iter=q, tol=None, rmax=r)
 
 
+def _project_out(Q, Y):
+    """(I - QQ^T) Y, twice: once leaves rounding of the size of Y along Q (Kahan-Parlett)."""
+    for _ in range(2):
+        Y = Y - Q @ (Q.T @ Y)
+    return Y
+
+
+def _new_directions(Q, Y, tau):
+    """Orthonormal directions of (I - QQ^T) Y above the noise level ``tau``, orthogonal to Q.
+
+    Two projections make the block orthogonal to Q to rounding relative to its own size
+    (Kahan-Parlett); directions whose singular value is at most ``tau`` are rounding of the
+    products, not content of A, and are dropped: normalizing them would magnify their
+    components along Q to order one. The kept directions are normalized (SVD) and projected
+    once more, so that what is appended is orthogonal to Q relative to unit length.
+    """
+    Y = _project_out(Q, Y)
+    with blas_single_thread():
+        W, sy, _ = scipy.linalg.svd(Y, full_matrices=False, check_finite=False)
+    W = W[:, sy > tau]
+    if W.shape[1] == 0:
+        return W
+    W = W - Q @ (Q.T @ W)
+    return _orth(W)
+
+
 def _randomized_svd_adaptive(ops, rmax, tol, n_power_iter, generator, seed):
     """Body of `randomized_svd` with a tolerance: blocked range finder (no validation)."""
     m, n = ops.shape
@@ -617,30 +659,58 @@ def _randomized_svd_adaptive(ops, rmax, tol, n_power_iter, generator, seed):
     cap = min(m, n)
     G = generator.standard_normal((n, d)).astype(dtype, copy=False)
     RG = ops.matmat(G)  # residual of the probes, (I - QQ^T) A G
+    fro2 = ops.fro2()
+    if fro2 is None:  # operators: the probes' own estimate of ||A||_F^2
+        fro2 = float(np.sum(RG.astype(np.float64) ** 2)) / d
+    # A product A w with ||w|| = 1 is exact to about sqrt(N) eps ||A||_F: directions of a block
+    # below `tau` are rounding, and the probe estimate of what is left is resolved to `floor`.
+    tau = config.LOWRANK_ROUNDING_FACTOR * math.sqrt(max(m, n)) * np.finfo(dtype).eps * math.sqrt(fro2)
+    floor = math.sqrt(factor) * tau
+    target = max(tol, 2.0 * floor)
     Q = np.empty((m, 0), dtype=dtype)
+    Z = np.empty((n, 0), dtype=dtype)  # A^T Q, grown with Q
+    P = np.empty((n, 0), dtype=dtype)  # orthonormal basis of range(A^T Q), the rows already captured
     while True:
         b = min(max(config.LOWRANK_ADAPTIVE_BLOCK, Q.shape[1] // 2), cap - Q.shape[1])
-        Y = ops.matmat(generator.standard_normal((n, b)).astype(dtype, copy=False))
+        Omega = generator.standard_normal((n, b)) / math.sqrt(n)  # unit columns: products sized like A w
+        Y = ops.matmat(Omega.astype(dtype, copy=False))
         for _ in range(q):
-            Y = _orth(Y - Q @ (Q.T @ Y))
-            Y = ops.matmat(_orth(ops.rmatmat(Y)))
-        for _ in range(2):  # twice is enough (Kahan–Parlett)
-            Y = Y - Q @ (Q.T @ Y)
-        Yq = _orth(Y)
-        Q = np.hstack([Q, Yq])
-        RG = RG - Yq @ (Yq.T @ RG)
+            # Deflate on both sides: the rounding left along Q by a projection, times sigma_1 in
+            # A^T, would swamp a direction sigma_1 / sigma_{k+1} times smaller (2^-40 for 2^-i).
+            Y = _orth(_project_out(Q, Y))
+            Y = ops.matmat(_orth(_project_out(P, ops.rmatmat(Y))))
+        W = _new_directions(Q, Y, tau)
+        exhausted = W.shape[1] == 0  # nothing above rounding is left to find
+        if not exhausted:
+            Q = np.hstack([Q, W])
+            Z = np.hstack([Z, ops.rmatmat(W)])
+            P = _new_directions(P[:, :0], Z, tau)
+            RG = RG - W @ (W.T @ RG)
         est2 = float(np.sum(RG.astype(np.float64) ** 2)) / d
-        if est2 * factor <= tol**2 or Q.shape[1] >= cap:
-            Z = ops.rmatmat(Q)
-            res = _finish(ops, Q, Z, None, generator, seed, n_power_iter=q, tol=tol, rmax=rmax)
-            if res.converged or Q.shape[1] >= cap or res.rank >= rmax and Q.shape[1] >= rmax:
+        if exhausted or math.sqrt(est2 * factor) + floor <= target or Q.shape[1] >= cap:
+            if Q.shape[1] == 0:  # A is zero to rounding: one direction of the probes stands for it
+                Q = _orth(RG[:, :1].copy())
+                Z = ops.rmatmat(Q)
+            res = _finish(ops, Q, Z, None, generator, seed, n_power_iter=q, tol=tol, rmax=rmax, floor=floor)
+            if (
+                res.converged
+                or exhausted
+                or Q.shape[1] >= cap
+                or (res.rank >= rmax and Q.shape[1] >= rmax)
+                or res.error_bound <= target
+            ):
                 break
     if not res.converged:
-        warnings.warn(
-            f"randomized_svd: error bound {res.error_bound:.3g} > tol={tol:g} at the largest rank allowed, r={rmax}",
-            ConvergenceWarning,
-            stacklevel=3,
-        )
+        if exhausted or res.error_bound <= target:
+            why = (
+                f"error bound {res.error_bound:.3g} > tol={tol:g}, and no direction above the rounding resolution "
+                f"{tau:.3g} of {dtype.name} is left to find: tol is below what {dtype.name} resolves for this "
+                f"matrix (rounding floor about {2 * floor:.3g} = 2 sqrt(c) {config.LOWRANK_ROUNDING_FACTOR:g} "
+                f"sqrt(max(M, N)) eps ||A||_F); the result is as accurate as the floor allows"
+            )
+        else:
+            why = f"error bound {res.error_bound:.3g} > tol={tol:g} at the largest rank allowed, r={rmax}"
+        warnings.warn(f"randomized_svd: {why}", ConvergenceWarning, stacklevel=3)
     return res
 
 

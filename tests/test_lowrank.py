@@ -171,6 +171,53 @@ def test_randomized_svd_bad_options():
         randomized_svd(A, 2, rng="seed")
 
 
+def _rsvd_floor(A):
+    """The rounding floor of randomized_svd's tol mode, derived independently of the code.
+
+    A product A w (||w|| = 1) is exact to about sqrt(N) eps ||A||_F; with the margin of
+    config.LOWRANK_ROUNDING_FACTOR this is the resolution tau of a direction, the probe estimate
+    is resolved to sqrt(c) tau with c = d / chi2_d^{-1}(failure) its bound factor, and the smallest
+    bound that can be certified is twice that.
+    """
+    from scipy.stats import chi2
+
+    from linalg_lowrank import config
+
+    d = config.LOWRANK_N_PROBES
+    c = d / chi2.ppf(config.LOWRANK_ERROR_BOUND_FAILURE, d)
+    tau = config.LOWRANK_ROUNDING_FACTOR * np.sqrt(max(A.shape)) * _eps(A.dtype) * np.linalg.norm(A.astype(np.float64))
+    return 2.0 * np.sqrt(c) * tau
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("base", [10.0, 2.0])
+@pytest.mark.parametrize("shape", [(80, 60), (40, 70)])
+def test_randomized_svd_tol_down_to_the_rounding_floor(dtype, base, shape):
+    m, n = shape
+    k = min(m, n)
+    A = from_spectrum(base ** -np.arange(k, dtype=np.float64), m, n, seed=3, dtype=dtype)
+    A64 = A.astype(np.float64)
+    fro = np.linalg.norm(A64)
+    floor = _rsvd_floor(A)
+    eps = _eps(dtype)
+    for rel_tol in [1e-2, 1e-4, 1e-6, 1e-8, 1e-10, 1e-12, 1e-14, 1e-16]:
+        tol = rel_tol * fro
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            res = randomized_svd(A, tol=tol, rng=0)
+        U, Vt = res.U.astype(np.float64), res.Vt.astype(np.float64)
+        err = np.linalg.norm(A64 - (U * res.s.astype(np.float64)) @ Vt)
+        assert res.rank <= k and U.shape == (m, res.rank)
+        assert np.linalg.norm(U.T @ U - np.eye(res.rank), 2) <= max(m, n) * eps
+        assert np.linalg.norm(Vt @ Vt.T - np.eye(res.rank), 2) <= max(m, n) * eps
+        assert err <= max(tol, floor), (rel_tol, err / fro, floor / fro)
+        assert err <= res.error_bound  # the bound stays a bound at the floor
+        if tol >= floor:
+            assert res.converged and not caught
+        if not res.converged:
+            assert any("floor" in str(w.message) for w in caught)
+
+
 # -- pinv --------------------------------------------------------------------------------------
 @given(matrices_with_spectrum(max_n=30, dtypes=(np.float64,), kind="generic"))
 def test_pinv_matches_scipy(case):
