@@ -83,7 +83,7 @@ LOWRANK_ADAPTIVE_BLOCK = 16
 #: * ||A||_F (the probabilistic rounding of a length-N dot product is about sqrt(N) eps, with a
 #: margin for the projections): directions of the adaptive range finder below it are rounding,
 #: and its probe estimate of the error is resolved only to about that size.
-LOWRANK_ROUNDING_FACTOR = 10.0
+LOWRANK_ROUNDING_FACTOR = 2.0
 #: The ID/CUR sketch has this many rows per selected column: with one power step, pivoted QR on a
 #: 2k-row sketch picks columns as well as pivoted QR on all of A (within 0.5% either way on 1/i,
 #: 1/sqrt(i), exponential and Gaussian spectra; 1-2% worse on low rank plus noise).

@@ -649,7 +649,7 @@ def _new_directions(Q, Y, tau):
     return _orth(W)
 
 
-def _randomized_svd_adaptive(ops, rmax, tol, n_power_iter, generator, seed):
+def _randomized_svd_adaptive(ops, rmax, tol, n_power_iter, generator, seed, *, warn=True):
     """Body of `randomized_svd` with a tolerance: blocked range finder (no validation)."""
     m, n = ops.shape
     dtype = ops.dtype
@@ -700,7 +700,7 @@ def _randomized_svd_adaptive(ops, rmax, tol, n_power_iter, generator, seed):
                 or res.error_bound <= target
             ):
                 break
-    if not res.converged:
+    if warn and not res.converged:
         if exhausted or res.error_bound <= target:
             why = (
                 f"error bound {res.error_bound:.3g} > tol={tol:g}, and no direction above the rounding resolution "
@@ -1146,17 +1146,41 @@ def interpolative_decomposition(A, k_or_eps, *, axis="columns", rng=None, n_powe
             X[0, 0] = 1
         else:
             ops = _Blocks("A", work.T)  # sketch the row space of `work`: range of work^T
-            res = _randomized_svd_adaptive(ops, min(m, n), 0.5 * eps * fro, q, generator, seed)
+            # the range finder's own ConvergenceWarning would name randomized_svd; the ID warns below
+            res = _randomized_svd_adaptive(ops, min(m, n), 0.5 * eps * fro, q, generator, seed, warn=False)
             # res: work^T ~ U s Vt, so (s Vt)^T ... the rows of Y = s[:, None] * U.T span work's rows
             Y = (res.U * res.s).T
             _, _, P = _qr(Y, pivoting=True)
-            # exact projection error of A onto its first k pivot columns, for every k, in one product
+            # exact projection error of A onto its first k pivot columns, for every k, in one product:
+            # ||A - Q_k Q_k^T A||^2 = sum_{i > k} ||W_i||^2 + ||A - Qa W||^2 (W = Qa^T A), a sum of
+            # squares with no cancellation (||A||^2 - sum_{i <= k} ||W_i||^2 loses everything below
+            # sqrt(eps) ||A||)
             ell = Y.shape[0]
             Qa = _orth(work[:, P[:ell]].copy())
-            W = (Qa.T @ work).astype(np.float64)
-            resid2 = fro**2 - np.cumsum(np.einsum("ij,ij->i", W, W))
-            ok = np.flatnonzero(resid2 <= (eps * fro) ** 2)
+            W = Qa.T @ work
+            outside = (work - Qa @ W).astype(np.float64)
+            w2 = np.einsum("ij,ij->i", W.astype(np.float64), W.astype(np.float64))
+            resid2 = np.cumsum(w2[::-1])[::-1][1:].tolist() + [0.0]
+            resid2 = np.asarray(resid2) + float(np.einsum("ij,ij->", outside, outside))
+            # below what the dtype resolves, the fewest columns that reach the rounding floor (that of
+            # `randomized_svd`); if even all ell pivot columns miss eps, all of them (and a warning)
+            tau = config.LOWRANK_ROUNDING_FACTOR * math.sqrt(max(m, n)) * np.finfo(work.dtype).eps * fro
+            reach = max((eps * fro) ** 2, (2.0 * tau) ** 2)
+            ok = np.flatnonzero(resid2 <= reach)
             k = int(ok[0]) + 1 if ok.size else ell
+            if resid2[k - 1] > (eps * fro) ** 2:
+                warnings.warn(
+                    f"interpolative_decomposition: relative error {math.sqrt(resid2[k - 1]) / fro:.3g} > "
+                    f"`k_or_eps`={eps:g} with {k} columns"
+                    + (
+                        f": the tolerance is below the rounding floor {2 * tau / fro:.3g} of {arr.dtype.name} for "
+                        f"this matrix"
+                        if ok.size
+                        else ""
+                    ),
+                    ConvergenceWarning,
+                    stacklevel=2,
+                )
             idx, X, _ = _pivoted_id(Y, k)
     X = _refine_interp(work, idx, X)
     # a-posteriori estimate with fresh Gaussian probes

@@ -398,6 +398,37 @@ def test_id_float32_tolerance_mode():
     assert res.interp.dtype == np.float32
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("base", [10.0, 2.0])
+@pytest.mark.parametrize("shape", [(80, 60), (40, 70)])
+def test_id_tolerance_rank_matches_scipy_down_to_rounding(dtype, base, shape):
+    from linalg_lowrank import config
+
+    m, n = shape
+    A = from_spectrum(base ** -np.arange(min(m, n), dtype=np.float64), m, n, seed=3, dtype=dtype)
+    A64 = A.astype(np.float64)
+    fro = np.linalg.norm(A64)
+    eps_d = _eps(dtype)
+    floor = 2 * config.LOWRANK_ROUNDING_FACTOR * np.sqrt(max(m, n)) * eps_d  # relative, as randomized_svd's tau
+    for eps in [1e-2, 1e-4, 1e-6, 1e-8, 1e-10, 1e-12, 1e-14, 1e-15, 1e-16]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            res = interpolative_decomposition(A, eps, rng=0)
+        # scipy's rank test (pivot size, spectral) differs from ours (Frobenius): a few columns either way;
+        # below the dtype's resolution scipy's (on the float64 values) is an upper bound of what is needed
+        k_scipy = sli.interp_decomp(A64, max(eps, floor), rng=0)[0]
+        if eps >= floor:
+            assert abs(res.rank - k_scipy) <= 3, (eps, res.rank, k_scipy)
+        else:
+            assert res.rank <= k_scipy + 3, (eps, res.rank, k_scipy)
+        err = np.linalg.norm(A64 - res.reconstruct(A).astype(np.float64))
+        # the selection is checked in exact projections; forming and solving for C X adds
+        # gamma_k |C| |X| twice (backward-stable least squares, then the product)
+        C, X = A64[:, res.indices], res.interp.astype(np.float64)
+        rounding = 2 * res.rank * eps_d * np.linalg.norm(C) * np.linalg.norm(X) + np.sqrt(max(m, n)) * eps_d * fro
+        assert err <= max(eps, floor) * fro + rounding, (eps, err / fro)
+
+
 def test_id_bad_k():
     A, _ = _decaying(100, 60, seed=9, dtype=np.float32)
     for bad, exc in [(0, ValueError), (61, ValueError), (1.5, ValueError), (0.0, ValueError), ("3", TypeError)]:
