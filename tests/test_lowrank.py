@@ -467,3 +467,70 @@ def test_no_warnings_on_ordinary_use():
         warnings.simplefilter("error")
         randomized_svd(A, 5, rng=0)
         interpolative_decomposition(A, 5, rng=0)
+
+
+# -- scale invariance at the ends of the range (issue 14) -----------------------------------------
+_EXTREMES = [(np.float64, 1e300), (np.float64, 1e-300), (np.float32, 1e37), (np.float32, 1e-36)]
+
+
+@pytest.mark.parametrize("dtype, c", _EXTREMES)
+def test_low_rank_factorizations_are_scale_invariant_at_the_extremes(dtype, c):
+    s_true = np.array([3.0, 2.0, 1.5, 1.0, 0.5])
+    A = from_spectrum(s_true, 40, 30, seed=7)  # exactly rank 5: every method below is exact to rounding
+    Ac = (A * c).astype(dtype)  # the same matrix, times c (rounded once to dtype)
+    eps = _eps(dtype)
+    bound = 10 * max(A.shape) * eps * s_true[0]
+    res = randomized_svd(Ac, 5, rng=0)
+    assert res.s.dtype == dtype and np.isfinite(res.s).all()
+    np.testing.assert_allclose(res.s.astype(np.float64) / c, s_true, rtol=0, atol=bound)
+    assert np.isfinite(res.error_bound) and res.error_bound / c <= bound * np.sqrt(5)
+    res = randomized_svd(Ac, tol=1e-3 * c * s_true[0], rng=0)
+    assert res.rank == 5
+    np.testing.assert_allclose(res.s.astype(np.float64) / c, s_true, rtol=0, atol=bound)
+    Ac64 = Ac.astype(np.float64) / c  # exact division would be the ideal; /c rounds once more in float64
+    for result in (interpolative_decomposition(Ac, 5, rng=0), interpolative_decomposition(Ac, 1e-3, rng=0)):
+        assert result.rank == 5
+        rec = result.reconstruct(Ac).astype(np.float64) / c
+        assert np.linalg.norm(rec - Ac64) <= bound * np.sqrt(30)
+    res = cur(Ac, 5, rng=0)
+    assert np.isfinite(res.U).all()
+    rec = (
+        (Ac[:, res.cols].astype(np.float64) / c)
+        @ (res.U.astype(np.float64) * c)
+        @ (Ac[res.rows].astype(np.float64) / c)
+    )
+    # the core of an exact rank-5 CUR is W^-1 (W = A[rows, cols]): rounding times its condition number
+    W = Ac64[np.ix_(res.rows, res.cols)]
+    assert np.linalg.norm(rec - Ac64) <= bound * np.sqrt(30) * np.linalg.cond(W)
+
+
+@pytest.mark.parametrize(
+    "dtype, c", [(np.float64, 1e300), (np.float64, 1e-300), (np.float32, 1e35), (np.float32, 1e-36)]
+)
+def test_cr_matmul_is_scale_invariant_at_the_extremes(dtype, c):
+    A, B = _cr_case()
+    Ac = (A * c).astype(dtype)
+    B = B.astype(dtype)
+    eps = float(_eps(dtype))
+    # uniform probabilities are exact at every scale, so the same seed draws the same pairs
+    ref = cr_matmul(A.astype(dtype), B, 30, sampling="uniform", rng=1)
+    res = cr_matmul(Ac, B, 30, sampling="uniform", rng=1)
+    assert np.array_equal(res.indices, ref.indices) and res.product.dtype == dtype
+    scale = np.linalg.norm(A, axis=0) @ np.linalg.norm(B.astype(np.float64), axis=1) * 40 / 30
+    assert np.max(np.abs(res.product.astype(np.float64) / c - ref.product)) <= 10 * 40 * eps * scale
+    assert res.error_bound_rms / c == pytest.approx(ref.error_bound_rms, rel=100 * eps)
+    res = cr_matmul(Ac, B, 30, rng=1)  # optimal probabilities
+    np.testing.assert_allclose(
+        res.probabilities, cr_matmul(A.astype(dtype), B, 30, rng=1).probabilities, rtol=100 * eps
+    )
+    assert np.isfinite(res.product).all()
+    exp_c = cr_expected_error(Ac, B, 10)
+    assert exp_c / c == pytest.approx(cr_expected_error(A.astype(dtype), B, 10), rel=1e3 * eps)
+
+
+def test_unrepresentable_products_raise_naming_the_overflow():
+    A, B = _cr_case()
+    with pytest.raises(ValueError, match="overflows float64"):
+        cr_matmul(A * 1e300, B * 1e300, 10, rng=0)
+    with pytest.raises(ValueError, match="overflow float32"):
+        randomized_svd(np.full((40, 30), 3e38, dtype=np.float32), 2, rng=0)  # sigma_1 = 3e38 * sqrt(1200)
