@@ -92,6 +92,10 @@ ID_SKETCH_FACTOR = 2
 #: least this fraction of the first: the float32 rounding (~1e-6 relative) then cannot change
 #: which column a pivot picks. Below it the sketch is redone in float64.
 ID_FLOAT32_PIVOT_MARGIN = 1e-3
+#: Relative cut-offs eps^x (x listed; None = no cut-off) tried for the singular values of C and R in
+#: the CUR core; the core with the smallest measured ||A - C U R||_F is kept. Keeping every direction
+#: leaves rounding of size eps * cond(C) cond(R) in U; dropping those below eps^(1/2) bounds both.
+CUR_CORE_CUTOFF_EXPONENTS = (None, 0.75, 0.5)
 
 # --- polar factor (polar.py)
 #: Safety factor of Polar Express (Amsel et al. 2025): each tabulated polynomial is evaluated at

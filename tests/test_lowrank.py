@@ -534,3 +534,41 @@ def test_unrepresentable_products_raise_naming_the_overflow():
         cr_matmul(A * 1e300, B * 1e300, 10, rng=0)
     with pytest.raises(ValueError, match="overflow float32"):
         randomized_svd(np.full((40, 30), 3e38, dtype=np.float32), 2, rng=0)  # sigma_1 = 3e38 * sqrt(1200)
+
+
+def _qr_core(C, R, A):
+    """argmin_U ||A - C U R||_F by C = Qc Rc, R^T = Qr Rr and two triangular solves (float64)."""
+    Qc, Rc = np.linalg.qr(C)
+    Qr, Rr = np.linalg.qr(R.T)
+    Y = scipy.linalg.solve_triangular(Rc, Qc.T @ A @ Qr)
+    return scipy.linalg.solve_triangular(Rr, Y.T).T
+
+
+def _ill_conditioned_cur_cases():
+    g = np.random.default_rng(0)
+    dup = g.standard_normal((80, 60))
+    dup[:, 1] = dup[:, 0] + 1e-13 * g.standard_normal(80)  # all columns: cond(C) ~ 1e13
+    return [
+        ("rank 8, sigma_8 = 1e-13", from_spectrum(np.array([1.0] * 7 + [1e-13]), 80, 60, seed=0), 8),
+        ("10^-i, k = 14", from_spectrum(10.0 ** -np.arange(60.0), 80, 60, seed=0), 14),
+        ("2^-i, k = 45", from_spectrum(2.0 ** -np.arange(60.0), 80, 60, seed=1), 45),
+        ("near-duplicate columns", dup, 60),
+    ]
+
+
+@pytest.mark.parametrize("case", _ill_conditioned_cur_cases(), ids=lambda c: c[0])
+def test_cur_core_is_accurate_when_c_and_r_are_ill_conditioned(case):
+    _, A, k = case
+    res = cur(A, k, rng=0)
+    C, R = A[:, res.cols], A[res.rows, :]
+    fro = np.linalg.norm(A)
+    eps = _eps(A.dtype)
+    err = np.linalg.norm(A - C @ res.U @ R)
+    err_qr = np.linalg.norm(A - C @ _qr_core(C, R, A) @ R)
+    s = scipy.linalg.svdvals(A)
+    opt = np.sqrt(np.sum(s[k:] ** 2))  # no rank-k CUR does better
+    assert np.linalg.cond(C) > 1e10  # the premise
+    # never worse than the QR-based core on the same columns and rows (beyond rounding of A itself) ...
+    assert err <= err_qr + 10 * k * eps * fro
+    # ... and not limited by eps cond(C) cond(R): dropping directions below sqrt(eps) costs O(sqrt(eps))
+    assert err <= opt + k * np.sqrt(eps) * fro, (err / fro, err_qr / fro)
