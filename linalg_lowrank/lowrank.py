@@ -15,6 +15,7 @@ import scipy.linalg
 from scipy.special import gammaincinv
 
 from . import _validate, config
+from ._scaling import ldexp_float, pow2_normalize, unscale
 from ._topsv import blas_single_thread
 from .results import ConvergenceWarning, _fmt
 
@@ -284,53 +285,11 @@ def _dense(name, A):
     return arr.view(np.ndarray)
 
 
-def _pow2_normalize(arr, *, always=False):
-    """(arr * 2^-e, e) with the largest |entry| in [0.5, 1) if arr's range lets products of its entries
-    overflow or underflow, else (arr, 0) uncopied. Scaling by a power of two is exact.
-
-    Everything here is scale-invariant or scales back exactly (singular values, cores, products), so
-    any finite matrix whose answer is representable gets it.
-    """
-    if arr.size == 0:
-        return arr, 0
-    with np.errstate(invalid="ignore"):  # NaN/Inf are named by the caller's checks
-        amax = max(float(arr.max()), -float(arr.min()))
-    if amax == 0.0 or not math.isfinite(amax):
-        return arr, 0
-    e = math.frexp(amax)[1]
-    # a Gram-like product squares the entries and sums up to max(M, N) of them: a quarter of the
-    # exponent range is safe either way
-    if not always and abs(e) <= np.finfo(arr.dtype).maxexp // 4:
-        return arr, 0
-    return np.ldexp(arr, -e).astype(arr.dtype, copy=False), e
-
-
-def _ldexp_float(x, e):
-    """x * 2^e as a Python float, inf when beyond the float64 range."""
-    try:
-        return math.ldexp(float(x), int(e))
-    except OverflowError:
-        return math.inf
-
-
-def _unscale(x, e, dtype, what):
-    """x * 2^e in ``dtype``; a ValueError naming the overflow (``what``) when it is not representable."""
-    if e == 0:
-        return x
-    x64 = np.asarray(x, dtype=np.float64)
-    top = float(np.max(np.abs(x64))) if x64.size else 0.0
-    if top > 0 and math.log2(top) + e > math.log2(np.finfo(dtype).max):
-        raise ValueError(
-            f"{what} {np.dtype(dtype).name} (about 2^{math.log2(top) + e:.0f}); the answer is not representable"
-        )
-    return np.ldexp(x64, e).astype(dtype, copy=False)
-
-
 class _Blocks:
     """Block products with A (dense array, scipy.sparse matrix or LinearOperator).
 
     Products are checked for NaN/Inf (O(size of the output)) instead of scanning A up front.
-    Arrays and sparse matrices far from 1 in size are held as 2^-exp A (`_pow2_normalize`).
+    Arrays and sparse matrices far from 1 in size are held as 2^-exp A (`pow2_normalize`).
     """
 
     def __init__(self, name, A):
@@ -352,7 +311,7 @@ class _Blocks:
                 raise ValueError(f"`{name}` must be finite, its stored entries hold NaN or Inf")
             self.kind = "sparse"
             self.A = A.tocsr()
-            data, self.exp = _pow2_normalize(self.A.data)
+            data, self.exp = pow2_normalize(self.A.data)
             if self.exp:
                 self.A = self.A.copy()
                 self.A.data = data
@@ -360,7 +319,7 @@ class _Blocks:
         else:
             arr = _validate.float_array(name, A, min_ndim=2, max_ndim=2, check_finite=False)
             self.kind = "dense"
-            self.A, self.exp = _pow2_normalize(arr.view(np.ndarray))
+            self.A, self.exp = pow2_normalize(arr.view(np.ndarray))
             self.dtype = arr.dtype
         self.shape = tuple(int(s) for s in self.A.shape)
 
@@ -589,14 +548,14 @@ def randomized_svd(A, r=None, *, n_oversamples=10, n_power_iter="auto", rng=None
     if tol is None:
         res = _randomized_svd_fixed(ops, r, p, n_power_iter, generator, seed)
     else:
-        res = _randomized_svd_adaptive(ops, r, _ldexp_float(tol, -ops.exp), n_power_iter, generator, seed)
+        res = _randomized_svd_adaptive(ops, r, ldexp_float(tol, -ops.exp), n_power_iter, generator, seed)
     if ops.exp == 0:
         return res
     return dataclasses.replace(
         res,
-        s=_unscale(res.s, ops.exp, ops.dtype, "`A`: its singular values overflow"),
-        error_estimate=_ldexp_float(res.error_estimate, ops.exp),
-        error_bound=_ldexp_float(res.error_bound, ops.exp),
+        s=unscale(res.s, ops.exp, ops.dtype, "`A`: its singular values overflow"),
+        error_estimate=ldexp_float(res.error_estimate, ops.exp),
+        error_bound=ldexp_float(res.error_bound, ops.exp),
     )
 
 
@@ -907,8 +866,8 @@ def _cr_inputs(A, B, sampling):
         raise ValueError(f"`A` and `B` must have matching inner dimensions, got {A.shape} and {B.shape}")
     _validate.choice("sampling", sampling, _SAMPLINGS)
     # A B = 2^(ea + eb) A' B': norms, probabilities and products of A' and B' stay in range
-    A, ea = _pow2_normalize(A, always=True)
-    B, eb = _pow2_normalize(B, always=True)
+    A, ea = pow2_normalize(A, always=True)
+    B, eb = pow2_normalize(B, always=True)
     a = np.linalg.norm(A.astype(np.float64, copy=False), axis=0)
     b = np.linalg.norm(B.astype(np.float64, copy=False), axis=1)
     return A, B, a, b, ea + eb
@@ -985,7 +944,7 @@ def cr_expected_error(A, B, c, *, sampling="optimal"):
     c = _validate.positive_int("c", c)
     A, B, a, b, e = _cr_inputs(A, B, sampling)
     p = _cr_probabilities(a, b, sampling)
-    return _ldexp_float(math.sqrt(_cr_error2(A, B, a, b, p, c)), e)
+    return ldexp_float(math.sqrt(_cr_error2(A, B, a, b, p, c)), e)
 
 
 def cr_matmul(A, B, c, *, sampling="optimal", rng=None):
@@ -1054,10 +1013,10 @@ def cr_matmul(A, B, c, *, sampling="optimal", rng=None):
     scale = np.sqrt(counts / (c * p[uniq])).astype(dtype)
     product = (A[:, uniq] * scale) @ (B[uniq, :] * scale[:, None])
     return CRProductResult(
-        product=_unscale(product, e, dtype, "the sampled product of `A` and `B` overflows").astype(dtype, copy=False),
+        product=unscale(product, e, dtype, "the sampled product of `A` and `B` overflows").astype(dtype, copy=False),
         indices=idx,
         probabilities=p,
-        error_bound_rms=_ldexp_float(math.sqrt(_cr_sum(a, b, p) / c), e),
+        error_bound_rms=ldexp_float(math.sqrt(_cr_sum(a, b, p) / c), e),
         seed=seed,
     )
 
@@ -1193,7 +1152,7 @@ def interpolative_decomposition(A, k_or_eps, *, axis="columns", rng=None, n_powe
     axis = _validate.choice("axis", axis, _AXES)
     q = _validate.positive_int("n_power_iter", n_power_iter, minimum=0)
     generator, seed = _validate.rng(rng)
-    arr, _ = _pow2_normalize(arr)  # columns, interpolation and relative errors are scale-invariant
+    arr, _ = pow2_normalize(arr)  # columns, interpolation and relative errors are scale-invariant
     work = arr if axis == "columns" else arr.T
     m, n = work.shape
     if isinstance(k_or_eps, (bool, np.bool_)) or not isinstance(k_or_eps, numbers.Real):
@@ -1351,11 +1310,11 @@ def cur(A, k, *, rng=None, n_power_iter=1):
     m, n = arr.shape
     k = _rank("k", k, m, n)
     dtype = arr.dtype
-    arr, e = _pow2_normalize(arr)  # 2^-e A = C' U' R' with C' = 2^-e C, R' = 2^-e R: U = 2^-e U'
+    arr, e = pow2_normalize(arr)  # 2^-e A = C' U' R' with C' = 2^-e C, R' = 2^-e R: U = 2^-e U'
     col = interpolative_decomposition(arr, k, rng=rng, n_power_iter=n_power_iter)
     C = arr[:, col.indices]
     _, _, P = _qr(C.T, pivoting=True)
     rows = P[:k].copy()
     R = arr[rows, :]
-    U = _unscale(_cur_core(arr, C, R), -e, dtype, "`A`: the core U overflows")
+    U = unscale(_cur_core(arr, C, R), -e, dtype, "`A`: the core U overflows")
     return CURResult(cols=col.indices, rows=rows, U=U.astype(dtype, copy=False), rank=k, seed=col.seed)
