@@ -11,6 +11,7 @@ import numpy as np
 import scipy.linalg
 
 from . import _validate, config
+from ._scaling import ldexp_float, pow2_normalize, unscale
 from .roots import SymmetricEig, _check_psd, _eigh_blocks, _symmetric_input
 from .spectral import power_iteration
 
@@ -312,7 +313,9 @@ def nearest_kronecker_product(M, shape_a, shape_b, *, rank=1):
     rank = _validate.positive_int("rank", rank, default=1)
     if rank > kmax:
         raise ValueError(f"`rank` must be at most min(Ma Na, Mb Nb) = {kmax}, got {rank}")
-    M64 = np.asarray(Marr, dtype=np.float64)
+    # M = 2^e M' (exact): sigma = 2^e sigma', each factor 2^(e/2) times that of M'; sums of squares of
+    # entries near 1e300 (or 1e-300) would overflow (underflow) otherwise
+    M64, e = pow2_normalize(np.asarray(Marr, dtype=np.float64))
     R = _rearrange(M64, shape_a, shape_b)
     normF2 = float(np.sum(M64 * M64))
     if rank == 1:
@@ -341,11 +344,12 @@ def nearest_kronecker_product(M, shape_a, shape_b, *, rank=1):
             Bf[r] = 0.5 * (Bf[r] + Bf[r].T)
     # measured directly (sqrt(||M||^2 - sum sigma^2) would cancel catastrophically when M is Kronecker)
     err = float(np.linalg.norm(R - (U * sig) @ V.T))
+    what = "`M`: the Kronecker factors overflow"
     return KroneckerApproximation(
-        A=Af.astype(Marr.dtype, copy=False),
-        B=Bf.astype(Marr.dtype, copy=False),
-        singular_values=sig,
-        error=err,
+        A=unscale(Af, e / 2, Marr.dtype, what),
+        B=unscale(Bf, e / 2, Marr.dtype, what),
+        singular_values=unscale(sig, e, np.float64, "`M`: the singular values of its rearrangement overflow"),
+        error=ldexp_float(err, e),
         rel_error=float(err / np.sqrt(normF2)) if normF2 > 0 else 0.0,
         method=method,
     )

@@ -18,6 +18,7 @@ import scipy.linalg
 from threadpoolctl import threadpool_limits
 
 from . import _roots_kernels, _validate, config
+from ._scaling import ldexp_float, unscale
 from .results import ConvergenceWarning
 
 __all__ = [
@@ -36,17 +37,36 @@ _RIDGE_MODES = ("relative", "absolute")
 # --------------------------------------------------------------------------- validation
 
 
+def _block_exponents(A3):
+    """Per-block e with max |A3[b]| * 2^-e in [0.5, 1), or None when every block is safely in range.
+
+    Eigenvalues, eigenvectors, relative residuals and the symmetry test are scale-invariant, so
+    blocks near the ends of the float64 range are worked on as 2^-e A (exact) and scaled back.
+    """
+    with np.errstate(invalid="ignore"):
+        amax = np.max(np.abs(A3), axis=(-2, -1)) if A3.size else np.zeros(A3.shape[:-2])
+    e = np.frexp(np.where(np.isfinite(amax), amax, 0.0))[1].astype(np.int64)
+    if np.all(np.abs(e) <= np.finfo(np.float64).maxexp // 4):
+        return None
+    return e
+
+
 def _symmetric_input(name, A, sym_rtol=None):
     """Validate a symmetric matrix or stack; return (float64 symmetrized copy, input dtype)."""
     arr = _validate.float_array(name, A, min_ndim=2)
     _validate.square(name, arr)
     n = arr.shape[-1]
     A3 = arr.reshape((-1, n, n))
+    e = _block_exponents(A3)
+    if e is not None:  # the kernel sums squares of entries: 1e300 would overflow, 1e-300 underflow
+        A3 = np.ldexp(A3.astype(np.float64), -e[:, None, None])
     A64 = np.empty(arr.shape, dtype=np.float64)
     n_pairs = _roots_kernels.tile_pairs(n)
     asym_sq = np.empty((A3.shape[0], n_pairs))
     sq = np.empty((A3.shape[0], n_pairs))
     _roots_kernels.symmetrize_stack(A3, A64.reshape((-1, n, n)), asym_sq, sq)
+    if e is not None:
+        A64 = np.ldexp(A64.reshape(A3.shape), e[:, None, None]).reshape(arr.shape)
     num = np.sqrt(asym_sq.sum(axis=1)).reshape(arr.shape[:-2])
     den = np.sqrt(sq.sum(axis=1)).reshape(arr.shape[:-2])
     rtol = (
@@ -344,10 +364,14 @@ class SymmetricEig:
         Qout = np.empty_like(Q3)
         lam = np.empty((A3.shape[0], n))
         res = np.empty(A3.shape[0])
+        e = _block_exponents(A3)
+        As = A3 if e is None else np.ldexp(A3, -e[:, None, None])  # products and squares stay in range
         with threadpool_limits(1):
-            _roots_kernels.refresh_stack(A3, Q3, Qout, lam, res, steps)
+            _roots_kernels.refresh_stack(np.ascontiguousarray(As), Q3, Qout, lam, res, steps)
         scale = np.maximum(np.max(np.abs(lam), axis=1), np.finfo(np.float64).tiny)
         res = res / scale
+        if e is not None:
+            lam = np.ldexp(lam, e[:, None])
         order = np.argsort(-lam, axis=1, kind="stable")  # keep descending for the next refresh
         lam = np.take_along_axis(lam, order, axis=1)
         Qout = np.take_along_axis(Qout, order[:, None, :], axis=2)
@@ -382,6 +406,10 @@ def _eigh_with_residual(A3, residual=True):
     For a stack of at least ``ROOTS_STACK_PARALLEL_MIN_BLOCKS`` blocks the numba kernel computes
     the residual of each block right after its eigendecomposition, on the same probes.
     """
+    e = _block_exponents(A3)
+    if e is not None:
+        w, Q, res = _eigh_with_residual(np.ldexp(A3, -e[:, None, None]), residual)
+        return np.ldexp(w, e[:, None]), Q, res  # the residual is relative: scale-invariant
     b, n, _ = A3.shape
     if b >= config.ROOTS_STACK_PARALLEL_MIN_BLOCKS:
         w = np.empty((b, n))
@@ -685,7 +713,23 @@ def inverse_pth_root(
             raise ValueError(
                 f"`A` must be 2-D for method='newton', got shape {A64.shape} (use method='eigh' for stacks)"
             )
-        res = _newton_root(A64, p, ridge, ridge_mode, tol, maxiter, dtype)
+        e = _block_exponents(A64[None])
+        e = 0 if e is None else int(e[0])
+        # (2^e A_s + r I)^(-1/p) = 2^(-e/p) (A_s + 2^-e r I)^(-1/p): the iteration runs on A_s
+        ridge_s = ridge if ridge_mode == "relative" else math.ldexp(ridge, -e)
+        res = _newton_root(np.ldexp(A64, -e), p, ridge_s, ridge_mode, tol, maxiter, dtype)
+        if e:
+            fields = dict(res.__dict__)
+            fields["root"] = unscale(
+                res.root, -e / float(p), np.float64, f"the root (A + ridge I)^(-1/p) for `p` = {p} overflows"
+            )
+            fields["ridge"] = ldexp_float(res.ridge, e)
+            res = InverseRootResult(**fields)
+        if not np.max(np.abs(res.root)) <= np.finfo(dtype).max:
+            raise ValueError(
+                f"the root (A + ridge I)^(-1/p) for `p` = {p} overflows {np.dtype(dtype).name}: its largest entry is "
+                f"{np.max(np.abs(res.root)):.3g}; the answer is not representable"
+            )
         res = _cast_result(res, dtype)
     else:
         eig = symmetric_eig(A, sym_rtol=sym_rtol)

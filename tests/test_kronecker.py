@@ -207,3 +207,20 @@ def test_nkp_shapes_must_be_integer_pairs(bad):
         nearest_kronecker_product(M, (2, 4), bad)
     res = nearest_kronecker_product(M, (np.int64(2), 4), [4, 4])  # integer types of any kind are fine
     np.testing.assert_allclose(res.to_dense(), M, atol=10 * EPS64 * np.linalg.norm(M))
+
+
+@pytest.mark.parametrize("c", [1e300, 1e-300])
+@pytest.mark.parametrize("rank", [1, 2])
+def test_nkp_is_scale_invariant_at_the_extremes(c, rank):
+    g = np.random.default_rng(0)
+    M = np.kron(g.standard_normal((2, 3)), g.standard_normal((4, 2))) + 1e-3 * g.standard_normal((8, 6))
+    ref = nearest_kronecker_product(M, (2, 3), (4, 2), rank=rank)
+    res = nearest_kronecker_product(M * c, (2, 3), (4, 2), rank=rank)
+    assert np.isfinite(res.A).all() and np.isfinite(res.B).all()
+    tol = 100 * EPS64 * np.linalg.norm(M)
+    # compared term by term, each scaled by sqrt(c) so that nothing over/underflows in the test
+    approx = sum(np.kron(a / np.sqrt(c), b / np.sqrt(c)) for a, b in zip(res.A, res.B, strict=True))
+    assert np.max(np.abs(approx - ref.to_dense())) <= tol
+    np.testing.assert_allclose(res.singular_values / c, ref.singular_values, rtol=100 * EPS64)
+    assert res.error / c == pytest.approx(ref.error, rel=1e-6, abs=tol)
+    assert res.rel_error == pytest.approx(ref.rel_error, rel=1e-6, abs=100 * EPS64)

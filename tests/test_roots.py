@@ -537,3 +537,24 @@ def test_every_option_is_validated_for_every_method(method):
             inverse_pth_root(A, 2, method=method, **kwargs)
     with pytest.raises(TypeError, match="`maxiter`"):
         inverse_pth_root(A, 2, method=method, maxiter=2.5)
+
+
+@pytest.mark.parametrize(
+    "dtype, c", [(np.float64, 1e300), (np.float64, 1e-300), (np.float32, 1e37), (np.float32, 1e-36)]
+)
+def test_roots_are_scale_invariant_at_the_extremes(dtype, c):
+    n, kappa = 6, 1e3
+    A, Q, lam = spd(n, kappa, seed=5)
+    Ac = (A * c).astype(dtype)  # (c A)^s = c^s A^s
+    tol = 10 * n * kappa * float(np.finfo(dtype).eps)
+    for method in ["eigh", "newton"]:
+        X = inverse_pth_root(Ac, 2, method=method)
+        assert X.dtype == dtype and np.isfinite(X).all()
+        assert relerr(X.astype(np.float64) * np.sqrt(c), analytic(Q, lam, -0.5)) <= tol
+    eig = symmetric_eig(Ac)
+    assert relerr(eig.power(0.5).astype(np.float64) / np.sqrt(c), analytic(Q, lam, 0.5)) <= tol
+    np.testing.assert_allclose(eig.refresh(Ac).eigenvalues / c, lam, rtol=tol)
+    G = np.random.default_rng(2).standard_normal((n, n)).astype(dtype)
+    P = shampoo_precondition(G, [Ac, Ac])  # the default relative ridge scales with c as well
+    L = analytic(Q, lam + 1e-6 * lam[0], -0.25)
+    assert relerr(P.astype(np.float64) * np.sqrt(c), L @ G.astype(np.float64) @ L) <= tol
