@@ -42,12 +42,12 @@ def ldexp_float(x, e):
 def unscale(x, e, dtype, what):
     """x * 2^e (e may be fractional) in ``dtype``; a ValueError naming ``what`` if it overflows."""
     x64 = np.asarray(x, dtype=np.float64)
-    if e == 0:
-        return x64.astype(dtype, copy=False)
     top = float(np.max(np.abs(x64))) if x64.size else 0.0
     if top > 0 and math.log2(top) + e > math.log2(np.finfo(dtype).max):
         raise ValueError(
             f"{what} {np.dtype(dtype).name} (about 2^{math.log2(top) + e:.0f}); the answer is not representable"
         )
+    if e == 0:
+        return x64.astype(dtype, copy=False)
     ie = math.floor(e)
     return np.ldexp(x64 * 2.0 ** (e - ie), ie).astype(dtype, copy=False)

@@ -4,6 +4,7 @@ Convention: ``vec`` stacks columns (Fortran order), so that
 ``(A ⊗ B) vec(X) = vec(B X A^T)`` and ``np.kron(A, B) @ X.ravel(order="F")`` is the reference.
 """
 
+import math
 import operator
 from dataclasses import dataclass
 
@@ -162,15 +163,24 @@ def kfac_solve(grad, A, G, *, damping, damping_mode="exact"):
         )
     a, gg = _clipped(eA, "A"), _clipped(eG, "G")
     g64 = np.asarray(g, dtype=np.float64)
+    g64, e = pow2_normalize(g64)  # the answer is linear in grad
     core = eG.Q.T @ g64 @ eA.Q
+    # a = 2^ea a', g = 2^eg g': products of eigenvalues near the ends of the range neither overflow nor
+    # underflow, and lambda is carried into the same units, lambda' = 2^-(ea + eg) lambda
+    a, ea = pow2_normalize(a)
+    gg, eg = pow2_normalize(gg)
+    e -= ea + eg
+    lam = math.ldexp(damping, -(ea + eg))
     if damping_mode == "exact":
-        core /= gg[:, None] * a[None, :] + damping
+        core /= gg[:, None] * a[None, :] + lam
     else:
         ta, tg = a.mean(), gg.mean()
-        pi = np.sqrt(ta / tg) if ta > 0 and tg > 0 else 1.0
-        s = np.sqrt(damping)
-        core /= (gg[:, None] + s / pi) * (a[None, :] + pi * s)
-    return (eG.Q @ core @ eA.Q.T).astype(g.dtype, copy=False)
+        # pi' = 2^((eg - ea) / 2) pi, in the units of a' and g' (pi = 1 when a factor is zero)
+        pi = np.sqrt(ta / tg) if ta > 0 and tg > 0 else 2.0 ** ((eg - ea) / 2)
+        s = np.sqrt(lam)
+        core /= (gg + s / pi)[:, None]  # one factor at a time: their product may not be representable
+        core /= (a + pi * s)[None, :]
+    return unscale(eG.Q @ core @ eA.Q.T, e, g.dtype, "the K-FAC step overflows")
 
 
 def _clipped(eig, name):
