@@ -504,7 +504,7 @@ def randomized_svd(A, r=None, *, n_oversamples=10, n_power_iter="auto", rng=None
     :math:`\\chi^2_{d}/d` in distribution, which gives ``error_bound``.
 
     With ``tol`` each new block is projected out of the basis twice and only its directions above
-    the rounding resolution :math:`\\tau = 10\\sqrt{\\max(M, N)}\\,\\epsilon\\|A\\|_F` of a
+    the rounding resolution :math:`\\tau = 2\\sqrt{\\max(M, N)}\\,\\epsilon\\|A\\|_F` of a
     product :math:`Aw`, :math:`\\|w\\| = 1`, are kept (normalized, then projected once more), so
     the basis stays orthonormal to :math:`O(\\max(M, N)\\epsilon)`; power steps are deflated on both
     sides (against Q and against the row space :math:`A^TQ`). The probe estimate is resolved only
@@ -1108,6 +1108,12 @@ def interpolative_decomposition(A, k_or_eps, *, axis="columns", rng=None, n_powe
         If A is empty or non-finite, k is outside [1, min(M, N)], eps is outside (0, 1), or
         ``axis`` is unknown.
 
+    Warns
+    -----
+    ConvergenceWarning
+        With a tolerance, if the selected columns miss it: eps below the rounding floor of the
+        dtype (the fewest columns that reach the floor are returned), or the sketch ran out.
+
     See Also
     --------
     cur : columns and rows at once.
@@ -1126,8 +1132,9 @@ def interpolative_decomposition(A, k_or_eps, *, axis="columns", rng=None, n_powe
 
     In tolerance mode the sketch is grown by the adaptive range finder of `randomized_svd`
     until its error bound is below eps/2, and k is the smallest number of pivot columns whose
-    exact least-squares error on A is at most eps (computed for every k with one product; eps
-    below about 1e-7 is limited by cancellation).
+    exact least-squares error on A is at most eps (computed for every k with one product, as a
+    sum of squares without cancellation). An eps below the rounding floor of `randomized_svd`
+    (about :math:`4\\sqrt{\\max(M, N)}\\,\\epsilon` relative) is met as far as the dtype allows.
 
     References
     ----------

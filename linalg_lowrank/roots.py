@@ -638,7 +638,8 @@ def inverse_pth_root(
         If A is integer, boolean or complex, or ``p`` is not a real number.
     ValueError
         If A is not square or not symmetric, holds NaN or Inf, has an eigenvalue below
-        -10 N eps ||A||_2 (the message names the smallest eigenvalue), is singular with
+        -10 N eps ||A||_2 with eps that of the dtype of A (a float32 Gram matrix is semidefinite
+        only to float32 rounding; the message names the smallest eigenvalue), is singular with
         ``ridge=0``, if ``p <= 0`` or the options are invalid, or if the root overflows the dtype of
         A (the message names the overflow; representable answers are computed without one).
 
