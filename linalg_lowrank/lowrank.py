@@ -97,7 +97,8 @@ class RandomizedSVDResult:
         Gaussian-probe estimate of the part the sketch missed.
     error_bound : float
         Upper bound on ||A - U diag(s) Vt||_F (hence also on the spectral error) that holds with
-        probability at least ``1 - error_bound_failure`` over the probe vectors.
+        probability at least ``1 - error_bound_failure`` over the probe vectors. With ``tol`` it
+        includes the rounding resolution of the probe estimate (see Notes of `randomized_svd`).
     error_bound_failure : float
         Probability that ``error_bound`` fails.
     converged : bool
