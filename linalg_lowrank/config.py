@@ -31,6 +31,10 @@ NUMBA_SOLVE_MAX_ENTRIES = 1 << 25
 #: Eigenvalues below -PSD_NEG_ROUNDOFF * n * eps * ||A||_2 prove that A is not positive
 #: semidefinite; above it a negative eigenvalue may be rounding of a semidefinite A.
 PSD_NEG_ROUNDOFF = 10.0
+#: With no ridge, A + ridge I counts as singular when its smallest eigenvalue is at most
+#: PSD_SINGULAR_ROUNDOFF * n * eps * ||A||_2 (eps of the dtype A came in): its inverse roots would
+#: then be rounding amplified by at least 1 / (n eps).
+PSD_SINGULAR_ROUNDOFF = 1.0
 #: Relative Frobenius asymmetry ||A - A^T||_F / ||A||_F accepted, in units of n * eps(dtype of A);
 #: a Gram matrix G G^T formed by BLAS is symmetric only up to its rounding.
 SYM_ROUNDOFF = 10.0
@@ -75,6 +79,11 @@ LOWRANK_AUTO_POWER_MAX = 8
 LOWRANK_ADAPTIVE_POWER_ITER = 2
 #: Columns added per block by the adaptive range finder (at least; grows with the rank).
 LOWRANK_ADAPTIVE_BLOCK = 16
+#: A product A w (||w|| = 1) is taken as exact to LOWRANK_ROUNDING_FACTOR * sqrt(max(M, N)) * eps
+#: * ||A||_F (the probabilistic rounding of a length-N dot product is about sqrt(N) eps, with a
+#: margin for the projections): directions of the adaptive range finder below it are rounding,
+#: and its probe estimate of the error is resolved only to about that size.
+LOWRANK_ROUNDING_FACTOR = 2.0
 #: The ID/CUR sketch has this many rows per selected column: with one power step, pivoted QR on a
 #: 2k-row sketch picks columns as well as pivoted QR on all of A (within 0.5% either way on 1/i,
 #: 1/sqrt(i), exponential and Gaussian spectra; 1-2% worse on low rank plus noise).
@@ -83,6 +92,10 @@ ID_SKETCH_FACTOR = 2
 #: least this fraction of the first: the float32 rounding (~1e-6 relative) then cannot change
 #: which column a pivot picks. Below it the sketch is redone in float64.
 ID_FLOAT32_PIVOT_MARGIN = 1e-3
+#: Relative cut-offs eps^x (x listed; None = no cut-off) tried for the singular values of C and R in
+#: the CUR core; the core with the smallest measured ||A - C U R||_F is kept. Keeping every direction
+#: leaves rounding of size eps * cond(C) cond(R) in U; dropping those below eps^(1/2) bounds both.
+CUR_CORE_CUTOFF_EXPONENTS = (None, 0.75, 0.5)
 
 # --- polar factor (polar.py)
 #: Safety factor of Polar Express (Amsel et al. 2025): each tabulated polynomial is evaluated at
