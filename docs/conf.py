@@ -5,6 +5,9 @@ Build (warnings are errors)::
     python -m sphinx -W --keep-going -b html docs docs/_build/html
 """
 
+import pathlib
+import sys
+
 import matplotlib
 from threadpoolctl import threadpool_limits
 
@@ -16,6 +19,8 @@ matplotlib.use("Agg")
 # two; on a loaded 2-core machine two spinning OpenBLAS threads made the examples 3-10 times
 # slower (measured while building this gallery). The limit holds for the whole build.
 threadpool_limits(1, user_api="blas")
+# docs/tools holds build helpers named by import path below (docs/tools/gallery_warnings.py).
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent / "tools"))
 
 # -- Project -----------------------------------------------------------------------------------
 project = "linalg_lowrank"
@@ -106,7 +111,10 @@ sphinx_gallery_conf = {
     # rejects that). Per-example times are in each example's footer, in
     # docs/auto_examples/*.cost.json and in the build log's "computation time summary".
     "write_computation_times": False,
-    "reset_modules": ("matplotlib",),
+    # Fresh matplotlib state per example, and RuntimeWarning / ConvergenceWarning are errors
+    # while an example runs (docs/tools/gallery_warnings.py), as in the test suite.
+    "reset_modules": ("matplotlib", "gallery_warnings.errors_on_runtime_warnings"),
+    "reset_modules_order": "both",
     "plot_gallery": "True",
     "matplotlib_animations": False,
     "image_scrapers": ("matplotlib",),
