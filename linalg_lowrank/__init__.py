@@ -1,5 +1,6 @@
 """linalg_lowrank: numerical linear algebra for people who study and build neural-network optimizers."""
 
+from . import lab, optim
 from .dynamics import (
     WeightRMSSimulation,
     adam_update_rms,
@@ -91,4 +92,7 @@ __all__ = [
     "adam_update_rms",
     "simulate_weight_rms",
     "WeightRMSSimulation",
+    # the optimizer lab (modules)
+    "optim",
+    "lab",
 ]
