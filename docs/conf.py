@@ -9,16 +9,19 @@ import pathlib
 import sys
 
 import matplotlib
+import numba
 from threadpoolctl import threadpool_limits
 
 import linalg_lowrank
 
 # Examples and plot directives draw off-screen, the same on every machine.
 matplotlib.use("Agg")
-# The gallery's matrices are small (a few hundred rows), where one BLAS thread is as fast as
-# two; on a loaded 2-core machine two spinning OpenBLAS threads made the examples 3-10 times
-# slower (measured while building this gallery). The limit holds for the whole build.
+# The gallery's matrices are small (a few hundred rows), where one thread is as fast as two; on
+# a loaded 2-core machine two spinning OpenBLAS threads made the examples 3-10 times slower, and
+# waking numba's thread pool for spectral_weight_decay on a 64 x 65 matrix took 34 ms instead of
+# 0.04 ms (measured while building this gallery). The limits hold for the whole build.
 threadpool_limits(1, user_api="blas")
+numba.set_num_threads(1)
 # docs/tools holds build helpers named by import path below (docs/tools/gallery_warnings.py).
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent / "tools"))
 
