@@ -126,3 +126,27 @@ HUTCH_SYMMETRY_TILE = 128
 #: Below this many entries the numba kernels are not used: whole-array numpy is as fast there,
 #: and a first call then does not pay numba's start-up (about 0.25 s per process, cache warm).
 HUTCH_NUMBA_MIN_ENTRIES = 1 << 16
+
+# --- quasi-Newton and curvature operators (curvature.py)
+#: A pair (s, y) enters L-BFGS (and a dense BFGS or DFP update) only if s^T y > tol ||s|| ||y||: its
+#: cosine must be clearly above the rounding of a dot product, or rho = 1 / s^T y is noise and H_k
+#: loses positive definiteness.
+#: Given for float64; float32 uses it times sqrt(eps32 / eps64) (about 2.3e-4).
+LBFGS_CURVATURE_RTOL = 1e-8
+#: SR1 updates only when |s^T (y - B s)| >= r ||s|| ||y - B s|| (Nocedal & Wright, eq. 6.26, r = 1e-8):
+#: a smaller denominator makes the rank-1 correction arbitrarily large. Given for float64; float32
+#: uses it times sqrt(eps32 / eps64) (about 2.3e-4), as LBFGS_CURVATURE_RTOL.
+SR1_SKIP_RTOL = 1e-8
+#: Powell's damping (Nocedal & Wright, Procedure 18.2): y is replaced by theta y + (1 - theta) B s
+#: when s^T y < BFGS_DAMPING * s^T B s, with theta chosen so that s^T r = BFGS_DAMPING * s^T B s.
+BFGS_DAMPING = 0.2
+#: Rows of `probs` given to `fisher_operator` must sum to 1 within this many C * eps(dtype) (softmax
+#: output rounded in its dtype); entries within this many eps of [0, 1] are accepted.
+FISHER_PROBS_ROUNDOFF = 10.0
+
+# --- LoRA initialization (lora.py)
+#: gamma of LoRA-GA's scale-stable initialization, c = M^(1/4) / sqrt(gamma) (Wang et al. 2024 use 16).
+LORA_GA_STABLE_GAMMA = 16.0
+#: ``method="auto"`` of `lora_ga_init` takes the full SVD up to this min(M, N): below it a LAPACK SVD
+#: costs little more than the randomized sketch and is exact.
+LORA_GA_EXACT_MAX_DIM = 256

@@ -31,6 +31,7 @@ import numbers
 import numpy as np
 
 from . import _validate
+from .curvature import lbfgs_inverse_hessian
 from .hutchinson import HutchinsonAccumulator
 from .kronecker import kfac_solve
 from .polar import msign
@@ -54,6 +55,8 @@ __all__ = [
     "adahessian_step",
     "sophia_init",
     "sophia_step",
+    "lbfgs_init",
+    "lbfgs_step",
     "STEPS",
 ]
 
@@ -1163,6 +1166,169 @@ def sophia_step(
     return _decayed(param, lr, wd) - lr * ratio, {**state, "t": t, "m": m, "h": h}
 
 
+# ----------------------------------------------------------------------------------------- L-BFGS
+
+
+def lbfgs_init(param):
+    """State of `lbfgs_step`: the stored pairs and the previous point and gradient.
+
+    Parameters
+    ----------
+    param : ndarray
+        The parameter the state is for (any shape; L-BFGS works on it flattened).
+
+    Returns
+    -------
+    state : dict
+        ``{"t": 0, "S": (0, n), "Y": (0, n), "x_prev": None, "g_prev": None, "n_evals": 0}``.
+    """
+    param = _param(param)
+    n = param.size
+    return {
+        "t": 0,
+        "S": np.empty((0, n), dtype=param.dtype),
+        "Y": np.empty((0, n), dtype=param.dtype),
+        "x_prev": None,
+        "g_prev": None,
+        "n_evals": 0,
+    }
+
+
+def lbfgs_step(
+    param, grad, state, *, fun=None, lr=1.0, history=10, line_search="armijo", c1=1e-4, shrink=0.5, max_backtracks=30
+):
+    """One L-BFGS step: direction -H_k g from `linalg_lowrank.lbfgs_inverse_hessian`, then a line search.
+
+    Parameters
+    ----------
+    param : ndarray
+        Current point x (any shape; flattened internally).
+    grad : ndarray
+        Gradient at ``param`` (of a deterministic objective: L-BFGS needs the same function at
+        every step, so use full batches).
+    state : dict
+        From `lbfgs_init` or the previous step.
+    fun : callable, optional
+        ``fun(x)`` returns ``(loss, gradient)`` at a point shaped like ``param``; needed for
+        ``line_search="armijo"`` (only the loss is used).
+    lr : float, optional
+        Initial (Armijo) or fixed (``"none"``) step length along the direction.
+    history : int, optional
+        Pairs kept (m in the paper).
+    line_search : {"armijo", "none"}, optional
+        "armijo": backtracking from ``lr`` by ``shrink`` until
+        :math:`f(x + a d) \\le f(x) + c_1 a\\, g^T d`; "none": the fixed step ``lr``.
+    c1 : float, optional
+        Sufficient-decrease constant in (0, 1).
+    shrink : float, optional
+        Backtracking factor in (0, 1).
+    max_backtracks : int, optional
+        Cap on backtracking steps; if no step is accepted, the point is kept and the history
+        cleared (the next step starts from steepest descent).
+
+    Returns
+    -------
+    param : ndarray
+        The new point (new array, shape and dtype of ``param``).
+    state : dict
+        Updated state; ``state["n_evals"]`` counts the calls of ``fun``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        On a bad argument (the message names it), or if ``fun`` is missing for the line search
+        or returns a non-finite loss at the current point.
+
+    Warns
+    -----
+    CurvatureConditionWarning
+        When a new pair fails the curvature condition (from `linalg_lowrank.lbfgs_inverse_hessian`);
+        the pair is dropped from the history, so each pair warns once.
+
+    Notes
+    -----
+    Algorithm 7.5 of [2]_: with :math:`s_{k-1} = x_k - x_{k-1}`, :math:`y_{k-1} = g_k - g_{k-1}`
+    appended to the last m pairs, :math:`d_k = -H_k g_k` with :math:`H_k` the L-BFGS matrix of
+    [1]_ from :math:`H_0 = \\gamma_k I`, :math:`\\gamma_k = s^T y / y^T y` of the newest pair
+    (the two-loop recursion, in `linalg_lowrank.lbfgs_inverse_hessian`), and
+    :math:`x_{k+1} = x_k + a_k d_k`. The paper's Wolfe line search is replaced by Armijo
+    backtracking (pairs that then fail :math:`s^T y > 0` are skipped by the operator).
+
+    References
+    ----------
+    .. [1] D. C. Liu and J. Nocedal, "On the limited memory BFGS method for large scale
+       optimization", Mathematical Programming 45, 1989.
+    .. [2] J. Nocedal and S. J. Wright, "Numerical Optimization", 2nd ed., Springer 2006.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from linalg_lowrank.optim import lbfgs_init, lbfgs_step
+    >>> A = np.diag([1.0, 10.0])
+    >>> fun = lambda x: (0.5 * x @ A @ x, A @ x)
+    >>> x, s = np.array([1.0, 1.0]), lbfgs_init(np.zeros(2))
+    >>> for _ in range(8):
+    ...     x, s = lbfgs_step(x, fun(x)[1], s, fun=fun)
+    >>> bool(np.linalg.norm(x) < 1e-6)
+    True
+    """
+    param = _param(param)
+    grad = _grad(grad, param)
+    state = _state(state, ("t", "S", "Y", "x_prev", "g_prev", "n_evals"), param, "lbfgs")
+    lr = _validate.positive("lr", lr)
+    history = _validate.positive_int("history", history)
+    line_search = _validate.choice("line_search", line_search, ("armijo", "none"))
+    c1, shrink = _unit_interval("c1", c1), _unit_interval("shrink", shrink)
+    if c1 == 0.0 or shrink == 0.0:
+        raise ValueError(f"`c1` and `shrink` must be in (0, 1), got {c1} and {shrink}")
+    max_backtracks = _validate.positive_int("max_backtracks", max_backtracks)
+    if line_search == "armijo" and not callable(fun):
+        raise TypeError('`fun` must be a callable returning (loss, gradient) when `line_search="armijo"`')
+    x, g = param.ravel(), grad.ravel()
+    S, Y = state["S"], state["Y"]
+    if S.shape[1] != x.size:
+        raise ValueError(f"`state` holds pairs of size {S.shape[1]}, `param` has {x.size} entries")
+    if state["x_prev"] is not None:
+        S = np.vstack([S, (x - state["x_prev"])[None]])[-history:]
+        Y = np.vstack([Y, (g - state["g_prev"])[None]])[-history:]
+    H = lbfgs_inverse_hessian(S, Y)
+    if H.skipped:  # drop them for good, so that each bad pair is reported once
+        keep = np.setdiff1d(np.arange(S.shape[0]), H.skipped)
+        S, Y = S[keep], Y[keep]
+    d = -(H @ g).astype(param.dtype, copy=False)
+    slope = float(g.astype(np.float64) @ d.astype(np.float64))
+    if not slope < 0:  # rounding made it an ascent direction: restart from steepest descent
+        S, Y = S[:0], Y[:0]
+        d, slope = -g, -float(g.astype(np.float64) @ g.astype(np.float64))
+    n_evals = state["n_evals"]
+    a = lr
+    if line_search == "armijo" and slope < 0:
+        f0 = float(fun(param)[0])
+        n_evals += 1
+        if not np.isfinite(f0):
+            raise ValueError(f"`fun` returned a non-finite loss {f0} at `param`")
+        for _ in range(max_backtracks):
+            f = float(fun((x + a * d).reshape(param.shape))[0])
+            n_evals += 1
+            if np.isfinite(f) and f <= f0 + c1 * a * slope:
+                break
+            a *= shrink
+        else:
+            a = 0.0
+            S, Y = S[:0], Y[:0]
+    x_new = (x + a * d).reshape(param.shape) if a else param.copy()
+    new_state = {
+        **state,
+        "t": state["t"] + 1,
+        "S": S,
+        "Y": Y,
+        "x_prev": x.copy(),
+        "g_prev": g.copy(),
+        "n_evals": n_evals,
+    }
+    return x_new, new_state
+
+
 #: Name -> (init, step) of every optimizer above, as `linalg_lowrank.lab.train` uses them.
 STEPS = {
     "sgd": (sgd_init, sgd_step),
@@ -1173,4 +1339,5 @@ STEPS = {
     "kfac": (kfac_init, kfac_step),
     "adahessian": (adahessian_init, adahessian_step),
     "sophia": (sophia_init, sophia_step),
+    "lbfgs": (lbfgs_init, lbfgs_step),
 }
