@@ -5,8 +5,8 @@ AdamW's weight RMS: prediction, simulation and a real network
 With decoupled weight decay, the weights trained by AdamW forget their initialization at rate
 :math:`\\eta\\lambda` per step and settle at a root-mean-square size set by the learning rate,
 the weight decay and the gradient's signal-to-noise ratio, not by the gradient's scale: for
-pure noise, :math:`\\|\\theta\\|_{\\mathrm{RMS}} \\approx \\sqrt{\\eta/(2\\lambda)}
-\\sqrt{(1-\\beta_1)/(1+\\beta_1)}` (Kosson et al., 2024). We compare three things over
+pure noise, :math:`\\|\\theta\\|_{\\mathrm{RMS}} \\approx \\sqrt{\\eta/(2\\lambda)}`
+(Kosson et al., 2024), whatever the momentum. We compare three things over
 training: the prediction `~linalg_lowrank.adamw_weight_rms`, the simulation
 `~linalg_lowrank.simulate_weight_rms` (AdamW on independent coordinates with Gaussian
 gradients), and the weights of a two-layer MLP trained on scikit-learn's digits with
