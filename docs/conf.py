@@ -3,6 +3,9 @@
 Build (warnings are errors)::
 
     python -m sphinx -W --keep-going -b html docs docs/_build/html
+
+The build also runs the gallery (examples/plot_*.py, through sphinx-gallery) and fails if an
+example raises or emits a RuntimeWarning; ``-D plot_gallery=0`` renders it without running it.
 """
 
 import pathlib

@@ -104,7 +104,7 @@ fig2, ax2 = plt.subplots(figsize=(6.4, 3.2), layout="constrained")
 for layer in range(2):
     ax2.semilogy(snr_steps, snr[:, layer], "o-", ms=3, label=["hidden layer", "output layer"][layer])
 ax2.set_xlabel("optimizer step")
-ax2.set_ylabel("mini-batch gradient SNR")
+ax2.set_ylabel("mini-batch gradient SNR (dimensionless)")
 ax2.set_title("Signal-to-noise ratio of the MLP's gradients (batch 32)")
 ax2.legend(fontsize=8)
 
