@@ -150,3 +150,9 @@ LORA_GA_STABLE_GAMMA = 16.0
 #: ``method="auto"`` of `lora_ga_init` takes the full SVD up to this min(M, N): below it a LAPACK SVD
 #: costs little more than the randomized sketch and is exact.
 LORA_GA_EXACT_MAX_DIM = 256
+
+# --- reference optimizer steps (optim.py)
+#: Relative residual to which AdamW's spectral decay computes its first top singular vector;
+#: every later step refines the warm start by one power step, so more accuracy is wasted (and a
+#: near-tie sigma1 ~ sigma2 of a freshly initialized layer would need thousands of steps).
+OPTIM_SPECTRAL_V1_TOL = 1e-6

@@ -686,6 +686,9 @@ def train(model, params, X, y, *, optimizer, hyper=None, n_steps=100, batch_size
             else:
                 _, grads = model.loss_and_grad(params, Xb, yb)
                 extra = [{} for _ in params]
+                if optimizer == "adamw":  # the first power iteration of spectral decay
+                    for e in extra:
+                        e["rng"] = gen
                 if optimizer in ("adahessian", "sophia"):
                     for l in range(len(params)):
                         extra[l]["rng"] = gen

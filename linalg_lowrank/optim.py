@@ -30,13 +30,13 @@ import numbers
 
 import numpy as np
 
-from . import _validate
+from . import _validate, config
 from .curvature import lbfgs_inverse_hessian
 from .hutchinson import HutchinsonAccumulator
 from .kronecker import kfac_solve
 from .polar import msign
 from .roots import shampoo_precondition, symmetric_eig
-from .spectral import spectral_weight_decay
+from .spectral import power_iteration, spectral_weight_decay
 
 __all__ = [
     "sgd_init",
@@ -238,7 +238,8 @@ def adamw_step(param, grad, state, *, lr, betas=(0.9, 0.999), eps=1e-8, weight_d
         every singular value. "spectral" (matrices only): `linalg_lowrank.spectral_weight_decay`,
         :math:`W \\leftarrow W - \\eta\\lambda W v_1 v_1^T`, which shrinks only sigma1; its top
         right singular vector is kept in ``state["v1"]`` as the next step's warm start (one power
-        step per training step, folded into the decay's pass over W).
+        step per training step, folded into the decay's pass over W). The first v1 is computed by
+        `linalg_lowrank.power_iteration` to ``config.OPTIM_SPECTRAL_V1_TOL`` (relative residual).
     rng : None, int or numpy.random.Generator, optional
         Start of the first power iteration (spectral decay, first step only).
 
@@ -295,7 +296,9 @@ def adamw_step(param, grad, state, *, lr, betas=(0.9, 0.999), eps=1e-8, weight_d
     update = (m / (1.0 - b1**t)) / (np.sqrt(v / (1.0 - b2**t)) + eps)
     v1 = state["v1"]
     if decay == "spectral" and wd:
-        base, v1 = spectral_weight_decay(param, lr * wd, v=v1, rng=rng)
+        if v1 is None:
+            v1 = power_iteration(param, tol=config.OPTIM_SPECTRAL_V1_TOL, rng=rng).v
+        base, v1 = spectral_weight_decay(param, lr * wd, v=v1)
     else:
         base = _decayed(param, lr, wd)
     return base - lr * update, {**state, "t": t, "m": m, "v": v, "v1": v1}
