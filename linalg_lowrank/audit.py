@@ -1,9 +1,9 @@
 """Spectral statistics of every matrix in a checkpoint: ``python -m linalg_lowrank audit [PATH]``.
 
-Tensors are read one at a time and never the whole file: ``.npy`` files and the uncompressed
-members of ``.npz`` archives are memory-mapped, compressed ``.npz`` members are decompressed one
-member at a time, and ``.safetensors`` files are parsed by a small reader of their own (8-byte
-little-endian header length, JSON header, raw little-endian data) that memory-maps each tensor.
+Tensors are read one at a time and never the whole file, by the readers of
+`linalg_lowrank._readers` (``.npy``, ``.npz``, ``.safetensors``) and `linalg_lowrank._torch_reader`
+(PyTorch ``.pt``/``.pth``/``.bin``, without torch and without running pickle code), which treat
+every file as hostile: a bad file is a `CheckpointError` (exit 2), never a hang or a crash.
 Every 2-D floating tensor, and every stack of matrices (ndim >= 3, matrices over the last two
 axes), gets its spectral norm from `linalg_lowrank.power_iteration`, its Frobenius norm, stable
 rank, RMS and the estimate of sigma2/sigma1; everything else is listed as skipped with a reason.
@@ -24,7 +24,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import _validate, config
-from ._readers import _ST_DTYPES, CheckpointError, TensorItem, _open_checkpoint, read_tensors
+from ._readers import _ST_DTYPES, CheckpointError, TensorItem, _open_checkpoint, parse_size, read_tensors
 from .results import ConvergenceWarning
 from .spectral import power_iteration
 
@@ -257,7 +257,7 @@ def _audit_array(name, arr, stored_dtype, *, seed, tol, maxiter):
     )
 
 
-def audit_checkpoint(path, *, seed=DEFAULT_SEED, tol=config.POWER_TOL, maxiter=None, progress=False):
+def audit_checkpoint(path, *, seed=DEFAULT_SEED, tol=config.POWER_TOL, maxiter=None, progress=False, max_bytes=None):
     """Spectral statistics of every matrix of a checkpoint, read one tensor at a time.
 
     Parameters
@@ -273,6 +273,9 @@ def audit_checkpoint(path, *, seed=DEFAULT_SEED, tol=config.POWER_TOL, maxiter=N
         Cap on Gram products per matrix, as in `power_iteration`.
     progress : bool, optional
         Show a tqdm progress bar on stderr.
+    max_bytes : int, optional
+        Largest tensor (or zip member) read into memory, as in `read_tensors` (default
+        `linalg_lowrank.config.AUDIT_MAX_BYTES`, 16 GiB); a larger one is a `CheckpointError`.
 
     Returns
     -------
@@ -322,7 +325,7 @@ def audit_checkpoint(path, *, seed=DEFAULT_SEED, tol=config.POWER_TOL, maxiter=N
     tol = _validate.positive("tol", tol)
     maxiter = _validate.positive_int("maxiter", maxiter, default=None)
     records, skipped = [], []
-    with _open_checkpoint(path) as entries:
+    with _open_checkpoint(path, max_bytes) as entries:
         bar = _progress_bar(len(entries), os.path.basename(os.fspath(path))) if progress else None
         try:
             for entry in entries:
@@ -588,6 +591,13 @@ def _positive_float(text):
     return value
 
 
+def _byte_count(text):
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_arguments(parser):
     """Add the ``audit`` command's arguments to an argparse parser.
 
@@ -634,6 +644,14 @@ def add_arguments(parser):
         help="cap on power/Lanczos iterations per matrix (default max(1000, 10 min(m, n)))",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (shown only when stderr is a TTY)")
+    parser.add_argument(
+        "--max-bytes",
+        type=_byte_count,
+        default=None,
+        metavar="N",
+        help="largest tensor or zip member read into memory, also the bound on decompression "
+        f"(bytes, or with K/M/G/T: 512M, 16G; default {config.AUDIT_MAX_BYTES >> 30}G)",
+    )
     return parser
 
 
@@ -667,7 +685,7 @@ def run(args):
             else:
                 path = label = args.path
             records, skipped = audit_checkpoint(
-                path, seed=args.seed, tol=args.tol, maxiter=args.maxiter, progress=progress
+                path, seed=args.seed, tol=args.tol, maxiter=args.maxiter, progress=progress, max_bytes=args.max_bytes
             )
     except CheckpointError as exc:
         return _error(exc)
