@@ -569,18 +569,23 @@ def _npz_loader(members, member, header_len, need, dtype, shape, order):
 
 
 def _json_depth(raw):
-    """Deepest nesting of ``[`` and ``{`` in a JSON text, outside strings (linear, no recursion)."""
-    # Drop escaped backslashes first, then escaped quotes: what remains splits on '"' into
-    # alternating outside / inside-string pieces.
-    text = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
-    outside = b"".join(text.split(b'"')[::2])
-    keep = bytes(set(range(256)) - set(b"[]{}"))
-    brackets = np.frombuffer(outside.translate(None, keep), dtype=np.uint8)
-    opening = (brackets == ord("[")) | (brackets == ord("{"))
-    steps = opening.astype(np.int8) * 2 - 1
-    depth, deepest = 0, 0
-    for i in range(0, steps.size, _STEP):
-        run = depth + np.cumsum(steps[i : i + _STEP], dtype=np.int64)
+    """Deepest nesting of ``[`` and ``{`` in a JSON text, outside strings (linear, no recursion).
+
+    Works in 1 MiB steps, so its scratch memory does not grow with the text.
+    """
+    # Drop escaped backslashes first, then escaped quotes: every remaining '"' opens or closes a
+    # string, so the parity of the quotes before a byte says whether it is inside one.
+    text = np.frombuffer(raw.replace(b"\\\\", b"").replace(b'\\"', b""), dtype=np.uint8)
+    quote, opening, closing = ord('"'), (ord("["), ord("{")), (ord("]"), ord("}"))
+    inside, depth, deepest = 0, 0, 0
+    for i in range(0, text.size, _STEP):
+        chunk = text[i : i + _STEP]
+        parity = (np.cumsum(chunk == quote, dtype=np.int64) + inside) & 1
+        inside = int(parity[-1])
+        outside = parity == 0
+        steps = ((chunk == opening[0]) | (chunk == opening[1])) & outside
+        steps = steps.astype(np.int64) - (((chunk == closing[0]) | (chunk == closing[1])) & outside)
+        run = depth + np.cumsum(steps)
         deepest = max(deepest, int(run.max()))
         depth = int(run[-1])
     return deepest
