@@ -530,8 +530,11 @@ def fake_torch(monkeypatch):
         stride = (1, arr.shape[0]) if transpose else tuple(int(s) // arr.itemsize for s in arr.strides)
         return _FakeTensor(utils._rebuild_tensor_v2, storage, offset, arr.shape, stride)
 
-    def save(path, obj, *, prefix="archive", compress_storages=False, protocol=2):
-        """torch.save's layout: prefix/data.pkl, prefix/data/<key>, prefix/version, prefix/byteorder."""
+    def save(path, obj, *, prefix="archive", compress_storages=False, protocol=2, byteorder="little"):
+        """torch.save's layout: prefix/data.pkl, prefix/data/<key>, prefix/version, prefix/byteorder.
+
+        With ``byteorder="big"`` the storages are written big-endian, as on a big-endian machine.
+        """
         storages = {}
 
         class Pickler(pickle.Pickler):
@@ -546,10 +549,13 @@ def fake_torch(monkeypatch):
         Pickler(buf, protocol=protocol).dump(obj)
         with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
             zf.writestr(f"{prefix}/data.pkl", buf.getvalue())
-            zf.writestr(f"{prefix}/byteorder", "little")
+            zf.writestr(f"{prefix}/byteorder", byteorder)
             for key, st in storages.items():
                 method = zipfile.ZIP_DEFLATED if compress_storages else zipfile.ZIP_STORED
-                zf.writestr(zipfile.ZipInfo(f"{prefix}/data/{key}"), st.data, compress_type=method)
+                data = st.data
+                if byteorder == "big":
+                    data = np.frombuffer(data, dtype=dtype_codes[st.cls.__name__]).byteswap().tobytes()
+                zf.writestr(zipfile.ZipInfo(f"{prefix}/data/{key}"), data, compress_type=method)
             zf.writestr(f"{prefix}/version", "3\n")
         return path
 
@@ -617,6 +623,12 @@ def test_torch_checkpoint_compressed_storages_other_prefix_and_magic(tmp_path, f
     obj, expected = _reference_checkpoint(fake_torch)
     path = fake_torch.save(tmp_path / "model.weights", obj, prefix="model", compress_storages=True)
     _assert_matches(_items(path), expected)  # unknown extension: recognized by its data.pkl
+
+
+def test_torch_checkpoint_big_endian(tmp_path, fake_torch):
+    obj, expected = _reference_checkpoint(fake_torch)
+    path = fake_torch.save(tmp_path / "big.pt", obj, byteorder="big")
+    _assert_matches(_items(path), expected)
 
 
 def test_torch_checkpoint_bare_tensor_and_parameter(tmp_path, fake_torch):
@@ -792,3 +804,10 @@ def test_against_real_torch(tmp_path):
         want = t.detach().float().numpy() if t.dtype == torch.bfloat16 else t.detach().numpy()
         assert reason is None and arr.dtype == want.dtype, name
         np.testing.assert_array_equal(arr, want, err_msg=name)
+    # TorchScript archives (their pickle names the scripted classes) and the legacy format: refused
+    torch.jit.save(torch.jit.script(torch.nn.Linear(3, 4)), tmp_path / "jit.pt")
+    with pytest.raises(CheckpointError, match="refuses pickle global __torch__"):
+        list(read_tensors(tmp_path / "jit.pt"))
+    torch.save(sd, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    with pytest.raises(CheckpointError, match="not a zip-format PyTorch checkpoint"):
+        list(read_tensors(tmp_path / "legacy.pt"))
