@@ -373,7 +373,8 @@ def _open_checkpoint(path, max_bytes=None):
         elif ext == ".safetensors":
             yield _safetensors_entries(file, max_bytes)
         else:
-            is_zip = file.size >= 4 and bytes(file.read(0, 4, "magic number")) == b"PK\x03\x04"
+            # .npz goes to zipfile whatever its first bytes (an empty archive starts with the end record)
+            is_zip = ext == ".npz" or (file.size >= 4 and bytes(file.read(0, 4, "magic number")) == b"PK\x03\x04")
             if not is_zip:
                 if ext in _TORCH_EXTENSIONS:
                     raise CheckpointError(
@@ -381,8 +382,6 @@ def _open_checkpoint(path, max_bytes=None):
                         "not a zip-format PyTorch checkpoint (the legacy format of torch < 1.6 is not read; "
                         "re-save it with a newer torch.save)",
                     )
-                if ext == ".npz":
-                    raise CheckpointError(path, "not a valid .npz (zip) file (no zip signature at its start)")
                 raise CheckpointError(path, f"unknown extension {ext or '(none)'!r}: expected {_EXPECTED}")
             with _open_zip(path, file.fp, "PyTorch (zip)" if ext in _TORCH_EXTENSIONS else ".npz (zip)") as zf:
                 members = _ZipMembers(file, zf, max_bytes)

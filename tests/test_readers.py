@@ -392,6 +392,11 @@ def test_overlapping_members_are_refused(tmp_path, capsys):
     _assert_exit_2(path, "overlap", capsys)
 
 
+def test_empty_npz_is_read(tmp_path):
+    np.savez(tmp_path / "empty.npz")  # only a zip end record: no local header signature at the start
+    assert _items(tmp_path / "empty.npz") == {}
+
+
 def test_max_bytes_is_validated_and_parsed():
     with pytest.raises(ValueError, match="`max_bytes`"):
         list(read_tensors("anything.npy", max_bytes=0))
