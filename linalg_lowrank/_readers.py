@@ -16,7 +16,8 @@ What the readers guarantee, whatever the file holds:
 - Sizes are checked against the file before anything is allocated: shapes must be non-negative,
   a tensor's bytes must lie inside the file (or inside its zip member), and one tensor or zip
   member may hold at most ``max_bytes`` bytes (default `linalg_lowrank.config.AUDIT_MAX_BYTES`,
-  16 GiB; ``--max-bytes`` on the command line). The cap bounds decompression too: a compressed
+  16 GiB, or the memory available when the file is opened if that is less; ``--max-bytes`` on
+  the command line). The cap bounds decompression too: a compressed
   member is decompressed in 1 MiB steps and never beyond its declared size, which the cap bounds,
   so a zip bomb costs at most ``max_bytes`` of memory.
 - Zip archives: members must be stored or deflated (other methods are refused), not encrypted,
@@ -325,9 +326,31 @@ def _check_path(path):
     return path, os.path.splitext(path)[1].lower()
 
 
+def _available_memory():
+    """Bytes of memory available to a new allocation (Linux MemAvailable), or None if unknown."""
+    try:
+        with open("/proc/meminfo", "rb") as fp:
+            for line in fp:
+                if line.startswith(b"MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
 def _check_max_bytes(max_bytes):
+    """The cap: ``max_bytes`` if given, else the smaller of AUDIT_MAX_BYTES and the available memory.
+
+    Tensors are read into memory, so without the second bound a tensor larger than the memory
+    would be killed by the kernel's out-of-memory handler instead of being refused.
+    """
     if max_bytes is None:
-        return int(config.AUDIT_MAX_BYTES)
+        available = _available_memory()
+        cap = int(config.AUDIT_MAX_BYTES)
+        return cap if available is None else max(1, min(cap, available))
     return _validate.positive_int("max_bytes", max_bytes)
 
 
@@ -710,8 +733,8 @@ def read_tensors(path, *, max_bytes=None):
         without running pickle code).
     max_bytes : int, optional
         Largest tensor, or zip member, read into memory (default
-        `linalg_lowrank.config.AUDIT_MAX_BYTES`, 16 GiB); a larger one is refused with a
-        `CheckpointError` naming the cap. It also bounds decompression (zip bombs).
+        `linalg_lowrank.config.AUDIT_MAX_BYTES`, 16 GiB, or the available memory if less); a
+        larger one is refused with a `CheckpointError` naming the cap. It also bounds decompression (zip bombs).
 
     Yields
     ------

@@ -397,6 +397,21 @@ def test_empty_npz_is_read(tmp_path):
     assert _items(tmp_path / "empty.npz") == {}
 
 
+def test_default_cap_is_config_or_available_memory(tmp_path, monkeypatch):
+    from linalg_lowrank import _readers, config
+
+    np.save(tmp_path / "w.npy", np.ones((64, 64)))  # 32768 bytes of data
+    monkeypatch.setattr(config, "AUDIT_MAX_BYTES", 1000)
+    with pytest.raises(CheckpointError, match="cap of 1000 bytes"):
+        list(read_tensors(tmp_path / "w.npy"))
+    monkeypatch.setattr(config, "AUDIT_MAX_BYTES", 1 << 30)
+    monkeypatch.setattr(_readers, "_available_memory", lambda: 2000)
+    with pytest.raises(CheckpointError, match="cap of 2000 bytes"):
+        list(read_tensors(tmp_path / "w.npy"))
+    monkeypatch.setattr(_readers, "_available_memory", lambda: None)  # unknown: the config value
+    assert _items(tmp_path / "w.npy")["w"][1] is None
+
+
 def test_max_bytes_is_validated_and_parsed():
     with pytest.raises(ValueError, match="`max_bytes`"):
         list(read_tensors("anything.npy", max_bytes=0))
