@@ -1,9 +1,9 @@
 """Spectral statistics of every matrix in a checkpoint: ``python -m linalg_lowrank audit [PATH]``.
 
-Tensors are read one at a time and never the whole file: ``.npy`` files and the uncompressed
-members of ``.npz`` archives are memory-mapped, compressed ``.npz`` members are decompressed one
-member at a time, and ``.safetensors`` files are parsed by a small reader of their own (8-byte
-little-endian header length, JSON header, raw little-endian data) that memory-maps each tensor.
+Tensors are read one at a time and never the whole file, by the readers of
+`linalg_lowrank._readers` (``.npy``, ``.npz``, ``.safetensors``) and `linalg_lowrank._torch_reader`
+(PyTorch ``.pt``/``.pth``/``.bin``, without torch and without running pickle code), which treat
+every file as hostile: a bad file is a `CheckpointError` (exit 2), never a hang or a crash.
 Every 2-D floating tensor, every convolution kernel (viewed as one matrix, see `CONV_RULE`) and
 every stack of matrices (matrices over the last two axes) gets its spectral norm from
 `linalg_lowrank.power_iteration`, its Frobenius norm, stable rank, RMS and the estimate of
@@ -33,6 +33,7 @@ from ._readers import (
     CheckpointError,
     TensorItem,
     _open_checkpoint,
+    parse_size,
     read_tensors,
 )
 from .results import ConvergenceWarning
@@ -196,7 +197,7 @@ def _compute_dtype(dtype):
 
 
 def _as_computable(arr):
-    """The array as a native float32/float64 array; a view (memmap) whenever it already is one."""
+    """The array as a native float32/float64 array; itself (no copy) whenever it already is one."""
     want = _compute_dtype(arr.dtype)
     if arr.dtype != want or not arr.flags.aligned:  # a big-endian dtype differs from the native one
         arr = np.asarray(arr, dtype=want)
@@ -303,13 +304,16 @@ def _warm_up():
         _warmed_up = True
 
 
-def audit_checkpoint(path, *, seed=DEFAULT_SEED, tol=config.POWER_TOL, maxiter=None, conv="flatten", progress=False):
+def audit_checkpoint(
+    path, *, seed=DEFAULT_SEED, tol=config.POWER_TOL, maxiter=None, conv="flatten", progress=False, max_bytes=None
+):
     """Spectral statistics of every matrix of a checkpoint, read one tensor at a time.
 
     Parameters
     ----------
     path : str or os.PathLike
-        A ``.npy``, ``.npz`` or ``.safetensors`` file.
+        A ``.npy``, ``.npz`` or ``.safetensors`` file, or a PyTorch checkpoint (``.pt``,
+        ``.pth``, ``.bin``, ``.ckpt``; read without torch).
     seed : int, optional
         Seed of the random start vector of every power iteration (each tensor starts from the
         same seed, so a tensor's numbers do not depend on the rest of the file).
@@ -325,6 +329,9 @@ def audit_checkpoint(path, *, seed=DEFAULT_SEED, tol=config.POWER_TOL, maxiter=N
         tensor of three or more dimensions is a stack.
     progress : bool, optional
         Show a tqdm progress bar on stderr.
+    max_bytes : int, optional
+        Largest tensor (or zip member) read into memory, as in `read_tensors` (default
+        `linalg_lowrank.config.AUDIT_MAX_BYTES`, 16 GiB); a larger one is a `CheckpointError`.
 
     Returns
     -------
@@ -391,7 +398,7 @@ def audit_checkpoint(path, *, seed=DEFAULT_SEED, tol=config.POWER_TOL, maxiter=N
     maxiter = _validate.positive_int("maxiter", maxiter, default=None)
     conv = _validate.choice("conv", conv, CONV_MODES)
     records, skipped = [], []
-    with _open_checkpoint(path) as entries:
+    with _open_checkpoint(path, max_bytes) as entries:
         if any(entry.reason is None for entry in entries):
             _warm_up()
         bar = _progress_bar(len(entries), _escape(os.path.basename(os.fspath(path)))) if progress else None
@@ -709,18 +716,19 @@ def _json_document(path, records, skipped, *, seed, tol, maxiter, conv, sort, to
 #: One-line help of the ``audit`` command (``python -m linalg_lowrank --help``).
 COMMAND_HELP = "spectral statistics of every matrix in a checkpoint"
 COMMAND_DESCRIPTION = (
-    "Report, for every 2-D floating tensor, convolution kernel and stack of matrices of a .npz, .npy or "
-    ".safetensors checkpoint: shape, dtype, spectral_norm, frobenius_norm, stable_rank ||W||_F^2/||W||_2^2, "
-    "rms, ratio_estimate (of sigma2/sigma1), whether power iteration converged and time_s (seconds, numba "
-    "compiling excluded). The column names are the JSON keys and the --sort keys. "
-    "Tensors are read one at a time (memory-mapped where possible). With --conv flatten (the default) "
-    "convolution kernels (out, in, *kernel), in PyTorch's channels-first layout, are one out x (in*kernel) "
-    "matrix: every 4-D and 5-D tensor, and 3-D tensors whose name contains 'conv'; other tensors of 3 or "
-    "more dimensions are stacks of matrices over their last two axes, whose spectral norm is the largest "
-    "over the stack (the other columns describe that matrix). Integer, boolean, 0-D and 1-D tensors are "
-    "skipped and counted in one line (--show-skipped lists them). Names are printed with non-printable "
-    "characters escaped. Without PATH a small built-in demo checkpoint is audited. "
-    "Exit status: 0 on success, 2 for a missing, truncated or malformed file or bad options."
+    "Report, for every 2-D floating tensor, convolution kernel and stack of matrices of a .npz, .npy, "
+    ".safetensors or PyTorch (.pt, .pth, .bin, .ckpt) checkpoint: shape, dtype, spectral_norm, "
+    "frobenius_norm, stable_rank ||W||_F^2/||W||_2^2, rms, ratio_estimate (of sigma2/sigma1), whether power "
+    "iteration converged and time_s (seconds, numba compiling excluded). The column names are the JSON keys "
+    "and the --sort keys. Tensors are read one at a time, each checked against the file and --max-bytes "
+    "first. With --conv flatten (the default) convolution kernels (out, in, *kernel), in PyTorch's "
+    "channels-first layout, are one out x (in*kernel) matrix: every 4-D and 5-D tensor, and 3-D tensors "
+    "whose name contains 'conv'; other tensors of 3 or more dimensions are stacks of matrices over their "
+    "last two axes, whose spectral norm is the largest over the stack (the other columns describe that "
+    "matrix). Integer, boolean, 0-D and 1-D tensors are skipped and counted in one line (--show-skipped "
+    "lists them). Names are printed with non-printable characters escaped. Without PATH a small built-in "
+    "demo checkpoint is audited. Exit status: 0 on success, 2 for a missing, truncated or malformed file "
+    "or bad options."
 )
 
 
@@ -747,6 +755,13 @@ def _positive_float(text):
     return value
 
 
+def _byte_count(text):
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_arguments(parser):
     """Add the ``audit`` command's arguments to an argparse parser.
 
@@ -761,7 +776,10 @@ def add_arguments(parser):
         The same parser.
     """
     parser.add_argument(
-        "path", nargs="?", metavar="PATH", help="checkpoint file (.npz, .npy or .safetensors); default: built-in demo"
+        "path",
+        nargs="?",
+        metavar="PATH",
+        help="checkpoint file (.npz, .npy, .safetensors, .pt, .pth, .bin or .ckpt); default: built-in demo",
     )
     parser.add_argument("--json", action="store_true", help="print a JSON document (records and skipped) to stdout")
     parser.add_argument(
@@ -806,6 +824,14 @@ def add_arguments(parser):
         help="list every skipped tensor with its shape, dtype and reason (default: one line counting them)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (shown only when stderr is a TTY)")
+    parser.add_argument(
+        "--max-bytes",
+        type=_byte_count,
+        default=None,
+        metavar="N",
+        help="largest tensor or zip member read into memory, also the bound on decompression "
+        f"(bytes, or with K/M/G/T: 512M, 16G; default {config.AUDIT_MAX_BYTES >> 30}G)",
+    )
     return parser
 
 
@@ -839,7 +865,13 @@ def run(args):
             else:
                 path = label = args.path
             records, skipped = audit_checkpoint(
-                path, seed=args.seed, tol=args.tol, maxiter=args.maxiter, conv=args.conv, progress=progress
+                path,
+                seed=args.seed,
+                tol=args.tol,
+                maxiter=args.maxiter,
+                conv=args.conv,
+                progress=progress,
+                max_bytes=args.max_bytes,
             )
     except CheckpointError as exc:
         return _error(exc)

@@ -126,3 +126,21 @@ HUTCH_SYMMETRY_TILE = 128
 #: Below this many entries the numba kernels are not used: whole-array numpy is as fast there,
 #: and a first call then does not pay numba's start-up (about 0.25 s per process, cache warm).
 HUTCH_NUMBA_MIN_ENTRIES = 1 << 16
+
+# --- checkpoint readers of the audit (_readers.py, _torch_reader.py)
+#: Default cap, in bytes, on one tensor (or zip member) the audit reads into memory: larger ones
+#: are refused (``--max-bytes`` / ``max_bytes`` change it). It also bounds what one compressed
+#: member may decompress to, so a zip bomb costs at most this much memory.
+AUDIT_MAX_BYTES = 16 << 30
+#: Largest safetensors JSON header accepted (the reference implementation's limit).
+AUDIT_SAFETENSORS_MAX_HEADER = 100_000_000
+#: Deepest nesting of ``[`` / ``{`` accepted in a safetensors JSON header (the format needs 3).
+AUDIT_JSON_MAX_DEPTH = 32
+#: Longest integer literal accepted in a safetensors JSON header (2**64 has 20 digits).
+AUDIT_JSON_MAX_INT_DIGITS = 20
+#: Largest pickle (``data.pkl``) of a PyTorch checkpoint read; large models need a few MB.
+AUDIT_MAX_PICKLE_BYTES = 256 << 20
+#: Deepest nesting of dicts / lists / tuples walked in a PyTorch checkpoint's pickle.
+AUDIT_MAX_NESTING = 64
+#: Most containers and values walked in a PyTorch checkpoint's pickle.
+AUDIT_MAX_OBJECTS = 10_000_000
