@@ -542,16 +542,18 @@ def _sort_records(records, key):
     return sorted(records, key=descending)
 
 
-def _escape(text):
+def _escape(text, *, backslash=True):
     """``text`` with every non-printable character (and the backslash) escaped as ``repr`` does.
 
     Names, dtypes and reasons come from the file: a newline, carriage return or ANSI escape in a
-    tensor name must not start a forged row or repaint the terminal.
+    tensor name must not start a forged row or repaint the terminal. ``backslash=False`` leaves
+    backslashes alone, for text whose names are already ``repr``-quoted (error messages).
     """
     text = str(text)
-    if text.isprintable() and "\\" not in text:
+    keep = "" if backslash else "\\"
+    if text.isprintable() and ("\\" not in text or keep):
         return text
-    return "".join(ch if ch.isprintable() and ch != "\\" else repr(ch)[1:-1] for ch in text)
+    return "".join(ch if (ch.isprintable() and ch != "\\") or ch in keep else repr(ch)[1:-1] for ch in text)
 
 
 def _num(x, spec):
@@ -836,7 +838,7 @@ def add_arguments(parser):
 
 
 def _error(message):
-    print(f"linalg_lowrank audit: error: {message}", file=sys.stderr)
+    print(f"linalg_lowrank audit: error: {_escape(message, backslash=False)}", file=sys.stderr)
     return 2
 
 

@@ -767,6 +767,14 @@ def test_table_escapes_names_and_json_keeps_them(tmp_path, capsys):
     assert [s["name"] for s in doc["skipped"]] == ["vec\n  forged  2x2  float64  1.0  yes"]
 
 
+def test_error_line_escapes_the_path(tmp_path, capsys):
+    path = tmp_path / "\x1b[31mred\nline.npy"
+    assert audit.main([str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.endswith("\n") and "\n" not in err[:-1] and all(ch.isprintable() for ch in err[:-1])
+    assert "\\x1b[31mred\\nline.npy" in err and "no such file" in err
+
+
 # --------------------------------------------------------------------------------------------
 # numba kernels are compiled before any tensor is timed
 # --------------------------------------------------------------------------------------------
