@@ -16,7 +16,8 @@ What the readers guarantee, whatever the file holds:
 - Sizes are checked against the file before anything is allocated: shapes must be non-negative,
   a tensor's bytes must lie inside the file (or inside its zip member), and one tensor or zip
   member may hold at most ``max_bytes`` bytes (default `linalg_lowrank.config.AUDIT_MAX_BYTES`,
-  16 GiB; ``--max-bytes`` on the command line). The cap bounds decompression too: a compressed
+  16 GiB, or the memory available when the file is opened if that is less; ``--max-bytes`` on
+  the command line). The cap bounds decompression too: a compressed
   member is decompressed in 1 MiB steps and never beyond its declared size, which the cap bounds,
   so a zip bomb costs at most ``max_bytes`` of memory.
 - Zip archives: members must be stored or deflated (other methods are refused), not encrypted,
@@ -325,9 +326,31 @@ def _check_path(path):
     return path, os.path.splitext(path)[1].lower()
 
 
+def _available_memory():
+    """Bytes of memory available to a new allocation (Linux MemAvailable), or None if unknown."""
+    try:
+        with open("/proc/meminfo", "rb") as fp:
+            for line in fp:
+                if line.startswith(b"MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
 def _check_max_bytes(max_bytes):
+    """The cap: ``max_bytes`` if given, else the smaller of AUDIT_MAX_BYTES and the available memory.
+
+    Tensors are read into memory, so without the second bound a tensor larger than the memory
+    would be killed by the kernel's out-of-memory handler instead of being refused.
+    """
     if max_bytes is None:
-        return int(config.AUDIT_MAX_BYTES)
+        available = _available_memory()
+        cap = int(config.AUDIT_MAX_BYTES)
+        return cap if available is None else max(1, min(cap, available))
     return _validate.positive_int("max_bytes", max_bytes)
 
 
@@ -373,7 +396,8 @@ def _open_checkpoint(path, max_bytes=None):
         elif ext == ".safetensors":
             yield _safetensors_entries(file, max_bytes)
         else:
-            is_zip = file.size >= 4 and bytes(file.read(0, 4, "magic number")) == b"PK\x03\x04"
+            # .npz goes to zipfile whatever its first bytes (an empty archive starts with the end record)
+            is_zip = ext == ".npz" or (file.size >= 4 and bytes(file.read(0, 4, "magic number")) == b"PK\x03\x04")
             if not is_zip:
                 if ext in _TORCH_EXTENSIONS:
                     raise CheckpointError(
@@ -381,8 +405,6 @@ def _open_checkpoint(path, max_bytes=None):
                         "not a zip-format PyTorch checkpoint (the legacy format of torch < 1.6 is not read; "
                         "re-save it with a newer torch.save)",
                     )
-                if ext == ".npz":
-                    raise CheckpointError(path, "not a valid .npz (zip) file (no zip signature at its start)")
                 raise CheckpointError(path, f"unknown extension {ext or '(none)'!r}: expected {_EXPECTED}")
             with _open_zip(path, file.fp, "PyTorch (zip)" if ext in _TORCH_EXTENSIONS else ".npz (zip)") as zf:
                 members = _ZipMembers(file, zf, max_bytes)
@@ -569,18 +591,23 @@ def _npz_loader(members, member, header_len, need, dtype, shape, order):
 
 
 def _json_depth(raw):
-    """Deepest nesting of ``[`` and ``{`` in a JSON text, outside strings (linear, no recursion)."""
-    # Drop escaped backslashes first, then escaped quotes: what remains splits on '"' into
-    # alternating outside / inside-string pieces.
-    text = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
-    outside = b"".join(text.split(b'"')[::2])
-    keep = bytes(set(range(256)) - set(b"[]{}"))
-    brackets = np.frombuffer(outside.translate(None, keep), dtype=np.uint8)
-    opening = (brackets == ord("[")) | (brackets == ord("{"))
-    steps = opening.astype(np.int8) * 2 - 1
-    depth, deepest = 0, 0
-    for i in range(0, steps.size, _STEP):
-        run = depth + np.cumsum(steps[i : i + _STEP], dtype=np.int64)
+    """Deepest nesting of ``[`` and ``{`` in a JSON text, outside strings (linear, no recursion).
+
+    Works in 1 MiB steps, so its scratch memory does not grow with the text.
+    """
+    # Drop escaped backslashes first, then escaped quotes: every remaining '"' opens or closes a
+    # string, so the parity of the quotes before a byte says whether it is inside one.
+    text = np.frombuffer(raw.replace(b"\\\\", b"").replace(b'\\"', b""), dtype=np.uint8)
+    quote, opening, closing = ord('"'), (ord("["), ord("{")), (ord("]"), ord("}"))
+    inside, depth, deepest = 0, 0, 0
+    for i in range(0, text.size, _STEP):
+        chunk = text[i : i + _STEP]
+        parity = (np.cumsum(chunk == quote, dtype=np.int64) + inside) & 1
+        inside = int(parity[-1])
+        outside = parity == 0
+        steps = ((chunk == opening[0]) | (chunk == opening[1])) & outside
+        steps = steps.astype(np.int64) - (((chunk == closing[0]) | (chunk == closing[1])) & outside)
+        run = depth + np.cumsum(steps)
         deepest = max(deepest, int(run.max()))
         depth = int(run[-1])
     return deepest
@@ -706,8 +733,8 @@ def read_tensors(path, *, max_bytes=None):
         without running pickle code).
     max_bytes : int, optional
         Largest tensor, or zip member, read into memory (default
-        `linalg_lowrank.config.AUDIT_MAX_BYTES`, 16 GiB); a larger one is refused with a
-        `CheckpointError` naming the cap. It also bounds decompression (zip bombs).
+        `linalg_lowrank.config.AUDIT_MAX_BYTES`, 16 GiB, or the available memory if less); a
+        larger one is refused with a `CheckpointError` naming the cap. It also bounds decompression (zip bombs).
 
     Yields
     ------

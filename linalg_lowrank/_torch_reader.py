@@ -389,7 +389,11 @@ def _tensor_entry(members, prefix, byteorder, name, t, cache):
         elements = buf[: capacity * dtype.itemsize].view(dtype)
         strides = tuple(s * dtype.itemsize for s in t.stride)
         arr = np.lib.stride_tricks.as_strided(elements[t.offset :], t.shape, strides, writeable=False)
-        return _readonly(_bf16_to_f32(arr)) if bf16 else arr
+        if bf16:
+            return _readonly(_bf16_to_f32(arr))
+        if byteorder == "big":  # as torch.load gives it: native byte order
+            return _readonly(arr.astype(dtype.newbyteorder("=")))
+        return arr
 
     return _Entry(name, t.shape, etype.name, None, load)
 

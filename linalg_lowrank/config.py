@@ -129,8 +129,9 @@ HUTCH_NUMBA_MIN_ENTRIES = 1 << 16
 
 # --- checkpoint readers of the audit (_readers.py, _torch_reader.py)
 #: Default cap, in bytes, on one tensor (or zip member) the audit reads into memory: larger ones
-#: are refused (``--max-bytes`` / ``max_bytes`` change it). It also bounds what one compressed
-#: member may decompress to, so a zip bomb costs at most this much memory.
+#: are refused (``--max-bytes`` / ``max_bytes`` change it); the memory available when a file is
+#: opened lowers it further. It also bounds what one compressed member may decompress to, so a
+#: zip bomb costs at most this much memory.
 AUDIT_MAX_BYTES = 16 << 30
 #: Largest safetensors JSON header accepted (the reference implementation's limit).
 AUDIT_SAFETENSORS_MAX_HEADER = 100_000_000

@@ -46,11 +46,22 @@ def _assert_exit_2(path, problem, capsys, *extra):
     assert "Traceback" not in err
 
 
+#: Address-space cap of the subprocesses that read the files which, unfixed, exhausted memory
+#: (/dev/urandom, zip bombs): a regression then fails with MemoryError instead of swapping the machine.
+_SUBPROCESS_MEMORY = 3 << 30
+
+
 def _run(code, timeout=120):
-    """Run ``code`` in a fresh interpreter from the repository root; a hang or a signal fails the test."""
+    """Run ``code`` in a fresh interpreter (memory capped) from the repository root.
+
+    A hang, a signal or running out of the capped memory fails the test instead of the test run.
+    """
+    preamble = (
+        f"import resource\nresource.setrlimit(resource.RLIMIT_AS, ({_SUBPROCESS_MEMORY}, {_SUBPROCESS_MEMORY}))\n"
+    )
     try:
         return subprocess.run(
-            [sys.executable, "-c", textwrap.dedent(code)],
+            [sys.executable, "-c", preamble + textwrap.dedent(code)],
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -58,6 +69,28 @@ def _run(code, timeout=120):
         )
     except subprocess.TimeoutExpired:
         pytest.fail(f"the reader hung for {timeout} s")
+
+
+def _cli_in_subprocess(path, *extra, timeout=120):
+    """``audit.main`` on ``path`` in a capped subprocess: (exit status, stdout, stderr)."""
+    res = _run(
+        f"""
+        import sys
+        from linalg_lowrank import audit
+        sys.exit(audit.main([{str(path)!r}, "--no-progress", *{list(extra)!r}]))
+        """,
+        timeout=timeout,
+    )
+    return res.returncode, res.stdout, res.stderr
+
+
+def _assert_exit_2_in_subprocess(path, problem, *extra):
+    status, out, err = _cli_in_subprocess(path, *extra)
+    assert status == 2, (status, out, err)
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert str(path) in lines[0] and problem in lines[0], lines[0]
 
 
 def _npy_bytes(header_dict, data=b""):
@@ -82,26 +115,17 @@ def _safetensors_bytes(header_text, data=b""):
 def test_fifo_is_refused_without_opening_it(tmp_path):
     fifo = tmp_path / "w.npy"
     os.mkfifo(fifo)
-    res = _run(
-        f"""
-        import sys
-        from linalg_lowrank import audit
-        sys.exit(audit.main([{str(fifo)!r}, "--no-progress"]))
-        """,
-        timeout=60,
-    )
-    assert res.returncode == 2, res.stderr
-    assert res.stdout == ""
-    assert len(res.stderr.strip().splitlines()) == 1 and "FIFO" in res.stderr, res.stderr
+    _assert_exit_2_in_subprocess(fifo, "FIFO")  # before the fix: blocked in open() for ever
 
 
-def test_devices_and_directories_are_refused(tmp_path, capsys):
-    if os.path.exists("/dev/urandom"):
-        link = tmp_path / "random.npz"
-        link.symlink_to("/dev/urandom")
-        with pytest.raises(CheckpointError, match="character device"):
-            list(read_tensors(link))
-        _assert_exit_2(link, "character device", capsys)
+@pytest.mark.skipif(not os.path.exists("/dev/urandom"), reason="no /dev/urandom")
+def test_character_device_is_refused(tmp_path):
+    link = tmp_path / "random.npz"
+    link.symlink_to("/dev/urandom")
+    _assert_exit_2_in_subprocess(link, "character device")  # before the fix: read until memory ran out
+
+
+def test_directory_is_refused(tmp_path, capsys):
     folder = tmp_path / "folder.npz"
     folder.mkdir()
     with pytest.raises(CheckpointError, match="directory"):
@@ -319,15 +343,23 @@ def _deflated_zeros_zip(path, member, npy_header, nbytes, declared=None):
     return len(stream)
 
 
-def test_zip_bomb_is_refused_at_the_cap(tmp_path, capsys):
+def test_zip_bomb_is_refused_at_the_cap(tmp_path):
     path = tmp_path / "bomb.npz"
     n = 1 << 30  # 1 GiB of float64 zeros, about 1 MiB compressed
     header = _npy_bytes({"descr": "<f8", "fortran_order": False, "shape": (1 << 14, 1 << 13)})
     compressed = _deflated_zeros_zip(path, "w.npy", header, n)
     assert compressed < 2 << 20
-    with pytest.raises(CheckpointError, match=f"cap of {16 << 20} bytes"):
-        list(read_tensors(path, max_bytes=16 << 20))
-    _assert_exit_2(path, "--max-bytes", capsys, "--max-bytes", "16M")
+    res = _run(
+        f"""
+        from linalg_lowrank._readers import CheckpointError, read_tensors
+        try:
+            list(read_tensors({str(path)!r}, max_bytes=16 << 20))
+        except CheckpointError as exc:
+            print(exc)
+        """
+    )
+    assert res.returncode == 0 and f"cap of {16 << 20} bytes" in res.stdout, (res.stdout, res.stderr)
+    _assert_exit_2_in_subprocess(path, "--max-bytes", "--max-bytes", "16M")
 
 
 def test_member_lying_about_its_size_decompresses_no_further(tmp_path):
@@ -358,6 +390,26 @@ def test_overlapping_members_are_refused(tmp_path, capsys):
     with pytest.raises(CheckpointError, match="overlap"):
         list(read_tensors(path))
     _assert_exit_2(path, "overlap", capsys)
+
+
+def test_empty_npz_is_read(tmp_path):
+    np.savez(tmp_path / "empty.npz")  # only a zip end record: no local header signature at the start
+    assert _items(tmp_path / "empty.npz") == {}
+
+
+def test_default_cap_is_config_or_available_memory(tmp_path, monkeypatch):
+    from linalg_lowrank import _readers, config
+
+    np.save(tmp_path / "w.npy", np.ones((64, 64)))  # 32768 bytes of data
+    monkeypatch.setattr(config, "AUDIT_MAX_BYTES", 1000)
+    with pytest.raises(CheckpointError, match="cap of 1000 bytes"):
+        list(read_tensors(tmp_path / "w.npy"))
+    monkeypatch.setattr(config, "AUDIT_MAX_BYTES", 1 << 30)
+    monkeypatch.setattr(_readers, "_available_memory", lambda: 2000)
+    with pytest.raises(CheckpointError, match="cap of 2000 bytes"):
+        list(read_tensors(tmp_path / "w.npy"))
+    monkeypatch.setattr(_readers, "_available_memory", lambda: None)  # unknown: the config value
+    assert _items(tmp_path / "w.npy")["w"][1] is None
 
 
 def test_max_bytes_is_validated_and_parsed():
@@ -498,8 +550,11 @@ def fake_torch(monkeypatch):
         stride = (1, arr.shape[0]) if transpose else tuple(int(s) // arr.itemsize for s in arr.strides)
         return _FakeTensor(utils._rebuild_tensor_v2, storage, offset, arr.shape, stride)
 
-    def save(path, obj, *, prefix="archive", compress_storages=False, protocol=2):
-        """torch.save's layout: prefix/data.pkl, prefix/data/<key>, prefix/version, prefix/byteorder."""
+    def save(path, obj, *, prefix="archive", compress_storages=False, protocol=2, byteorder="little"):
+        """torch.save's layout: prefix/data.pkl, prefix/data/<key>, prefix/version, prefix/byteorder.
+
+        With ``byteorder="big"`` the storages are written big-endian, as on a big-endian machine.
+        """
         storages = {}
 
         class Pickler(pickle.Pickler):
@@ -514,10 +569,13 @@ def fake_torch(monkeypatch):
         Pickler(buf, protocol=protocol).dump(obj)
         with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
             zf.writestr(f"{prefix}/data.pkl", buf.getvalue())
-            zf.writestr(f"{prefix}/byteorder", "little")
+            zf.writestr(f"{prefix}/byteorder", byteorder)
             for key, st in storages.items():
                 method = zipfile.ZIP_DEFLATED if compress_storages else zipfile.ZIP_STORED
-                zf.writestr(zipfile.ZipInfo(f"{prefix}/data/{key}"), st.data, compress_type=method)
+                data = st.data
+                if byteorder == "big":
+                    data = np.frombuffer(data, dtype=dtype_codes[st.cls.__name__]).byteswap().tobytes()
+                zf.writestr(zipfile.ZipInfo(f"{prefix}/data/{key}"), data, compress_type=method)
             zf.writestr(f"{prefix}/version", "3\n")
         return path
 
@@ -585,6 +643,12 @@ def test_torch_checkpoint_compressed_storages_other_prefix_and_magic(tmp_path, f
     obj, expected = _reference_checkpoint(fake_torch)
     path = fake_torch.save(tmp_path / "model.weights", obj, prefix="model", compress_storages=True)
     _assert_matches(_items(path), expected)  # unknown extension: recognized by its data.pkl
+
+
+def test_torch_checkpoint_big_endian(tmp_path, fake_torch):
+    obj, expected = _reference_checkpoint(fake_torch)
+    path = fake_torch.save(tmp_path / "big.pt", obj, byteorder="big")
+    _assert_matches(_items(path), expected)
 
 
 def test_torch_checkpoint_bare_tensor_and_parameter(tmp_path, fake_torch):
@@ -760,3 +824,10 @@ def test_against_real_torch(tmp_path):
         want = t.detach().float().numpy() if t.dtype == torch.bfloat16 else t.detach().numpy()
         assert reason is None and arr.dtype == want.dtype, name
         np.testing.assert_array_equal(arr, want, err_msg=name)
+    # TorchScript archives (their pickle names the scripted classes) and the legacy format: refused
+    torch.jit.save(torch.jit.script(torch.nn.Linear(3, 4)), tmp_path / "jit.pt")
+    with pytest.raises(CheckpointError, match="refuses pickle global __torch__"):
+        list(read_tensors(tmp_path / "jit.pt"))
+    torch.save(sd, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    with pytest.raises(CheckpointError, match="not a zip-format PyTorch checkpoint"):
+        list(read_tensors(tmp_path / "legacy.pt"))
