@@ -53,6 +53,14 @@ from .polar import MsignResult, msign, ns_polynomial, polar
 from .results import ConvergenceWarning, DegenerateSingularValueWarning, PowerIterationResult
 from .roots import InverseRootResult, SymmetricEig, inverse_pth_root, shampoo_precondition, symmetric_eig
 from .spectral import best_rank1, power_iteration, spectral_norm, spectral_norm_grad, spectral_weight_decay
+from .spectrum import (
+    SpectrumStatistics,
+    TopSingularValuesResult,
+    difference_norm,
+    power_law_alpha,
+    spectrum_statistics,
+    top_singular_values,
+)
 
 __version__ = "0.1.0.dev0"
 
@@ -125,6 +133,13 @@ __all__ = [
     # LoRA initialization
     "lora_ga_init",
     "LoraGAInit",
+    # the top of the spectrum
+    "top_singular_values",
+    "spectrum_statistics",
+    "power_law_alpha",
+    "difference_norm",
+    "TopSingularValuesResult",
+    "SpectrumStatistics",
     # the optimizer lab (modules)
     "optim",
     "lab",

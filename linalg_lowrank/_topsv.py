@@ -386,3 +386,115 @@ def upper_bound_eps(q, power_degree, lanczos_dim, failure):
                 hi = mid
         eps_out.flat[k] = math.exp(hi)
     return eps_out
+
+
+def top_pairs(gram, x, nev, *, tol, maxiter, generator):
+    """Thick-restart Lanczos for the ``nev`` largest eigenpairs of the Gram operator of one problem.
+
+    The same iteration as `_lanczos` (two Gram-Schmidt passes, restart on the top Ritz vectors
+    plus the newest Lanczos vector, checks scheduled by `_steps_to_next_check`), generalized from
+    one wanted pair to ``nev``: the basis holds at least ``2 nev`` vectors and a restart keeps
+    half of it, convergence waits for the ``nev``-th pair, and an invariant subspace found before
+    ``nev`` pairs (a Gram operator with fewer distinct eigenvalues than the basis size: repeated
+    singular values, rank deficiency) continues from a fresh random vector orthogonal to the
+    basis, as ARPACK does, so further copies of a repeated eigenvalue can be found; convergence
+    at an invariant subspace needs a fresh direction that changes none of the top ``nev`` values.
+
+    Returns ``(theta, W, estimate, n_iter, converged)``: Ritz values (descending), the unit Ritz
+    vectors as the columns of W (q x nev), the residual estimates ``|beta s_j|`` (the exact
+    residual norms ``||B w - theta w||`` in exact arithmetic), Gram products used and whether
+    every estimate met ``tol * max(theta_i, floor * theta_1)`` (floor: config.SPECTRUM_RESIDUAL_FLOOR).
+    """
+    q = gram.gram_dim
+    K = int(min(q, max(config.LANCZOS_MAX_BASIS, 2 * nev + config.LANCZOS_KEEP)))
+    keep = int(min(K - 1, max(nev + (K - nev) // 2, 1)))
+    V = np.zeros((K + 1, q))
+    T = np.zeros((K + 1, K + 1))
+    V[0] = x / np.linalg.norm(x)
+    active = np.arange(1)
+    floor = config.SPECTRUM_RESIDUAL_FLOOR
+    j = 0
+    steps = 0
+    next_check = 1
+    previous_check = None
+    converged = False
+    theta = S = None
+    last_break = None  # top nev Ritz values at the last invariant subspace
+    with blas_single_thread():
+        while steps < maxiter:
+            _, Z = gram.gram(V[j][None], active)
+            steps += 1
+            w = Z[0]
+            h = V[: j + 1] @ w
+            w = w - h @ V[: j + 1]
+            h2 = V[: j + 1] @ w
+            w -= h2 @ V[: j + 1]
+            h += h2
+            T[: j + 1, j] = h
+            T[j, : j + 1] = h
+            beta = float(np.linalg.norm(w))
+            scale_T = float(np.abs(T[: j + 1, : j + 1]).max())
+            # Rounding leaves ||w|| ~ sqrt(q) eps ||B|| at an invariant subspace; below that, w is noise.
+            invariant = beta <= config.SPECTRUM_BREAKDOWN_ULPS * math.sqrt(q) * _EPS * scale_T
+            j += 1
+            if invariant:
+                beta = 0.0
+            T[j, j - 1] = T[j - 1, j] = beta
+            whole_space = j == q
+            if not (invariant or whole_space or steps >= next_check or j == K or steps >= maxiter):
+                V[j] = w / beta
+                continue
+            theta, S = np.linalg.eigh(T[:j, :j])
+            top = max(theta[-1], 0.0)
+            m = min(nev, j)
+            estimate = np.abs(beta * S[j - 1, j - m :])
+            target = tol * np.maximum(np.maximum(theta[j - m :], 0.0), floor * top)
+            next_check = steps + _steps_to_next_check(previous_check, steps, float(estimate.max()) / (top or 1.0), tol)
+            previous_check = (steps, float(estimate.max()) / (top or 1.0))
+            if whole_space:
+                converged = True
+                break
+            if invariant or top == 0:
+                # The Krylov space of one vector holds one copy of each eigenvalue: restart it from random
+                # directions orthogonal to the basis until one brings no change to the top nev values.
+                current = theta[j - m :] if j >= nev else None
+                if current is not None and last_break is not None and last_break.size == current.size:
+                    if np.all(np.abs(current - last_break) <= target):
+                        converged = True
+                        break
+                last_break = current if current is not None else theta[:0]
+                invariant = True
+            elif j >= nev and last_break is None and np.all(estimate <= target):
+                # (after a restart from a fresh direction, the old pairs' estimates are zero by construction:
+                # only the next invariant subspace tells whether the fresh direction changed the top values)
+                converged = True
+                break
+            if invariant:  # continue the Krylov space from a random direction orthogonal to the basis
+                r = generator.standard_normal(q)
+                for _ in range(2):
+                    r -= (V[:j] @ r) @ V[:j]
+                nr = np.linalg.norm(r)
+                if nr == 0:  # pragma: no cover - the basis spans the space, caught by whole_space
+                    converged = True
+                    break
+                V[j] = r / nr
+            else:
+                V[j] = w / beta
+            if j == K and steps < maxiter:  # thick restart: top Ritz vectors and the newest Lanczos vector
+                Sk = S[:, K - keep :]
+                V[:keep] = Sk.T @ V[:K]
+                V[keep] = V[K]
+                coupling = beta * S[K - 1, K - keep :]
+                T[:] = 0.0
+                idx = np.arange(keep)
+                T[idx, idx] = theta[K - keep :]
+                T[keep, :keep] = coupling
+                T[:keep, keep] = coupling
+                j = keep
+                theta = None
+        if theta is None or theta.size != j:
+            theta, S = np.linalg.eigh(T[:j, :j])
+        m = min(nev, j)
+        W = V[:j].T @ S[:, j - m :][:, ::-1]
+        estimate = np.abs(T[j, j - 1] * S[j - 1, j - m :])[::-1]
+        return theta[j - m :][::-1].copy(), W, estimate, steps, converged

@@ -190,3 +190,14 @@ AUDIT_MAX_PICKLE_BYTES = 256 << 20
 AUDIT_MAX_NESTING = 64
 #: Most containers and values walked in a PyTorch checkpoint's pickle.
 AUDIT_MAX_OBJECTS = 10_000_000
+
+#: top_singular_values: default relative tolerance on each singular value's residual bound, by dtype.
+SPECTRUM_TOL = {"float32": 1e-4, "float64": 1e-8}
+#: Residuals of Ritz values below this fraction of sigma1^2 are measured against sigma1^2 instead of their
+#: own value (rank-deficient matrices: a zero singular value has no relative accuracy to reach).
+SPECTRUM_RESIDUAL_FLOOR = 1e-6
+#: Fewest tail eigenvalues in a power-law fit (the Clauset-Shalizi-Newman xmin scan stops before fewer remain).
+SPECTRUM_ALPHA_MIN_TAIL = 5
+#: A Lanczos vector shorter than this many ulps of ||T|| times sqrt(q) is rounding noise: the Krylov space is
+#: invariant (top_singular_values then continues from a fresh random direction).
+SPECTRUM_BREAKDOWN_ULPS = 64

@@ -1,0 +1,532 @@
+"""The top of a matrix's spectrum and the shape statistics researchers read from it.
+
+`top_singular_values` runs the package's thick-restart Lanczos (``_topsv.top_pairs``) on the
+Gram operator of the smaller side and certifies the result with one block product;
+`spectrum_statistics` derives the stable rank, the effective rank (with the interval the unknown
+tail allows) and weightwatcher's power-law exponent alpha from the top K values;
+`difference_norm` is the spectral norm of W_new - W_old without forming the difference.
+"""
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _operators, _topsv, _validate, config
+from .results import ConvergenceWarning, _fmt
+from .spectral import power_iteration
+
+_EPS = np.finfo(np.float64).eps
+
+
+@dataclass(frozen=True, repr=False)
+class TopSingularValuesResult:
+    """The K largest singular values of A (or of every matrix of a stack) and what is certified about them.
+
+    For a stack of shape (..., m, n) every field but ``seed`` and ``method`` carries the batch
+    shape in front.
+
+    Attributes
+    ----------
+    values : ndarray, shape (..., k)
+        Singular value estimates, descending (float64): the singular values of ``A V`` for the
+        returned orthonormal V (a Rayleigh-Ritz step).
+    u : ndarray, shape (..., m, k)
+        Left singular vector estimates, ``A v_i / values_i``.
+    v : ndarray, shape (..., n, k)
+        Right singular vector estimates (orthonormal columns).
+    residual : ndarray, shape (..., k)
+        ``||A^T u_i - values_i v_i||`` measured with one product (``A v_i = values_i u_i`` holds
+        by construction, up to rounding).
+    error_bound : ndarray, shape (..., k)
+        ``residual / values``: some singular value of A lies within ``error_bound * values`` of
+        ``values`` (Weyl's theorem on the residual). Which one is not certified: a singular
+        value that the Krylov space missed (a start vector orthogonal to it, or an unresolved
+        multiplicity) is not excluded; with a Gaussian start that has probability zero.
+    lower_bound : ndarray, shape (..., k)
+        Certified lower bound on the i-th largest singular value sigma_i of A: ``values``
+        minus the rounding of the product ``A V`` (``(m + n) eps values_1``). By Cauchy
+        interlacing, the i-th singular value of ``A V`` (V with orthonormal columns) is at
+        most sigma_i; this holds whatever the start vector and whether or not the iteration
+        converged.
+    converged : bool or ndarray
+        Whether every residual met ``tol * max(values_i, floor * values_1)`` (floor:
+        ``config.SPECTRUM_RESIDUAL_FLOOR``).
+    n_iter : int or ndarray
+        Gram products of the Lanczos iteration plus the final block product (counted as one).
+    n_matvecs : int or ndarray
+        Products with A plus products with A^T: two per Lanczos step and 2k for the final check.
+    seed : int
+        Seed of the random start vectors: ``rng=seed`` reproduces the run.
+    method : str
+        "lanczos".
+    """
+
+    values: np.ndarray
+    u: np.ndarray
+    v: np.ndarray
+    residual: np.ndarray
+    error_bound: np.ndarray
+    lower_bound: np.ndarray
+    converged: object
+    n_iter: object
+    n_matvecs: object
+    seed: int
+    method: str
+
+    def __repr__(self):
+        conv = np.asarray(self.converged)
+        state = "converged" if conv.all() else f"NOT converged ({int((~conv).sum())} of {conv.size})"
+        return (
+            f"TopSingularValuesResult: {state} by {self.method} after {_fmt(self.n_iter)} iterations\n"
+            f"  values={_fmt(self.values)}  error_bound={_fmt(self.error_bound)}  n_matvecs={_fmt(self.n_matvecs)}"
+        )
+
+
+def top_singular_values(A, k, *, tol=None, maxiter=None, rng=None):
+    """The k largest singular values of A, with their singular vectors, residuals and certified lower bounds.
+
+    Parameters
+    ----------
+    A : (M, N) array_like or (..., M, N) stack
+        Real floating matrix or stack of matrices (float32 stays float32 in the products).
+    k : int
+        How many singular values, ``1 <= k <= min(M, N)``.
+    tol : float, optional
+        Relative residual tolerance per value (default ``config.SPECTRUM_TOL`` for A's dtype:
+        1e-4 for float32, 1e-8 for float64). The relative error of a value is at most its
+        ``error_bound`` and in practice of order ``error_bound**2 / gap``.
+    maxiter : int, optional
+        Cap on Gram products of the Lanczos iteration per matrix (default
+        ``max(config.POWER_MAXITER_FLOOR, 10 * min(M, N))``).
+    rng : None, int or numpy.random.Generator, optional
+        Source of the random start vector.
+
+    Returns
+    -------
+    result : TopSingularValuesResult
+        ``values`` with ``error_bound`` and certified ``lower_bound``, vectors ``u`` and ``v``.
+
+    Raises
+    ------
+    TypeError
+        If A is not a real floating array, or ``k``/``maxiter`` are not integers.
+    ValueError
+        If A holds NaN or Inf, is empty, ``k`` is outside ``[1, min(M, N)]`` or ``tol`` is not
+        positive.
+
+    Warns
+    -----
+    ConvergenceWarning
+        If some value did not meet ``tol`` within ``maxiter``; the best values are returned.
+
+    See Also
+    --------
+    spectrum_statistics : stable rank, effective rank and alpha from these values.
+    linalg_lowrank.power_iteration : the top triplet only, with a probabilistic upper bound.
+    scipy.linalg.svdvals : every singular value, at full cost.
+
+    Notes
+    -----
+    Thick-restart Lanczos [1]_ on the Gram operator ``B`` of the smaller side (``A^T A`` or
+    ``A A^T``) with full reorthogonalization, the same iteration that `power_iteration` runs
+    for one pair, keeping at least 2k basis vectors. The returned basis V is checked by one
+    block product: ``A V = U S Z^T`` gives the values S and vectors ``U``, ``V Z``; by Cauchy
+    interlacing S_i <= sigma_i(A) for every i, which is the certified ``lower_bound``.
+
+    References
+    ----------
+    .. [1] K. Wu and H. Simon, "Thick-restart Lanczos method for large symmetric eigenvalue
+       problems", SIAM J. Matrix Anal. Appl. 22 (2000), 602-616.
+
+    Examples
+    --------
+    >>> import numpy as np, linalg_lowrank as ll
+    >>> A = np.diag([5.0, 4.0, 3.0, 2.0, 1.0])
+    >>> res = ll.top_singular_values(A, 3, rng=0)
+    >>> np.round(res.values, 10).tolist(), bool(res.converged)
+    ([5.0, 4.0, 3.0], True)
+    >>> bool(np.all(res.lower_bound <= [5.0, 4.0, 3.0]))
+    True
+    """
+    gram0, batch_shape = _operators.as_gram(A, "A")
+    if not isinstance(gram0, _operators.DenseGram):
+        raise TypeError(f"`A` must be a dense array or a stack of arrays, got {type(A).__name__}")
+    m, n = gram0.shape
+    k = _validate.positive_int("k", k)
+    if k > min(m, n):
+        raise ValueError(f"`k` must be at most min(M, N) = {min(m, n)}, got {k}")
+    dtype_name = "float32" if gram0.dtype == np.float32 else "float64"
+    tol = config.SPECTRUM_TOL[dtype_name] if tol is None else _validate.positive("tol", tol)
+    maxiter = _validate.positive_int("maxiter", maxiter, default=max(config.POWER_MAXITER_FLOOR, 10 * min(m, n)))
+    generator, seed = _validate.rng(rng)
+    b = gram0.batch
+    fields = {
+        "values": np.zeros((b, k)),
+        "u": np.zeros((b, m, k), dtype=gram0.dtype),
+        "v": np.zeros((b, n, k), dtype=gram0.dtype),
+        "residual": np.zeros((b, k)),
+        "error_bound": np.zeros((b, k)),
+        "lower_bound": np.zeros((b, k)),
+        "converged": np.zeros(b, dtype=bool),
+        "n_iter": np.zeros(b, dtype=np.int64),
+        "n_matvecs": np.zeros(b, dtype=np.int64),
+    }
+    for i in range(b):
+        # One single-matrix operator per problem: the one-pass Gram kernel on matrix i, with its layout.
+        gram = _operators.DenseGram("A", gram0.mat[i : i + 1], gram0.left, gram0._source)
+        one = _top_one(gram, k, tol=tol, maxiter=maxiter, generator=generator)
+        for key, value in one.items():
+            fields[key][i] = value
+    if not fields["converged"].all():
+        bad = ~fields["converged"]
+        warnings.warn(
+            f"top_singular_values: {int(bad.sum())} of {bad.size} problem(s) did not reach tol={tol:g} within "
+            f"maxiter={maxiter}; largest error_bound {fields['error_bound'][bad].max():.3g}",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
+    out = {}
+    for key, value in fields.items():
+        value = value.reshape(batch_shape + value.shape[1:])
+        out[key] = value[()] if value.ndim == 0 else value
+    for key in ("converged", "n_iter", "n_matvecs"):
+        if not batch_shape:
+            out[key] = out[key].item()
+    return TopSingularValuesResult(**out, seed=seed, method="lanczos")
+
+
+def _top_one(gram, k, *, tol, maxiter, generator):
+    """Lanczos on one matrix, then the certifying Rayleigh-Ritz step with one block product."""
+    M = gram.mat[0]  # (p, q) with B = M^T M
+    p, q = M.shape
+    x0 = generator.standard_normal(q)
+    _, W, _, steps, _ = _topsv.top_pairs(gram, x0, k, tol=tol, maxiter=maxiter, generator=generator)
+    if W.shape[1] < k:  # maxiter < k: complete the basis at random (interlacing holds for any orthonormal V)
+        W = np.concatenate([W, generator.standard_normal((q, k - W.shape[1]))], axis=1)
+    Wq, _ = np.linalg.qr(W)
+    with np.errstate(all="ignore"):
+        P = M @ Wq
+        Up, s, Zt = np.linalg.svd(P, full_matrices=False)
+        Wv = Wq @ Zt.T
+        R = M.T @ Up - Wv * s
+    gram.check_finite(P, R)
+    residual = np.linalg.norm(R, axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        error_bound = np.where(s > 0, residual / np.where(s > 0, s, 1.0), np.where(residual == 0, 0.0, np.inf))
+    target = tol * np.maximum(s, config.SPECTRUM_RESIDUAL_FLOOR * s[0])
+    lower = np.maximum(s - (p + q) * _EPS * s[0], 0.0)
+    left_vectors, right_vectors = (Wv, Up) if gram.left else (Up, Wv)
+    return {
+        "values": s,
+        "u": left_vectors,
+        "v": right_vectors,
+        "residual": residual,
+        "error_bound": error_bound,
+        "lower_bound": lower,
+        "converged": bool(np.all(residual <= target)),
+        "n_iter": steps + 1,
+        "n_matvecs": 2 * steps + 2 * k,
+    }
+
+
+@dataclass(frozen=True, repr=False)
+class SpectrumStatistics:
+    """Shape statistics of a spectrum known through its K largest singular values and ||A||_F.
+
+    Attributes
+    ----------
+    stable_rank : float
+        ``||A||_F^2 / sigma_1^2`` (exact from the Frobenius norm; NaN for A = 0).
+    effective_rank : float
+        ``exp(H(p))`` for ``p = s / sum(s)`` over the K computed values [1]_ (the full-spectrum
+        effective rank when K = min(m, n)).
+    effective_rank_bounds : tuple of float
+        ``(low, high)``: every spectrum whose K largest values are the computed ones and whose
+        remaining ``min(m, n) - K`` values (each at most ``s_K``) carry the energy
+        ``||A||_F^2 - sum(s^2)`` has its effective rank in this interval (see the theory page).
+    alpha : float
+        Power-law exponent of the tail of the empirical spectral density of ``A^T A``,
+        weightwatcher's fit: MLE ``1 + n / sum(log(lambda_i / lambda_min))`` on the eigenvalues
+        ``lambda = s^2`` above ``alpha_xmin``, which minimizes the Kolmogorov-Smirnov distance
+        over the candidates among the computed values. NaN when no candidate leaves
+        ``config.SPECTRUM_ALPHA_MIN_TAIL`` values in the tail with a larger one among them.
+    alpha_xmin : float
+        The lower end ``lambda_min`` of the fitted tail (an eigenvalue of A^T A).
+    alpha_n_tail : int
+        Eigenvalues in the fitted tail.
+    alpha_ks : float
+        Kolmogorov-Smirnov distance of the fit.
+    """
+
+    stable_rank: float
+    effective_rank: float
+    effective_rank_bounds: tuple
+    alpha: float
+    alpha_xmin: float
+    alpha_n_tail: int
+    alpha_ks: float
+
+    def __repr__(self):
+        lo, hi = self.effective_rank_bounds
+        return (
+            f"SpectrumStatistics: stable_rank={self.stable_rank:.6g}  effective_rank={self.effective_rank:.6g} "
+            f"in [{lo:.6g}, {hi:.6g}]  alpha={self.alpha:.4g} (xmin={self.alpha_xmin:.4g}, n_tail={self.alpha_n_tail})"
+        )
+
+    def to_dict(self):
+        """Plain floats and ints, for JSON."""
+        lo, hi = self.effective_rank_bounds
+        return {
+            "stable_rank": self.stable_rank,
+            "effective_rank": self.effective_rank,
+            "effective_rank_low": lo,
+            "effective_rank_high": hi,
+            "alpha": self.alpha,
+            "alpha_xmin": self.alpha_xmin,
+            "alpha_n_tail": self.alpha_n_tail,
+            "alpha_ks": self.alpha_ks,
+        }
+
+
+def spectrum_statistics(s, *, frobenius_norm, shape):
+    """Stable rank, effective rank (with the interval the unknown tail allows) and power-law alpha.
+
+    Parameters
+    ----------
+    s : (K,) array_like
+        The K largest singular values of a matrix, any order (for example
+        ``top_singular_values(A, K).values``).
+    frobenius_norm : float
+        ``||A||_F`` of the whole matrix.
+    shape : tuple of int
+        ``(m, n)`` of the matrix: ``min(m, n) - K`` values are unknown.
+
+    Returns
+    -------
+    stats : SpectrumStatistics
+
+    Raises
+    ------
+    ValueError
+        If ``s`` is empty, negative or not finite, longer than ``min(shape)``, or
+        ``frobenius_norm`` is negative or not finite.
+
+    See Also
+    --------
+    top_singular_values : the values.
+    power_law_alpha : the fit alone, on any eigenvalues.
+
+    Notes
+    -----
+    See the theory page "Spectrum statistics" for the interval of the effective rank and the
+    power-law fit. The computed values are taken as exact: their own error (``error_bound``)
+    is not propagated.
+
+    References
+    ----------
+    .. [1] O. Roy and M. Vetterli, "The effective rank: a measure of effective dimensionality",
+       EUSIPCO 2007.
+    .. [2] C. H. Martin and M. W. Mahoney, "Implicit self-regularization in deep neural networks",
+       JMLR 22 (2021); weightwatcher.
+
+    Examples
+    --------
+    >>> import numpy as np, linalg_lowrank as ll
+    >>> st = ll.spectrum_statistics([2.0, 1.0], frobenius_norm=np.sqrt(5.0), shape=(2, 2))
+    >>> round(st.stable_rank, 12), st.effective_rank_bounds[0] == st.effective_rank_bounds[1]
+    (1.25, True)
+    """
+    s = np.sort(np.asarray(s, dtype=np.float64).reshape(-1))[::-1]
+    if s.size == 0 or not np.all(np.isfinite(s)) or s[-1] < 0:
+        raise ValueError(f"`s` must hold at least one finite non-negative value, got {s!r}")
+    if len(shape) != 2 or s.size > min(shape):
+        raise ValueError(f"`shape` must be (m, n) with min(m, n) >= len(s) = {s.size}, got {tuple(shape)}")
+    fro = _validate.nonnegative("frobenius_norm", frobenius_norm)
+    stable_rank = fro * fro / float(s[0] * s[0]) if s[0] > 0 else math.nan
+    erank, lo, hi = _effective_rank(s, fro, min(shape) - s.size)
+    fit = power_law_alpha(s * s)
+    return SpectrumStatistics(stable_rank, erank, (lo, hi), *fit)
+
+
+def _entropy(p):
+    p = p[p > 0]
+    return float(-(p * np.log(p)).sum())
+
+
+def _h2(a):
+    return 0.0 if a <= 0 or a >= 1 else -a * math.log(a) - (1 - a) * math.log1p(-a)
+
+
+def _effective_rank(s, fro, n_tail):
+    """exp(entropy) of the computed part and the interval over every admissible tail."""
+    total = float(s.sum())
+    if total == 0:
+        return math.nan, math.nan, math.nan
+    Hc = _entropy(s / total)
+    energy = fro * fro - float(np.dot(s, s))
+    sK = float(s[-1])
+    if n_tail == 0 or sK == 0:
+        return math.exp(Hc), math.exp(Hc), math.exp(Hc)
+    # The tail energy is a difference of two sums: widen the interval over its rounding error.
+    slack = 4 * (s.size + 2) * _EPS * fro * fro
+    ends = [_entropy_bounds(s, total, Hc, e, sK, n_tail) for e in (energy - slack, energy, energy + slack) if e > 0]
+    if not ends:
+        return math.exp(Hc), math.exp(Hc), math.exp(Hc)
+    lower = min(min(e[0] for e in ends), Hc if energy - slack <= 0 else math.inf)
+    upper = max(max(e[1] for e in ends), Hc if energy - slack <= 0 else -math.inf)
+    return math.exp(Hc), math.exp(lower), math.exp(upper)
+
+
+def _entropy_bounds(s, total, Hc, energy, sK, n_tail):
+    """(lower, upper) bound on the entropy of the whole spectrum for one value of the tail energy."""
+    energy = min(energy, n_tail * sK * sK)  # more energy than the tail can hold: the values are inexact
+    T_max = math.sqrt(n_tail * energy)
+    full = min(math.floor(energy / (sK * sK)), n_tail)
+    T_min = full * sK + math.sqrt(max(energy - full * sK * sK, 0.0))
+    a_lo, a_hi = total / (total + T_max), total / (total + T_min)
+    # H = H2(a) + a Hc + (1 - a) H_tail with a = S / (S + T) and 0 <= H_tail <= log(n_tail).
+    a_star = min(max(1.0 / (1.0 + n_tail * math.exp(-Hc)), a_lo), a_hi)
+    upper = _h2(a_star) + a_star * Hc + (1 - a_star) * math.log(n_tail)
+    # Lower: H >= H2(a) + a Hc (concave in a: least at an end) and, as every tail value is at most
+    # s_K so that H_tail >= log(T / s_K), H >= -log(a) + a Hc + (1 - a) log(S / s_K) (convex in a).
+    f1 = min(_h2(a_lo) + a_lo * Hc, _h2(a_hi) + a_hi * Hc)
+    c = math.log(total / sK)
+
+    def f2(a):
+        return -math.log(a) + a * Hc + (1 - a) * c
+
+    slope = Hc - c
+    a2 = min(max(1.0 / slope, a_lo), a_hi) if slope > 0 else a_hi
+    lower = max(f1, min(f2(a_lo), f2(a_hi), f2(a2)))
+    return lower, upper
+
+
+def power_law_alpha(eigenvalues, *, min_tail=None):
+    """weightwatcher's power-law fit of the largest eigenvalues: ``(alpha, xmin, n_tail, ks)``.
+
+    Parameters
+    ----------
+    eigenvalues : (N,) array_like
+        Eigenvalues of ``W^T W`` (squared singular values), any order; only positive ones count.
+    min_tail : int, optional
+        Fewest eigenvalues in the tail (default ``config.SPECTRUM_ALPHA_MIN_TAIL``).
+
+    Returns
+    -------
+    alpha, xmin, n_tail, ks : float, float, int, float
+        NaN, NaN, 0, NaN when no candidate leaves ``min_tail`` eigenvalues above a smaller one.
+
+    Raises
+    ------
+    ValueError
+        If ``eigenvalues`` holds NaN or Inf, or ``min_tail`` is below 2.
+
+    Notes
+    -----
+    Clauset, Shalizi and Newman's method [1]_, as the ``powerlaw`` package runs it for
+    weightwatcher: for every candidate ``xmin`` among the distinct eigenvalues (leaving at
+    least ``min_tail`` in the tail), the continuous MLE
+    :math:`\\hat\\alpha = 1 + n / \\sum_i \\log(\\lambda_i / x_{min})` over the n eigenvalues
+    :math:`\\lambda_i \\ge x_{min}`, and the Kolmogorov-Smirnov distance between their empirical
+    CDF and :math:`1 - (x / x_{min})^{1 - \\hat\\alpha}` (two-sided: the larger gap just before
+    and at each point); the candidate with the least distance wins.
+
+    References
+    ----------
+    .. [1] A. Clauset, C. R. Shalizi and M. E. J. Newman, "Power-law distributions in empirical
+       data", SIAM Review 51 (2009), 661-703.
+
+    Examples
+    --------
+    >>> import numpy as np, linalg_lowrank as ll
+    >>> lam = (1.0 - np.random.default_rng(0).random(2000)) ** (-1.0 / 2.0)  # density ~ x^-3
+    >>> alpha, xmin, n_tail, ks = ll.power_law_alpha(lam)
+    >>> bool(abs(alpha - 3.0) < 0.2)
+    True
+    """
+    x = np.asarray(eigenvalues, dtype=np.float64).reshape(-1)
+    if not np.all(np.isfinite(x)):
+        raise ValueError("`eigenvalues` must be finite, got NaN or Inf")
+    min_tail = _validate.positive_int("min_tail", min_tail, default=config.SPECTRUM_ALPHA_MIN_TAIL, minimum=2)
+    x = np.sort(x[x > 0])
+    n_all = x.size
+    logs = np.log(x)
+    suffix = np.cumsum(logs[::-1])[::-1]  # suffix[i] = sum(log x[i:])
+    best = (math.inf, math.nan, math.nan, 0)
+    candidates = np.flatnonzero(np.r_[True, x[1:] != x[:-1]])  # first index of each distinct value
+    for i in candidates:
+        n = n_all - i
+        if n < min_tail:
+            break
+        denom = suffix[i] - n * logs[i]
+        if denom <= 0:
+            continue
+        alpha = 1.0 + n / denom
+        fit = 1.0 - np.exp((1.0 - alpha) * (logs[i:] - logs[i]))
+        ranks = np.arange(n)
+        ks = float(max(np.max(np.abs((ranks + 1) / n - fit)), np.max(np.abs(ranks / n - fit))))
+        if ks < best[0]:
+            best = (ks, alpha, float(x[i]), n)
+    ks, alpha, xmin, n = best
+    return (float(alpha), float(xmin), int(n), float(ks)) if n else (math.nan, math.nan, 0, math.nan)
+
+
+def difference_norm(W_new, W_old, *, tol=config.POWER_TOL, maxiter=None, rng=None):
+    """``||W_new - W_old||_2`` by power iteration on products ``W_new x - W_old x``, never forming the difference.
+
+    Parameters
+    ----------
+    W_new, W_old : (M, N) array_like
+        Two real floating matrices of the same shape.
+    tol, maxiter, rng
+        As in `power_iteration`.
+
+    Returns
+    -------
+    result : PowerIterationResult
+        The top singular triplet of ``W_new - W_old``.
+
+    Raises
+    ------
+    ValueError
+        If the shapes differ or an input holds NaN or Inf.
+    TypeError
+        If an input is not a real floating array.
+
+    See Also
+    --------
+    linalg_lowrank.power_iteration
+
+    Notes
+    -----
+    Memory: the two matrices and O(M + N) vectors; each product reads both once.
+
+    Examples
+    --------
+    >>> import numpy as np, linalg_lowrank as ll
+    >>> new, old = np.diag([3.0, 1.0]), np.diag([1.0, 1.0])
+    >>> round(ll.difference_norm(new, old, rng=0).sigma, 10)
+    2.0
+    """
+    new = _validate.float_array("W_new", W_new, min_ndim=2, max_ndim=2)
+    old = _validate.float_array("W_old", W_old, min_ndim=2, max_ndim=2)
+    if new.shape != old.shape:
+        raise ValueError(f"`W_old` must have the shape of `W_new`, {new.shape}, got {old.shape}")
+    return power_iteration(_Difference(new, old), tol=tol, maxiter=maxiter, rng=rng)
+
+
+class _Difference:
+    """The operator W_new - W_old through its products only."""
+
+    def __init__(self, new, old):
+        self.new, self.old = new, old
+        self.shape = new.shape
+        self.dtype = np.result_type(new.dtype, old.dtype)
+
+    def matvec(self, x):
+        return self.new @ x - self.old @ x
+
+    def rmatvec(self, y):
+        return self.new.T @ y - self.old.T @ y
