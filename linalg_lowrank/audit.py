@@ -38,6 +38,7 @@ from ._readers import (
 )
 from .results import ConvergenceWarning
 from .spectral import power_iteration
+from .spectrum import spectrum_statistics, top_singular_values
 
 __all__ = [
     "AuditRecord",
@@ -117,6 +118,12 @@ class AuditRecord:
         a plain matrix or a convolution kernel.
     view : str
         How the tensor was read as matrices: "matrix" (2-D), "stack" or "conv".
+    spectrum : dict or None
+        With ``spectrum=K`` (``--spectrum K``): the top ``min(K, m, n)`` singular values of the
+        matrix above (``values``, ``error_bound``, ``lower_bound``, ``converged``) and the
+        statistics of `linalg_lowrank.spectrum_statistics` (``effective_rank``,
+        ``effective_rank_low``/``_high``, ``alpha``, ``alpha_xmin``, ``alpha_n_tail``,
+        ``alpha_ks``); None otherwise.
     """
 
     name: str
@@ -132,6 +139,7 @@ class AuditRecord:
     stack_size: int = 1
     stack_index: tuple | None = None
     view: str = "matrix"
+    spectrum: dict | None = None
 
     @property
     def is_stack(self):
@@ -146,7 +154,28 @@ class AuditRecord:
         for key, value in out.items():
             if isinstance(value, float) and not math.isfinite(value):
                 out[key] = None
+        if out["spectrum"] is None:
+            del out["spectrum"]
+        else:
+            out["spectrum"] = _json_ready(out["spectrum"])
         return out
+
+
+def _json_ready(value):
+    """Lists for arrays, None for NaN and Inf, recursively."""
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return (
+            [_json_ready(v) for v in np.asarray(value).tolist()]
+            if isinstance(value, np.ndarray)
+            else [_json_ready(v) for v in value]
+        )
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, (np.integer, np.bool_)):
+        return value.item()
+    return value
 
 
 @dataclass(frozen=True)
@@ -251,7 +280,7 @@ def _view(name, shape, conv):
     return "stack"
 
 
-def _audit_array(name, arr, stored_dtype, *, seed, tol, maxiter, conv):
+def _audit_array(name, arr, stored_dtype, *, seed, tol, maxiter, conv, spectrum=None):
     """AuditRecord of one loaded array, or a reason to skip it."""
     W = _as_computable(arr)
     shape = tuple(W.shape)
@@ -276,6 +305,11 @@ def _audit_array(name, arr, stored_dtype, *, seed, tol, maxiter, conv):
     stable_rank = f * f / (s * s) if s > 0 else math.nan
     batch_shape = W.shape[:-2]
     index = tuple(int(i) for i in np.unravel_index(k, batch_shape)) if batch_shape else None
+    top = None
+    if spectrum is not None and s > 0:
+        top = _spectrum_entry(stack[k], f, spectrum, seed)
+        if isinstance(top, str):
+            return top
     return AuditRecord(
         name=name,
         shape=shape,
@@ -290,7 +324,28 @@ def _audit_array(name, arr, stored_dtype, *, seed, tol, maxiter, conv):
         stack_size=stack.shape[0],
         stack_index=index,
         view=view,
+        spectrum=top,
     )
+
+
+def _spectrum_entry(M, frob, K, seed):
+    """The ``spectrum`` field of a record: top min(K, m, n) values and their statistics, or a skip reason."""
+    k = min(K, *M.shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # reported as converged=False instead
+        try:
+            res = top_singular_values(M, k, rng=seed)
+        except ValueError as exc:
+            return f"top singular values failed: {exc}"
+    stats = spectrum_statistics(res.values, frobenius_norm=frob, shape=M.shape).to_dict()
+    return {
+        "k": k,
+        "values": res.values.tolist(),
+        "error_bound": res.error_bound.tolist(),
+        "lower_bound": res.lower_bound.tolist(),
+        "converged": bool(res.converged),
+        **stats,
+    }
 
 
 _warmed_up = False
@@ -305,7 +360,15 @@ def _warm_up():
 
 
 def audit_checkpoint(
-    path, *, seed=DEFAULT_SEED, tol=config.POWER_TOL, maxiter=None, conv="flatten", progress=False, max_bytes=None
+    path,
+    *,
+    seed=DEFAULT_SEED,
+    tol=config.POWER_TOL,
+    maxiter=None,
+    conv="flatten",
+    progress=False,
+    max_bytes=None,
+    spectrum=None,
 ):
     """Spectral statistics of every matrix of a checkpoint, read one tensor at a time.
 
@@ -332,6 +395,10 @@ def audit_checkpoint(
     max_bytes : int, optional
         Largest tensor (or zip member) read into memory, as in `read_tensors` (default
         `linalg_lowrank.config.AUDIT_MAX_BYTES`, 16 GiB); a larger one is a `CheckpointError`.
+    spectrum : int, optional
+        Also compute the top ``spectrum`` singular values of every matrix (of the matrix with
+        the largest sigma1, for a stack) by `linalg_lowrank.top_singular_values` and their
+        statistics (`linalg_lowrank.spectrum_statistics`): the records' ``spectrum`` field.
 
     Returns
     -------
@@ -397,6 +464,7 @@ def audit_checkpoint(
     tol = _validate.positive("tol", tol)
     maxiter = _validate.positive_int("maxiter", maxiter, default=None)
     conv = _validate.choice("conv", conv, CONV_MODES)
+    spectrum = _validate.positive_int("spectrum", spectrum, default=None)
     records, skipped = [], []
     with _open_checkpoint(path, max_bytes) as entries:
         if any(entry.reason is None for entry in entries):
@@ -410,7 +478,14 @@ def audit_checkpoint(
                 result = entry.reason
                 if result is None:
                     result = _audit_array(
-                        entry.name, entry.load(), entry.dtype, seed=seed, tol=tol, maxiter=maxiter, conv=conv
+                        entry.name,
+                        entry.load(),
+                        entry.dtype,
+                        seed=seed,
+                        tol=tol,
+                        maxiter=maxiter,
+                        conv=conv,
+                        spectrum=spectrum,
                     )
                 if isinstance(result, AuditRecord):
                     records.append(replace(result, time_s=time.perf_counter() - start))
@@ -583,6 +658,20 @@ _NUMBER_COLUMNS = (
     ("ratio_estimate", ".4f"),
 )
 
+#: Columns added by ``--spectrum K`` (keys of AuditRecord.spectrum).
+_SPECTRUM_COLUMNS = (
+    ("k", "d"),
+    ("effective_rank", ".4g"),
+    ("effective_rank_low", ".4g"),
+    ("effective_rank_high", ".4g"),
+    ("alpha", ".3f"),
+    ("alpha_n_tail", "d"),
+)
+_SPECTRUM_NOTE = (
+    "spectrum: effective_rank over the top k values; [low, high]: the interval the unknown tail allows; "
+    "alpha: weightwatcher's power-law fit of the top k eigenvalues of W^T W (--json lists the values)"
+)
+
 
 def _view_cell(r):
     if r.view == "stack":
@@ -677,11 +766,19 @@ def format_report(records, skipped, *, title=None, show_skipped=False):
                 row.append(_view_cell(r))
             rows.append(row)
         n_right = len(_NUMBER_COLUMNS) + 2
-        lines += _table(rows, [False] * 3 + [True] * n_right + [False] * (len(head) - 3 - n_right))
+        right = [False] * 3 + [True] * n_right + [False] * (len(head) - 3 - n_right)
+        if any(r.spectrum is not None for r in records):
+            rows[0] += [name for name, _ in _SPECTRUM_COLUMNS]
+            right += [True] * len(_SPECTRUM_COLUMNS)
+            for r, row in zip(records, rows[1:], strict=True):
+                row += [_num((r.spectrum or {}).get(key, math.nan), spec) for key, spec in _SPECTRUM_COLUMNS]
+        lines += _table(rows, right)
         if any(r.view == "stack" for r in records):
             lines.append(f"stack: {_STACK_RULE}")
         if any(r.view == "conv" for r in records):
             lines.append("conv: kernel (out, in, *kernel) audited as one out x (in*kernel) matrix")
+        if any(r.spectrum is not None for r in records):
+            lines.append(_SPECTRUM_NOTE)
     else:
         lines.append("no matrices to audit")
     if skipped and show_skipped:
@@ -779,9 +876,10 @@ def add_arguments(parser):
     """
     parser.add_argument(
         "path",
-        nargs="?",
+        nargs="*",
         metavar="PATH",
-        help="checkpoint file (.npz, .npy, .safetensors, .pt, .pth, .bin or .ckpt); default: built-in demo",
+        help="checkpoint file (.npz, .npy, .safetensors, .pt, .pth, .bin or .ckpt); default: built-in demo. "
+        "Several paths (or a directory) with --series",
     )
     parser.add_argument("--json", action="store_true", help="print a JSON document (records and skipped) to stdout")
     parser.add_argument(
@@ -834,6 +932,28 @@ def add_arguments(parser):
         help="largest tensor or zip member read into memory, also the bound on decompression "
         f"(bytes, or with K/M/G/T: 512M, 16G; default {config.AUDIT_MAX_BYTES >> 30}G)",
     )
+    parser.add_argument(
+        "--spectrum",
+        type=_int_at_least(1),
+        default=None,
+        metavar="K",
+        help="also the top K singular values of every matrix (JSON) with effective rank, its interval and "
+        "weightwatcher's alpha (table columns)",
+    )
+    parser.add_argument(
+        "--against",
+        default=None,
+        metavar="OLD",
+        help="compare PATH with the checkpoint OLD: per matrix in both, sigma1 of each, relative change, "
+        "||W_new - W_old||_2 (from products, the difference is never formed), its ratio to sigma1 and the "
+        "cosines of the top singular vectors; missing, added and reshaped tensors are listed",
+    )
+    parser.add_argument(
+        "--series",
+        action="store_true",
+        help="the PATHs (checkpoint files, or a directory of them in natural order) are the checkpoints of one "
+        "run: a table of trajectories per matrix (JSON: per matrix, the lists over checkpoints)",
+    )
     return parser
 
 
@@ -856,6 +976,16 @@ def run(args):
         0 on success, 2 (with one line on stderr naming the file and the problem) for a
         missing, truncated or malformed checkpoint.
     """
+    paths = args.path if isinstance(args.path, list) else ([] if args.path is None else [args.path])
+    if getattr(args, "against", None) is not None or getattr(args, "series", False) or len(paths) > 1:
+        if len(paths) > 1 and not getattr(args, "series", False) and getattr(args, "against", None) is None:
+            return _error("several PATHs are the checkpoints of one run: add --series")
+        if not paths:
+            return _error("--against and --series need PATH")
+        from . import _audit_compare
+
+        return _audit_compare.run(args, paths)
+    args.path = paths[0] if paths else None
     sort = args.sort or ("spectral_norm" if args.top_k is not None else None)
     progress = not args.no_progress and sys.stderr.isatty()
     try:
@@ -874,6 +1004,7 @@ def run(args):
                 conv=args.conv,
                 progress=progress,
                 max_bytes=args.max_bytes,
+                spectrum=getattr(args, "spectrum", None),
             )
     except CheckpointError as exc:
         return _error(exc)

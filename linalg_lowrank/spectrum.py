@@ -250,7 +250,8 @@ class SpectrumStatistics:
         Power-law exponent of the tail of the empirical spectral density of ``A^T A``,
         weightwatcher's fit: MLE ``1 + n / sum(log(lambda_i / lambda_min))`` on the eigenvalues
         ``lambda = s^2`` above ``alpha_xmin``, which minimizes the Kolmogorov-Smirnov distance
-        over the candidates among the computed values. NaN when no candidate leaves
+        over the candidates among the computed values above ``max(m, n) eps sigma_1`` (smaller
+        ones are zeros of A up to rounding). NaN when no candidate leaves
         ``config.SPECTRUM_ALPHA_MIN_TAIL`` values in the tail with a larger one among them.
     alpha_xmin : float
         The lower end ``lambda_min`` of the fitted tail (an eigenvalue of A^T A).
@@ -346,7 +347,8 @@ def spectrum_statistics(s, *, frobenius_norm, shape):
     fro = _validate.nonnegative("frobenius_norm", frobenius_norm)
     stable_rank = fro * fro / float(s[0] * s[0]) if s[0] > 0 else math.nan
     erank, lo, hi = _effective_rank(s, fro, min(shape) - s.size)
-    fit = power_law_alpha(s * s)
+    # Values at the rounding level of sigma1 are zeros of the matrix, not a tail to fit.
+    fit = power_law_alpha(np.square(s[s > max(shape) * _EPS * s[0]]))
     return SpectrumStatistics(stable_rank, erank, (lo, hi), *fit)
 
 
