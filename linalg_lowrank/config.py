@@ -128,3 +128,8 @@ HUTCH_SYMMETRY_TILE = 128
 #: Below this many entries the numba kernels are not used: whole-array numpy is as fast there,
 #: and a first call then does not pay numba's start-up (about 0.25 s per process, cache warm).
 HUTCH_NUMBA_MIN_ENTRIES = 1 << 16
+
+# --- dask arrays (_dask.py)
+#: ``persist="auto"`` keeps a dask array in the scheduler's memory between products when it takes
+#: at most this fraction of the memory available (the workers' limits, or this machine's RAM).
+DASK_PERSIST_FRACTION = 0.5

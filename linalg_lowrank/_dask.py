@@ -1,0 +1,122 @@
+"""dask arrays behind the adapter: one pass over the row blocks of A per Gram product.
+
+Imported only when a dask array arrives (``is_dask_array`` looks at the type's module, without
+importing dask). Each product with the Gram operator B^T B (B = A, or A^T for a wide A) is one task
+per row block, ``B_i^T (B_i x)`` by the numba one-pass kernel on that block, and the partial sums
+reduce pairwise (a tree) inside the same graph: one ``dask.compute`` per product, whatever the
+number of blocks, on whichever scheduler is active (threads by default, a ``dask.distributed``
+client when one is set up). The solver stays on the client and only sees numpy vectors.
+"""
+
+import os
+
+import numpy as np
+
+from . import _kernels, _validate, config
+
+
+def is_dask_array(A):
+    """True for a ``dask.array.Array`` (checked by type, so dask is not imported for other input)."""
+    return type(A).__module__.split(".")[:2] == ["dask", "array"] and hasattr(A, "dask") and hasattr(A, "chunks")
+
+
+def _block_gram(block, x):
+    """(B_i x, B_i^T (B_i x)) for one row block, in float64, by the single-threaded one-pass kernel."""
+    block = np.ascontiguousarray(block)
+    y = np.empty(block.shape[0])
+    z = np.empty(block.shape[1])
+    _kernels.gram_matvec_serial(block, x, y, z)
+    return y, z
+
+
+def _tree_sum(parts):
+    """Pairwise sums of delayed arrays: depth log2(len(parts)), so no single task adds them all."""
+    import dask
+
+    add = dask.delayed(np.add, pure=True)
+    while len(parts) > 1:
+        parts = [add(parts[i], parts[i + 1]) if i + 1 < len(parts) else parts[i] for i in range(0, len(parts), 2)]
+    return parts[0]
+
+
+def _memory_available():
+    """Bytes of memory the active scheduler can hold: the workers' limits of a distributed client, else RAM."""
+    try:
+        from distributed import default_client
+
+        info = default_client().scheduler_info()
+        return sum(w.get("memory_limit", 0) or 0 for w in info["workers"].values())
+    except (ImportError, ValueError):
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+class DaskGram:
+    """Gram products of a 2-D dask array, one pass over its row blocks each (see the module docstring).
+
+    ``persist``: keep the (rechunked) blocks in the scheduler's memory between products; "auto"
+    persists when A takes at most ``config.DASK_PERSIST_FRACTION`` of the memory available.
+    """
+
+    passes_per_product = 1
+
+    def __init__(self, name, A, *, persist="auto"):
+        import dask
+
+        _validate.float_dtype(name, A.dtype)
+        if A.ndim != 2:
+            raise ValueError(f"`{name}` must be a 2-D dask array, got {A.ndim}-D with shape {A.shape}")
+        if min(A.shape) == 0 or any(np.isnan(s) for s in A.shape):
+            raise ValueError(f"`{name}` must be a non-empty dask array of known shape, got shape {A.shape}")
+        m, n = (int(s) for s in A.shape)
+        self.name = name
+        self.shape = (m, n)
+        self.dtype = np.dtype(A.dtype)
+        self.batch = 1
+        self.left = m < n  # iterate on the smaller side: the Gram operator is A A^T
+        B = A.T if self.left else A
+        # one chunk across the vector side, so each block's share of the product needs no other block
+        B = B.rechunk({1: -1})
+        if persist == "auto":
+            persist = B.nbytes <= config.DASK_PERSIST_FRACTION * _memory_available()
+        if persist:
+            B = B.persist()
+        self._source = A
+        self._blocks = list(B.to_delayed().ravel())
+        self._delayed = dask.delayed
+        self.n_products = 0
+        self.n_passes = 0
+
+    @property
+    def gram_dim(self):
+        """Length of the vectors the Gram operator acts on."""
+        return self.shape[0] if self.left else self.shape[1]
+
+    @property
+    def other_dim(self):
+        return self.shape[1] if self.left else self.shape[0]
+
+    def gram(self, X, active):
+        """Return (Y, Z), Y[0] = B x and Z[0] = B^T B x for x = X[0], in one pass over the blocks."""
+        import dask
+
+        x = self._delayed(np.ascontiguousarray(X[0], dtype=np.float64))
+        parts = [self._delayed(_block_gram, nout=2, pure=True)(block, x) for block in self._blocks]
+        ys, z = dask.compute([p[0] for p in parts], _tree_sum([p[1] for p in parts]))
+        y = np.concatenate(ys)
+        self.n_products += 2
+        self.n_passes += 1
+        self.check_finite(y, z)
+        return y[None, :], z[None, :]
+
+    def check_finite(self, *products):
+        """Raise the right error if a product is not finite: NaN/Inf in A, or overflow."""
+        if all(np.isfinite(P).all() for P in products):
+            return
+        import dask.array as da
+
+        if not bool(da.isfinite(self._source).all().compute()):
+            raise ValueError(f"`{self.name}` must be finite, its entries hold NaN or Inf")
+        raise ValueError(
+            f"`{self.name}`: products overflowed although its entries are finite; "
+            "scale it down (the spectral norm is homogeneous: ||cA|| = |c| ||A||)"
+        )
