@@ -108,6 +108,13 @@ class DaskGram:
         self.check_finite(y, z)
         return y[None, :], z[None, :]
 
+    def _matvec(self, v):
+        """A v as a numpy vector (a start vector's image on the u side)."""
+        with np.errstate(all="ignore"):  # a NaN product is named by check_finite
+            y = np.asarray((self._source @ np.asarray(v, dtype=self.dtype)).compute(), dtype=np.float64)
+        self.check_finite(y)
+        return y
+
     def check_finite(self, *products):
         """Raise the right error if a product is not finite: NaN/Inf in A, or overflow."""
         if all(np.isfinite(P).all() for P in products):

@@ -13,7 +13,7 @@ an O(mn) scan of A up front.
 import numba
 import numpy as np
 
-from . import _kernels, _validate
+from . import _dask, _kernels, _validate
 from .config import PARALLEL_MIN_ENTRIES
 
 
@@ -51,6 +51,8 @@ class DenseGram(_GramBase):
     The kernel reads rows, so it runs on whichever of A and A^T is C-contiguous; ``left`` is
     True when the Gram operator is A A^T (vectors live on the left side, u).
     """
+
+    passes_per_product = 1
 
     def __init__(self, name, stack, left, source):
         b, p, q = stack.shape
@@ -93,6 +95,8 @@ class DenseGram(_GramBase):
 
 class OperatorGram(_GramBase):
     """Gram products of a single matrix-free operator through its matvec and rmatvec."""
+
+    passes_per_product = 2
 
     def __init__(self, name, op):
         shape = tuple(int(s) for s in op.shape)
@@ -138,6 +142,8 @@ def as_gram(A, name="A"):
     Dense input is checked for dtype, ndim and size here; finiteness is checked on the
     products (see the module docstring). Integer, complex, object and 0-size input raises.
     """
+    if _dask.is_dask_array(A):
+        return _dask.DaskGram(name, A), ()
     if _is_sparse(A):
         _validate.float_dtype(name, A.dtype)
         if not np.isfinite(A.data).all():

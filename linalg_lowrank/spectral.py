@@ -207,7 +207,7 @@ def _assemble(gram, out, batch_shape, *, random_start, seed, extra_products):
         gap = 1.0 - np.square(np.nan_to_num(out.ratio, nan=1.0))
         sin_theta = np.where(gap > 0, residual / gap, np.inf)
     sin_theta = np.where(zero, 0.0, np.minimum(sin_theta, 1.0))
-    passes_per_iter = 1 if isinstance(gram, _operators.DenseGram) else 2
+    passes_per_iter = gram.passes_per_product
     n_iter = out.n_iter.copy()
     fields = dict(
         sigma=sigma,
