@@ -20,6 +20,42 @@ def is_dask_array(A):
     return type(A).__module__.split(".")[:2] == ["dask", "array"] and hasattr(A, "dask") and hasattr(A, "chunks")
 
 
+def from_rows_of(A, M):
+    """The numpy array M (rows matching A's) as a dask array whose rows are chunked like A's."""
+    import dask.array as da
+
+    return da.from_array(M, chunks=(A.chunks[0], -1))
+
+
+def thin_svd(name, A):
+    """(U, s, Vt) of a 2-D dask array by dask's tall-and-skinny QR SVD; U stays a dask array.
+
+    The long side is chunked as A is and the short side is put in one chunk (the layout the TSQR
+    needs); a wide A is decomposed through its transpose. s and Vt (short side) are computed.
+    """
+    import dask
+    import dask.array as da
+
+    _validate.float_dtype(name, A.dtype)
+    if A.ndim != 2 or min(A.shape) == 0:
+        raise ValueError(f"`{name}` must be a non-empty 2-D dask array, got shape {A.shape}")
+    wide = A.shape[0] < A.shape[1]
+    B = (A.T if wide else A).rechunk({1: -1})
+    U, s, Vt = da.linalg.svd(B)
+    try:
+        with np.errstate(all="ignore"):  # NaN or Inf in A: named below
+            s, Vt = dask.compute(s, Vt)
+    except np.linalg.LinAlgError:
+        s = None
+    if s is None or not np.isfinite(s).all():
+        if not bool(da.isfinite(A).all().compute()):
+            raise ValueError(f"`{name}` must be finite, its entries hold NaN or Inf")
+        raise ValueError(f"`{name}`: the SVD failed although its entries are finite (overflow?); scale it down")
+    if wide:  # A^T = U s Vt, so A = Vt^T s U^T: the distributed factor is on the right
+        return Vt.T, s, U.T
+    return U, s, Vt
+
+
 def _block_gram(block, x):
     """(B_i x, B_i^T (B_i x)) for one row block, in float64, by the single-threaded one-pass kernel."""
     block = np.ascontiguousarray(block)

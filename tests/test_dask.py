@@ -64,3 +64,44 @@ def test_warm_start_and_gradient_on_dask():
     U, s, Vt = np.linalg.svd(A)
     # u1 v1^T does not depend on the signs; its error is of order the vectors' sin-theta bound
     np.testing.assert_allclose(G, np.outer(U[:, 0], Vt[0]), rtol=0, atol=1e-8)
+
+
+@pytest.mark.parametrize("chunks", [(100, -1), (64, 48)])
+@pytest.mark.parametrize("tol", [None, 1e-6])
+def test_randomized_svd_on_dask_equals_in_memory(chunks, tol):
+    rng = np.random.default_rng(4)
+    U0 = np.linalg.qr(rng.standard_normal((400, 30)))[0]
+    V0 = np.linalg.qr(rng.standard_normal((150, 30)))[0]
+    s0 = 2.0 ** -np.arange(30)
+    A = (U0 * s0) @ V0.T
+    D = da.from_array(A, chunks=chunks)
+    r = None if tol else 8
+    ours = ll.randomized_svd(D, r, tol=tol, rng=5)
+    ref = ll.randomized_svd(A, r, tol=tol, rng=5)
+    assert isinstance(ours.U, da.Array) and ours.U.chunks[0] == D.chunks[0]
+    assert ours.rank == ref.rank and ours.n_matvecs == ref.n_matvecs
+    # same sketch, products summed in another order: the singular values agree to the rounding of
+    # the products, a few max(m, n) eps ||A||_2 (Weyl), and each is within the error bound of the truth
+    np.testing.assert_allclose(ours.s, ref.s, rtol=0, atol=10 * max(A.shape) * np.finfo(float).eps * s0[0])
+    np.testing.assert_allclose(ours.s, s0[: ours.rank], rtol=0, atol=ours.error_bound)
+    err = np.linalg.norm(A - np.asarray(ours.U) * ours.s @ ours.Vt)
+    assert err <= ours.error_bound
+
+
+@pytest.mark.parametrize("shape", [(300, 80), (80, 300)])
+def test_best_rank_on_dask_equals_scipy(shape):
+    A = _gaussian(shape, np.float64, seed=7)
+    D = da.from_array(A, chunks=(37, 41))
+    res = ll.best_rank(D, 5)
+    U, s, Vt = np.linalg.svd(A, full_matrices=False)
+    # the factor along the long side stays distributed, the short one is computed
+    assert isinstance(res.U if shape[0] >= shape[1] else res.Vt, da.Array)
+    eps_a = 10 * max(shape) * np.finfo(float).eps * s[0]
+    np.testing.assert_allclose(res.s, s[:5], rtol=0, atol=eps_a)
+    low_rank = np.asarray(res.U) * res.s @ np.asarray(res.Vt)
+    np.testing.assert_allclose(low_rank, (U[:, :5] * s[:5]) @ Vt[:5], rtol=0, atol=1e-10)
+    assert abs(res.error_fro - np.sqrt(np.sum(s[5:] ** 2))) <= eps_a and abs(res.error_spectral - s[5]) <= eps_a
+    bad = A.copy()
+    bad[1, 1] = np.inf
+    with pytest.raises(ValueError, match="`A` must be finite"):
+        ll.best_rank(da.from_array(bad, chunks=50), 2)
