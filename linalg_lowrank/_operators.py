@@ -226,12 +226,17 @@ class SymmetricOperator:
 
 
 def as_symmetric_operator(A, name="A", *, n=None, check_symmetric=True):
-    """Return a `SymmetricOperator` for a dense symmetric array, sparse matrix, LinearOperator or callable.
+    """Return a `SymmetricOperator` for a dense symmetric array, sparse matrix, LinearOperator, callable or dask array.
 
     Dense arrays are checked for symmetry (``|A - A^T| <= 100 n eps max|A|`` entrywise) and raise
-    otherwise; operators and callables cannot be checked without products and are trusted.
+    otherwise; operators, callables and dask arrays (whose check would read them twice) are trusted.
     A callable maps an (n, k) block to an (n, k) block and needs ``n``.
     """
+    if _dask.is_dask_array(A):  # trusted to be symmetric, like an operator: a check would read it twice
+        _validate.float_dtype(name, A.dtype)
+        if A.ndim != 2 or A.shape[0] != A.shape[1] or A.shape[0] == 0:
+            raise ValueError(f"`{name}` must be a non-empty square 2-D dask array, got shape {A.shape}")
+        return SymmetricOperator(name, int(A.shape[0]), lambda X: np.asarray(A @ X), np.dtype(A.dtype))
     if _is_sparse(A):
         _validate.float_dtype(name, A.dtype)
         if A.shape[0] != A.shape[1] or min(A.shape) == 0:

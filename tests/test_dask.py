@@ -105,3 +105,21 @@ def test_best_rank_on_dask_equals_scipy(shape):
     bad[1, 1] = np.inf
     with pytest.raises(ValueError, match="`A` must be finite"):
         ll.best_rank(da.from_array(bad, chunks=50), 2)
+
+
+@pytest.mark.parametrize("method", ["hutchinson", "xdiag", "diag++"])
+def test_hutchinson_on_symmetric_dask_equals_in_memory(method):
+    rng = np.random.default_rng(8)
+    Q = np.linalg.qr(rng.standard_normal((120, 120)))[0]
+    A = (Q * np.arange(1, 121) ** -1.0) @ Q.T
+    A = (A + A.T) / 2
+    D = da.from_array(A, chunks=(50, 40))
+    ours = ll.hutchinson_diagonal(D, n_matvecs=40, method=method, rng=2)
+    ref = ll.hutchinson_diagonal(A, n_matvecs=40, method=method, rng=2)
+    bound = 8 * 120 * 40 * np.finfo(float).eps * np.linalg.norm(np.abs(A), 2)  # product rounding
+    np.testing.assert_allclose(ours.diagonal, ref.diagonal, rtol=0, atol=bound)
+    assert ours.n_matvecs == ref.n_matvecs
+    t = ll.hutchinson_trace(D, n_matvecs=40, method="xtrace", rng=2)
+    assert abs(t.trace - ll.hutchinson_trace(A, n_matvecs=40, method="xtrace", rng=2).trace) <= bound
+    with pytest.raises(ValueError, match="square"):
+        ll.hutchinson_trace(da.ones((4, 5), chunks=2))
