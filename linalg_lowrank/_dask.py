@@ -8,6 +8,7 @@ number of blocks, on whichever scheduler is active (threads by default, a ``dask
 client when one is set up). The solver stays on the client and only sees numpy vectors.
 """
 
+import math
 import os
 
 import numpy as np
@@ -163,3 +164,60 @@ class DaskGram:
             f"`{self.name}`: products overflowed although its entries are finite; "
             "scale it down (the spectral norm is homogeneous: ||cA|| = |c| ||A||)"
         )
+
+
+def msign_factor(A, sched, scaling, diagnostics):
+    """Newton-Schulz steps of `polar.msign` on a 2-D dask array: (Q, orthogonality, scale, zero).
+
+    The same iteration as in memory, on the wide orientation X (short side first): each step
+    computes the small Gram matrix G_t = X_t X_t^T in one pass (a tree reduction on the workers),
+    forms q(G_t) in memory and keeps X_{t+1} = q(G_t) X_t distributed (persisted, so the next
+    Gram matrix does not recompute the chain). Q keeps A's chunks along the long side.
+    """
+    import dask
+    import dask.array as da
+
+    _validate.float_dtype("A", A.dtype)
+    if A.ndim != 2 or min(A.shape) == 0:
+        raise ValueError(f"`A` must be a non-empty 2-D dask array, got shape {A.shape}")
+    dtype = np.dtype(A.dtype).type
+    tall = A.shape[0] > A.shape[1]
+    X = (A.T if tall else A).rechunk({0: -1})  # the short side in one chunk: q(G) X block by block
+    with np.errstate(all="ignore"):  # NaN or Inf: named below
+        lo, hi = dask.compute(X.min(), X.max())
+    amax = max(float(hi), -float(lo))
+    if not np.isfinite(amax):
+        raise ValueError("`A` must be finite, its entries hold NaN or Inf")
+    if amax == 0.0:
+        return da.zeros(A.shape, dtype=A.dtype, chunks=A.chunks), math.sqrt(min(A.shape)), 0.0
+    e = math.frexp(amax)[1]
+    X = (X * dtype(math.ldexp(1.0, -e)) if -e >= np.finfo(dtype).minexp else da.ldexp(X, -e).astype(dtype)).persist()
+    G = np.asarray((X @ X.T).compute())
+    if scaling == "schatten4":
+        norm = math.sqrt(float(np.linalg.norm(G.astype(np.float64, copy=False))))
+    else:
+        norm = math.sqrt(float(np.trace(G, dtype=np.float64)))
+    f = config.MSIGN_NORM_SAFETY * norm
+    try:
+        scale = math.ldexp(f, e)
+    except OverflowError:
+        scale = math.inf
+    G = G / dtype(f * f)
+    diag = np.diag_indices_from(G)
+    for t, (a, b, c) in enumerate(sched):
+        if t > 0:
+            G = np.asarray((X @ X.T).compute())
+        q = dtype(b) * G + dtype(c) * (G @ G.T)
+        q[diag] += dtype(a)
+        if t == 0:
+            q /= dtype(f)
+        X = (da.from_array(q, chunks=(X.chunks[0], X.chunks[0])) @ X).persist()
+    orth = float("nan")
+    if diagnostics:  # as polar._orthogonality_bound, with the Gram product and sum on the workers
+        X64 = X.astype(np.float64)
+        E, sq = dask.compute(X64 @ X64.T, (X64 * X64).sum())
+        E = np.asarray(E)
+        E[np.diag_indices_from(E)] -= 1.0
+        orth = float(np.linalg.norm(E) + (X.shape[1] + 2) * np.finfo(np.float64).eps * float(sq))
+    Q = X.T if tall else X
+    return Q.rechunk(A.chunks), orth, scale

@@ -123,3 +123,34 @@ def test_hutchinson_on_symmetric_dask_equals_in_memory(method):
     assert abs(t.trace - ll.hutchinson_trace(A, n_matvecs=40, method="xtrace", rng=2).trace) <= bound
     with pytest.raises(ValueError, match="square"):
         ll.hutchinson_trace(da.ones((4, 5), chunks=2))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, chunks", [((300, 40), (64, 40)), ((40, 300), (40, 64)), ((120, 90), (50, 30))])
+def test_msign_on_dask_equals_in_memory(shape, chunks, dtype):
+    A = _gaussian(shape, dtype, seed=9)
+    D = da.from_array(A, chunks=chunks)
+    ours = ll.msign(D, steps=8, coefficients="polar_express")
+    ref = ll.msign(A, steps=8, coefficients="polar_express")
+    assert isinstance(ours.Q, da.Array) and ours.Q.chunks == D.chunks
+    Q = np.asarray(ours.Q)
+    assert Q.dtype == dtype
+    # the same steps, Gram products summed in another order: equal to the rounding the
+    # orthogonality bound already accounts for, and both near U V^T
+    tol = 10 * max(shape) * np.finfo(dtype).eps
+    np.testing.assert_allclose(Q, ref.Q, rtol=0, atol=tol + ref.orthogonality)
+    assert abs(ours.scale - ref.scale) <= tol * ref.scale
+    Q64 = Q.astype(np.float64)
+    small = Q64.T @ Q64 if shape[0] >= shape[1] else Q64 @ Q64.T
+    assert np.linalg.norm(small - np.eye(min(shape))) <= ours.orthogonality  # the reported bound holds
+    U, _, Vt = np.linalg.svd(A.astype(np.float64), full_matrices=False)
+    np.testing.assert_allclose(Q, U @ Vt, rtol=0, atol=np.sqrt(ours.orthogonality) + tol)
+
+
+def test_msign_on_dask_zero_and_nan():
+    Z = ll.msign(da.zeros((30, 20), chunks=10))
+    assert np.all(np.asarray(Z.Q) == 0) and Z.scale == 0.0
+    A = _gaussian((30, 20), np.float64)
+    A[2, 3] = np.nan
+    with pytest.raises(ValueError, match="`A` must be finite"):
+        ll.msign(da.from_array(A, chunks=10))
