@@ -8,6 +8,7 @@ number of blocks, on whichever scheduler is active (threads by default, a ``dask
 client when one is set up). The solver stays on the client and only sees numpy vectors.
 """
 
+import importlib.util
 import math
 import os
 
@@ -221,3 +222,44 @@ def msign_factor(A, sched, scaling, diagnostics):
         orth = float(np.linalg.norm(E) + (X.shape[1] + 2) * np.finfo(np.float64).eps * float(sq))
     Q = X.T if tall else X
     return Q.rechunk(A.chunks), orth, scale
+
+
+def _read_rows(path, offset, dtype, n_cols, lo, hi):
+    """Rows lo..hi of a C-ordered matrix stored raw at ``offset`` in ``path``, read (not mapped).
+
+    A read copies into memory this process owns and frees after use, so the resident memory of
+    an out-of-core pass is the blocks in flight, whatever the size of the file.
+    """
+    itemsize = np.dtype(dtype).itemsize
+    with open(path, "rb") as f:
+        f.seek(offset + lo * n_cols * itemsize)
+        block = np.fromfile(f, dtype=dtype, count=(hi - lo) * n_cols)
+    if block.size != (hi - lo) * n_cols:
+        raise ValueError(f"`A`: {path} is shorter than its header says (rows {lo}..{hi} missing)")
+    return block.reshape(hi - lo, n_cols)
+
+
+def from_memmap(mm, rows_per_block):
+    """A C-ordered 2-D ``numpy.memmap`` as a dask array whose blocks are read from its file, not mapped."""
+    import dask
+    import dask.array as da
+
+    m, n = mm.shape
+    blocks = []
+    for lo in range(0, m, rows_per_block):
+        hi = min(lo + rows_per_block, m)
+        part = dask.delayed(_read_rows, pure=True)(mm.filename, mm.offset, mm.dtype, n, lo, hi)
+        blocks.append(da.from_delayed(part, shape=(hi - lo, n), dtype=mm.dtype))
+    return da.concatenate(blocks, axis=0)
+
+
+def is_out_of_core(A):
+    """A 2-D C-ordered memmap over a whole file, too large to stay in memory (config.OUT_OF_CORE_FRACTION)."""
+    return (
+        isinstance(A, np.memmap)
+        and importlib.util.find_spec("dask") is not None  # without dask the file is mapped whole
+        and A.ndim == 2
+        and A.flags.c_contiguous
+        and getattr(A, "filename", None) is not None
+        and A.nbytes > config.OUT_OF_CORE_FRACTION * _memory_available()
+    )

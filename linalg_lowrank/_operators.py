@@ -13,7 +13,7 @@ an O(mn) scan of A up front.
 import numba
 import numpy as np
 
-from . import _dask, _kernels, _validate
+from . import _dask, _kernels, _validate, config
 from .config import PARALLEL_MIN_ENTRIES
 
 
@@ -144,6 +144,9 @@ def as_gram(A, name="A"):
     """
     if _dask.is_dask_array(A):
         return _dask.DaskGram(name, A), ()
+    if _dask.is_out_of_core(A):
+        rows = max(1, config.OUT_OF_CORE_BLOCK_BYTES // (A.shape[1] * A.itemsize))
+        return _dask.DaskGram(name, _dask.from_memmap(A, rows), persist=False), ()
     if _is_sparse(A):
         _validate.float_dtype(name, A.dtype)
         if not np.isfinite(A.data).all():

@@ -133,3 +133,8 @@ HUTCH_NUMBA_MIN_ENTRIES = 1 << 16
 #: ``persist="auto"`` keeps a dask array in the scheduler's memory between products when it takes
 #: at most this fraction of the memory available (the workers' limits, or this machine's RAM).
 DASK_PERSIST_FRACTION = 0.5
+#: A C-ordered ``numpy.memmap`` larger than this fraction of the memory is read in row blocks of
+#: OUT_OF_CORE_BLOCK_BYTES through the dask path (peak memory: the blocks in flight, about two
+#: per scheduler thread) instead of being mapped whole (file pages would fill the memory).
+OUT_OF_CORE_FRACTION = 0.25
+OUT_OF_CORE_BLOCK_BYTES = 64 << 20

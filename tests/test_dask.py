@@ -154,3 +154,62 @@ def test_msign_on_dask_zero_and_nan():
     A[2, 3] = np.nan
     with pytest.raises(ValueError, match="`A` must be finite"):
         ll.msign(da.from_array(A, chunks=10))
+
+
+def test_out_of_core_memmap_goes_through_row_blocks(tmp_path, monkeypatch):
+    from linalg_lowrank import config
+
+    A = _gaussian((2000, 300), np.float32, seed=11)
+    path = tmp_path / "w.npy"
+    np.save(path, A)
+    mm = np.load(path, mmap_mode="r")
+    monkeypatch.setattr(config, "OUT_OF_CORE_FRACTION", 0.0)  # every memmap counts as out of core
+    monkeypatch.setattr(config, "OUT_OF_CORE_BLOCK_BYTES", 300 * 4 * 256)  # 256-row blocks
+    assert _dask.is_out_of_core(mm)
+    ours = ll.power_iteration(mm, rng=0)
+    truth = np.linalg.svd(A.astype(np.float64), compute_uv=False)[0]
+    assert ours.converged and abs(ours.sigma - truth) <= 1e-12 * truth
+    assert ours.n_passes == ours.n_iter  # one read of the file per Gram product
+
+
+_RSS_SCRIPT = """
+import sys, warnings, numpy as np
+import linalg_lowrank as ll
+from linalg_lowrank import config
+warnings.simplefilter("ignore")  # 8 products do not converge; only the memory is measured
+config.OUT_OF_CORE_FRACTION = 0.0 if sys.argv[2] == "blocks" else 1e9
+config.OUT_OF_CORE_BLOCK_BYTES = 1 << 20
+mm = np.load(sys.argv[1], mmap_mode="r")
+ll.power_iteration(mm[:64], rng=0)  # compile and import everything before the baseline
+
+def rss(field):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field))
+
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # reset the peak (VmHWM) to the current resident size
+before = rss("VmRSS:")
+res = ll.power_iteration(mm, rng=0, maxiter=8, method="power")
+print(rss("VmHWM:") - before)
+"""
+
+
+def test_out_of_core_peak_memory_is_a_few_blocks(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "big.npy"
+    rows, cols = 8192, 1024  # 32 MiB of float32, read in 1 MiB blocks
+    mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(rows, cols))
+    for lo in range(0, rows, 4096):
+        mm[lo : lo + 4096] = np.random.default_rng(lo).standard_normal((4096, cols), dtype=np.float32)
+    mm.flush()
+    del mm
+    grown = {}
+    for mode in ("blocks", "mapped"):
+        out = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, str(path), mode], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        grown[mode] = int(out.stdout.split()[-1])
+    # blocks in flight: two scheduler threads, each a block and its float64 products: well under 8 blocks
+    assert grown["blocks"] <= 8 << 20, grown
+    assert grown["mapped"] >= 16 << 20, grown  # the mapped path keeps the file's pages: the test can fail
