@@ -125,7 +125,9 @@ def _power_iteration(A, *, v0, tol, maxiter, rng, method, name="A"):
     if v0 is not None and (out.stop == "zero").any():
         # A warm start in the null space of a nonzero A proves nothing: retry those at random.
         _retry_random(gram, out, generator, tol=tol, maxiter=maxiter, method=method)
-    result = _assemble(gram, out, batch_shape, random_start=v0 is None, seed=seed, extra_products=extra_products)
+    result = _assemble(
+        gram, out, batch_shape, random_start=v0 is None, seed=seed, extra_products=extra_products, name=name
+    )
     if not np.all(result.converged):
         bad = ~np.asarray(result.converged)
         warnings.warn(
@@ -148,17 +150,14 @@ def _check_start(name, v0, batch_shape, n):
     V0 = np.asarray(arr, dtype=np.float64).reshape(-1, n)
     if (np.abs(V0).max(axis=1) == 0).any():
         raise ValueError(f"`{name}` must be nonzero (an all-zero start vector has no direction)")
-    return V0
+    return _operators.unit_rows(V0)  # any scale of v0 is fine: only its direction is used
 
 
 def _start_from_v0(gram, v0, batch_shape, name="v0"):
     V0 = _check_start(name, v0, batch_shape, gram.shape[1])
     if not gram.left:
-        return V0.copy()
-    if isinstance(gram, _operators.DenseGram):  # Gram space is that of u: start from A v0
-        X = np.einsum("bnm,bn->bm", gram.mat, V0)
-    else:
-        X = gram._matvec(V0[0])[None, :]
+        return V0
+    X = gram.matvec_start(V0)  # Gram space is that of u: start from A v0
     gram.n_products += 1
     zero = np.abs(X).max(axis=1) == 0
     X[zero] = 1.0  # v0 in the null space: any direction will do, the solve finds out
@@ -168,23 +167,32 @@ def _start_from_v0(gram, v0, batch_shape, name="v0"):
 def _retry_random(gram, out, generator, **kw):
     """Solve again from random starts the problems whose warm start saw A v0 = 0."""
     idx = np.flatnonzero(out.stop == "zero")
-    if isinstance(gram, _operators.DenseGram):  # same orientation, so the vectors live in the same space
-        gram = _operators.DenseGram(gram.name, np.ascontiguousarray(gram.mat[idx]), gram.left, gram._source)
+    if gram.batch > 1:  # same orientation, so the vectors live in the same space
+        gram = gram.subset(idx)
     again = _topsv.solve(gram, generator.standard_normal((idx.size, gram.gram_dim)), **kw)
-    for field in ("theta", "w", "y", "residual", "converged", "ratio", "stop"):
+    for field in ("theta", "w", "y", "residual", "converged", "ratio", "stop", "exponent"):
         getattr(out, field)[idx] = getattr(again, field)
     out.n_iter[idx] += again.n_iter
     for k, i in enumerate(idx):
         out.history[i].extend(again.history[k])
 
 
-def _assemble(gram, out, batch_shape, *, random_start, seed, extra_products):
+def _assemble(gram, out, batch_shape, *, random_start, seed, extra_products, name):
     m, n = gram.shape
     dtype = gram.dtype if gram.dtype in _validate.SUPPORTED_FLOATS else np.dtype(np.float64)
-    sigma = np.sqrt(out.theta)
+    scaled_sigma = np.sqrt(out.theta)  # sigma of 2^-e A
     zero = out.theta == 0
-    safe = np.where(zero, 1.0, sigma)
+    safe = np.where(zero, 1.0, scaled_sigma)
     other = out.y / safe[:, None]
+    with np.errstate(over="ignore"):
+        sigma = np.ldexp(scaled_sigma, out.exponent)
+    if np.isinf(sigma).any():
+        k = int(np.flatnonzero(np.isinf(sigma))[0])
+        log2 = math.log2(scaled_sigma[k]) + int(out.exponent[k])
+        raise ValueError(
+            f"`{name}`: its spectral norm, about 2^{log2:.1f}, exceeds the float64 range "
+            f"(max {np.finfo(np.float64).max:.4g}); scale it down"
+        )
     if gram.left:
         U, V = out.w, other
     else:
@@ -200,14 +208,15 @@ def _assemble(gram, out, batch_shape, *, random_start, seed, extra_products):
     failure = config.UPPER_BOUND_FAILURE_PROB
     if random_start:
         eps = _topsv.upper_bound_eps(gram.gram_dim, out.power_degree, out.lanczos_dim, failure)
-        upper = sigma / np.sqrt(1.0 - eps)
+        with np.errstate(over="ignore"):  # beyond the float64 range an upper bound is inf
+            upper = sigma / np.sqrt(1.0 - eps)
     else:
         upper = np.full(sigma.shape, np.inf)
     with np.errstate(divide="ignore", invalid="ignore"):
         gap = 1.0 - np.square(np.nan_to_num(out.ratio, nan=1.0))
         sin_theta = np.where(gap > 0, residual / gap, np.inf)
     sin_theta = np.where(zero, 0.0, np.minimum(sin_theta, 1.0))
-    passes_per_iter = 1 if isinstance(gram, _operators.DenseGram) else 2
+    passes_per_iter = 2 if isinstance(gram, _operators.OperatorGram) else 1
     n_iter = out.n_iter.copy()
     fields = dict(
         sigma=sigma,
@@ -335,13 +344,27 @@ def _solver_kwargs(kwargs):
 
 
 class _Deflated:
-    """The Gram operator with the converged top vector projected out: its top eigenvalue is sigma2^2."""
+    """The Gram operator with the converged top vector projected out: its top eigenvalue is sigma2^2.
+
+    Products, scale and errors are those of the wrapped operator (so theta is in its units).
+    """
 
     def __init__(self, gram, locked):
         self.gram_op = gram
         self.locked = locked
         self.batch = gram.batch
         self.other_dim = gram.other_dim
+        # the scale and its handling are the wrapped operator's (not its dense fast path: no `mat`)
+        for attr in ("begin", "rescale", "fail", "range_bounds", "gram_dim"):
+            setattr(self, attr, getattr(gram, attr))
+
+    @property
+    def exponent(self):
+        return self.gram_op.exponent
+
+    @property
+    def scaled(self):
+        return self.gram_op.scaled
 
     def _project(self, X):
         return X - np.einsum("bq,bq->b", X, self.locked)[:, None] * self.locked
@@ -352,7 +375,9 @@ class _Deflated:
 
 
 def _warn_if_degenerate(gram, out, gap_rtol, rng):
-    live = out.theta > 0
+    # Only a converged top pair can be deflated: an unconverged one leaves most of v1 in the
+    # deflated operator, whose top is then sigma1 again. Those problems got a ConvergenceWarning.
+    live = (out.theta > 0) & out.converged
     if gram.gram_dim < 2 or not live.any():
         return
     generator, _ = _validate.rng(rng if rng is not None else 0)
@@ -362,12 +387,21 @@ def _warn_if_degenerate(gram, out, gap_rtol, rng):
     second = _topsv.solve(
         deflated, X, tol=tol2, maxiter=max(config.POWER_MAXITER_FLOOR, 10 * gram.gram_dim), method="lanczos"
     )
-    sigma1 = np.sqrt(out.theta)
-    # Weyl: some eigenvalue of the deflated operator lies within residual * theta of theta.
-    sigma2_high = np.sqrt(second.theta * (1.0 + second.residual))
-    settled = second.converged | (second.stop == "exact")
-    sigma2_high = np.where(settled, sigma2_high, sigma1)  # unknown: cannot certify a gap
-    degenerate = live & (sigma2_high >= sigma1 * (1.0 - gap_rtol))
+    # Weyl: some eigenvalue of the deflated operator lies within residual * theta of theta. Both
+    # solves report theta for 2^-e A; compare sigma2 / sigma1 with the exponents brought together.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.sqrt(second.theta * (1.0 + second.residual) / np.where(live, out.theta, 1.0))
+    ratio = np.ldexp(ratio, second.exponent - out.exponent)
+    settled = second.converged | (second.stop == "exact") | (second.theta == 0)
+    degenerate = live & settled & (ratio >= 1.0 - gap_rtol)
+    unknown = live & ~settled
+    if unknown.any():
+        warnings.warn(
+            f"spectral_norm_grad: the gap between sigma1 and sigma2 could not be checked for {int(unknown.sum())} "
+            f"of {unknown.size} matrices (the deflated solve did not converge)",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
     if degenerate.any():
         warnings.warn(
             f"spectral_norm_grad: sigma1 and sigma2 are numerically indistinguishable "
