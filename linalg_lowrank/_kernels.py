@@ -114,7 +114,7 @@ def gram_matvec_stack(A, X, Y, Z, active, ys, zs):
 
 
 @jit(fastmath=REASSOC)
-def _deflate_rows(W, v, decay, out, y, acc, lo, hi, zs):
+def _deflate_rows(W, v, decay, out, y, acc, lo, hi):
     # out[i] = W[i] - decay * (W[i] . v) v and acc += (W[i] . v) W[i] with the old row. Four rows
     # at a time (v and acc are loaded once per four rows); each element is read before it is
     # written, so out may be W.
@@ -138,10 +138,6 @@ def _deflate_rows(W, v, decay, out, y, acc, lo, hi, zs):
         c1 = decay * s1
         c2 = decay * s2
         c3 = decay * s3
-        s0 *= zs
-        s1 *= zs
-        s2 *= zs
-        s3 *= zs
         for j in range(n):
             a0 = r0[j]
             a1 = r1[j]
@@ -162,7 +158,6 @@ def _deflate_rows(W, v, decay, out, y, acc, lo, hi, zs):
             s0 += r0[j] * v[j]
         y[i] = s0
         c0 = decay * s0
-        s0 *= zs
         for j in range(n):
             a0 = r0[j]
             acc[j] += s0 * a0
@@ -171,19 +166,18 @@ def _deflate_rows(W, v, decay, out, y, acc, lo, hi, zs):
 
 
 @jit(parallel=True)
-def rank1_deflate_rows(W, v, decay, out, y, z, scratch, zs=1.0):
-    """out = W - decay * (W @ v) v^T, y = W @ v and z = W.T @ (zs * y): one read and one write of W.
+def rank1_deflate_rows(W, v, decay, out, y, z, scratch):
+    """out = W - decay * (W @ v) v^T, y = W @ v and z = W.T @ y: one read and one write of W.
 
     z is the next power-iteration direction, folded into the same pass. ``out`` may be ``W``
     itself (in place). ``scratch`` (n_chunks, n) as in ``gram_matvec``: a fixed reduction order.
-    ``zs`` is a power of two that keeps z in range for weights of extreme scale (1 otherwise).
     """
     m = W.shape[0]
     n_chunks = scratch.shape[0]
     for c in prange(n_chunks):
         acc = scratch[c]
         acc[:] = 0.0
-        _deflate_rows(W, v, decay, out, y, acc, (c * m) // n_chunks, ((c + 1) * m) // n_chunks, zs)
+        _deflate_rows(W, v, decay, out, y, acc, (c * m) // n_chunks, ((c + 1) * m) // n_chunks)
     z[:] = scratch[0]
     for c in range(1, n_chunks):
         z += scratch[c]

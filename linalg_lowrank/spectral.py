@@ -504,46 +504,142 @@ def spectral_weight_decay(W, decay, *, v=None, n_iter=None, out=None, rng=None):
         out = np.empty(Warr.shape, dtype=Warr.dtype)
     elif not isinstance(out, np.ndarray) or out.shape != Warr.shape or out.dtype != Warr.dtype:
         raise ValueError(f"`out` must be an ndarray of shape {Warr.shape} and dtype {Warr.dtype}")
+    elif not out.flags.writeable:
+        raise ValueError("`out` must be writeable, got a read-only array")
     elif out.ndim > 2 and not out.flags.c_contiguous:
         raise ValueError("`out` must be C-contiguous when W is a stack")
     n_iter = _validate.positive_int("n_iter", n_iter, default=0, minimum=0)
     if v is None:
-        V = np.asarray(power_iteration(Warr, rng=rng).v, dtype=np.float64).reshape(-1, n)
+        result, _, _ = _power_iteration(
+            Warr, v0=None, tol=config.POWER_TOL, maxiter=None, rng=rng, method="auto", name="W"
+        )
+        V = np.asarray(result.v, dtype=np.float64).reshape(-1, n)
     elif n_iter == 0:  # the optimizer-loop case: one fused pass, nothing else
         V = _unit_rows(_check_start("v", v, batch_shape, n), fallback=None)
     else:
-        gram, _ = _operators.as_gram(Warr, "W")
-        X = _start_from_v0(gram, v, batch_shape, name="v")
-        with _topsv.blas_single_thread():
-            for _ in range(n_iter):
-                _, Z = gram.gram(X, np.arange(gram.batch))
-                X = _unit_rows(Z, fallback=X)
-        V = _unit_rows(np.einsum("bnm,bm->bn", gram.mat, X) if gram.left else X, fallback=X if not gram.left else None)
+        V = _refine(Warr, v, batch_shape, n_iter)
     W3 = Warr.view(np.ndarray).reshape(-1, m, n) if Warr.ndim != 2 else Warr.view(np.ndarray)[None]
     O3 = out.view(np.ndarray).reshape(-1, m, n) if out.ndim != 2 else out.view(np.ndarray)[None]
     V_next = np.empty_like(V)
     y, z = np.empty(m), np.empty(n)
     scratch = np.empty((max(1, min(numba.get_num_threads(), m)), n))
+    limit = _write_limit(Warr.dtype)
     for k in range(W3.shape[0]):
         Wk, Ok, vk = W3[k], O3[k], np.ascontiguousarray(V[k])
-        if Wk.flags.c_contiguous and Ok.flags.c_contiguous:
+        alias = np.shares_memory(Wk, Ok)
+        fused = Wk.flags.c_contiguous and Ok.flags.c_contiguous and (not alias or Ok.ctypes.data == Wk.ctypes.data)
+        if fused and alias:
+            # In place: nothing is written until y = W v, from a read-only pass, shows that every
+            # entry of the result is finite (_safe_update). The extra pass is the price of never
+            # leaving W half-updated (a NaN in its last row, or entries near the float range).
+            _kernels.gram_matvec(Wk, vk, y, z, scratch)
+            fused = _safe_update(y, decay, limit)
+            if fused:
+                if not _normal_direction(z):
+                    z = _scaled_direction(Wk, vk)
+                _kernels.rank1_deflate_rows(Wk, vk, decay, Ok, np.empty(m), np.empty(n), scratch)
+        elif fused:  # out is the caller's scratch: write first, verify after (W is intact)
             _kernels.rank1_deflate_rows(Wk, vk, decay, Ok, y, z, scratch)
-        else:
-            y = Wk @ vk
-            z = Wk.T @ y
-            np.subtract(Wk, decay * np.outer(y, vk), out=Ok, casting="unsafe")
-        if not (np.isfinite(y).all() and np.isfinite(z).all()):
-            _validate.finite("W", Warr)
+            fused = _safe_update(y, decay, limit)
+            if fused and not _normal_direction(z):
+                z = _scaled_direction(Wk, vk)
+        if not fused:
+            z = _careful_update(Wk, vk, decay, Ok, Warr)
         V_next[k] = z
     V_next = _unit_rows(V_next, fallback=V)
     return out, V_next.reshape(batch_shape + (n,)).astype(Warr.dtype, copy=False)
 
 
+def _write_limit(dtype):
+    """A bound on |decay * y_i| below which W_ij - decay * y_i * v_j (|v_j| <= 1) cannot overflow.
+
+    |W_ij| is at most the largest finite value F; adding less than a quarter of the spacing of
+    floats at F cannot round past F (the overflow threshold is F plus half that spacing).
+    """
+    big = np.finfo(dtype).max
+    return float(big - np.nextafter(big, dtype.type(0))) / 4.0
+
+
+def _safe_update(y, decay, limit):
+    """True if y is finite and decay * max|y| is below ``limit`` (then the whole update is finite)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        top = float(np.abs(y).max()) * decay
+    return bool(np.isfinite(y).all()) and top <= limit
+
+
+def _normal_direction(z):
+    """True if z is finite, nonzero, and far enough from underflow to carry a direction."""
+    if not np.isfinite(z).all():
+        return False
+    top = float(np.abs(z).max())
+    return top == 0.0 or top >= 2.0**-config.SCALE_SAFE_LOG2
+
+
+def _scaled_w(Wk):
+    """(2^-e W in float64 with max|entry| in [0.5, 1), e): products of it cannot under- or overflow."""
+    amax = float(np.abs(Wk).max())
+    e = int(_operators.exponent_of(amax))
+    with np.errstate(under="ignore"):
+        return np.ldexp(np.asarray(Wk, dtype=np.float64), -e), e
+
+
+def _scaled_direction(Wk, vk):
+    """The direction of W^T W v for weights of extreme scale (one more pass, only then)."""
+    W64, _ = _scaled_w(Wk)
+    return W64.T @ (W64 @ vk)
+
+
+def _careful_update(Wk, vk, decay, Ok, Warr):
+    """W - decay (W v) v^T computed into scratch on the scaled matrix, verified finite, then copied.
+
+    The path for weights the fused kernel cannot serve (not C-ordered) or whose update it cannot
+    certify (entries near the float range, NaN/Inf): nothing is written to ``Ok`` unless every
+    entry is finite. Returns the direction of W^T W v.
+    """
+    if not np.isfinite(Wk).all():
+        _validate.finite("W", Warr)
+    W64, e = _scaled_w(Wk)
+    y = W64 @ vk
+    with np.errstate(over="ignore", under="ignore"):
+        new = np.ldexp(W64 - decay * np.outer(y, vk), e).astype(Wk.dtype)
+    if not np.isfinite(new).all():
+        raise ValueError(
+            f"`W`: the update W - decay (W v) v^T has entries beyond the {Wk.dtype} range "
+            f"(max|W| = {float(np.abs(Wk).max()):.4g}, decay = {decay:g}); W is left unchanged"
+        )
+    np.copyto(Ok, new)
+    return W64.T @ y  # the direction of W^T W v
+
+
+def _refine(Warr, v, batch_shape, n_iter):
+    """``n_iter`` power steps on W from the warm start v; the unit right vectors."""
+    gram, _ = _operators.as_gram(Warr, "W")
+    for _attempt in range(2):
+        try:
+            gram.begin()
+            X = _start_from_v0(gram, v, batch_shape, name="v")
+            with _topsv.blas_single_thread():
+                for _ in range(n_iter):
+                    _, Z = gram.gram(X, np.arange(gram.batch))
+                    X = _unit_rows(Z, fallback=X)
+            if not gram.left:
+                return X
+            with np.errstate(all="ignore"):
+                V = np.einsum("bnm,bm->bn", gram.mat, X * gram.c1[:, None]) * gram.c2[:, None]
+            if not np.isfinite(V).all():
+                raise _operators.Rescale
+            return _unit_rows(V, fallback=None)
+        except _operators.Rescale:
+            if gram.scaled:
+                gram.fail()
+            gram.rescale()
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def _unit_rows(X, fallback):
-    """Rows of X scaled to unit norm; zero rows take the row of ``fallback`` (or e1)."""
-    norms = np.linalg.norm(X, axis=1, keepdims=True)
-    unit = X / np.where(norms > 0, norms, 1.0)
-    zero = norms[:, 0] == 0
+    """Rows of X scaled to unit norm (of any scale); zero rows take the row of ``fallback`` (or e1)."""
+    unit = _operators.unit_rows(X)
+    zero = np.abs(X).max(axis=1) == 0
     if zero.any():
         unit[zero] = 0.0
         if fallback is not None:

@@ -78,10 +78,9 @@ def test_rank1_deflate_rows_matches_reference(case, decay, in_place, n_chunks):
     ey, ez = _dot_error_scale(W, v)
     out = W if in_place else np.empty_like(W)
     y, z = np.empty(W.shape[0]), np.empty(W.shape[1])
-    zs = 0.25  # a power of two folded into z (the scale guard of spectral_weight_decay)
-    _kernels.rank1_deflate_rows(W, v, decay, out, y, z, np.empty((n_chunks, W.shape[1])), zs)
+    _kernels.rank1_deflate_rows(W, v, decay, out, y, z, np.empty((n_chunks, W.shape[1])))
     assert np.all(np.abs(y - y_ref) <= ey + 1e-300)
-    assert np.all(np.abs(z - zs * z_ref) <= zs * ez + 1e-300)  # from the rows before they were overwritten
+    assert np.all(np.abs(z - z_ref) <= ez + 1e-300)  # from the rows before they were overwritten
     # one rounding of the stored dtype on top of the dot-product error
     tol = np.finfo(W.dtype).eps * np.abs(expected.astype(np.float64)) + decay * np.outer(ey, np.abs(v)) * 2 + 1e-300
     assert np.all(np.abs(out.astype(np.float64) - expected.astype(np.float64)) <= 2 * tol)

@@ -572,3 +572,70 @@ def test_operator_without_rmatvec_is_a_named_type_error(op):
     for fn in (ll.power_iteration, ll.spectral_norm, ll.spectral_norm_grad):
         with pytest.raises(TypeError, match=r"`A`.*rmatvec.*A\^T"):
             fn(op)
+
+
+# --- spectral weight decay at the ends of the range, and in place ---------------------------------
+
+
+@pytest.mark.parametrize(
+    "dtype, scale",
+    [(np.float64, sc) for sc in (1e-300, 1e-160, 1e160, 1e300)] + [(np.float32, sc) for sc in (1e-35, 1e-20, 1e35)],
+)
+def test_spectral_weight_decay_at_extreme_scales(scale, dtype):
+    info = np.finfo(dtype)
+    W1 = from_spectrum(np.array([3.0, 1.0, 0.5]), 12, 8, seed=2)
+    W = (W1 * scale).astype(dtype)
+    ref = W.astype(np.float64) / scale
+    U, s, Vt = _svd(ref)
+    W_new, v = ll.spectral_weight_decay(W, 0.5, rng=0)
+    got = scipy.linalg.svdvals(W_new.astype(np.float64) / scale)
+    np.testing.assert_allclose(got, [1.5, 1.0, 0.5] + [0.0] * 5, atol=100 * info.eps * s[0])
+    assert np.all(np.isfinite(v)) and abs(abs(v.astype(np.float64) @ Vt[0]) - 1) <= 1e3 * info.eps
+    # the warm-start loop: v given, in place; v_next is one power step further
+    Wc = W.copy()
+    out, v2 = ll.spectral_weight_decay(Wc, 0.1, v=Vt[0], out=Wc)
+    assert out is Wc
+    expected = ref - 0.1 * ref @ np.outer(Vt[0], Vt[0])
+    np.testing.assert_allclose(Wc.astype(np.float64) / scale, expected, atol=100 * info.eps * s[0])
+    assert np.all(np.isfinite(v2)) and abs(abs(v2.astype(np.float64) @ Vt[0]) - 1) <= 1e3 * info.eps
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("where", [(0, 0), (-1, -1)])
+@pytest.mark.parametrize("bad", [np.inf, np.nan])
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_weight_decay_in_place_writes_nothing_when_w_is_not_finite(dtype, where, bad, order):
+    W = np.asarray(np.random.default_rng(0).standard_normal((9, 5)), dtype=dtype, order=order)
+    W[where] = bad
+    before = W.copy()
+    for v, n_iter in ((np.ones(5), 0), (np.ones(5), 2), (None, 0)):
+        with pytest.raises(ValueError, match="`W` must be finite"):
+            ll.spectral_weight_decay(W, 0.1, v=v, n_iter=n_iter, out=W)
+        np.testing.assert_array_equal(W, before)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_weight_decay_beyond_the_range_is_an_error_and_w_is_unchanged(dtype):
+    big = np.finfo(dtype).max
+    W = np.full((4, 4), big / 2, dtype=dtype)
+    before = W.copy()
+    with pytest.raises(ValueError, match=f"`W`: the update .* beyond the {np.dtype(dtype).name} range"):
+        ll.spectral_weight_decay(W, 5.0, v=np.ones(4), out=W)  # true result -2 max: not representable
+    np.testing.assert_array_equal(W, before)
+    # near the top of the range but representable (W - 3 (Wv) v^T = -max exactly): computed
+    W_new, v = ll.spectral_weight_decay(W, 3.0, v=np.ones(4), out=W)
+    assert W_new is W and np.all(np.isfinite(v))
+    np.testing.assert_allclose(W.astype(np.float64), -float(big), rtol=8 * np.finfo(dtype).eps)
+
+
+def test_weight_decay_read_only_out_is_named():
+    W = np.eye(3)
+    out = np.empty((3, 3))
+    out.flags.writeable = False
+    with pytest.raises(ValueError, match="`out` must be writeable"):
+        ll.spectral_weight_decay(W, 0.1, v=np.ones(3), out=out)
+
+
+def test_weight_decay_nan_without_warm_start_names_w():
+    with pytest.raises(ValueError, match="`W` must be finite"):
+        ll.spectral_weight_decay(np.array([[1.0, np.nan], [0.0, 1.0]]), 0.1)
