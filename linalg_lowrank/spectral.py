@@ -58,10 +58,11 @@ def power_iteration(A, *, v0=None, tol=config.POWER_TOL, maxiter=None, rng=None,
     Raises
     ------
     TypeError
-        If A is integer, boolean, complex or object typed, or ``rng`` is of the wrong type.
+        If A is integer, boolean, complex or object typed, an operator without ``rmatvec``, or
+        ``rng`` is of the wrong type.
     ValueError
-        If A holds NaN or Inf, is not at least 2-D, has a 0-size dimension, or ``tol``,
-        ``maxiter``, ``method`` or ``v0`` are invalid.
+        If A holds NaN or Inf, is ragged, not at least 2-D, has a 0-size dimension, its spectral
+        norm exceeds the float64 range, or ``tol``, ``maxiter``, ``method`` or ``v0`` are invalid.
 
     Warns
     -----
@@ -84,6 +85,9 @@ def power_iteration(A, *, v0=None, tol=config.POWER_TOL, maxiter=None, rng=None,
     :math:`y = A x` and :math:`A^T y` row by row. ``sigma = ||A v||`` is a certified lower bound
     on :math:`\\sigma_1`; ``upper_bound`` holds with probability at least
     ``1 - upper_bound_failure`` over the Gaussian start vector. The theory page derives both.
+    Matrices far from unit scale (where :math:`\\sigma^2` or :math:`\\sigma^4` would leave the
+    float64 range) are solved as :math:`2^{-e} A`, exactly, with e from max|A|; the first product
+    shows when this is needed, so ordinary inputs pay nothing for it.
 
     References
     ----------
@@ -480,6 +484,13 @@ def spectral_weight_decay(W, decay, *, v=None, n_iter=None, out=None, rng=None):
         The next warm start: one power step on W beyond the vector that was used, folded into
         the same pass over W. Pass it back as ``v`` at the next step.
 
+    Raises
+    ------
+    ValueError
+        If W holds NaN or Inf or its update is not representable in its dtype (W is then left
+        unchanged, also in place), or ``decay``, ``v``, ``n_iter`` or ``out`` are invalid
+        (``out`` must match W's shape and dtype and be writeable).
+
     Notes
     -----
     Frobenius weight decay shrinks every singular value by the same factor; spectral decay
@@ -487,7 +498,11 @@ def spectral_weight_decay(W, decay, *, v=None, n_iter=None, out=None, rng=None):
     singular values :math:`(1-\\lambda)\\sigma_1, \\sigma_2, \\dots`. For C-ordered W the update
     reads and writes W once: a fused numba kernel computes :math:`y = W v` row by row while it
     writes, and accumulates :math:`W^T y` for the next warm start, so an optimizer that passes
-    ``v`` back runs one power step per training step at no extra pass.
+    ``v`` back runs one power step per training step at no extra pass. In place (``out=W``), a
+    read-only pass computes :math:`y` first and W is written only if it proves every entry of the
+    result finite; otherwise (W near the float range, or holding NaN/Inf) the update is computed
+    into scratch and verified, and W is left unchanged if it cannot be represented. With a
+    separate ``out``, ``out`` is unspecified after an error.
 
     Examples
     --------
