@@ -57,6 +57,11 @@ def unit_rows(X):
     Zero rows stay zero.
     """
     X = np.asarray(X, dtype=np.float64)
+    sq = np.einsum("ij,ij->i", X, X)  # einsum raises no floating-point warnings; the range test follows
+    lo, hi = config.UNIT_ROWS_SAFE_NORMS
+    small, large = (float(sq[0]),) * 2 if sq.size == 1 else (sq.min(), sq.max())
+    if lo * lo < small and large < hi * hi:  # the usual case: no rescaling pass
+        return X / np.sqrt(sq)[:, None]
     top = np.abs(X).max(axis=1)
     Y = np.ldexp(X, -exponent_of(top)[:, None])  # exact: max |row| in [0.5, 1)
     norms = np.linalg.norm(Y, axis=1, keepdims=True)
@@ -86,13 +91,18 @@ class _GramBase:
         self.n_products = 0  # products with A plus products with A^T
         self.n_passes = 0  # reads of the whole of A
         self.scaled = False
-        self.set_exponent(np.zeros(batch, dtype=np.int64))
+        self.exponent = np.zeros(batch, dtype=np.int64)  # set_exponent(0), inlined: this runs on every call
+        self.c1 = self.c2 = np.ones(batch)
+        self._plain = True
         self._fresh = np.ones(batch, dtype=bool)
 
     def set_exponent(self, exponent):
         self.exponent = np.asarray(exponent, dtype=np.int64).copy()
-        self.c1, self.c2 = scale_factors(self.exponent)
         self._plain = not self.exponent.any()
+        if self._plain:  # the usual case, kept cheap: small solves take tens of microseconds
+            self.c1 = self.c2 = np.ones(self.exponent.shape)
+        else:
+            self.c1, self.c2 = scale_factors(self.exponent)
 
     def begin(self):
         """A new solve starts: its first product of each problem is range-checked."""
@@ -136,6 +146,8 @@ class DenseGram(_GramBase):
     The kernel reads rows, so it runs on whichever of A and A^T is C-contiguous; ``left`` is
     True when the Gram operator is A A^T (vectors live on the left side, u).
     """
+
+    passes_per_gram = 1  # the one-pass kernel reads A once per Gram product
 
     def __init__(self, name, stack, left, source):
         b, p, q = stack.shape
@@ -207,6 +219,8 @@ class DenseGram(_GramBase):
 
 class OperatorGram(_GramBase):
     """Gram products of a single matrix-free operator through its matvec and rmatvec."""
+
+    passes_per_gram = 2  # matvec and rmatvec cannot be fused
 
     def __init__(self, name, op):
         shape = tuple(int(s) for s in op.shape)

@@ -177,7 +177,7 @@ def _solve_single(gram, X, out, *, tol, maxiter, method):
 
 def _check_flag(gram, rescale):
     """A numba driver flagged a product out of range or not finite: rescale if still open, else the error."""
-    if np.any(rescale):
+    if rescale is True or (rescale is not False and rescale.any()):
         if not gram.scaled:
             raise _operators.Rescale
         gram.fail()

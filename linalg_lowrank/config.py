@@ -38,6 +38,9 @@ SCALE_SPLIT_LOG2 = 960
 #: Operators have no max|A|: their scale is probed by ||A (2^-k x)|| for these k, in order,
 #: until a product is finite and normal.
 SCALE_PROBE_LOG2 = (0, 256, -256, 512, -512, 768, -768, 960, -960)
+#: A vector norm computed as sqrt(sum x_i^2) inside this range had no square under- or overflow
+#: that matters; outside it the vector is first scaled by a power of two.
+UNIT_ROWS_SAFE_NORMS = (2.0**-500, 2.0**500)
 
 # --- roots and Kronecker factors (roots.py, kronecker.py)
 #: Eigenvalues below -PSD_NEG_ROUNDOFF * n * eps * ||A||_2 prove that A is not positive

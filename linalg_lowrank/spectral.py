@@ -188,15 +188,17 @@ def _assemble(gram, out, batch_shape, *, random_start, seed, extra_products, nam
     zero = out.theta == 0
     safe = np.where(zero, 1.0, scaled_sigma)
     other = out.y / safe[:, None]
-    with np.errstate(over="ignore"):
-        sigma = np.ldexp(scaled_sigma, out.exponent)
-    if np.isinf(sigma).any():
-        k = int(np.flatnonzero(np.isinf(sigma))[0])
-        log2 = math.log2(scaled_sigma[k]) + int(out.exponent[k])
-        raise ValueError(
-            f"`{name}`: its spectral norm, about 2^{log2:.1f}, exceeds the float64 range "
-            f"(max {np.finfo(np.float64).max:.4g}); scale it down"
-        )
+    sigma = scaled_sigma
+    if out.exponent.any():
+        with np.errstate(over="ignore"):
+            sigma = np.ldexp(scaled_sigma, out.exponent)
+        if np.isinf(sigma).any():
+            k = int(np.flatnonzero(np.isinf(sigma))[0])
+            log2 = math.log2(scaled_sigma[k]) + int(out.exponent[k])
+            raise ValueError(
+                f"`{name}`: its spectral norm, about 2^{log2:.1f}, exceeds the float64 range "
+                f"(max {np.finfo(np.float64).max:.4g}); scale it down"
+            )
     if gram.left:
         U, V = out.w, other
     else:
@@ -220,7 +222,7 @@ def _assemble(gram, out, batch_shape, *, random_start, seed, extra_products, nam
         gap = 1.0 - np.square(np.nan_to_num(out.ratio, nan=1.0))
         sin_theta = np.where(gap > 0, residual / gap, np.inf)
     sin_theta = np.where(zero, 0.0, np.minimum(sin_theta, 1.0))
-    passes_per_iter = 2 if isinstance(gram, _operators.OperatorGram) else 1
+    passes_per_iter = gram.passes_per_gram
     n_iter = out.n_iter.copy()
     fields = dict(
         sigma=sigma,
