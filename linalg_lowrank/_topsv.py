@@ -359,7 +359,7 @@ def _combine(h, Vj):
 
 def _verify(gram, W, idx, out, tol):
     """One Gram product on unit vectors W: record the measured triplet; return residual <= tol."""
-    W = W / np.linalg.norm(W, axis=1, keepdims=True)
+    W = _operators.unit_rows(W)  # a zero row (a deflated operator that is zero) stays zero: theta = 0
     X = np.zeros((out.w.shape[0], W.shape[1]))
     X[idx] = W
     Y, Z = gram.gram(X, idx)
