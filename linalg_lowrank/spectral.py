@@ -634,7 +634,7 @@ def _refine(Warr, v, batch_shape, n_iter):
     for _attempt in range(2):
         try:
             gram.begin()
-            X = _start_from_v0(gram, v, batch_shape, name="v")
+            X = _operators.unit_rows(_start_from_v0(gram, v, batch_shape, name="v"))
             with _topsv.blas_single_thread():
                 for _ in range(n_iter):
                     _, Z = gram.gram(X, np.arange(gram.batch))
@@ -660,7 +660,7 @@ def _unit_rows(X, fallback):
     if zero.any():
         unit[zero] = 0.0
         if fallback is not None:
-            unit[zero] = fallback[zero] / np.linalg.norm(fallback[zero], axis=1, keepdims=True)
+            unit[zero] = _operators.unit_rows(fallback[zero])
         else:
             unit[zero, 0] = 1.0
     return unit

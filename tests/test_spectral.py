@@ -640,3 +640,14 @@ def test_weight_decay_read_only_out_is_named():
 def test_weight_decay_nan_without_warm_start_names_w():
     with pytest.raises(ValueError, match="`W` must be finite"):
         ll.spectral_weight_decay(np.array([[1.0, np.nan], [0.0, 1.0]]), 0.1)
+
+
+@pytest.mark.parametrize("scale", [1e-300, 1e-160, 1e160, 1e300])
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_weight_decay_refining_a_warm_start_at_extreme_scales(scale, order):
+    W1 = from_spectrum(np.array([3.0, 1.0, 0.5]), 12, 8, seed=2)
+    U, s, Vt = _svd(W1)
+    W = np.asarray(W1 * scale, order=order)
+    W_new, v = ll.spectral_weight_decay(W, 0.5, v=Vt[0] + 0.01, n_iter=30)  # (1/3)^60 of the start error
+    np.testing.assert_allclose(scipy.linalg.svdvals(W_new / scale)[:3], [1.5, 1.0, 0.5], atol=1e-12)
+    assert abs(abs(v @ Vt[0]) - 1) <= 1e-12
