@@ -1,5 +1,21 @@
 """linalg_lowrank: numerical linear algebra for people who study and build neural-network optimizers."""
 
+from . import lab, optim
+from .curvature import (
+    CurvatureConditionWarning,
+    GaussNewtonOperator,
+    LBFGSHessian,
+    LBFGSInverseHessian,
+    QuasiNewtonUpdate,
+    bfgs_update,
+    dfp_update,
+    empirical_fisher_operator,
+    fisher_operator,
+    gauss_newton_operator,
+    lbfgs_hessian,
+    lbfgs_inverse_hessian,
+    sr1_update,
+)
 from .dynamics import (
     WeightRMSSimulation,
     adam_update_rms,
@@ -16,6 +32,7 @@ from .hutchinson import (
     hutchinson_trace,
 )
 from .kronecker import KroneckerApproximation, kfac_solve, kron_matvec, nearest_kronecker_product
+from .lora import LoraGAInit, lora_ga_init
 from .lowrank import (
     BestRankResult,
     CRProductResult,
@@ -91,4 +108,24 @@ __all__ = [
     "adam_update_rms",
     "simulate_weight_rms",
     "WeightRMSSimulation",
+    # quasi-Newton and curvature operators
+    "lbfgs_inverse_hessian",
+    "lbfgs_hessian",
+    "LBFGSInverseHessian",
+    "LBFGSHessian",
+    "CurvatureConditionWarning",
+    "bfgs_update",
+    "dfp_update",
+    "sr1_update",
+    "QuasiNewtonUpdate",
+    "gauss_newton_operator",
+    "fisher_operator",
+    "empirical_fisher_operator",
+    "GaussNewtonOperator",
+    # LoRA initialization
+    "lora_ga_init",
+    "LoraGAInit",
+    # the optimizer lab (modules)
+    "optim",
+    "lab",
 ]

@@ -14,12 +14,33 @@ import os
 
 import numpy as np
 
-from . import _kernels, _validate, config
+from . import _kernels, _operators, _validate, config
 
 
 def is_dask_array(A):
     """True for a ``dask.array.Array`` (checked by type, so dask is not imported for other input)."""
     return type(A).__module__.split(".")[:2] == ["dask", "array"] and hasattr(A, "dask") and hasattr(A, "chunks")
+
+
+def require_finite(name, A):
+    """Raise the ValueError naming ``name`` if the dask array A holds NaN or Inf (one pass)."""
+    import dask.array as da
+
+    if not bool(da.isfinite(A).all().compute()):
+        raise ValueError(f"`{name}` must be finite, its entries hold NaN or Inf")
+
+
+def checked_product(name, A):
+    """X -> A @ X as numpy; a product that is not finite is traced to NaN/Inf in A by name."""
+
+    def product(X):
+        with np.errstate(all="ignore"):
+            out = np.asarray(A @ X)
+        if not np.isfinite(out).all():
+            require_finite(name, A)
+        return out
+
+    return product
 
 
 def from_rows_of(A, M):
@@ -50,28 +71,37 @@ def thin_svd(name, A):
     except np.linalg.LinAlgError:
         s = None
     if s is None or not np.isfinite(s).all():
-        if not bool(da.isfinite(A).all().compute()):
-            raise ValueError(f"`{name}` must be finite, its entries hold NaN or Inf")
+        require_finite(name, A)
         raise ValueError(f"`{name}`: the SVD failed although its entries are finite (overflow?); scale it down")
     if wide:  # A^T = U s Vt, so A = Vt^T s U^T: the distributed factor is on the right
         return Vt.T, s, U.T
     return U, s, Vt
 
 
-def _block_gram(block, x):
-    """(B_i x, B_i^T (B_i x)) for one row block, in float64, by the single-threaded one-pass kernel."""
+def _block_gram(block, x, ys, zs):
+    """(y_i, z_i) = (ys B_i x, ys B_i^T (zs y_i)) for one row block, by the single-threaded one-pass kernel.
+
+    ys and zs are the powers of two of `_operators.scale_factors` (1 for ordinary scales).
+    """
     block = np.ascontiguousarray(block)
     y = np.empty(block.shape[0])
     z = np.empty(block.shape[1])
-    _kernels.gram_matvec_serial(block, x, y, z)
+    _kernels.gram_matvec_serial(block, x, y, z, ys, zs)
     return y, z
+
+
+def _add(a, b):
+    # an overflow shows as inf in the sum, which the caller checks and rescales for; numpy's
+    # warning would be raised in a scheduler thread, outside the caller's errstate
+    with np.errstate(all="ignore"):
+        return a + b
 
 
 def _tree_sum(parts):
     """Pairwise sums of delayed arrays: depth log2(len(parts)), so no single task adds them all."""
     import dask
 
-    add = dask.delayed(np.add, pure=True)
+    add = dask.delayed(_add, pure=True)
     while len(parts) > 1:
         parts = [add(parts[i], parts[i + 1]) if i + 1 < len(parts) else parts[i] for i in range(0, len(parts), 2)]
     return parts[0]
@@ -88,14 +118,16 @@ def _memory_available():
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-class DaskGram:
+class DaskGram(_operators._GramBase):
     """Gram products of a 2-D dask array, one pass over its row blocks each (see the module docstring).
 
     ``persist``: keep the (rechunked) blocks in the scheduler's memory between products; "auto"
     persists when A takes at most ``config.DASK_PERSIST_FRACTION`` of the memory available.
+    Scale as every Gram operator (`_operators._GramBase`): products of 2^-e A, e read off max|A|
+    only when a first product leaves the safe range.
     """
 
-    passes_per_product = 1
+    passes_per_gram = 1  # one read of every block per Gram product
 
     def __init__(self, name, A, *, persist="auto"):
         import dask
@@ -106,10 +138,7 @@ class DaskGram:
         if min(A.shape) == 0 or any(np.isnan(s) for s in A.shape):
             raise ValueError(f"`{name}` must be a non-empty dask array of known shape, got shape {A.shape}")
         m, n = (int(s) for s in A.shape)
-        self.name = name
-        self.shape = (m, n)
-        self.dtype = np.dtype(A.dtype)
-        self.batch = 1
+        super().__init__(name, (m, n), np.dtype(A.dtype), 1)
         self.left = m < n  # iterate on the smaller side: the Gram operator is A A^T
         B = A.T if self.left else A
         # one chunk across the vector side, so each block's share of the product needs no other block
@@ -119,52 +148,57 @@ class DaskGram:
         if persist:
             B = B.persist()
         self._source = A
+        self._B = B
         self._blocks = list(B.to_delayed().ravel())
         self._delayed = dask.delayed
-        self.n_products = 0
-        self.n_passes = 0
-
-    @property
-    def gram_dim(self):
-        """Length of the vectors the Gram operator acts on."""
-        return self.shape[0] if self.left else self.shape[1]
-
-    @property
-    def other_dim(self):
-        return self.shape[1] if self.left else self.shape[0]
 
     def gram(self, X, active):
-        """Return (Y, Z), Y[0] = B x and Z[0] = B^T B x for x = X[0], in one pass over the blocks."""
+        """Return (Y, Z), Y[0] = B' x and Z[0] = B'^T B' x for x = X[0], B' = 2^-e B, in one pass."""
         import dask
 
-        x = self._delayed(np.ascontiguousarray(X[0], dtype=np.float64))
-        parts = [self._delayed(_block_gram, nout=2, pure=True)(block, x) for block in self._blocks]
+        c1, c2 = float(self.c1[0]), float(self.c2[0])
+        x = self._delayed(np.ascontiguousarray(X[0] * c1, dtype=np.float64))
+        task = self._delayed(_block_gram, nout=2, pure=True)
+        parts = [task(block, x, c2, c1) for block in self._blocks]
         ys, z = dask.compute([p[0] for p in parts], _tree_sum([p[1] for p in parts]))
-        y = np.concatenate(ys)
+        Y, Z = np.concatenate(ys)[None, :], np.asarray(z)[None, :]
         self.n_products += 2
         self.n_passes += 1
-        self.check_finite(y, z)
-        return y[None, :], z[None, :]
+        self._check(Y, Z, np.arange(1))
+        return Y, Z
 
-    def _matvec(self, v):
-        """A v as a numpy vector (a start vector's image on the u side)."""
-        with np.errstate(all="ignore"):  # a NaN product is named by check_finite
-            y = np.asarray((self._source @ np.asarray(v, dtype=self.dtype)).compute(), dtype=np.float64)
-        self.check_finite(y)
-        return y
+    def matvec_start(self, V0):
+        """A' v0 as a numpy row (a start vector on the u side from a right one)."""
+        while True:
+            c1, c2 = float(self.c1[0]), float(self.c2[0])
+            with np.errstate(all="ignore"):  # out of range: rescaled below; NaN named by fail()
+                y = np.asarray((self._source @ (V0[0] * c1).astype(self.dtype)).compute(), dtype=np.float64) * c2
+            if np.isfinite(y).all():
+                return y[None, :]
+            if self.scaled:
+                self.fail()
+            self.rescale()
+
+    def rescale(self):
+        """Choose the exponent from max|A| (one pass on the workers; only after a product showed the need)."""
+        import dask
+
+        with np.errstate(all="ignore"):
+            lo, hi = dask.compute(self._B.min(), self._B.max())
+        amax = max(float(hi), -float(lo))
+        if not np.isfinite(amax):
+            self.fail()
+        self.set_exponent(_operators.exponent_of(np.array([amax])))
+        self.scaled = True
+
+    def fail(self):
+        """Raise the right error for a product that is not finite: NaN/Inf in A, or overflow."""
+        require_finite(self.name, self._source)
+        raise ValueError(f"`{self.name}`: products overflowed although its entries are finite")
 
     def check_finite(self, *products):
-        """Raise the right error if a product is not finite: NaN/Inf in A, or overflow."""
-        if all(np.isfinite(P).all() for P in products):
-            return
-        import dask.array as da
-
-        if not bool(da.isfinite(self._source).all().compute()):
-            raise ValueError(f"`{self.name}` must be finite, its entries hold NaN or Inf")
-        raise ValueError(
-            f"`{self.name}`: products overflowed although its entries are finite; "
-            "scale it down (the spectral norm is homogeneous: ||cA|| = |c| ||A||)"
-        )
+        if not all(np.isfinite(P).all() for P in products):
+            self.fail()
 
 
 def msign_factor(A, sched, scaling, diagnostics):

@@ -1,12 +1,13 @@
 """Spectral statistics of every matrix in a checkpoint: ``python -m linalg_lowrank audit [PATH]``.
 
-Tensors are read one at a time and never the whole file: ``.npy`` files and the uncompressed
-members of ``.npz`` archives are memory-mapped, compressed ``.npz`` members are decompressed one
-member at a time, and ``.safetensors`` files are parsed by a small reader of their own (8-byte
-little-endian header length, JSON header, raw little-endian data) that memory-maps each tensor.
-Every 2-D floating tensor, and every stack of matrices (ndim >= 3, matrices over the last two
-axes), gets its spectral norm from `linalg_lowrank.power_iteration`, its Frobenius norm, stable
-rank, RMS and the estimate of sigma2/sigma1; everything else is listed as skipped with a reason.
+Tensors are read one at a time and never the whole file, by the readers of
+`linalg_lowrank._readers` (``.npy``, ``.npz``, ``.safetensors``) and `linalg_lowrank._torch_reader`
+(PyTorch ``.pt``/``.pth``/``.bin``, without torch and without running pickle code), which treat
+every file as hostile: a bad file is a `CheckpointError` (exit 2), never a hang or a crash.
+Every 2-D floating tensor, every convolution kernel (viewed as one matrix, see `CONV_RULE`) and
+every stack of matrices (matrices over the last two axes) gets its spectral norm from
+`linalg_lowrank.power_iteration`, its Frobenius norm, stable rank, RMS and the estimate of
+sigma2/sigma1; everything else is listed as skipped with a reason.
 """
 
 import argparse
@@ -14,20 +15,27 @@ import contextlib
 import json
 import math
 import os
-import struct
 import sys
 import tempfile
 import time
 import warnings
-import zipfile
-import zlib
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import NamedTuple
 
 import numpy as np
 
-from . import _validate, config
+from . import _validate, _warmup, config
+from ._readers import (
+    _REASON_EMPTY,
+    _REASON_NOT_FLOAT,
+    _REASON_NOT_MATRIX,
+    _ST_DTYPES,
+    CheckpointError,
+    TensorItem,
+    _open_checkpoint,
+    parse_size,
+    read_tensors,
+)
 from .results import ConvergenceWarning
 from .spectral import power_iteration
 
@@ -40,6 +48,7 @@ __all__ = [
     "audit_checkpoint",
     "main",
     "read_tensors",
+    "skipped_summary",
     "write_demo_checkpoint",
 ]
 
@@ -47,76 +56,34 @@ __all__ = [
 DEFAULT_SEED = 0
 #: Seed of the built-in demo checkpoint's random matrices.
 DEMO_SEED = 0
-#: Keys accepted by ``--sort`` (numbers sort descending, names ascending).
-SORT_KEYS = ("name", "spectral_norm", "stable_rank", "ratio", "rms")
-#: ``--sort`` key -> record field.
-_SORT_FIELDS = {
-    "name": "name",
-    "spectral_norm": "spectral_norm",
-    "stable_rank": "stable_rank",
-    "ratio": "ratio_estimate",
-    "rms": "rms",
-}
+#: Keys accepted by ``--sort`` (numbers sort descending, names ascending): the `AuditRecord` field
+#: names, which are also the table's column headers and the JSON keys.
+SORT_KEYS = ("name", "spectral_norm", "frobenius_norm", "stable_rank", "rms", "ratio_estimate", "time_s")
+#: Values of ``conv`` / ``--conv``: how tensors of three or more dimensions are viewed.
+CONV_MODES = ("flatten", "stack")
+#: What ``conv="flatten"`` (the default) does; ``conv="stack"`` treats every such tensor as a stack.
+CONV_RULE = (
+    "convolution kernels (out, in, *kernel) are audited as one out x (in*kernel) matrix: every 4-D and 5-D "
+    "tensor (conv2d, conv3d), and a 3-D tensor whose name contains 'conv' (conv1d); other 3-D tensors are "
+    "stacks of matrices over their last two axes"
+)
 #: Entries per chunk when the Frobenius norm is summed in float64 (8 MiB of scratch).
 _CHUNK_ELEMENTS = 1 << 20
-#: Largest safetensors JSON header accepted (the reference implementation's limit).
-_SAFETENSORS_MAX_HEADER = 100_000_000
-_EXTENSIONS = (".npz", ".npy", ".safetensors")
-
-# safetensors dtype code -> (numpy dtype to map the bytes with, name reported, audited?)
-_ST_DTYPES = {
-    "F64": ("<f8", "float64", True),
-    "F32": ("<f4", "float32", True),
-    "F16": ("<f2", "float16", True),
-    "BF16": ("<u2", "bfloat16", True),
-    "I8": ("i1", "int8", False),
-    "I16": ("<i2", "int16", False),
-    "I32": ("<i4", "int32", False),
-    "I64": ("<i8", "int64", False),
-    "U8": ("u1", "uint8", False),
-    "U16": ("<u2", "uint16", False),
-    "U32": ("<u4", "uint32", False),
-    "U64": ("<u8", "uint64", False),
-    "BOOL": ("?", "bool", False),
-}
 
 #: How a stack of matrices (ndim >= 3) is summarized in one row.
 _STACK_RULE = "spectral_norm is the largest over the stack; the other fields describe that matrix"
-_REASON_NOT_FLOAT = "not floating point"
-_REASON_NOT_MATRIX = "not a matrix"
-_REASON_EMPTY = "empty (a dimension is 0)"
 _REASON_NONFINITE = "contains NaN or Inf"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file is missing, truncated or malformed.
-
-    Parameters
-    ----------
-    path : str
-        The file.
-    problem : str
-        What is wrong with it, in one line.
-
-    Examples
-    --------
-    >>> str(CheckpointError("model.safetensors", "bad header length 12345"))
-    'model.safetensors: bad header length 12345'
-    """
-
-    def __init__(self, path, problem):
-        self.path = str(path)
-        self.problem = " ".join(str(problem).split())  # one line, whatever the cause said
-        super().__init__(f"{self.path}: {self.problem}")
 
 
 @dataclass(frozen=True)
 class AuditRecord:
     """Spectral statistics of one matrix, or of one stack of matrices, of a checkpoint.
 
-    For a stack (ndim >= 3, matrices over the last two axes) ``spectral_norm`` is the largest
-    spectral norm in the stack and every other statistic describes the matrix that attains it
-    (``stack_index``); ``converged`` holds only if every matrix of the stack converged.
+    For a stack (``view == "stack"``, matrices over the last two axes) ``spectral_norm`` is the
+    largest spectral norm in the stack and every other statistic describes the matrix that attains
+    it (``stack_index``); ``converged`` holds only if every matrix of the stack converged. A
+    convolution kernel (``view == "conv"``, shape ``(out, in, *kernel)``) is audited as the one
+    ``out x (in * prod(kernel))`` matrix ``W.reshape(out, -1)`` (see `CONV_RULE`).
 
     Attributes
     ----------
@@ -140,13 +107,16 @@ class AuditRecord:
         iteration ended before it could tell, for example on the zero matrix).
     converged : bool
         Whether `power_iteration` reached ``tol`` (for a stack: for every matrix).
-    time : float
-        Seconds spent on this tensor: reading, statistics and power iteration.
+    time_s : float
+        Seconds spent on this tensor: reading, statistics and power iteration (numba compiling
+        is done before the first tensor is timed and never counted here).
     stack_size : int
-        Number of matrices: 1 for a plain matrix.
+        Number of matrices: 1 for a plain matrix or a convolution kernel.
     stack_index : tuple of int or None
         Index over the stack dimensions of the matrix with the largest spectral norm; None for
-        a plain matrix.
+        a plain matrix or a convolution kernel.
+    view : str
+        How the tensor was read as matrices: "matrix" (2-D), "stack" or "conv".
     """
 
     name: str
@@ -158,14 +128,15 @@ class AuditRecord:
     rms: float
     ratio_estimate: float
     converged: bool
-    time: float
+    time_s: float
     stack_size: int = 1
     stack_index: tuple | None = None
+    view: str = "matrix"
 
     @property
     def is_stack(self):
-        """True for a stack of matrices (ndim >= 3)."""
-        return len(self.shape) > 2
+        """True for a stack of matrices."""
+        return self.view == "stack"
 
     def to_dict(self):
         """The fields as JSON-ready Python values (lists for tuples, None for NaN)."""
@@ -214,327 +185,6 @@ class AuditReport(NamedTuple):
     """`SkippedTensor` of every other tensor, in file order."""
 
 
-class TensorItem(NamedTuple):
-    """What `read_tensors` yields: unpack as ``name, array, reason``."""
-
-    name: str
-    """Name of the tensor in the checkpoint."""
-    array: np.ndarray | None
-    """The data (a memmap or a view of one where the format allows), None when skipped."""
-    reason: str | None
-    """Why the tensor is skipped, None when ``array`` is given."""
-
-
-@dataclass(frozen=True)
-class _Entry:
-    """One tensor of an opened checkpoint, read only when ``load`` is called."""
-
-    name: str
-    shape: tuple
-    dtype: str
-    reason: str | None  # why it is skipped, None if it is audited
-    load: Callable[[], np.ndarray] | None
-
-
-# ----------------------------------------------------------------------------------------------
-# Reading checkpoints
-# ----------------------------------------------------------------------------------------------
-
-
-def _skip_reason(shape, dtype):
-    """Why a tensor of this shape and numpy dtype is not audited, or None."""
-    if dtype.kind in "iub":
-        return _REASON_NOT_FLOAT
-    if dtype.kind == "c":
-        return "complex dtype not supported"
-    if dtype.kind != "f" or dtype.fields is not None:
-        return f"not a numeric dtype ({dtype})"
-    return _shape_reason(shape)
-
-
-def _shape_reason(shape):
-    if len(shape) < 2:
-        return _REASON_NOT_MATRIX
-    if 0 in shape:
-        return _REASON_EMPTY
-    return None
-
-
-def _nbytes(shape, itemsize):
-    return math.prod(shape) * itemsize
-
-
-def _read_npy_header(fp):
-    """Shape, Fortran order and dtype of the .npy stream at its start; leaves ``fp`` at the data."""
-    version = np.lib.format.read_magic(fp)
-    if version == (1, 0):
-        return np.lib.format.read_array_header_1_0(fp)
-    return np.lib.format.read_array_header_2_0(fp)  # 3.0 differs only in the header's encoding
-
-
-def _check_path(path):
-    try:
-        path = os.fspath(path)
-    except TypeError:
-        raise TypeError(f"`path` must be a str or os.PathLike, got {type(path).__name__}") from None
-    if not os.path.exists(path):
-        raise CheckpointError(path, "no such file")
-    if os.path.isdir(path):
-        raise CheckpointError(path, "is a directory, expected a .npz, .npy or .safetensors file")
-    ext = os.path.splitext(path)[1].lower()
-    if ext not in _EXTENSIONS:
-        raise CheckpointError(path, f"unknown extension {ext or '(none)'!r}: expected .npz, .npy or .safetensors")
-    return path, ext
-
-
-@contextlib.contextmanager
-def _open_checkpoint(path):
-    """Parse the headers of a checkpoint and yield its `_Entry` list (data is read on ``load``)."""
-    path, ext = _check_path(path)
-    try:
-        if ext == ".npy":
-            yield _npy_entries(path)
-        elif ext == ".safetensors":
-            yield _safetensors_entries(path)
-        else:
-            with _open_zip(path) as zf:
-                yield _npz_entries(path, zf)
-    except OSError as exc:
-        raise CheckpointError(path, exc.strerror or str(exc)) from exc
-
-
-def _npy_entries(path):
-    size = os.path.getsize(path)
-    with open(path, "rb") as fp:
-        try:
-            shape, fortran_order, dtype = _read_npy_header(fp)
-        except (ValueError, EOFError, SyntaxError) as exc:
-            raise CheckpointError(path, f"not a valid .npy file ({exc})") from None
-        data_offset = fp.tell()
-    name = os.path.splitext(os.path.basename(path))[0]
-    reason = _skip_reason(shape, dtype)
-    if not dtype.hasobject:
-        need = _nbytes(shape, dtype.itemsize)
-        if data_offset + need > size:
-            raise CheckpointError(
-                path, f"truncated: the header promises {need} bytes of data, the file holds {size - data_offset}"
-            )
-    load = None if reason else lambda: np.load(path, mmap_mode="r", allow_pickle=False)
-    return [_Entry(name, tuple(shape), str(dtype), reason, load)]
-
-
-@contextlib.contextmanager
-def _open_zip(path):
-    try:
-        zf = zipfile.ZipFile(path)
-    except zipfile.BadZipFile as exc:
-        raise CheckpointError(path, f"not a valid .npz (zip) file ({exc})") from None
-    with zf:
-        yield zf
-
-
-def _npz_entries(path, zf):
-    size = os.path.getsize(path)
-    entries = []
-    with open(path, "rb") as raw:
-        for info in zf.infolist():
-            if info.is_dir():
-                continue
-            member = info.filename
-            if not member.endswith(".npy"):
-                entries.append(_Entry(member, (), "unknown", "not a .npy member", None))
-                continue
-            try:
-                with zf.open(info) as fp:
-                    shape, fortran_order, dtype = _read_npy_header(fp)
-                    header_len = fp.tell()
-            except (ValueError, EOFError, SyntaxError, zipfile.BadZipFile, zlib.error) as exc:
-                raise CheckpointError(path, f"member {member!r} is not a valid .npy ({exc})") from None
-            name = member[:-4]
-            reason = _skip_reason(shape, dtype)
-            need = 0 if dtype.hasobject else _nbytes(shape, dtype.itemsize)
-            if header_len + need > info.file_size:
-                raise CheckpointError(
-                    path,
-                    f"member {member!r} is truncated: its header promises {need} bytes of data, "
-                    f"it holds {info.file_size - header_len}",
-                )
-            load = None
-            if reason is None:
-                if info.compress_type == zipfile.ZIP_STORED and not info.flag_bits & 0x1:
-                    start = _zip_data_start(path, raw, info) + header_len
-                    if start + need > size:
-                        raise CheckpointError(path, f"member {member!r} runs past the end of the file")
-                    load = _memmap_loader(path, dtype, start, shape, "F" if fortran_order else "C")
-                else:
-                    load = _zip_member_loader(path, zf, info)
-            entries.append(_Entry(name, tuple(shape), str(dtype), reason, load))
-    return entries
-
-
-def _zip_data_start(path, raw, info):
-    """Offset in the file of a stored zip member's bytes (after its local file header)."""
-    raw.seek(info.header_offset)
-    local = raw.read(30)
-    if len(local) < 30 or local[:4] != b"PK\x03\x04":
-        raise CheckpointError(path, f"member {info.filename!r}: bad local file header")
-    name_len, extra_len = struct.unpack("<HH", local[26:30])
-    return info.header_offset + 30 + name_len + extra_len
-
-
-def _memmap_loader(path, dtype, offset, shape, order="C"):
-    def load():
-        return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=tuple(shape), order=order)
-
-    return load
-
-
-def _zip_member_loader(path, zf, info):
-    def load():
-        try:
-            with zf.open(info) as fp:
-                return np.lib.format.read_array(fp, allow_pickle=False)
-        except (ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-            raise CheckpointError(path, f"member {info.filename!r} is corrupt ({exc})") from None
-
-    return load
-
-
-def _safetensors_entries(path):
-    size = os.path.getsize(path)
-    with open(path, "rb") as fp:
-        head = fp.read(8)
-        if len(head) < 8:
-            raise CheckpointError(path, f"truncated: {size} bytes, too short for the 8-byte header length")
-        header_len = int.from_bytes(head, "little")
-        if header_len > size - 8:
-            raise CheckpointError(
-                path, f"bad header length {header_len}: only {size - 8} bytes follow it (truncated or not safetensors)"
-            )
-        if header_len > _SAFETENSORS_MAX_HEADER:
-            raise CheckpointError(path, f"bad header length {header_len}: larger than {_SAFETENSORS_MAX_HEADER}")
-        raw = fp.read(header_len)
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(path, f"bad JSON header ({exc})") from None
-    if not isinstance(header, dict):
-        raise CheckpointError(path, f"bad JSON header: expected an object, got {type(header).__name__}")
-    data_start = 8 + header_len
-    data_size = size - data_start
-    entries = []
-    for name, spec in header.items():
-        if name == "__metadata__":
-            continue
-        code, shape, begin, end = _parse_safetensors_spec(path, name, spec)
-        if end > data_size:
-            raise CheckpointError(
-                path,
-                f"tensor {name!r}: data_offsets [{begin}, {end}] run past the end of the data "
-                f"({data_size} bytes; truncated file?)",
-            )
-        known = _ST_DTYPES.get(code)
-        if known is None:
-            entries.append((begin, _Entry(name, shape, code, f"unsupported dtype {code}", None)))
-            continue
-        np_dtype, dtype_name, audited = known
-        need = _nbytes(shape, np.dtype(np_dtype).itemsize)
-        if end - begin != need:
-            raise CheckpointError(
-                path,
-                f"tensor {name!r}: data_offsets span {end - begin} bytes, dtype {code} and shape {list(shape)} "
-                f"need {need}",
-            )
-        reason = _shape_reason(shape) if audited else _REASON_NOT_FLOAT
-        load = None
-        if reason is None:
-            load = _memmap_loader(path, np.dtype(np_dtype), data_start + begin, shape)
-            if code == "BF16":
-                load = _bf16_loader(load)
-        entries.append((begin, _Entry(name, shape, dtype_name, reason, load)))
-    entries.sort(key=lambda item: item[0])  # file order: reads go forward through the file
-    return [entry for _, entry in entries]
-
-
-def _parse_safetensors_spec(path, name, spec):
-    def bad(what):
-        return CheckpointError(path, f"bad JSON header: tensor {name!r} {what}")
-
-    if not isinstance(spec, dict):
-        raise bad(f"must map to an object, got {type(spec).__name__}")
-    missing = {"dtype", "shape", "data_offsets"} - spec.keys()
-    if missing:
-        raise bad(f"lacks {', '.join(sorted(missing))}")
-    code, shape, offsets = spec["dtype"], spec["shape"], spec["data_offsets"]
-
-    def is_count(x):
-        return isinstance(x, int) and not isinstance(x, bool) and x >= 0
-
-    if not isinstance(code, str):
-        raise bad(f"has dtype {code!r}, expected a string")
-    if not isinstance(shape, list) or not all(is_count(d) for d in shape):
-        raise bad(f"has shape {shape!r}, expected a list of non-negative integers")
-    if not isinstance(offsets, list) or len(offsets) != 2 or not all(is_count(o) for o in offsets):
-        raise bad(f"has data_offsets {offsets!r}, expected [begin, end]")
-    begin, end = offsets
-    if begin > end:
-        raise bad(f"has data_offsets [{begin}, {end}] with begin > end")
-    return code, tuple(shape), begin, end
-
-
-def _bf16_loader(load):
-    def load_bf16():
-        bits = load()
-        return (bits.astype(np.uint32) << 16).view(np.float32)
-
-    return load_bf16
-
-
-def read_tensors(path):
-    """Tensors of a checkpoint one at a time, without reading the whole file.
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        A ``.npy``, ``.npz`` or ``.safetensors`` file.
-
-    Yields
-    ------
-    item : TensorItem
-        ``(name, array, reason)``. Tensors the audit computes with (floating, at least 2-D,
-        non-empty) come with ``array`` and ``reason=None``; every other one with
-        ``array=None`` and the reason it is skipped. Arrays of ``.npy`` files, uncompressed
-        ``.npz`` members and ``.safetensors`` files are read-only ``numpy.memmap`` objects (no
-        copy); compressed ``.npz`` members are decompressed alone; bfloat16 tensors come as
-        float32 (numpy has no bfloat16). Arrays keep their stored dtype otherwise (float16
-        included). A ``.npy`` file yields one tensor named after the file.
-
-    Raises
-    ------
-    CheckpointError
-        If the file is missing, has an unknown extension, or is truncated or malformed (bad
-        header length, bad JSON, offsets past the end of the file, corrupt zip). Header
-        problems are raised before the first item; corrupt compressed data when it is read.
-    TypeError
-        If ``path`` is not a path.
-
-    Examples
-    --------
-    >>> import os, tempfile, numpy as np
-    >>> from linalg_lowrank.audit import read_tensors
-    >>> with tempfile.TemporaryDirectory() as d:
-    ...     path = os.path.join(d, "ckpt.npz")
-    ...     np.savez(path, w=np.eye(3, dtype=np.float32), step=np.int64(7))
-    ...     for name, array, reason in read_tensors(path):
-    ...         print(name, None if array is None else array.shape, reason)
-    w (3, 3) None
-    step None not floating point
-    """
-    with _open_checkpoint(path) as entries:
-        for entry in entries:
-            yield TensorItem(entry.name, None if entry.load is None else entry.load(), entry.reason)
-
-
 # ----------------------------------------------------------------------------------------------
 # The audit
 # ----------------------------------------------------------------------------------------------
@@ -547,7 +197,7 @@ def _compute_dtype(dtype):
 
 
 def _as_computable(arr):
-    """The array as a native float32/float64 array; a view (memmap) whenever it already is one."""
+    """The array as a native float32/float64 array; itself (no copy) whenever it already is one."""
     want = _compute_dtype(arr.dtype)
     if arr.dtype != want or not arr.flags.aligned:  # a big-endian dtype differs from the native one
         arr = np.asarray(arr, dtype=want)
@@ -588,11 +238,27 @@ def _scaled_sumsq(M, rows):
     return total * scale * scale  # may be inf: the norm then really exceeds float64
 
 
-def _audit_array(name, arr, stored_dtype, *, seed, tol, maxiter):
+def _view(name, shape, conv):
+    """How a tensor is read as matrices: "matrix", "conv" (one flattened matrix) or "stack"."""
+    if len(shape) == 2:
+        return "matrix"
+    if conv == "stack":
+        return "stack"
+    # A 3-D tensor is as often a stack of expert/head matrices (E, m, n) as a conv1d kernel, and
+    # no shape tells them apart (LoRA stacks (E, d, r) look like (out, in, k)); the layer's name does.
+    if len(shape) in (4, 5) or (len(shape) == 3 and "conv" in name.lower()):
+        return "conv"
+    return "stack"
+
+
+def _audit_array(name, arr, stored_dtype, *, seed, tol, maxiter, conv):
     """AuditRecord of one loaded array, or a reason to skip it."""
     W = _as_computable(arr)
     shape = tuple(W.shape)
-    m, n = shape[-2:]
+    view = _view(name, shape, conv)
+    if view == "conv":
+        W = W.reshape(shape[0], -1)  # (out, in * kernel): a view when the kernel is C-contiguous
+    m, n = W.shape[-2:]
     stack = W.reshape((-1, m, n))  # a view for C-contiguous stacks and every 2-D array
     frob = _frobenius_norms(stack)
     if frob is None:
@@ -608,7 +274,7 @@ def _audit_array(name, arr, stored_dtype, *, seed, tol, maxiter):
     k = int(np.argmax(sigma))
     s, f = float(sigma[k]), float(frob[k])
     stable_rank = f * f / (s * s) if s > 0 else math.nan
-    batch_shape = shape[:-2]
+    batch_shape = W.shape[:-2]
     index = tuple(int(i) for i in np.unravel_index(k, batch_shape)) if batch_shape else None
     return AuditRecord(
         name=name,
@@ -620,19 +286,34 @@ def _audit_array(name, arr, stored_dtype, *, seed, tol, maxiter):
         rms=f / math.sqrt(m * n),
         ratio_estimate=float(ratio[k]),
         converged=bool(np.all(res.converged)),
-        time=0.0,
+        time_s=0.0,
         stack_size=stack.shape[0],
         stack_index=index,
+        view=view,
     )
 
 
-def audit_checkpoint(path, *, seed=DEFAULT_SEED, tol=config.POWER_TOL, maxiter=None, progress=False):
+_warmed_up = False
+
+
+def _warm_up():
+    """Compile (or load) the numba kernels once per process, before any tensor is timed."""
+    global _warmed_up
+    if not _warmed_up:
+        _warmup.warm_up()  # says on stderr when it compiles
+        _warmed_up = True
+
+
+def audit_checkpoint(
+    path, *, seed=DEFAULT_SEED, tol=config.POWER_TOL, maxiter=None, conv="flatten", progress=False, max_bytes=None
+):
     """Spectral statistics of every matrix of a checkpoint, read one tensor at a time.
 
     Parameters
     ----------
     path : str or os.PathLike
-        A ``.npy``, ``.npz`` or ``.safetensors`` file.
+        A ``.npy``, ``.npz`` or ``.safetensors`` file, or a PyTorch checkpoint (``.pt``,
+        ``.pth``, ``.bin``, ``.ckpt``; read without torch).
     seed : int, optional
         Seed of the random start vector of every power iteration (each tensor starts from the
         same seed, so a tensor's numbers do not depend on the rest of the file).
@@ -640,13 +321,23 @@ def audit_checkpoint(path, *, seed=DEFAULT_SEED, tol=config.POWER_TOL, maxiter=N
         Relative residual tolerance of `power_iteration`.
     maxiter : int, optional
         Cap on Gram products per matrix, as in `power_iteration`.
+    conv : {"flatten", "stack"}, optional
+        How tensors of three or more dimensions are read. "flatten" (default): convolution
+        kernels ``(out, in, *kernel)`` -- every 4-D and 5-D tensor, and a 3-D tensor whose name
+        contains "conv" -- are audited as the one matrix ``W.reshape(out, -1)``; other 3-D
+        tensors (and 6-D and up) are stacks of matrices over their last two axes. "stack": every
+        tensor of three or more dimensions is a stack.
     progress : bool, optional
         Show a tqdm progress bar on stderr.
+    max_bytes : int, optional
+        Largest tensor (or zip member) read into memory, as in `read_tensors` (default
+        `linalg_lowrank.config.AUDIT_MAX_BYTES`, 16 GiB); a larger one is a `CheckpointError`.
 
     Returns
     -------
     report : AuditReport
-        ``(records, skipped)``: an `AuditRecord` per 2-D floating tensor or stack of matrices,
+        ``(records, skipped)``: an `AuditRecord` per 2-D floating tensor, convolution kernel or
+        stack of matrices,
         a `SkippedTensor` per other tensor (integer, boolean, 0-D/1-D, empty, NaN/Inf, ...),
         both in file order. float16 and bfloat16 are computed in float32.
 
@@ -657,7 +348,8 @@ def audit_checkpoint(path, *, seed=DEFAULT_SEED, tol=config.POWER_TOL, maxiter=N
     TypeError
         If ``path`` is not a path, or ``seed``, ``tol`` or ``maxiter`` have the wrong type.
     ValueError
-        If ``seed`` is negative, ``tol`` is not positive or ``maxiter`` is below 1.
+        If ``seed`` is negative, ``tol`` is not positive, ``maxiter`` is below 1 or ``conv`` is
+        not "flatten" or "stack".
 
     See Also
     --------
@@ -672,6 +364,20 @@ def audit_checkpoint(path, *, seed=DEFAULT_SEED, tol=config.POWER_TOL, maxiter=N
     :math:`\\sigma_1 - \\sigma_2` (slow plain power iteration, a nearly non-unique top
     direction). Power iteration returns :math:`\\|W v\\|` for a unit v, a lower bound on
     :math:`\\sigma_1`, so the stable rank is an upper estimate, tight to the solver's tolerance.
+
+    A convolution with kernel ``W`` of shape ``(out, in, k_1, ..., k_d)`` maps each input patch
+    (``in * k_1 * ... * k_d`` numbers) to ``out`` channels by the matrix ``R = W.reshape(out, -1)``:
+    the layer is :math:`Y = R X` with X the matrix of patches (im2col). With stride 1 every input
+    entry appears in at most :math:`k = k_1 \\cdots k_d` patches, so
+    :math:`\\|X\\|_F \\le \\sqrt{k} \\|x\\|` and the layer's operator norm is at most
+    :math:`\\sqrt{k} \\|R\\|_2`; ``spectral_norm`` is :math:`\\|R\\|_2`, the per-patch gain in that
+    bound and the usual view of a convolution's weight as a matrix. The layout is PyTorch's,
+    output channels first; channels-last kernels (TensorFlow/Flax ``(*kernel, in, out)``) need
+    ``conv="stack"`` (one ``in x out`` matrix per kernel tap).
+
+    The numba kernels are compiled (or loaded from numba's cache) once per process before the
+    first tensor is timed, with a message on stderr when they are compiled, so ``time_s`` never
+    includes compile time.
 
     Examples
     --------
@@ -690,19 +396,24 @@ def audit_checkpoint(path, *, seed=DEFAULT_SEED, tol=config.POWER_TOL, maxiter=N
     seed = _validate.positive_int("seed", seed, minimum=0)
     tol = _validate.positive("tol", tol)
     maxiter = _validate.positive_int("maxiter", maxiter, default=None)
+    conv = _validate.choice("conv", conv, CONV_MODES)
     records, skipped = [], []
-    with _open_checkpoint(path) as entries:
-        bar = _progress_bar(len(entries), os.path.basename(os.fspath(path))) if progress else None
+    with _open_checkpoint(path, max_bytes) as entries:
+        if any(entry.reason is None for entry in entries):
+            _warm_up()
+        bar = _progress_bar(len(entries), _escape(os.path.basename(os.fspath(path)))) if progress else None
         try:
             for entry in entries:
                 if bar is not None:
-                    bar.set_postfix_str(entry.name, refresh=False)
+                    bar.set_postfix_str(_escape(entry.name), refresh=False)
                 start = time.perf_counter()
                 result = entry.reason
                 if result is None:
-                    result = _audit_array(entry.name, entry.load(), entry.dtype, seed=seed, tol=tol, maxiter=maxiter)
+                    result = _audit_array(
+                        entry.name, entry.load(), entry.dtype, seed=seed, tol=tol, maxiter=maxiter, conv=conv
+                    )
                 if isinstance(result, AuditRecord):
-                    records.append(replace(result, time=time.perf_counter() - start))
+                    records.append(replace(result, time_s=time.perf_counter() - start))
                 else:
                     skipped.append(SkippedTensor(entry.name, entry.shape, entry.dtype, result))
                 if bar is not None:
@@ -821,15 +532,28 @@ def write_demo_checkpoint(path):
 
 
 def _sort_records(records, key):
-    field = _SORT_FIELDS[key]
-    if field == "name":
+    if key == "name":
         return sorted(records, key=lambda r: r.name)
 
     def descending(r):
-        value = getattr(r, field)
+        value = getattr(r, key)
         return (math.isnan(value), -value if not math.isnan(value) else 0.0)
 
     return sorted(records, key=descending)
+
+
+def _escape(text, *, backslash=True):
+    """``text`` with every non-printable character (and the backslash) escaped as ``repr`` does.
+
+    Names, dtypes and reasons come from the file: a newline, carriage return or ANSI escape in a
+    tensor name must not start a forged row or repaint the terminal. ``backslash=False`` leaves
+    backslashes alone, for text whose names are already ``repr``-quoted (error messages).
+    """
+    text = str(text)
+    keep = "" if backslash else "\\"
+    if text.isprintable() and ("\\" not in text or keep):
+        return text
+    return "".join(ch if (ch.isprintable() and ch != "\\") or ch in keep else repr(ch)[1:-1] for ch in text)
 
 
 def _num(x, spec):
@@ -849,69 +573,139 @@ def _table(rows, right):
     return lines
 
 
-def format_report(records, skipped, *, title=None):
-    """The audit as a plain aligned text table: the records, then the skipped tensors.
+#: Columns of the table after name, shape and dtype: (header = record field, number format); the
+#: headers are the `AuditRecord` fields, the JSON keys and (for numbers) the ``--sort`` keys.
+_NUMBER_COLUMNS = (
+    ("spectral_norm", ".6g"),
+    ("frobenius_norm", ".6g"),
+    ("stable_rank", ".4g"),
+    ("rms", ".4g"),
+    ("ratio_estimate", ".4f"),
+)
+
+
+def _view_cell(r):
+    if r.view == "stack":
+        where = ",".join(str(i) for i in r.stack_index)
+        return f"stack: max of {r.stack_size} at [{where}]"
+    if r.view == "conv":
+        return f"conv: {r.shape[0]}x{math.prod(r.shape[1:])}"
+    return ""
+
+
+# (singular, plural) of the kind of a skipped tensor, by reason; other reasons are counted as they are.
+_SKIP_KINDS = {
+    _REASON_NONFINITE: ("tensor with NaN or Inf", "tensors with NaN or Inf"),
+    _REASON_EMPTY: ("empty tensor", "empty tensors"),
+}
+
+
+def _skip_kind(s):
+    if s.reason == _REASON_NOT_MATRIX:
+        return ("scalar", "scalars") if len(s.shape) == 0 else ("vector", "vectors")
+    if s.reason == _REASON_NOT_FLOAT:
+        return ("boolean tensor", "boolean tensors") if s.dtype == "bool" else ("integer tensor", "integer tensors")
+    return _SKIP_KINDS.get(s.reason) or (f"tensor ({s.reason})", f"tensors ({s.reason})")
+
+
+def skipped_summary(skipped):
+    """The skipped tensors counted by kind in one line: ``"63 vectors, 1 integer tensor skipped"``.
+
+    Parameters
+    ----------
+    skipped : list of SkippedTensor
+        As returned by `audit_checkpoint`.
+
+    Returns
+    -------
+    text : str
+        Kinds by decreasing count (ties in file order), with non-printable characters of reasons
+        escaped; ``"nothing skipped"`` for an empty list.
+
+    Examples
+    --------
+    >>> from linalg_lowrank.audit import SkippedTensor, skipped_summary
+    >>> skipped_summary([SkippedTensor("b", (4,), "float32", "not a matrix"),
+    ...                  SkippedTensor("step", (), "int64", "not floating point"),
+    ...                  SkippedTensor("g", (8,), "float32", "not a matrix")])
+    '2 vectors, 1 integer tensor skipped'
+    """
+    if not skipped:
+        return "nothing skipped"
+    counts = {}
+    for s in skipped:
+        kind = _skip_kind(s)
+        counts[kind] = counts.get(kind, 0) + 1
+    order = sorted(counts, key=lambda kind: -counts[kind])  # stable: ties keep file order
+    parts = [f"{counts[k]} {k[0] if counts[k] == 1 else k[1]}" for k in order]
+    return _escape(", ".join(parts) + " skipped")
+
+
+def format_report(records, skipped, *, title=None, show_skipped=False):
+    """The audit as a plain aligned text table, then the skipped tensors in one line or listed.
 
     Parameters
     ----------
     records : list of AuditRecord
         Rows of the table, in the order given.
     skipped : list of SkippedTensor
-        Listed after the table with their shape, dtype and reason.
+        Counted by kind in one line after the table (see `skipped_summary`), or listed.
     title : str, optional
         A first line.
+    show_skipped : bool, optional
+        List every skipped tensor with its shape, dtype and reason instead of the one-line count.
 
     Returns
     -------
     text : str
-        The table, without a trailing newline. NaN shows as ``-``.
+        The table, without a trailing newline. NaN shows as ``-``. Names, dtypes, reasons and
+        the title are printed with non-printable characters escaped (``\\n``, ``\\x1b``, ...),
+        so no name in a file can forge a row.
     """
-    lines = [title] if title else []
+    lines = [_escape(title)] if title else []
     if records:
-        has_stack = any(r.is_stack for r in records)
-        head = ["name", "shape", "dtype", "spectral_norm", "frobenius", "stable_rank", "rms", "s2/s1", "conv", "time_s"]
-        if has_stack:
-            head.append("stack")
+        has_view = any(r.view != "matrix" for r in records)
+        head = ["name", "shape", "dtype"] + [field for field, _ in _NUMBER_COLUMNS] + ["converged", "time_s"]
+        if has_view:
+            head.append("view")
         rows = [head]
         for r in records:
-            row = [
-                r.name,
-                _shape_str(r.shape),
-                r.dtype,
-                _num(r.spectral_norm, ".6g"),
-                _num(r.frobenius_norm, ".6g"),
-                _num(r.stable_rank, ".4g"),
-                _num(r.rms, ".4g"),
-                _num(r.ratio_estimate, ".4f"),
-                "yes" if r.converged else "NO",
-                f"{r.time:.3f}",
-            ]
-            if has_stack:
-                where = ",".join(str(i) for i in r.stack_index) if r.is_stack else ""
-                row.append(f"max of {r.stack_size} at [{where}]" if r.is_stack else "")
+            row = [_escape(r.name), _shape_str(r.shape), _escape(r.dtype)]
+            row += [_num(getattr(r, field), spec) for field, spec in _NUMBER_COLUMNS]
+            row += ["yes" if r.converged else "NO", f"{r.time_s:.3f}"]
+            if has_view:
+                row.append(_view_cell(r))
             rows.append(row)
-        lines += _table(rows, [False] * 3 + [True] * 7 + [False] * (len(head) - 10))
-        if has_stack:
-            lines.append(f"stacks (ndim >= 3): {_STACK_RULE}")
+        n_right = len(_NUMBER_COLUMNS) + 2
+        lines += _table(rows, [False] * 3 + [True] * n_right + [False] * (len(head) - 3 - n_right))
+        if any(r.view == "stack" for r in records):
+            lines.append(f"stack: {_STACK_RULE}")
+        if any(r.view == "conv" for r in records):
+            lines.append("conv: kernel (out, in, *kernel) audited as one out x (in*kernel) matrix")
     else:
         lines.append("no matrices to audit")
-    if skipped:
+    if skipped and show_skipped:
         lines.append("")
-        lines.append(f"skipped {len(skipped)} tensor(s):")
-        rows = [[s.name, _shape_str(s.shape), s.dtype, s.reason] for s in skipped]
+        lines.append(skipped_summary(skipped) + ":")
+        rows = [[_escape(s.name), _shape_str(s.shape), _escape(s.dtype), _escape(s.reason)] for s in skipped]
         lines += ["  " + line for line in _table(rows, [False] * 4)]
+    elif skipped:
+        lines.append("")
+        lines.append(skipped_summary(skipped) + "; --show-skipped lists them")
     return "\n".join(lines)
 
 
-def _json_document(path, records, skipped, *, seed, tol, maxiter, sort, top_k):
+def _json_document(path, records, skipped, *, seed, tol, maxiter, conv, sort, top_k):
     return {
         "path": path,
         "seed": seed,
         "tol": tol,
         "maxiter": maxiter,
+        "conv": conv,
         "sort": sort,
         "top_k": top_k,
         "stack_rule": _STACK_RULE,
+        "conv_rule": CONV_RULE if conv == "flatten" else "every tensor of 3 or more dimensions is a stack",
         "records": [r.to_dict() for r in records],
         "skipped": [s.to_dict() for s in skipped],
     }
@@ -924,13 +718,19 @@ def _json_document(path, records, skipped, *, seed, tol, maxiter, sort, top_k):
 #: One-line help of the ``audit`` command (``python -m linalg_lowrank --help``).
 COMMAND_HELP = "spectral statistics of every matrix in a checkpoint"
 COMMAND_DESCRIPTION = (
-    "Report, for every 2-D floating tensor (and every stack of matrices, ndim >= 3) of a .npz, .npy or "
-    ".safetensors checkpoint: shape, dtype, spectral norm, Frobenius norm, stable rank ||W||_F^2/||W||_2^2, "
-    "RMS, the estimate of sigma2/sigma1, whether power iteration converged and the time taken. "
-    "Tensors are read one at a time (memory-mapped where possible). For stacks the spectral norm is the "
-    "largest over the stack and the other columns describe that matrix. Integer, boolean, 0-D and 1-D "
-    "tensors are listed as skipped. Without PATH a small built-in demo checkpoint is audited. "
-    "Exit status: 0 on success, 2 for a missing, truncated or malformed file or bad options."
+    "Report, for every 2-D floating tensor, convolution kernel and stack of matrices of a .npz, .npy, "
+    ".safetensors or PyTorch (.pt, .pth, .bin, .ckpt) checkpoint: shape, dtype, spectral_norm, "
+    "frobenius_norm, stable_rank ||W||_F^2/||W||_2^2, rms, ratio_estimate (of sigma2/sigma1), whether power "
+    "iteration converged and time_s (seconds, numba compiling excluded). The column names are the JSON keys "
+    "and the --sort keys. Tensors are read one at a time, each checked against the file and --max-bytes "
+    "first. With --conv flatten (the default) convolution kernels (out, in, *kernel), in PyTorch's "
+    "channels-first layout, are one out x (in*kernel) matrix: every 4-D and 5-D tensor, and 3-D tensors "
+    "whose name contains 'conv'; other tensors of 3 or more dimensions are stacks of matrices over their "
+    "last two axes, whose spectral norm is the largest over the stack (the other columns describe that "
+    "matrix). Integer, boolean, 0-D and 1-D tensors are skipped and counted in one line (--show-skipped "
+    "lists them). Names are printed with non-printable characters escaped. Without PATH a small built-in "
+    "demo checkpoint is audited. Exit status: 0 on success, 2 for a missing, truncated or malformed file "
+    "or bad options."
 )
 
 
@@ -957,6 +757,13 @@ def _positive_float(text):
     return value
 
 
+def _byte_count(text):
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_arguments(parser):
     """Add the ``audit`` command's arguments to an argparse parser.
 
@@ -971,7 +778,10 @@ def add_arguments(parser):
         The same parser.
     """
     parser.add_argument(
-        "path", nargs="?", metavar="PATH", help="checkpoint file (.npz, .npy or .safetensors); default: built-in demo"
+        "path",
+        nargs="?",
+        metavar="PATH",
+        help="checkpoint file (.npz, .npy, .safetensors, .pt, .pth, .bin or .ckpt); default: built-in demo",
     )
     parser.add_argument("--json", action="store_true", help="print a JSON document (records and skipped) to stdout")
     parser.add_argument(
@@ -1002,12 +812,33 @@ def add_arguments(parser):
         default=None,
         help="cap on power/Lanczos iterations per matrix (default max(1000, 10 min(m, n)))",
     )
+    parser.add_argument(
+        "--conv",
+        choices=CONV_MODES,
+        default="flatten",
+        help="flatten (default): a convolution kernel (out, in, *kernel) -- any 4-D or 5-D tensor, and a 3-D "
+        "tensor whose name contains 'conv' -- is one out x (in*kernel) matrix; other 3-D tensors are stacks. "
+        "stack: every tensor of 3 or more dimensions is a stack of matrices over its last two axes",
+    )
+    parser.add_argument(
+        "--show-skipped",
+        action="store_true",
+        help="list every skipped tensor with its shape, dtype and reason (default: one line counting them)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (shown only when stderr is a TTY)")
+    parser.add_argument(
+        "--max-bytes",
+        type=_byte_count,
+        default=None,
+        metavar="N",
+        help="largest tensor or zip member read into memory, also the bound on decompression "
+        f"(bytes, or with K/M/G/T: 512M, 16G; default {config.AUDIT_MAX_BYTES >> 30}G)",
+    )
     return parser
 
 
 def _error(message):
-    print(f"linalg_lowrank audit: error: {message}", file=sys.stderr)
+    print(f"linalg_lowrank audit: error: {_escape(message, backslash=False)}", file=sys.stderr)
     return 2
 
 
@@ -1036,7 +867,13 @@ def run(args):
             else:
                 path = label = args.path
             records, skipped = audit_checkpoint(
-                path, seed=args.seed, tol=args.tol, maxiter=args.maxiter, progress=progress
+                path,
+                seed=args.seed,
+                tol=args.tol,
+                maxiter=args.maxiter,
+                conv=args.conv,
+                progress=progress,
+                max_bytes=args.max_bytes,
             )
     except CheckpointError as exc:
         return _error(exc)
@@ -1048,14 +885,22 @@ def run(args):
         records = records[: args.top_k]
     if args.json:
         doc = _json_document(
-            label, records, skipped, seed=args.seed, tol=args.tol, maxiter=args.maxiter, sort=sort, top_k=args.top_k
+            label,
+            records,
+            skipped,
+            seed=args.seed,
+            tol=args.tol,
+            maxiter=args.maxiter,
+            conv=args.conv,
+            sort=sort,
+            top_k=args.top_k,
         )
         text = json.dumps(doc, indent=2, allow_nan=False)
     else:
         title = f"# {label}: {len(records)} matri{'x' if len(records) == 1 else 'ces'}"
         if args.top_k is not None or sort is not None:
             title += f" (sorted by {sort}{'' if args.top_k is None else f', top {args.top_k}'})"
-        text = format_report(records, skipped, title=title)
+        text = format_report(records, skipped, title=title, show_skipped=args.show_skipped)
     try:
         print(text)
         sys.stdout.flush()
@@ -1088,8 +933,8 @@ def main(argv=None):
     ...     np.save(path, np.diag([2.0, 1.0]))
     ...     status = main([path, "--no-progress"])  # doctest: +ELLIPSIS
     # ...w.npy: 1 matrix
-    name  shape  dtype    spectral_norm  frobenius  stable_rank    rms   s2/s1  conv  time_s
-    w     2x2    float64              2    2.23607         1.25  1.118  0.5000   yes  ...
+    name  shape  dtype    spectral_norm  frobenius_norm  stable_rank    rms  ratio_estimate  converged  time_s
+    w     2x2    float64              2         2.23607         1.25  1.118          0.5000        yes  ...
     >>> status
     0
     """

@@ -26,11 +26,30 @@ SMALL_MATRIX_ENTRIES = 1 << 18
 #: A single dense matrix with at most this many entries is solved entirely inside numba (above it,
 #: a product costs so much more than the Python between iterations that the driver is numpy).
 NUMBA_SOLVE_MAX_ENTRIES = 1 << 25
+#: The Gram products square the scale of A (and residual sums of squares raise it to the fourth
+#: power), so they stay in the float64 range only for ordinary scales. A solve runs unscaled if
+#: max|A x| of its first product lies within 2^-SCALE_SAFE_LOG2 ... 2^SCALE_SAFE_LOG2 (then even
+#: sigma1^4 of a matrix 2^40 times larger stays far inside the range); otherwise, or when a
+#: product overflows, it starts again on 2^-e A with 2^e about max|A| (exact: a power of two).
+SCALE_SAFE_LOG2 = 140
+#: The factor 2^-e is split into 2^-e1 applied to the vector before a product and 2^-(e - e1)
+#: applied to the dot products, |e1| <= SCALE_SPLIT_LOG2, so neither leaves the normal range.
+SCALE_SPLIT_LOG2 = 960
+#: Operators have no max|A|: their scale is probed by ||A (2^-k x)|| for these k, in order,
+#: until a product is finite and normal.
+SCALE_PROBE_LOG2 = (0, 256, -256, 512, -512, 768, -768, 960, -960)
+#: A vector norm computed as sqrt(sum x_i^2) inside this range had no square under- or overflow
+#: that matters; outside it the vector is first scaled by a power of two.
+UNIT_ROWS_SAFE_NORMS = (2.0**-500, 2.0**500)
 
 # --- roots and Kronecker factors (roots.py, kronecker.py)
 #: Eigenvalues below -PSD_NEG_ROUNDOFF * n * eps * ||A||_2 prove that A is not positive
 #: semidefinite; above it a negative eigenvalue may be rounding of a semidefinite A.
 PSD_NEG_ROUNDOFF = 10.0
+#: With no ridge, A + ridge I counts as singular when its smallest eigenvalue is at most
+#: PSD_SINGULAR_ROUNDOFF * n * eps * ||A||_2 (eps of the dtype A came in): its inverse roots would
+#: then be rounding amplified by at least 1 / (n eps).
+PSD_SINGULAR_ROUNDOFF = 1.0
 #: Relative Frobenius asymmetry ||A - A^T||_F / ||A||_F accepted, in units of n * eps(dtype of A);
 #: a Gram matrix G G^T formed by BLAS is symmetric only up to its rounding.
 SYM_ROUNDOFF = 10.0
@@ -75,6 +94,11 @@ LOWRANK_AUTO_POWER_MAX = 8
 LOWRANK_ADAPTIVE_POWER_ITER = 2
 #: Columns added per block by the adaptive range finder (at least; grows with the rank).
 LOWRANK_ADAPTIVE_BLOCK = 16
+#: A product A w (||w|| = 1) is taken as exact to LOWRANK_ROUNDING_FACTOR * sqrt(max(M, N)) * eps
+#: * ||A||_F (the probabilistic rounding of a length-N dot product is about sqrt(N) eps, with a
+#: margin for the projections): directions of the adaptive range finder below it are rounding,
+#: and its probe estimate of the error is resolved only to about that size.
+LOWRANK_ROUNDING_FACTOR = 2.0
 #: The ID/CUR sketch has this many rows per selected column: with one power step, pivoted QR on a
 #: 2k-row sketch picks columns as well as pivoted QR on all of A (within 0.5% either way on 1/i,
 #: 1/sqrt(i), exponential and Gaussian spectra; 1-2% worse on low rank plus noise).
@@ -83,6 +107,10 @@ ID_SKETCH_FACTOR = 2
 #: least this fraction of the first: the float32 rounding (~1e-6 relative) then cannot change
 #: which column a pivot picks. Below it the sketch is redone in float64.
 ID_FLOAT32_PIVOT_MARGIN = 1e-3
+#: Relative cut-offs eps^x (x listed; None = no cut-off) tried for the singular values of C and R in
+#: the CUR core; the core with the smallest measured ||A - C U R||_F is kept. Keeping every direction
+#: leaves rounding of size eps * cond(C) cond(R) in U; dropping those below eps^(1/2) bounds both.
+CUR_CORE_CUTOFF_EXPONENTS = (None, 0.75, 0.5)
 
 # --- polar factor (polar.py)
 #: Safety factor of Polar Express (Amsel et al. 2025): each tabulated polynomial is evaluated at
@@ -138,3 +166,52 @@ DASK_PERSIST_FRACTION = 0.5
 #: per scheduler thread) instead of being mapped whole (file pages would fill the memory).
 OUT_OF_CORE_FRACTION = 0.25
 OUT_OF_CORE_BLOCK_BYTES = 64 << 20
+
+# --- quasi-Newton and curvature operators (curvature.py)
+#: A pair (s, y) enters L-BFGS (and a dense BFGS or DFP update) only if s^T y > tol ||s|| ||y||: its
+#: cosine must be clearly above the rounding of a dot product, or rho = 1 / s^T y is noise and H_k
+#: loses positive definiteness.
+#: Given for float64; float32 uses it times sqrt(eps32 / eps64) (about 2.3e-4).
+LBFGS_CURVATURE_RTOL = 1e-8
+#: SR1 updates only when |s^T (y - B s)| >= r ||s|| ||y - B s|| (Nocedal & Wright, eq. 6.26, r = 1e-8):
+#: a smaller denominator makes the rank-1 correction arbitrarily large. Given for float64; float32
+#: uses it times sqrt(eps32 / eps64) (about 2.3e-4), as LBFGS_CURVATURE_RTOL.
+SR1_SKIP_RTOL = 1e-8
+#: Powell's damping (Nocedal & Wright, Procedure 18.2): y is replaced by theta y + (1 - theta) B s
+#: when s^T y < BFGS_DAMPING * s^T B s, with theta chosen so that s^T r = BFGS_DAMPING * s^T B s.
+BFGS_DAMPING = 0.2
+#: Rows of `probs` given to `fisher_operator` must sum to 1 within this many C * eps(dtype) (softmax
+#: output rounded in its dtype); entries within this many eps of [0, 1] are accepted.
+FISHER_PROBS_ROUNDOFF = 10.0
+
+# --- LoRA initialization (lora.py)
+#: gamma of LoRA-GA's scale-stable initialization, c = M^(1/4) / sqrt(gamma) (Wang et al. 2024 use 16).
+LORA_GA_STABLE_GAMMA = 16.0
+#: ``method="auto"`` of `lora_ga_init` takes the full SVD up to this min(M, N): below it a LAPACK SVD
+#: costs little more than the randomized sketch and is exact.
+LORA_GA_EXACT_MAX_DIM = 256
+
+# --- reference optimizer steps (optim.py)
+#: Relative residual to which AdamW's spectral decay computes its first top singular vector;
+#: every later step refines the warm start by one power step, so more accuracy is wasted (and a
+#: near-tie sigma1 ~ sigma2 of a freshly initialized layer would need thousands of steps).
+OPTIM_SPECTRAL_V1_TOL = 1e-6
+
+# --- checkpoint readers of the audit (_readers.py, _torch_reader.py)
+#: Default cap, in bytes, on one tensor (or zip member) the audit reads into memory: larger ones
+#: are refused (``--max-bytes`` / ``max_bytes`` change it); the memory available when a file is
+#: opened lowers it further. It also bounds what one compressed member may decompress to, so a
+#: zip bomb costs at most this much memory.
+AUDIT_MAX_BYTES = 16 << 30
+#: Largest safetensors JSON header accepted (the reference implementation's limit).
+AUDIT_SAFETENSORS_MAX_HEADER = 100_000_000
+#: Deepest nesting of ``[`` / ``{`` accepted in a safetensors JSON header (the format needs 3).
+AUDIT_JSON_MAX_DEPTH = 32
+#: Longest integer literal accepted in a safetensors JSON header (2**64 has 20 digits).
+AUDIT_JSON_MAX_INT_DIGITS = 20
+#: Largest pickle (``data.pkl``) of a PyTorch checkpoint read; large models need a few MB.
+AUDIT_MAX_PICKLE_BYTES = 256 << 20
+#: Deepest nesting of dicts / lists / tuples walked in a PyTorch checkpoint's pickle.
+AUDIT_MAX_NESTING = 64
+#: Most containers and values walked in a PyTorch checkpoint's pickle.
+AUDIT_MAX_OBJECTS = 10_000_000

@@ -4,12 +4,15 @@ Convention: ``vec`` stacks columns (Fortran order), so that
 ``(A ⊗ B) vec(X) = vec(B X A^T)`` and ``np.kron(A, B) @ X.ravel(order="F")`` is the reference.
 """
 
+import math
+import operator
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg
 
 from . import _validate, config
+from ._scaling import ldexp_float, pow2_normalize, unscale
 from .roots import SymmetricEig, _check_psd, _eigh_blocks, _symmetric_input
 from .spectral import power_iteration
 
@@ -160,19 +163,28 @@ def kfac_solve(grad, A, G, *, damping, damping_mode="exact"):
         )
     a, gg = _clipped(eA, "A"), _clipped(eG, "G")
     g64 = np.asarray(g, dtype=np.float64)
+    g64, e = pow2_normalize(g64)  # the answer is linear in grad
     core = eG.Q.T @ g64 @ eA.Q
+    # a = 2^ea a', g = 2^eg g': products of eigenvalues near the ends of the range neither overflow nor
+    # underflow, and lambda is carried into the same units, lambda' = 2^-(ea + eg) lambda
+    a, ea = pow2_normalize(a)
+    gg, eg = pow2_normalize(gg)
+    e -= ea + eg
+    lam = math.ldexp(damping, -(ea + eg))
     if damping_mode == "exact":
-        core /= gg[:, None] * a[None, :] + damping
+        core /= gg[:, None] * a[None, :] + lam
     else:
         ta, tg = a.mean(), gg.mean()
-        pi = np.sqrt(ta / tg) if ta > 0 and tg > 0 else 1.0
-        s = np.sqrt(damping)
-        core /= (gg[:, None] + s / pi) * (a[None, :] + pi * s)
-    return (eG.Q @ core @ eA.Q.T).astype(g.dtype, copy=False)
+        # pi' = 2^((eg - ea) / 2) pi, in the units of a' and g' (pi = 1 when a factor is zero)
+        pi = np.sqrt(ta / tg) if ta > 0 and tg > 0 else 2.0 ** ((eg - ea) / 2)
+        s = np.sqrt(lam)
+        core /= (gg + s / pi)[:, None]  # one factor at a time: their product may not be representable
+        core /= (a + pi * s)[None, :]
+    return unscale(eG.Q @ core @ eA.Q.T, e, g.dtype, "the K-FAC step overflows")
 
 
 def _clipped(eig, name):
-    _check_psd(name, eig.eigenvalues, eig.n)
+    _check_psd(name, eig.eigenvalues, eig.n, eig.dtype)
     return np.maximum(eig.eigenvalues, 0.0)
 
 
@@ -230,11 +242,16 @@ def _rearrange(M, shape_a, shape_b):
 
 
 def _shape2(name, shape):
+    # operator.index, not int(): 2.9 must not become 2, and a string "24" is not the pair (2, 4)
+    if isinstance(shape, (str, bytes)) or not hasattr(shape, "__len__"):
+        raise TypeError(f"`{name}` must be a pair of positive integers, got {shape!r}")
     try:
-        t = tuple(int(s) for s in shape)
+        if any(isinstance(s, (bool, np.bool_)) for s in shape):
+            raise TypeError
+        t = tuple(operator.index(s) for s in shape)
     except TypeError:
         raise TypeError(f"`{name}` must be a pair of positive integers, got {shape!r}") from None
-    if len(t) != 2 or min(t) < 1:
+    if len(t) != 2 or min(t, default=0) < 1:
         raise ValueError(f"`{name}` must be a pair of positive integers, got {shape!r}")
     return t
 
@@ -306,7 +323,9 @@ def nearest_kronecker_product(M, shape_a, shape_b, *, rank=1):
     rank = _validate.positive_int("rank", rank, default=1)
     if rank > kmax:
         raise ValueError(f"`rank` must be at most min(Ma Na, Mb Nb) = {kmax}, got {rank}")
-    M64 = np.asarray(Marr, dtype=np.float64)
+    # M = 2^e M' (exact): sigma = 2^e sigma', each factor 2^(e/2) times that of M'; sums of squares of
+    # entries near 1e300 (or 1e-300) would overflow (underflow) otherwise
+    M64, e = pow2_normalize(np.asarray(Marr, dtype=np.float64))
     R = _rearrange(M64, shape_a, shape_b)
     normF2 = float(np.sum(M64 * M64))
     if rank == 1:
@@ -335,11 +354,12 @@ def nearest_kronecker_product(M, shape_a, shape_b, *, rank=1):
             Bf[r] = 0.5 * (Bf[r] + Bf[r].T)
     # measured directly (sqrt(||M||^2 - sum sigma^2) would cancel catastrophically when M is Kronecker)
     err = float(np.linalg.norm(R - (U * sig) @ V.T))
+    what = "`M`: the Kronecker factors overflow"
     return KroneckerApproximation(
-        A=Af.astype(Marr.dtype, copy=False),
-        B=Bf.astype(Marr.dtype, copy=False),
-        singular_values=sig,
-        error=err,
+        A=unscale(Af, e / 2, Marr.dtype, what),
+        B=unscale(Bf, e / 2, Marr.dtype, what),
+        singular_values=unscale(sig, e, np.float64, "`M`: the singular values of its rearrangement overflow"),
+        error=ldexp_float(err, e),
         rel_error=float(err / np.sqrt(normF2)) if normF2 > 0 else 0.0,
         method=method,
     )

@@ -15,6 +15,7 @@ import scipy.linalg
 from scipy.special import gammaincinv
 
 from . import _dask, _validate, config
+from ._scaling import ldexp_float, pow2_normalize, unscale
 from ._topsv import blas_single_thread
 from .results import ConvergenceWarning, _fmt
 
@@ -96,7 +97,8 @@ class RandomizedSVDResult:
         Gaussian-probe estimate of the part the sketch missed.
     error_bound : float
         Upper bound on ||A - U diag(s) Vt||_F (hence also on the spectral error) that holds with
-        probability at least ``1 - error_bound_failure`` over the probe vectors.
+        probability at least ``1 - error_bound_failure`` over the probe vectors. With ``tol`` it
+        includes the rounding resolution of the probe estimate (see Notes of `randomized_svd`).
     error_bound_failure : float
         Probability that ``error_bound`` fails.
     converged : bool
@@ -249,7 +251,8 @@ class CURResult:
     cols, rows : (k,) ndarray
         Selected column and row indices.
     U : (k, k) ndarray
-        Core matrix pinv(C) A pinv(R), optimal in Frobenius norm for the chosen C and R.
+        Core matrix: C^+ A R^+ (optimal in Frobenius norm for the chosen C and R), stabilized
+        when C or R is ill-conditioned (see Notes of `cur`).
     rank : int
         k.
     seed : int
@@ -287,17 +290,19 @@ class _Blocks:
     """Block products with A (dense array, scipy.sparse matrix or LinearOperator).
 
     Products are checked for NaN/Inf (O(size of the output)) instead of scanning A up front.
+    Arrays and sparse matrices far from 1 in size are held as 2^-exp A (`pow2_normalize`).
     """
 
     def __init__(self, name, A):
         self.name = name
         self.n_matvecs = 0
+        self.exp = 0
         if _dask.is_dask_array(A):
             _validate.float_dtype(name, A.dtype)
             if A.ndim != 2 or min(A.shape) == 0:
                 raise ValueError(f"`{name}` must be a non-empty 2-D dask array, got shape {A.shape}")
             self.kind = "dask"
-            self.A = A
+            self.A, self.exp = pow2_normalize(A)  # max|A| on the workers; 2^-exp A stays lazy
             self.dtype = np.dtype(A.dtype)
         elif hasattr(A, "matvec") and hasattr(A, "shape") and not isinstance(A, np.ndarray):
             if getattr(A, "dtype", None) is not None:
@@ -314,11 +319,15 @@ class _Blocks:
                 raise ValueError(f"`{name}` must be finite, its stored entries hold NaN or Inf")
             self.kind = "sparse"
             self.A = A.tocsr()
+            data, self.exp = pow2_normalize(self.A.data)
+            if self.exp:
+                self.A = self.A.copy()
+                self.A.data = data
             self.dtype = np.dtype(A.dtype)
         else:
             arr = _validate.float_array(name, A, min_ndim=2, max_ndim=2, check_finite=False)
             self.kind = "dense"
-            self.A = arr.view(np.ndarray)
+            self.A, self.exp = pow2_normalize(arr.view(np.ndarray))
             self.dtype = arr.dtype
         self.shape = tuple(int(s) for s in self.A.shape)
 
@@ -338,6 +347,8 @@ class _Blocks:
 
     def _check(self, out, what):
         if not np.isfinite(out).all():
+            if self.kind == "dask":
+                _dask.require_finite(self.name, self.A)
             if self.kind == "dense":
                 _validate.finite(self.name, self.A)
                 raise ValueError(f"`{self.name}`: products overflowed although its entries are finite; scale it down")
@@ -473,7 +484,9 @@ def randomized_svd(A, r=None, *, n_oversamples=10, n_power_iter="auto", rng=None
         Source of the Gaussian sketch and probe vectors; the result records the seed.
     tol : float, optional
         Absolute tolerance on ||A - U diag(s) Vt||_F: the range is grown block by block and the
-        smallest rank whose ``error_bound`` is at most ``tol`` is returned.
+        smallest rank whose ``error_bound`` is at most ``tol`` is returned. A ``tol`` below the
+        rounding floor (see Notes) is met as far as the dtype allows and reported by
+        ``converged=False`` and a `ConvergenceWarning` that names the floor.
 
     Returns
     -------
@@ -487,12 +500,15 @@ def randomized_svd(A, r=None, *, n_oversamples=10, n_power_iter="auto", rng=None
         If A is not float32/float64 or an argument has the wrong type.
     ValueError
         If A is empty or non-finite, ``r`` is outside [1, min(M, N)] or missing without ``tol``,
-        or ``n_oversamples``, ``n_power_iter`` or ``tol`` are invalid.
+        or ``n_oversamples``, ``n_power_iter`` or ``tol`` are invalid; or if the singular values
+        overflow the dtype of A (arrays and sparse matrices are scaled internally by a power of
+        two, so any other finite input is computed without overflow or underflow).
 
     Warns
     -----
     ConvergenceWarning
-        With ``tol``, if rank ``r`` was reached before the bound fell below ``tol``.
+        With ``tol``, if rank ``r`` was reached before the bound fell below ``tol``, or if ``tol``
+        is below the rounding floor.
 
     See Also
     --------
@@ -507,6 +523,14 @@ def randomized_svd(A, r=None, *, n_oversamples=10, n_power_iter="auto", rng=None
     The second term is known exactly; the first is estimated from d = 20 Gaussian probes,
     :math:`\\|(I-QQ^T)AG\\|_F^2/d`, whose ratio to the truth is at least
     :math:`\\chi^2_{d}/d` in distribution, which gives ``error_bound``.
+
+    With ``tol`` each new block is projected out of the basis twice and only its directions above
+    the rounding resolution :math:`\\tau = 2\\sqrt{\\max(M, N)}\\,\\epsilon\\|A\\|_F` of a
+    product :math:`Aw`, :math:`\\|w\\| = 1`, are kept (normalized, then projected once more), so
+    the basis stays orthonormal to :math:`O(\\max(M, N)\\epsilon)`; power steps are deflated on both
+    sides (against Q and against the row space :math:`A^TQ`). The probe estimate is resolved only
+    to :math:`\\sqrt c\\,\\tau` (c the factor of the bound), which is added to ``error_bound``; the
+    smallest bound that can be certified, the rounding floor, is :math:`2\\sqrt c\\,\\tau`.
 
     References
     ----------
@@ -543,12 +567,19 @@ def randomized_svd(A, r=None, *, n_oversamples=10, n_power_iter="auto", rng=None
         n_power_iter = _validate.positive_int("n_power_iter", n_power_iter, minimum=0)
     generator, seed = _validate.rng(rng)
     if tol is None:
-        result = _randomized_svd_fixed(ops, r, p, n_power_iter, generator, seed)
+        res = _randomized_svd_fixed(ops, r, p, n_power_iter, generator, seed)
     else:
-        result = _randomized_svd_adaptive(ops, r, tol, n_power_iter, generator, seed)
+        res = _randomized_svd_adaptive(ops, r, ldexp_float(tol, -ops.exp), n_power_iter, generator, seed)
     if ops.kind == "dask":  # the tall factor stays distributed, its rows chunked like A's
-        result = dataclasses.replace(result, U=_dask.from_rows_of(A, result.U))
-    return result
+        res = dataclasses.replace(res, U=_dask.from_rows_of(A, res.U))
+    if ops.exp == 0:
+        return res
+    return dataclasses.replace(
+        res,
+        s=unscale(res.s, ops.exp, ops.dtype, "`A`: its singular values overflow"),
+        error_estimate=ldexp_float(res.error_estimate, ops.exp),
+        error_bound=ldexp_float(res.error_bound, ops.exp),
+    )
 
 
 def _probe_error(ops, Q, Bt, G, dtype):
@@ -559,8 +590,12 @@ def _probe_error(ops, Q, Bt, G, dtype):
     return float(np.einsum("ij,ij->", R, R)) / G.shape[1]
 
 
-def _finish(ops, Q, Bt, k_choice, generator, seed, *, n_power_iter, tol, rmax):
-    """SVD of B = Q^T A, probe estimate, rank choice; returns RandomizedSVDResult."""
+def _finish(ops, Q, Bt, k_choice, generator, seed, *, n_power_iter, tol, rmax, floor=0.0):
+    """SVD of B = Q^T A, probe estimate, rank choice; returns RandomizedSVDResult.
+
+    ``floor`` (tol mode) is the rounding resolution of the probe estimate: it is added to the
+    bound, and ranks are chosen against max(tol, 2 floor), the smallest bound that can be certified.
+    """
     dtype = ops.dtype
     d = config.LOWRANK_N_PROBES
     G = generator.standard_normal((ops.shape[1], d)).astype(dtype, copy=False)
@@ -570,16 +605,17 @@ def _finish(ops, Q, Bt, k_choice, generator, seed, *, n_power_iter, tol, rmax):
     Vb, sb, Ubt = scipy.linalg.svd(Bt, full_matrices=False, check_finite=False)
     s64 = sb.astype(np.float64)
     tails = np.concatenate([np.cumsum((s64**2)[::-1])[::-1], [0.0]])  # tails[k] = sum_{j >= k} s_j^2
-    if k_choice is None:  # tol mode: smallest k with bound <= tol
-        ok = np.flatnonzero(resid2 * factor + tails[: rmax + 1] <= tol**2)
+    raw = np.sqrt(resid2 * factor + tails[: min(rmax, s64.size) + 1]) + floor
+    if k_choice is None:  # tol mode: smallest k with bound <= tol (or the smallest certifiable one)
+        ok = np.flatnonzero(raw <= max(tol, 2.0 * floor))
         k = int(ok[0]) if ok.size else min(rmax, s64.size)
         k = max(k, 1)
-        converged = bool(ok.size)
+        converged = bool(raw[k] <= tol)
     else:
         k, converged = k_choice, True
     U = Q @ Ubt[:k].T
     est = math.sqrt(resid2 + tails[k])
-    bound = math.sqrt(resid2 * factor + tails[k])
+    bound = math.sqrt(resid2 * factor + tails[k]) + floor
     return RandomizedSVDResult(
         U=np.ascontiguousarray(U, dtype=dtype),
         s=sb[:k].astype(dtype, copy=True),
@@ -630,7 +666,33 @@ def _randomized_svd_fixed(ops, r, p, n_power_iter, generator, seed):
     return _finish(ops, Q, Z, r, generator, seed, n_power_iter=q, tol=None, rmax=r)
 
 
-def _randomized_svd_adaptive(ops, rmax, tol, n_power_iter, generator, seed):
+def _project_out(Q, Y):
+    """(I - QQ^T) Y, twice: once leaves rounding of the size of Y along Q (Kahan-Parlett)."""
+    for _ in range(2):
+        Y = Y - Q @ (Q.T @ Y)
+    return Y
+
+
+def _new_directions(Q, Y, tau):
+    """Orthonormal directions of (I - QQ^T) Y above the noise level ``tau``, orthogonal to Q.
+
+    Two projections make the block orthogonal to Q to rounding relative to its own size
+    (Kahan-Parlett); directions whose singular value is at most ``tau`` are rounding of the
+    products, not content of A, and are dropped: normalizing them would magnify their
+    components along Q to order one. The kept directions are normalized (SVD) and projected
+    once more, so that what is appended is orthogonal to Q relative to unit length.
+    """
+    Y = _project_out(Q, Y)
+    with blas_single_thread():
+        W, sy, _ = scipy.linalg.svd(Y, full_matrices=False, check_finite=False)
+    W = W[:, sy > tau]
+    if W.shape[1] == 0:
+        return W
+    W = W - Q @ (Q.T @ W)
+    return _orth(W)
+
+
+def _randomized_svd_adaptive(ops, rmax, tol, n_power_iter, generator, seed, *, warn=True):
     """Body of `randomized_svd` with a tolerance: blocked range finder (no validation)."""
     m, n = ops.shape
     dtype = ops.dtype
@@ -640,30 +702,58 @@ def _randomized_svd_adaptive(ops, rmax, tol, n_power_iter, generator, seed):
     cap = min(m, n)
     G = generator.standard_normal((n, d)).astype(dtype, copy=False)
     RG = ops.matmat(G)  # residual of the probes, (I - QQ^T) A G
+    fro2 = ops.fro2()
+    if fro2 is None:  # operators: the probes' own estimate of ||A||_F^2
+        fro2 = float(np.sum(RG.astype(np.float64) ** 2)) / d
+    # A product A w with ||w|| = 1 is exact to about sqrt(N) eps ||A||_F: directions of a block
+    # below `tau` are rounding, and the probe estimate of what is left is resolved to `floor`.
+    tau = config.LOWRANK_ROUNDING_FACTOR * math.sqrt(max(m, n)) * np.finfo(dtype).eps * math.sqrt(fro2)
+    floor = math.sqrt(factor) * tau
+    target = max(tol, 2.0 * floor)
     Q = np.empty((m, 0), dtype=dtype)
+    Z = np.empty((n, 0), dtype=dtype)  # A^T Q, grown with Q
+    P = np.empty((n, 0), dtype=dtype)  # orthonormal basis of range(A^T Q), the rows already captured
     while True:
         b = min(max(config.LOWRANK_ADAPTIVE_BLOCK, Q.shape[1] // 2), cap - Q.shape[1])
-        Y = ops.matmat(generator.standard_normal((n, b)).astype(dtype, copy=False))
+        Omega = generator.standard_normal((n, b)) / math.sqrt(n)  # unit columns: products sized like A w
+        Y = ops.matmat(Omega.astype(dtype, copy=False))
         for _ in range(q):
-            Y = _orth(Y - Q @ (Q.T @ Y))
-            Y = ops.matmat(_orth(ops.rmatmat(Y)))
-        for _ in range(2):  # twice is enough (Kahan–Parlett)
-            Y = Y - Q @ (Q.T @ Y)
-        Yq = _orth(Y)
-        Q = np.hstack([Q, Yq])
-        RG = RG - Yq @ (Yq.T @ RG)
+            # Deflate on both sides: the rounding left along Q by a projection, times sigma_1 in
+            # A^T, would swamp a direction sigma_1 / sigma_{k+1} times smaller (2^-40 for 2^-i).
+            Y = _orth(_project_out(Q, Y))
+            Y = ops.matmat(_orth(_project_out(P, ops.rmatmat(Y))))
+        W = _new_directions(Q, Y, tau)
+        exhausted = W.shape[1] == 0  # nothing above rounding is left to find
+        if not exhausted:
+            Q = np.hstack([Q, W])
+            Z = np.hstack([Z, ops.rmatmat(W)])
+            P = _new_directions(P[:, :0], Z, tau)
+            RG = RG - W @ (W.T @ RG)
         est2 = float(np.sum(RG.astype(np.float64) ** 2)) / d
-        if est2 * factor <= tol**2 or Q.shape[1] >= cap:
-            Z = ops.rmatmat(Q)
-            res = _finish(ops, Q, Z, None, generator, seed, n_power_iter=q, tol=tol, rmax=rmax)
-            if res.converged or Q.shape[1] >= cap or res.rank >= rmax and Q.shape[1] >= rmax:
+        if exhausted or math.sqrt(est2 * factor) + floor <= target or Q.shape[1] >= cap:
+            if Q.shape[1] == 0:  # A is zero to rounding: one direction of the probes stands for it
+                Q = _orth(RG[:, :1].copy())
+                Z = ops.rmatmat(Q)
+            res = _finish(ops, Q, Z, None, generator, seed, n_power_iter=q, tol=tol, rmax=rmax, floor=floor)
+            if (
+                res.converged
+                or exhausted
+                or Q.shape[1] >= cap
+                or (res.rank >= rmax and Q.shape[1] >= rmax)
+                or res.error_bound <= target
+            ):
                 break
-    if not res.converged:
-        warnings.warn(
-            f"randomized_svd: error bound {res.error_bound:.3g} > tol={tol:g} at the largest rank allowed, r={rmax}",
-            ConvergenceWarning,
-            stacklevel=3,
-        )
+    if warn and not res.converged:
+        if exhausted or res.error_bound <= target:
+            why = (
+                f"error bound {res.error_bound:.3g} > tol={tol:g}, and no direction above the rounding resolution "
+                f"{tau:.3g} of {dtype.name} is left to find: tol is below what {dtype.name} resolves for this "
+                f"matrix (rounding floor about {2 * floor:.3g} = 2 sqrt(c) {config.LOWRANK_ROUNDING_FACTOR:g} "
+                f"sqrt(max(M, N)) eps ||A||_F); the result is as accurate as the floor allows"
+            )
+        else:
+            why = f"error bound {res.error_bound:.3g} > tol={tol:g} at the largest rank allowed, r={rmax}"
+        warnings.warn(f"randomized_svd: {why}", ConvergenceWarning, stacklevel=3)
     return res
 
 
@@ -798,9 +888,12 @@ def _cr_inputs(A, B, sampling):
     if A.shape[1] != B.shape[0]:
         raise ValueError(f"`A` and `B` must have matching inner dimensions, got {A.shape} and {B.shape}")
     _validate.choice("sampling", sampling, _SAMPLINGS)
+    # A B = 2^(ea + eb) A' B': norms, probabilities and products of A' and B' stay in range
+    A, ea = pow2_normalize(A, always=True)
+    B, eb = pow2_normalize(B, always=True)
     a = np.linalg.norm(A.astype(np.float64, copy=False), axis=0)
     b = np.linalg.norm(B.astype(np.float64, copy=False), axis=1)
-    return A, B, a, b
+    return A, B, a, b, ea + eb
 
 
 def _cr_probabilities(a, b, sampling):
@@ -872,9 +965,9 @@ def cr_expected_error(A, B, c, *, sampling="optimal"):
     3.0
     """
     c = _validate.positive_int("c", c)
-    A, B, a, b = _cr_inputs(A, B, sampling)
+    A, B, a, b, e = _cr_inputs(A, B, sampling)
     p = _cr_probabilities(a, b, sampling)
-    return math.sqrt(_cr_error2(A, B, a, b, p, c))
+    return ldexp_float(math.sqrt(_cr_error2(A, B, a, b, p, c)), e)
 
 
 def cr_matmul(A, B, c, *, sampling="optimal", rng=None):
@@ -905,7 +998,8 @@ def cr_matmul(A, B, c, *, sampling="optimal", rng=None):
     TypeError
         If A or B is not float32/float64 or ``c`` is not an integer.
     ValueError
-        If shapes do not match, input is non-finite, ``c <= 0`` or ``sampling`` is unknown.
+        If shapes do not match, input is non-finite, ``c <= 0`` or ``sampling`` is unknown, or the
+        sampled product overflows the dtype (A and B are scaled internally by powers of two).
 
     See Also
     --------
@@ -933,7 +1027,7 @@ def cr_matmul(A, B, c, *, sampling="optimal", rng=None):
     1.0
     """
     c = _validate.positive_int("c", c)
-    A, B, a, b = _cr_inputs(A, B, sampling)
+    A, B, a, b, e = _cr_inputs(A, B, sampling)
     generator, seed = _validate.rng(rng)
     p = _cr_probabilities(a, b, sampling)
     dtype = np.result_type(A.dtype, B.dtype)
@@ -942,10 +1036,10 @@ def cr_matmul(A, B, c, *, sampling="optimal", rng=None):
     scale = np.sqrt(counts / (c * p[uniq])).astype(dtype)
     product = (A[:, uniq] * scale) @ (B[uniq, :] * scale[:, None])
     return CRProductResult(
-        product=product.astype(dtype, copy=False),
+        product=unscale(product, e, dtype, "the sampled product of `A` and `B` overflows").astype(dtype, copy=False),
         indices=idx,
         probabilities=p,
-        error_bound_rms=math.sqrt(_cr_sum(a, b, p) / c),
+        error_bound_rms=ldexp_float(math.sqrt(_cr_sum(a, b, p) / c), e),
         seed=seed,
     )
 
@@ -1037,6 +1131,12 @@ def interpolative_decomposition(A, k_or_eps, *, axis="columns", rng=None, n_powe
         If A is empty or non-finite, k is outside [1, min(M, N)], eps is outside (0, 1), or
         ``axis`` is unknown.
 
+    Warns
+    -----
+    ConvergenceWarning
+        With a tolerance, if the selected columns miss it: eps below the rounding floor of the
+        dtype (the fewest columns that reach the floor are returned), or the sketch ran out.
+
     See Also
     --------
     cur : columns and rows at once.
@@ -1055,8 +1155,9 @@ def interpolative_decomposition(A, k_or_eps, *, axis="columns", rng=None, n_powe
 
     In tolerance mode the sketch is grown by the adaptive range finder of `randomized_svd`
     until its error bound is below eps/2, and k is the smallest number of pivot columns whose
-    exact least-squares error on A is at most eps (computed for every k with one product; eps
-    below about 1e-7 is limited by cancellation).
+    exact least-squares error on A is at most eps (computed for every k with one product, as a
+    sum of squares without cancellation). An eps below the rounding floor of `randomized_svd`
+    (about :math:`4\\sqrt{\\max(M, N)}\\,\\epsilon` relative) is met as far as the dtype allows.
 
     References
     ----------
@@ -1081,6 +1182,7 @@ def interpolative_decomposition(A, k_or_eps, *, axis="columns", rng=None, n_powe
     axis = _validate.choice("axis", axis, _AXES)
     q = _validate.positive_int("n_power_iter", n_power_iter, minimum=0)
     generator, seed = _validate.rng(rng)
+    arr, _ = pow2_normalize(arr)  # columns, interpolation and relative errors are scale-invariant
     work = arr if axis == "columns" else arr.T
     m, n = work.shape
     if isinstance(k_or_eps, (bool, np.bool_)) or not isinstance(k_or_eps, numbers.Real):
@@ -1099,17 +1201,41 @@ def interpolative_decomposition(A, k_or_eps, *, axis="columns", rng=None, n_powe
             X[0, 0] = 1
         else:
             ops = _Blocks("A", work.T)  # sketch the row space of `work`: range of work^T
-            res = _randomized_svd_adaptive(ops, min(m, n), 0.5 * eps * fro, q, generator, seed)
+            # the range finder's own ConvergenceWarning would name randomized_svd; the ID warns below
+            res = _randomized_svd_adaptive(ops, min(m, n), 0.5 * eps * fro, q, generator, seed, warn=False)
             # res: work^T ~ U s Vt, so (s Vt)^T ... the rows of Y = s[:, None] * U.T span work's rows
             Y = (res.U * res.s).T
             _, _, P = _qr(Y, pivoting=True)
-            # exact projection error of A onto its first k pivot columns, for every k, in one product
+            # exact projection error of A onto its first k pivot columns, for every k, in one product:
+            # ||A - Q_k Q_k^T A||^2 = sum_{i > k} ||W_i||^2 + ||A - Qa W||^2 (W = Qa^T A), a sum of
+            # squares with no cancellation (||A||^2 - sum_{i <= k} ||W_i||^2 loses everything below
+            # sqrt(eps) ||A||)
             ell = Y.shape[0]
             Qa = _orth(work[:, P[:ell]].copy())
-            W = (Qa.T @ work).astype(np.float64)
-            resid2 = fro**2 - np.cumsum(np.einsum("ij,ij->i", W, W))
-            ok = np.flatnonzero(resid2 <= (eps * fro) ** 2)
+            W = Qa.T @ work
+            outside = (work - Qa @ W).astype(np.float64)
+            w2 = np.einsum("ij,ij->i", W.astype(np.float64), W.astype(np.float64))
+            resid2 = np.cumsum(w2[::-1])[::-1][1:].tolist() + [0.0]
+            resid2 = np.asarray(resid2) + float(np.einsum("ij,ij->", outside, outside))
+            # below what the dtype resolves, the fewest columns that reach the rounding floor (that of
+            # `randomized_svd`); if even all ell pivot columns miss eps, all of them (and a warning)
+            tau = config.LOWRANK_ROUNDING_FACTOR * math.sqrt(max(m, n)) * np.finfo(work.dtype).eps * fro
+            reach = max((eps * fro) ** 2, (2.0 * tau) ** 2)
+            ok = np.flatnonzero(resid2 <= reach)
             k = int(ok[0]) + 1 if ok.size else ell
+            if resid2[k - 1] > (eps * fro) ** 2:
+                warnings.warn(
+                    f"interpolative_decomposition: relative error {math.sqrt(resid2[k - 1]) / fro:.3g} > "
+                    f"`k_or_eps`={eps:g} with {k} columns"
+                    + (
+                        f": the tolerance is below the rounding floor {2 * tau / fro:.3g} of {arr.dtype.name} for "
+                        f"this matrix"
+                        if ok.size
+                        else ""
+                    ),
+                    ConvergenceWarning,
+                    stacklevel=2,
+                )
             idx, X, _ = _pivoted_id(Y, k)
     X = _refine_interp(work, idx, X)
     # a-posteriori estimate with fresh Gaussian probes
@@ -1118,6 +1244,36 @@ def interpolative_decomposition(A, k_or_eps, *, axis="columns", rng=None, n_powe
     est = math.sqrt(float(np.sum(E * E)) / config.LOWRANK_N_PROBES) / fro if fro > 0 else 0.0
     interp = X if axis == "columns" else np.ascontiguousarray(X.T)
     return IDResult(indices=idx, interp=interp, rank=k, axis=axis, error_estimate=est, seed=seed)
+
+
+def _cur_core(A, C, R):
+    """Core U minimizing ||A - C U R||_F, from the QR factorizations of C and R^T (see `cur`, Notes)."""
+    Qc, Tc = _qr(C)
+    Qr, Tr = _qr(R.T)
+    with blas_single_thread():  # k x k: threads cost more than they save
+        Wc, sc, Zc = scipy.linalg.svd(Tc, check_finite=False)
+        Wr, sr, Zr = scipy.linalg.svd(Tr, check_finite=False)
+    # C = (Qc Wc) diag(sc) Zc and R = Zr^T diag(sr) (Qr Wr)^T, so C U R = (Qc Wc) X (Qr Wr)^T exactly when
+    # Zc U Zr^T = diag(1/sc) X diag(1/sr), X = (Qc Wc)^T A (Qr Wr) the optimal middle factor
+    X = Wc.T @ ((Qc.T @ A) @ Qr) @ Wr
+    A64 = A.astype(np.float64, copy=False)
+    eps = float(np.finfo(A.dtype).eps)
+    best, best_err, last = None, math.inf, None
+    for power in config.CUR_CORE_CUTOFF_EXPONENTS:
+        tau = 0.0 if power is None else eps**power
+        kc, kr = int(np.sum(sc > tau * sc[0])), int(np.sum(sr > tau * sr[0]))
+        if (kc, kr) == last:
+            continue
+        last = (kc, kr)
+        core = X[:kc, :kr] / sc[:kc, None] / sr[None, :kr]
+        U = Zc[:kc].T @ core @ Zr[:kr]
+        if best is None and len(config.CUR_CORE_CUTOFF_EXPONENTS) == 1:
+            return U
+        E = A64 - (C @ U @ R).astype(np.float64, copy=False)
+        err = float(np.einsum("ij,ij->", E, E))
+        if err < best_err or best is None:
+            best, best_err = U, err
+    return best
 
 
 def cur(A, k, *, rng=None, n_power_iter=1):
@@ -1156,6 +1312,15 @@ def cur(A, k, *, rng=None, n_power_iter=1):
     :math:`C^T = A_{:,J}^T` (cheap: C has k columns); the core
     :math:`U = C^+ A R^+` is the Frobenius-optimal one for the chosen C and R.
 
+    It is computed without forming a pseudo-inverse: with :math:`C = Q_c T_c`, :math:`R^T = Q_r T_r`
+    and the SVDs of the k x k triangles :math:`T_c = W_c \\Sigma_c Z_c`, :math:`T_r = W_r \\Sigma_r Z_r`,
+    :math:`U = Z_c^T \\Sigma_c^{-1} (W_c^T Q_c^T A Q_r W_r) \\Sigma_r^{-1} Z_r`. When C or R is
+    ill-conditioned (a fast-decaying spectrum, k near the numerical rank), U holds entries of
+    size :math:`1/\\sigma_{min}` whose rounding alone costs :math:`\\epsilon\\,\\mathrm{cond}` in
+    :math:`\\|A - CUR\\|`; directions of C and R below :math:`\\epsilon^{3/4}` and
+    :math:`\\epsilon^{1/2}` of the largest are then also tried dropped (each costs at most their own
+    size and removes that rounding), and the core with the smallest measured error is kept.
+
     References
     ----------
     .. [1] S. Voronin and P.-G. Martinsson, "Efficient algorithms for CUR and interpolative
@@ -1174,10 +1339,12 @@ def cur(A, k, *, rng=None, n_power_iter=1):
     arr = _dense("A", A)
     m, n = arr.shape
     k = _rank("k", k, m, n)
+    dtype = arr.dtype
+    arr, e = pow2_normalize(arr)  # 2^-e A = C' U' R' with C' = 2^-e C, R' = 2^-e R: U = 2^-e U'
     col = interpolative_decomposition(arr, k, rng=rng, n_power_iter=n_power_iter)
     C = arr[:, col.indices]
     _, _, P = _qr(C.T, pivoting=True)
     rows = P[:k].copy()
     R = arr[rows, :]
-    U = scipy.linalg.pinv(C, check_finite=False) @ (arr @ scipy.linalg.pinv(R, check_finite=False))
-    return CURResult(cols=col.indices, rows=rows, U=U.astype(arr.dtype, copy=False), rank=k, seed=col.seed)
+    U = unscale(_cur_core(arr, C, R), -e, dtype, "`A`: the core U overflows")
+    return CURResult(cols=col.indices, rows=rows, U=U.astype(dtype, copy=False), rank=k, seed=col.seed)

@@ -18,6 +18,7 @@ import scipy.linalg
 from threadpoolctl import threadpool_limits
 
 from . import _roots_kernels, _validate, config
+from ._scaling import ldexp_float, unscale
 from .results import ConvergenceWarning
 
 __all__ = [
@@ -36,17 +37,36 @@ _RIDGE_MODES = ("relative", "absolute")
 # --------------------------------------------------------------------------- validation
 
 
+def _block_exponents(A3):
+    """Per-block e with max |A3[b]| * 2^-e in [0.5, 1), or None when every block is safely in range.
+
+    Eigenvalues, eigenvectors, relative residuals and the symmetry test are scale-invariant, so
+    blocks near the ends of the float64 range are worked on as 2^-e A (exact) and scaled back.
+    """
+    with np.errstate(invalid="ignore"):
+        amax = np.max(np.abs(A3), axis=(-2, -1)) if A3.size else np.zeros(A3.shape[:-2])
+    e = np.frexp(np.where(np.isfinite(amax), amax, 0.0))[1].astype(np.int64)
+    if np.all(np.abs(e) <= np.finfo(np.float64).maxexp // 4):
+        return None
+    return e
+
+
 def _symmetric_input(name, A, sym_rtol=None):
     """Validate a symmetric matrix or stack; return (float64 symmetrized copy, input dtype)."""
     arr = _validate.float_array(name, A, min_ndim=2)
     _validate.square(name, arr)
     n = arr.shape[-1]
     A3 = arr.reshape((-1, n, n))
+    e = _block_exponents(A3)
+    if e is not None:  # the kernel sums squares of entries: 1e300 would overflow, 1e-300 underflow
+        A3 = np.ldexp(A3.astype(np.float64), -e[:, None, None])
     A64 = np.empty(arr.shape, dtype=np.float64)
     n_pairs = _roots_kernels.tile_pairs(n)
     asym_sq = np.empty((A3.shape[0], n_pairs))
     sq = np.empty((A3.shape[0], n_pairs))
     _roots_kernels.symmetrize_stack(A3, A64.reshape((-1, n, n)), asym_sq, sq)
+    if e is not None:
+        A64 = np.ldexp(A64.reshape(A3.shape), e[:, None, None]).reshape(arr.shape)
     num = np.sqrt(asym_sq.sum(axis=1)).reshape(arr.shape[:-2])
     den = np.sqrt(sq.sum(axis=1)).reshape(arr.shape[:-2])
     rtol = (
@@ -69,18 +89,23 @@ def _check_p(p):
     return p  # unconverted: a Fraction stays exact for the coupled Newton path
 
 
-def _check_psd(name, lam, n):
-    """Raise naming the smallest eigenvalue if lam (descending, (..., n)) proves A indefinite."""
+def _check_psd(name, lam, n, dtype):
+    """Raise naming the smallest eigenvalue if lam (descending, (..., n)) proves A indefinite.
+
+    The threshold is in units of the eps of ``dtype``, the dtype A came in: a float32 Gram matrix
+    is semidefinite only up to float32 rounding, however accurately it is decomposed afterwards.
+    """
     lam_min = lam[..., -1]
     scale = np.max(np.abs(lam), axis=-1)
-    tau = config.PSD_NEG_ROUNDOFF * n * _EPS * scale
+    tau = config.PSD_NEG_ROUNDOFF * n * np.finfo(dtype).eps * scale
     bad = lam_min < -tau
     if np.any(bad):
         i = np.unravel_index(np.argmin(np.where(bad, lam_min / np.where(scale > 0, scale, 1), np.inf)), bad.shape)
         where = "" if lam_min.ndim == 0 else f" (block {tuple(int(k) for k in i)})"
         raise ValueError(
             f"`{name}` must be positive semidefinite: its smallest eigenvalue is {float(lam_min[i]):.6g}{where}, "
-            f"below the roundoff threshold {-float(tau[i]):.3g} = -{config.PSD_NEG_ROUNDOFF:g} n eps ||A||_2"
+            f"below the roundoff threshold {-float(tau[i]):.3g} = -{config.PSD_NEG_ROUNDOFF:g} n eps ||A||_2 "
+            f"(eps of {np.dtype(dtype).name})"
         )
 
 
@@ -92,19 +117,52 @@ def _absolute_ridge(ridge, ridge_mode, lam_max):
     return np.full(np.shape(lam_max), ridge)
 
 
-def _shifted(name, lam, ridge_abs, n):
-    """lam + ridge with roundoff negatives clipped; raise if singular to working precision."""
-    _check_psd(name, lam, n)
-    shifted = np.maximum(lam, 0.0) + np.asarray(ridge_abs)[..., None]
-    floor = n * _EPS * np.max(np.abs(lam), axis=-1) + np.asarray(ridge_abs)
+def _shifted(name, lam, ridge_abs, n, dtype, *, definite=True):
+    """lam + ridge with roundoff negatives clipped; raise if singular to working precision.
+
+    ``definite=False`` (for a positive power) accepts zero eigenvalues: 0^s = 0 for s > 0.
+    """
+    _check_psd(name, lam, n, dtype)
+    ridge_abs = np.asarray(ridge_abs)
+    shifted = np.maximum(lam, 0.0) + ridge_abs[..., None]
+    if not definite:
+        return shifted
+    floor = config.PSD_SINGULAR_ROUNDOFF * n * np.finfo(dtype).eps * np.max(np.abs(lam), axis=-1) + ridge_abs
     low = shifted[..., -1]
-    if np.any(low <= np.where(np.asarray(ridge_abs) > 0, 0.0, floor)):
+    if np.any(low <= np.where(ridge_abs > 0, 0.0, floor)):
         i = np.unravel_index(np.argmin(low), low.shape)
         raise ValueError(
             f"`{name}` + ridge is singular to working precision: smallest eigenvalue {float(lam[i][-1]):.3g} "
-            f"with ridge {float(np.asarray(ridge_abs)[i]):.3g}; pass `ridge` > 0 for a semidefinite factor"
+            f"with ridge {float(ridge_abs[i]):.3g}; pass `ridge` > 0 for a semidefinite factor"
         )
     return shifted
+
+
+def _eig_power(Q, lam, s, dtype, what):
+    """Q diag(lam^s) Q^T in ``dtype`` for lam >= 0, without overflow on the way.
+
+    The powers are formed in log space and scaled per block by a power of two 2^e (exact), so an
+    answer whose entries fit in ``dtype`` comes back finite even when lam^s alone, or a product
+    behind one entry, would overflow; an answer that does not fit raises a ValueError.
+    """
+    with np.errstate(divide="ignore"):  # log(0) = -inf: 0^s = 0 for s > 0 (s < 0 never sees a 0)
+        logd = s * np.log(lam)
+    top = np.max(logd, axis=-1)
+    e = np.where(np.isfinite(top), np.floor(top / math.log(2.0)), 0.0).astype(np.int64)
+    d = np.exp(logd - (e * math.log(2.0))[..., None])  # in (0, 2] or 0: nothing left to overflow
+    X = _from_eig(Q, d)
+    big = np.max(np.abs(X), axis=(-2, -1))
+    # log2 of the largest entry after the 2^e, compared in log space (2^e itself may not be representable)
+    log2_big = np.log2(np.maximum(big, np.finfo(np.float64).tiny)) + e
+    if np.any(log2_big > math.log2(np.finfo(dtype).max)):
+        i = np.unravel_index(np.argmax(log2_big), e.shape)
+        log10 = float(log2_big[i]) * math.log10(2.0)
+        where = "" if e.ndim == 0 else f" (block {tuple(int(k) for k in i)})"
+        raise ValueError(
+            f"{what} overflows {np.dtype(dtype).name}: its largest entry is about 1e{log10:.1f}{where}, "
+            f"above {np.finfo(dtype).max:.3g}; the answer is not representable"
+        )
+    return np.ldexp(X, e[..., None, None]).astype(dtype, copy=False)
 
 
 # --------------------------------------------------------------------------- the eigendecomposition object
@@ -182,7 +240,7 @@ class SymmetricEig:
             If an eigenvalue is negative beyond roundoff, or A + ridge I is singular.
         """
         ridge_abs = _absolute_ridge(ridge, ridge_mode, self.eigenvalues[..., 0])
-        return _shifted(name, self.eigenvalues, ridge_abs, self.n)
+        return _shifted(name, self.eigenvalues, ridge_abs, self.n, self.dtype)
 
     def cond(self, ridge=0.0, ridge_mode="relative"):
         """Condition number of A + ridge I (2-norm).
@@ -208,7 +266,8 @@ class SymmetricEig:
         Parameters
         ----------
         s : float
-            The power; negative and fractional powers need A + ridge I positive definite.
+            The power. Negative powers need A + ridge I positive definite; positive powers need
+            it semidefinite (zero eigenvalues map to zero, as in `scipy.linalg.sqrtm`).
         ridge : float, optional
             As in `shifted_eigenvalues`.
         ridge_mode : {"relative", "absolute"}, optional
@@ -222,12 +281,17 @@ class SymmetricEig:
         Raises
         ------
         ValueError
-            If the power is not defined for the eigenvalues (see `shifted_eigenvalues`).
+            If the power is not defined for the eigenvalues (see `shifted_eigenvalues`), ``s`` is
+            not finite, or the answer overflows ``dtype``.
         """
-        if isinstance(s, (bool, np.bool_)) or not isinstance(s, numbers.Real) or not math.isfinite(float(s)):
+        if isinstance(s, (bool, np.bool_)) or not isinstance(s, numbers.Real):
             raise TypeError(f"`s` must be a finite real number, got {s!r}")
-        lam = self.shifted_eigenvalues(ridge, ridge_mode)
-        return _from_eig(self.Q, lam ** float(s)).astype(self.dtype, copy=False)
+        if not math.isfinite(float(s)):
+            raise ValueError(f"`s` must be a finite real number, got {s!r}")
+        s = float(s)
+        ridge_abs = _absolute_ridge(ridge, ridge_mode, self.eigenvalues[..., 0])
+        lam = _shifted("A", self.eigenvalues, ridge_abs, self.n, self.dtype, definite=s < 0)
+        return _eig_power(self.Q, lam, s, self.dtype, f"(A + ridge I)^{s:g}")
 
     def inverse_root(self, p, *, ridge=0.0, ridge_mode="relative"):
         """(A + ridge I)^(-1/p).
@@ -300,10 +364,14 @@ class SymmetricEig:
         Qout = np.empty_like(Q3)
         lam = np.empty((A3.shape[0], n))
         res = np.empty(A3.shape[0])
+        e = _block_exponents(A3)
+        As = A3 if e is None else np.ldexp(A3, -e[:, None, None])  # products and squares stay in range
         with threadpool_limits(1):
-            _roots_kernels.refresh_stack(A3, Q3, Qout, lam, res, steps)
+            _roots_kernels.refresh_stack(np.ascontiguousarray(As), Q3, Qout, lam, res, steps)
         scale = np.maximum(np.max(np.abs(lam), axis=1), np.finfo(np.float64).tiny)
         res = res / scale
+        if e is not None:
+            lam = np.ldexp(lam, e[:, None])
         order = np.argsort(-lam, axis=1, kind="stable")  # keep descending for the next refresh
         lam = np.take_along_axis(lam, order, axis=1)
         Qout = np.take_along_axis(Qout, order[:, None, :], axis=2)
@@ -338,6 +406,10 @@ def _eigh_with_residual(A3, residual=True):
     For a stack of at least ``ROOTS_STACK_PARALLEL_MIN_BLOCKS`` blocks the numba kernel computes
     the residual of each block right after its eigendecomposition, on the same probes.
     """
+    e = _block_exponents(A3)
+    if e is not None:
+        w, Q, res = _eigh_with_residual(np.ldexp(A3, -e[:, None, None]), residual)
+        return np.ldexp(w, e[:, None]), Q, res  # the residual is relative: scale-invariant
     b, n, _ = A3.shape
     if b >= config.ROOTS_STACK_PARALLEL_MIN_BLOCKS:
         w = np.empty((b, n))
@@ -547,9 +619,9 @@ def inverse_pth_root(
         Return an `InverseRootResult` with diagnostics instead of the bare matrix.
     tol : float, optional
         "newton" only: stop when ||M_k - I||_F <= tol; default ``sqrt(N) * eps``, stagnation
-        also stops. The answer is then verified (see Notes).
+        also stops. The answer is then verified (see Notes). Validated for every method.
     maxiter : int, optional
-        "newton" only: cap on iterations (default 100).
+        "newton" only: cap on iterations (default 100). Validated for every method.
     sym_rtol : float, optional
         Accepted relative asymmetry, as in `symmetric_eig`.
 
@@ -566,8 +638,10 @@ def inverse_pth_root(
         If A is integer, boolean or complex, or ``p`` is not a real number.
     ValueError
         If A is not square or not symmetric, holds NaN or Inf, has an eigenvalue below
-        -10 N eps ||A||_2 (the message names the smallest eigenvalue), is singular with
-        ``ridge=0``, or if ``p <= 0`` or the options are invalid.
+        -10 N eps ||A||_2 with eps that of the dtype of A (a float32 Gram matrix is semidefinite
+        only to float32 rounding; the message names the smallest eigenvalue), is singular with
+        ``ridge=0``, if ``p <= 0`` or the options are invalid, or if the root overflows the dtype of
+        A (the message names the overflow; representable answers are computed without one).
 
     Warns
     -----
@@ -631,21 +705,38 @@ def inverse_pth_root(
     _validate.choice("ridge_mode", ridge_mode, _RIDGE_MODES)
     ridge = _validate.nonnegative("ridge", ridge)
     return_info = bool(return_info)
+    # every option is checked whatever the method, so a bad value never passes silently
+    tol = _validate.positive("tol", tol, allow_none=True)
+    maxiter = _validate.positive_int("maxiter", maxiter, default=config.ROOTS_NEWTON_MAXITER)
     if method == "newton":
-        tol = _validate.positive("tol", tol, allow_none=True)
-        maxiter = _validate.positive_int("maxiter", maxiter, default=config.ROOTS_NEWTON_MAXITER)
         A64, dtype = _symmetric_input("A", A, sym_rtol)
         if A64.ndim != 2:
             raise ValueError(
                 f"`A` must be 2-D for method='newton', got shape {A64.shape} (use method='eigh' for stacks)"
             )
-        res = _newton_root(A64, p, ridge, ridge_mode, tol, maxiter)
+        e = _block_exponents(A64[None])
+        e = 0 if e is None else int(e[0])
+        # (2^e A_s + r I)^(-1/p) = 2^(-e/p) (A_s + 2^-e r I)^(-1/p): the iteration runs on A_s
+        ridge_s = ridge if ridge_mode == "relative" else math.ldexp(ridge, -e)
+        res = _newton_root(np.ldexp(A64, -e), p, ridge_s, ridge_mode, tol, maxiter, dtype)
+        if e:
+            fields = dict(res.__dict__)
+            fields["root"] = unscale(
+                res.root, -e / float(p), np.float64, f"the root (A + ridge I)^(-1/p) for `p` = {p} overflows"
+            )
+            fields["ridge"] = ldexp_float(res.ridge, e)
+            res = InverseRootResult(**fields)
+        if not np.max(np.abs(res.root)) <= np.finfo(dtype).max:
+            raise ValueError(
+                f"the root (A + ridge I)^(-1/p) for `p` = {p} overflows {np.dtype(dtype).name}: its largest entry is "
+                f"{np.max(np.abs(res.root)):.3g}; the answer is not representable"
+            )
         res = _cast_result(res, dtype)
     else:
         eig = symmetric_eig(A, sym_rtol=sym_rtol)
         ridge_abs = _absolute_ridge(ridge, ridge_mode, eig.eigenvalues[..., 0])
-        lam = _shifted("A", eig.eigenvalues, ridge_abs, eig.n)
-        root = _from_eig(eig.Q, lam ** (-1.0 / float(p))).astype(eig.dtype, copy=False)
+        lam = _shifted("A", eig.eigenvalues, ridge_abs, eig.n, eig.dtype)
+        root = _eig_power(eig.Q, lam, -1.0 / float(p), eig.dtype, f"the root (A + ridge I)^(-1/p) for `p` = {p}")
         if not return_info:
             return root
         cond = lam[..., 0] / lam[..., -1]
@@ -683,7 +774,7 @@ def _rational(p):
     return frac.numerator, frac.denominator
 
 
-def _newton_root(A64, p, ridge, ridge_mode, tol, maxiter):
+def _newton_root(A64, p, ridge, ridge_mode, tol, maxiter, dtype):
     a, b = _rational(p)
     n = A64.shape[0]
     I = np.eye(n)
@@ -692,7 +783,7 @@ def _newton_root(A64, p, ridge, ridge_mode, tol, maxiter):
     lam_max = _lambda_max_estimate(A64)
     ridge_abs = float(_absolute_ridge(ridge, ridge_mode, lam_max))
     Ar = A64 + ridge_abs * I
-    _check_definite_cholesky(Ar, A64, ridge_abs)
+    _check_definite_cholesky(Ar, A64, ridge_abs, dtype)
     normF = np.linalg.norm(Ar)
     tol_iter = math.sqrt(n) * _EPS if tol is None else tol
     c = normF ** (1.0 / a)
@@ -730,7 +821,14 @@ def _newton_root(A64, p, ridge, ridge_mode, tol, maxiter):
             ConvergenceWarning,
             stacklevel=3,
         )
-    root = np.linalg.matrix_power(X, b) if b > 1 else X
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is named below, not warned about
+        root = np.linalg.matrix_power(X, b) if b > 1 else X
+    big = float(np.max(np.abs(root)))
+    if not big <= np.finfo(dtype).max:
+        raise ValueError(
+            f"the root (A + ridge I)^(-1/p) for `p` = {p} overflows {np.dtype(dtype).name}: its largest entry is "
+            f"above {np.finfo(dtype).max:.3g}; the answer is not representable"
+        )
     return InverseRootResult(
         root=root,
         p=p,
@@ -758,12 +856,12 @@ def _lambda_max_estimate(A64, steps=20):
     return lam
 
 
-def _check_definite_cholesky(Ar, A64, ridge_abs):
+def _check_definite_cholesky(Ar, A64, ridge_abs, dtype):
     try:
         np.linalg.cholesky(Ar)
     except np.linalg.LinAlgError:
         lam = np.linalg.eigvalsh(A64)[::-1]
-        _shifted("A", lam, ridge_abs, A64.shape[0])  # raises naming the smallest eigenvalue
+        _shifted("A", lam, ridge_abs, A64.shape[0], dtype)  # raises naming the smallest eigenvalue
         raise ValueError(
             f"`A` + ridge is numerically indefinite (smallest eigenvalue {lam[-1]:.3g}, ridge {ridge_abs:.3g}); "
             f"use method='eigh' or a larger `ridge`"
@@ -787,8 +885,9 @@ def _factor_root(k, F, dim, exponent, ridge, ridge_mode):
         w, Q = _eigh_blocks(A64[None])
         eig = SymmetricEig(Q=Q[0], eigenvalues=w[0], residual=0.0, method="eigh", n_steps=0, dtype=dtype)
     ridge_abs = _absolute_ridge(ridge, ridge_mode, eig.eigenvalues[0])
-    lam = _shifted(name, eig.eigenvalues, ridge_abs, eig.n)
-    return _from_eig(eig.Q, lam**exponent)
+    lam = _shifted(name, eig.eigenvalues, ridge_abs, eig.n, eig.dtype, definite=exponent < 0)
+    # float64 whatever the factor's dtype: G is multiplied in float64 and cast once at the end
+    return _eig_power(eig.Q, lam, exponent, np.float64, f"(`{name}` + ridge I)^{exponent:g}")
 
 
 def shampoo_precondition(G, factors, *, ridge=config.SHAMPOO_RIDGE, ridge_mode="relative", exponent=None):

@@ -196,3 +196,54 @@ def test_nkp_float32_and_bad_input():
     bad[0, 0] = np.nan
     with pytest.raises(ValueError, match="`M` must be finite"):
         nearest_kronecker_product(bad, (2, 2), (2, 3))
+
+
+@pytest.mark.parametrize("bad", [(2.9, 4.9), "24", (2, 4.0), (True, 4), 24, b"24"])
+def test_nkp_shapes_must_be_integer_pairs(bad):
+    M = np.ones((8, 16))
+    with pytest.raises(TypeError, match="`shape_a`"):
+        nearest_kronecker_product(M, bad, (4, 4))
+    with pytest.raises(TypeError, match="`shape_b`"):
+        nearest_kronecker_product(M, (2, 4), bad)
+    res = nearest_kronecker_product(M, (np.int64(2), 4), [4, 4])  # integer types of any kind are fine
+    np.testing.assert_allclose(res.to_dense(), M, atol=10 * EPS64 * np.linalg.norm(M))
+
+
+@pytest.mark.parametrize("c", [1e300, 1e-300])
+@pytest.mark.parametrize("rank", [1, 2])
+def test_nkp_is_scale_invariant_at_the_extremes(c, rank):
+    g = np.random.default_rng(0)
+    M = np.kron(g.standard_normal((2, 3)), g.standard_normal((4, 2))) + 1e-3 * g.standard_normal((8, 6))
+    ref = nearest_kronecker_product(M, (2, 3), (4, 2), rank=rank)
+    res = nearest_kronecker_product(M * c, (2, 3), (4, 2), rank=rank)
+    assert np.isfinite(res.A).all() and np.isfinite(res.B).all()
+    tol = 100 * EPS64 * np.linalg.norm(M)
+    # compared term by term, each scaled by sqrt(c) so that nothing over/underflows in the test
+    approx = sum(np.kron(a / np.sqrt(c), b / np.sqrt(c)) for a, b in zip(res.A, res.B, strict=True))
+    assert np.max(np.abs(approx - ref.to_dense())) <= tol
+    np.testing.assert_allclose(res.singular_values / c, ref.singular_values, rtol=100 * EPS64)
+    assert res.error / c == pytest.approx(ref.error, rel=1e-6, abs=tol)
+    assert res.rel_error == pytest.approx(ref.rel_error, rel=1e-6, abs=100 * EPS64)
+
+
+@pytest.mark.parametrize("mode", ["exact", "pi"])
+def test_kfac_with_factors_near_the_ends_of_the_range(mode):
+    # A, G ~ 1e200 (their eigenvalue products 1e400), grad ~ 1e300: the step ~ 1e-100 is representable
+    rng = np.random.default_rng(1)
+    A, G = spd(6, 1e3, 1), spd(4, 1e2, 2)
+    grad = rng.standard_normal((4, 6))
+    if mode == "exact":
+        V = kfac_solve(grad * 1e300, A * 1e200, G * 1e200, damping=1e300, damping_mode=mode)  # lambda = 1e-100 relative
+        F = np.kron(A, G) + 1e-100 * np.eye(24)
+    else:
+        V = kfac_solve(grad * 1e300, A * 1e200, G * 1e200, damping=1e300, damping_mode=mode)
+        pi = np.sqrt((np.trace(A) / 6) / (np.trace(G) / 4))
+        s = np.sqrt(1e300) / 1e200  # sqrt(lambda) in the units of A and G
+        F = np.kron(A + pi * s * np.eye(6), G + s / pi * np.eye(4))
+    ref = np.linalg.solve(F, vecF(grad))
+    assert np.isfinite(V).all()
+    assert np.linalg.norm(vecF(V) * 1e100 - ref) <= 10 * np.linalg.cond(F) * EPS64 * np.linalg.norm(ref)
+    with pytest.raises(ValueError, match="overflows float32"):
+        kfac_solve(
+            grad.astype(np.float32), (A * 1e-36).astype(np.float32), (G * 1e-36).astype(np.float32), damping=1e-45
+        )

@@ -171,6 +171,53 @@ def test_randomized_svd_bad_options():
         randomized_svd(A, 2, rng="seed")
 
 
+def _rsvd_floor(A):
+    """The rounding floor of randomized_svd's tol mode, derived independently of the code.
+
+    A product A w (||w|| = 1) is exact to about sqrt(N) eps ||A||_F; with the margin of
+    config.LOWRANK_ROUNDING_FACTOR this is the resolution tau of a direction, the probe estimate
+    is resolved to sqrt(c) tau with c = d / chi2_d^{-1}(failure) its bound factor, and the smallest
+    bound that can be certified is twice that.
+    """
+    from scipy.stats import chi2
+
+    from linalg_lowrank import config
+
+    d = config.LOWRANK_N_PROBES
+    c = d / chi2.ppf(config.LOWRANK_ERROR_BOUND_FAILURE, d)
+    tau = config.LOWRANK_ROUNDING_FACTOR * np.sqrt(max(A.shape)) * _eps(A.dtype) * np.linalg.norm(A.astype(np.float64))
+    return 2.0 * np.sqrt(c) * tau
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("base", [10.0, 2.0])
+@pytest.mark.parametrize("shape", [(80, 60), (40, 70)])
+def test_randomized_svd_tol_down_to_the_rounding_floor(dtype, base, shape):
+    m, n = shape
+    k = min(m, n)
+    A = from_spectrum(base ** -np.arange(k, dtype=np.float64), m, n, seed=3, dtype=dtype)
+    A64 = A.astype(np.float64)
+    fro = np.linalg.norm(A64)
+    floor = _rsvd_floor(A)
+    eps = _eps(dtype)
+    for rel_tol in [1e-2, 1e-4, 1e-6, 1e-8, 1e-10, 1e-12, 1e-14, 1e-16]:
+        tol = rel_tol * fro
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            res = randomized_svd(A, tol=tol, rng=0)
+        U, Vt = res.U.astype(np.float64), res.Vt.astype(np.float64)
+        err = np.linalg.norm(A64 - (U * res.s.astype(np.float64)) @ Vt)
+        assert res.rank <= k and U.shape == (m, res.rank)
+        assert np.linalg.norm(U.T @ U - np.eye(res.rank), 2) <= max(m, n) * eps
+        assert np.linalg.norm(Vt @ Vt.T - np.eye(res.rank), 2) <= max(m, n) * eps
+        assert err <= max(tol, floor), (rel_tol, err / fro, floor / fro)
+        assert err <= res.error_bound  # the bound stays a bound at the floor
+        if tol >= floor:
+            assert res.converged and not caught
+        if not res.converged:
+            assert any("floor" in str(w.message) for w in caught)
+
+
 # -- pinv --------------------------------------------------------------------------------------
 @given(matrices_with_spectrum(max_n=30, dtypes=(np.float64,), kind="generic"))
 def test_pinv_matches_scipy(case):
@@ -351,6 +398,37 @@ def test_id_float32_tolerance_mode():
     assert res.interp.dtype == np.float32
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("base", [10.0, 2.0])
+@pytest.mark.parametrize("shape", [(80, 60), (40, 70)])
+def test_id_tolerance_rank_matches_scipy_down_to_rounding(dtype, base, shape):
+    from linalg_lowrank import config
+
+    m, n = shape
+    A = from_spectrum(base ** -np.arange(min(m, n), dtype=np.float64), m, n, seed=3, dtype=dtype)
+    A64 = A.astype(np.float64)
+    fro = np.linalg.norm(A64)
+    eps_d = _eps(dtype)
+    floor = 2 * config.LOWRANK_ROUNDING_FACTOR * np.sqrt(max(m, n)) * eps_d  # relative, as randomized_svd's tau
+    for eps in [1e-2, 1e-4, 1e-6, 1e-8, 1e-10, 1e-12, 1e-14, 1e-15, 1e-16]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            res = interpolative_decomposition(A, eps, rng=0)
+        # scipy's rank test (pivot size, spectral) differs from ours (Frobenius): a few columns either way;
+        # below the dtype's resolution scipy's (on the float64 values) is an upper bound of what is needed
+        k_scipy = sli.interp_decomp(A64, max(eps, floor), rng=0)[0]
+        if eps >= floor:
+            assert abs(res.rank - k_scipy) <= 3, (eps, res.rank, k_scipy)
+        else:
+            assert res.rank <= k_scipy + 3, (eps, res.rank, k_scipy)
+        err = np.linalg.norm(A64 - res.reconstruct(A).astype(np.float64))
+        # the selection is checked in exact projections; forming and solving for C X adds
+        # gamma_k |C| |X| twice (backward-stable least squares, then the product)
+        C, X = A64[:, res.indices], res.interp.astype(np.float64)
+        rounding = 2 * res.rank * eps_d * np.linalg.norm(C) * np.linalg.norm(X) + np.sqrt(max(m, n)) * eps_d * fro
+        assert err <= max(eps, floor) * fro + rounding, (eps, err / fro)
+
+
 def test_id_bad_k():
     A, _ = _decaying(100, 60, seed=9, dtype=np.float32)
     for bad, exc in [(0, ValueError), (61, ValueError), (1.5, ValueError), (0.0, ValueError), ("3", TypeError)]:
@@ -389,3 +467,108 @@ def test_no_warnings_on_ordinary_use():
         warnings.simplefilter("error")
         randomized_svd(A, 5, rng=0)
         interpolative_decomposition(A, 5, rng=0)
+
+
+# -- scale invariance at the ends of the range (issue 14) -----------------------------------------
+_EXTREMES = [(np.float64, 1e300), (np.float64, 1e-300), (np.float32, 1e37), (np.float32, 1e-36)]
+
+
+@pytest.mark.parametrize("dtype, c", _EXTREMES)
+def test_low_rank_factorizations_are_scale_invariant_at_the_extremes(dtype, c):
+    s_true = np.array([3.0, 2.0, 1.5, 1.0, 0.5])
+    A = from_spectrum(s_true, 40, 30, seed=7)  # exactly rank 5: every method below is exact to rounding
+    Ac = (A * c).astype(dtype)  # the same matrix, times c (rounded once to dtype)
+    eps = _eps(dtype)
+    bound = 10 * max(A.shape) * eps * s_true[0]
+    res = randomized_svd(Ac, 5, rng=0)
+    assert res.s.dtype == dtype and np.isfinite(res.s).all()
+    np.testing.assert_allclose(res.s.astype(np.float64) / c, s_true, rtol=0, atol=bound)
+    assert np.isfinite(res.error_bound) and res.error_bound / c <= bound * np.sqrt(5)
+    res = randomized_svd(Ac, tol=1e-3 * c * s_true[0], rng=0)
+    assert res.rank == 5
+    np.testing.assert_allclose(res.s.astype(np.float64) / c, s_true, rtol=0, atol=bound)
+    Ac64 = Ac.astype(np.float64) / c  # exact division would be the ideal; /c rounds once more in float64
+    for result in (interpolative_decomposition(Ac, 5, rng=0), interpolative_decomposition(Ac, 1e-3, rng=0)):
+        assert result.rank == 5
+        rec = result.reconstruct(Ac).astype(np.float64) / c
+        assert np.linalg.norm(rec - Ac64) <= bound * np.sqrt(30)
+    res = cur(Ac, 5, rng=0)
+    assert np.isfinite(res.U).all()
+    rec = (
+        (Ac[:, res.cols].astype(np.float64) / c)
+        @ (res.U.astype(np.float64) * c)
+        @ (Ac[res.rows].astype(np.float64) / c)
+    )
+    # the core of an exact rank-5 CUR is W^-1 (W = A[rows, cols]): rounding times its condition number
+    W = Ac64[np.ix_(res.rows, res.cols)]
+    assert np.linalg.norm(rec - Ac64) <= bound * np.sqrt(30) * np.linalg.cond(W)
+
+
+@pytest.mark.parametrize(
+    "dtype, c", [(np.float64, 1e300), (np.float64, 1e-300), (np.float32, 1e35), (np.float32, 1e-36)]
+)
+def test_cr_matmul_is_scale_invariant_at_the_extremes(dtype, c):
+    A, B = _cr_case()
+    Ac = (A * c).astype(dtype)
+    B = B.astype(dtype)
+    eps = float(_eps(dtype))
+    # uniform probabilities are exact at every scale, so the same seed draws the same pairs
+    ref = cr_matmul(A.astype(dtype), B, 30, sampling="uniform", rng=1)
+    res = cr_matmul(Ac, B, 30, sampling="uniform", rng=1)
+    assert np.array_equal(res.indices, ref.indices) and res.product.dtype == dtype
+    scale = np.linalg.norm(A, axis=0) @ np.linalg.norm(B.astype(np.float64), axis=1) * 40 / 30
+    assert np.max(np.abs(res.product.astype(np.float64) / c - ref.product)) <= 10 * 40 * eps * scale
+    assert res.error_bound_rms / c == pytest.approx(ref.error_bound_rms, rel=100 * eps)
+    res = cr_matmul(Ac, B, 30, rng=1)  # optimal probabilities
+    np.testing.assert_allclose(
+        res.probabilities, cr_matmul(A.astype(dtype), B, 30, rng=1).probabilities, rtol=100 * eps
+    )
+    assert np.isfinite(res.product).all()
+    exp_c = cr_expected_error(Ac, B, 10)
+    assert exp_c / c == pytest.approx(cr_expected_error(A.astype(dtype), B, 10), rel=1e3 * eps)
+
+
+def test_unrepresentable_products_raise_naming_the_overflow():
+    A, B = _cr_case()
+    with pytest.raises(ValueError, match="overflows float64"):
+        cr_matmul(A * 1e300, B * 1e300, 10, rng=0)
+    with pytest.raises(ValueError, match="overflow float32"):
+        randomized_svd(np.full((40, 30), 3e38, dtype=np.float32), 2, rng=0)  # sigma_1 = 3e38 * sqrt(1200)
+
+
+def _qr_core(C, R, A):
+    """argmin_U ||A - C U R||_F by C = Qc Rc, R^T = Qr Rr and two triangular solves (float64)."""
+    Qc, Rc = np.linalg.qr(C)
+    Qr, Rr = np.linalg.qr(R.T)
+    Y = scipy.linalg.solve_triangular(Rc, Qc.T @ A @ Qr)
+    return scipy.linalg.solve_triangular(Rr, Y.T).T
+
+
+def _ill_conditioned_cur_cases():
+    g = np.random.default_rng(0)
+    dup = g.standard_normal((80, 60))
+    dup[:, 1] = dup[:, 0] + 1e-13 * g.standard_normal(80)  # all columns: cond(C) ~ 1e13
+    return [
+        ("rank 8, sigma_8 = 1e-13", from_spectrum(np.array([1.0] * 7 + [1e-13]), 80, 60, seed=0), 8),
+        ("10^-i, k = 14", from_spectrum(10.0 ** -np.arange(60.0), 80, 60, seed=0), 14),
+        ("2^-i, k = 45", from_spectrum(2.0 ** -np.arange(60.0), 80, 60, seed=1), 45),
+        ("near-duplicate columns", dup, 60),
+    ]
+
+
+@pytest.mark.parametrize("case", _ill_conditioned_cur_cases(), ids=lambda c: c[0])
+def test_cur_core_is_accurate_when_c_and_r_are_ill_conditioned(case):
+    _, A, k = case
+    res = cur(A, k, rng=0)
+    C, R = A[:, res.cols], A[res.rows, :]
+    fro = np.linalg.norm(A)
+    eps = _eps(A.dtype)
+    err = np.linalg.norm(A - C @ res.U @ R)
+    err_qr = np.linalg.norm(A - C @ _qr_core(C, R, A) @ R)
+    s = scipy.linalg.svdvals(A)
+    opt = np.sqrt(np.sum(s[k:] ** 2))  # no rank-k CUR does better
+    assert np.linalg.cond(C) > 1e10  # the premise
+    # never worse than the QR-based core on the same columns and rows (beyond rounding of A itself) ...
+    assert err <= err_qr + 10 * k * eps * fro
+    # ... and not limited by eps cond(C) cond(R): dropping directions below sqrt(eps) costs O(sqrt(eps))
+    assert err <= opt + k * np.sqrt(eps) * fro, (err / fro, err_qr / fro)

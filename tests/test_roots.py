@@ -426,3 +426,135 @@ def test_shampoo_does_not_modify_inputs():
         shampoo_precondition(G, [L, R])
     for a, b in zip([G, L, R], copies, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+# --------------------------------------------------------------------------- issue 14: dtype thresholds and extremes
+
+
+def _gram_float32(n=64, k=8, seed=0):
+    """G G^T for a (n, k) G, rounded once to float32: semidefinite only up to float32 rounding."""
+    G = np.random.default_rng(seed).standard_normal((n, k))
+    L = (G @ G.T).astype(np.float32)
+    return L, np.linalg.eigh(L.astype(np.float64))
+
+
+def _eigh_reference(L, s, ridge):
+    w, Q = np.linalg.eigh(L.astype(np.float64))
+    return (Q * (np.maximum(w, 0.0) + ridge * w[-1]) ** s) @ Q.T, w
+
+
+def test_float32_rank_deficient_gram_is_accepted_by_roots_and_shampoo():
+    L, (w, _) = _gram_float32()
+    n = L.shape[0]
+    # the premise: negative beyond float64's threshold, inside float32's rounding of ||L||
+    assert w[0] < -10 * n * EPS64 * w[-1] and -w[0] < 10 * n * EPS32 * w[-1]
+    ridge = 1e-6
+    X = inverse_pth_root(L, 4, ridge=ridge)
+    ref, _ = _eigh_reference(L, -0.25, ridge)
+    kappa = 1.0 / ridge
+    assert X.dtype == np.float32
+    assert relerr(X, ref) <= 10 * (EPS32 + n * kappa * EPS64)
+    G = np.random.default_rng(1).standard_normal((n, 3)).astype(np.float32)
+    R = np.eye(3, dtype=np.float32)
+    P = shampoo_precondition(G, [L, R])  # the default ridge
+    refL, _ = _eigh_reference(L, -0.25, 1e-6)
+    refP = refL @ G.astype(np.float64) @ ((1 + 1e-6) ** -0.25 * np.eye(3))
+    assert P.dtype == np.float32 and relerr(P, refP) <= 10 * (EPS32 + n * kappa * EPS64)
+    # float64 input keeps float64's threshold: the same matrix, exactly, is indefinite in float64
+    with pytest.raises(ValueError, match="positive semidefinite"):
+        inverse_pth_root(L.astype(np.float64) - 1e3 * n * EPS64 * w[-1] * np.eye(n), 4, ridge=0.0)
+
+
+def test_unrepresentable_roots_raise_naming_the_overflow():
+    with pytest.raises(ValueError, match="overflows float32"):
+        inverse_pth_root(np.diag([1.0, 1e-4]).astype(np.float32), 1 / 20)  # 1e80
+    with pytest.raises(ValueError, match="overflows float64"):
+        inverse_pth_root(np.diag([1.0, 1e-10]), 1 / 40)  # 1e400
+    with pytest.raises(ValueError, match="overflows float64"):
+        inverse_pth_root(np.diag([1.0, 1e-10]), Fraction(1, 40), method="newton")
+    with pytest.raises(ValueError, match="overflows float32"):
+        symmetric_eig(np.diag([1e30, 1.0]).astype(np.float32)).power(2.0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_representable_roots_near_the_overflow_threshold_are_finite_and_right(dtype):
+    # 1e-4 ^ -8 = 1e32 fits float32; 1e-10 ^ -30 = 1e300 fits float64
+    lam_small, p = (1e-4, 1 / 8) if dtype == np.float32 else (1e-10, 1 / 30)
+    A, Q, lam = spd(4, 1.0 / lam_small, seed=3)
+    X = inverse_pth_root(A.astype(dtype), p)
+    ref = scipy.linalg.fractional_matrix_power(A.astype(dtype).astype(np.float64), -1 / p)
+    assert X.dtype == dtype and np.isfinite(X).all()
+    # the root's relative condition number is 1/p = 30 (or 8): kappa * eps / p of its input rounding
+    kappa = 1.0 / lam_small
+    eps = np.finfo(dtype).eps
+    scale = np.max(np.abs(ref))  # ||ref||_F itself would overflow
+    assert relerr(X / scale, ref / scale) <= 10 * (eps + 4 * kappa * EPS64 / p)
+
+
+def test_root_whose_top_eigenvalue_overflows_but_whose_entries_fit():
+    # A = R diag(2^-512, 2^-511) R^T, R the 45-degree rotation (entries exact); A^-2 has eigenvalues
+    # 2^1024 (not a float64) and 2^1022 but entries 1.25 * 2^1023 and -0.75 * 2^1023, which fit.
+    A = np.ldexp(np.array([[1.5, -0.5], [-0.5, 1.5]]), -512)
+    ref = np.ldexp(np.array([[1.25, 0.75], [0.75, 1.25]]), 1023)
+    X = inverse_pth_root(A, 0.5)
+    assert np.isfinite(X).all()
+    assert np.max(np.abs(np.abs(X) - ref)) <= 10 * EPS64 * 4 * np.max(ref)
+    P = symmetric_eig(A).power(-2.0)
+    assert np.max(np.abs(np.abs(P) - ref)) <= 10 * EPS64 * 4 * np.max(ref)
+
+
+def test_positive_powers_of_a_singular_psd_matrix_match_sqrtm():
+    B = np.random.default_rng(4).standard_normal((6, 3))
+    P = B @ B.T  # rank 3
+    eig = symmetric_eig(P)
+    S = eig.power(0.5)
+    ref = np.real(scipy.linalg.sqrtm(P))
+    # sqrt is not Lipschitz at 0: a rounding-size eigenvalue eps ||P|| becomes sqrt(eps ||P||)
+    norm = np.linalg.norm(P, 2)
+    assert np.linalg.norm(S - ref, 2) <= 10 * np.sqrt(6 * EPS64 * norm)
+    np.testing.assert_allclose(S @ S, P, atol=10 * 6 * np.sqrt(EPS64) * norm)
+    w, Q = np.linalg.eigh(P)
+    ref15 = (Q * np.maximum(w, 0.0) ** 1.5) @ Q.T
+    assert np.linalg.norm(eig.power(1.5) - ref15, 2) <= 10 * 6 * EPS64 * norm**1.5 * 10
+    with pytest.raises(ValueError, match="singular"):
+        eig.power(-0.5)
+    X = shampoo_precondition(np.ones((6, 2)), [P, np.eye(2)], ridge=0.0, exponent=0.5)
+    assert np.linalg.norm(X - ref @ np.ones((6, 2)), 2) <= 10 * np.sqrt(6 * EPS64 * norm) * np.sqrt(12)
+
+
+@pytest.mark.parametrize("method", ["auto", "eigh", "newton"])
+def test_every_option_is_validated_for_every_method(method):
+    A = np.diag([2.0, 1.0])
+    for kwargs, word in [
+        ({"tol": np.nan}, "`tol`"),
+        ({"tol": -1.0}, "`tol`"),
+        ({"maxiter": 0}, "`maxiter`"),
+        ({"sym_rtol": -1.0}, "`sym_rtol`"),
+        ({"ridge": np.inf}, "`ridge`"),
+        ({"ridge_mode": "percent"}, "`ridge_mode`"),
+    ]:
+        with pytest.raises(ValueError, match=word):
+            inverse_pth_root(A, 2, method=method, **kwargs)
+    with pytest.raises(TypeError, match="`maxiter`"):
+        inverse_pth_root(A, 2, method=method, maxiter=2.5)
+
+
+@pytest.mark.parametrize(
+    "dtype, c", [(np.float64, 1e300), (np.float64, 1e-300), (np.float32, 1e37), (np.float32, 1e-36)]
+)
+def test_roots_are_scale_invariant_at_the_extremes(dtype, c):
+    n, kappa = 6, 1e3
+    A, Q, lam = spd(n, kappa, seed=5)
+    Ac = (A * c).astype(dtype)  # (c A)^s = c^s A^s
+    tol = 10 * n * kappa * float(np.finfo(dtype).eps)
+    for method in ["eigh", "newton"]:
+        X = inverse_pth_root(Ac, 2, method=method)
+        assert X.dtype == dtype and np.isfinite(X).all()
+        assert relerr(X.astype(np.float64) * np.sqrt(c), analytic(Q, lam, -0.5)) <= tol
+    eig = symmetric_eig(Ac)
+    assert relerr(eig.power(0.5).astype(np.float64) / np.sqrt(c), analytic(Q, lam, 0.5)) <= tol
+    np.testing.assert_allclose(eig.refresh(Ac).eigenvalues / c, lam, rtol=tol)
+    G = np.random.default_rng(2).standard_normal((n, n)).astype(dtype)
+    P = shampoo_precondition(G, [Ac, Ac])  # the default relative ridge scales with c as well
+    L = analytic(Q, lam + 1e-6 * lam[0], -0.25)
+    assert relerr(P.astype(np.float64) * np.sqrt(c), L @ G.astype(np.float64) @ L) <= tol

@@ -1,0 +1,53 @@
+"""Exact power-of-two scaling for scale-invariant problems at the ends of the float range.
+
+Multiplying by 2^e changes only the exponent of every (normal) number, so a problem whose answer
+scales with its input (singular values, eigenvalues, roots, cores, products) is solved on
+2^-e A, where nothing overflows or underflows, and the answer is scaled back. Used by the
+low-rank, roots and Kronecker families.
+"""
+
+import math
+
+import numpy as np
+
+
+def pow2_normalize(arr, *, always=False):
+    """(arr * 2^-e, e) with the largest |entry| in [0.5, 1), or (arr, 0) uncopied.
+
+    Without ``always`` the array is left alone unless its largest entry is beyond 2^(maxexp/4)
+    or below 2^(-maxexp/4) of its dtype: a Gram-like product squares the entries and sums many of
+    them, and a quarter of the exponent range leaves room for both. NaN/Inf give (arr, 0), for the
+    caller's own check to name.
+    """
+    if arr.size == 0:
+        return arr, 0
+    with np.errstate(invalid="ignore"):
+        amax = max(float(np.max(arr)), -float(np.min(arr)))
+    if amax == 0.0 or not math.isfinite(amax):
+        return arr, 0
+    e = math.frexp(amax)[1]
+    if not always and abs(e) <= np.finfo(arr.dtype).maxexp // 4:
+        return arr, 0
+    return np.ldexp(arr, -e).astype(arr.dtype, copy=False), e
+
+
+def ldexp_float(x, e):
+    """x * 2^e as a Python float, inf when beyond the float64 range."""
+    try:
+        return math.ldexp(float(x), int(e))
+    except OverflowError:
+        return math.inf
+
+
+def unscale(x, e, dtype, what):
+    """x * 2^e (e may be fractional) in ``dtype``; a ValueError naming ``what`` if it overflows."""
+    x64 = np.asarray(x, dtype=np.float64)
+    top = float(np.max(np.abs(x64))) if x64.size else 0.0
+    if top > 0 and math.log2(top) + e > math.log2(np.finfo(dtype).max):
+        raise ValueError(
+            f"{what} {np.dtype(dtype).name} (about 2^{math.log2(top) + e:.0f}); the answer is not representable"
+        )
+    if e == 0:
+        return x64.astype(dtype, copy=False)
+    ie = math.floor(e)
+    return np.ldexp(x64 * 2.0 ** (e - ie), ie).astype(dtype, copy=False)
