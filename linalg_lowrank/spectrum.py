@@ -175,7 +175,7 @@ def top_singular_values(A, k, *, tol=None, maxiter=None, rng=None):
     }
     for i in range(b):
         # One single-matrix operator per problem: the one-pass Gram kernel on matrix i, with its layout.
-        gram = _operators.DenseGram("A", gram0.mat[i : i + 1], gram0.left, gram0._source)
+        gram = gram0.subset(slice(i, i + 1))
         one = _top_one(gram, k, tol=tol, maxiter=maxiter, generator=generator)
         for key, value in one.items():
             fields[key][i] = value
@@ -202,7 +202,18 @@ def _top_one(gram, k, *, tol, maxiter, generator):
     M = gram.mat[0]  # (p, q) with B = M^T M
     p, q = M.shape
     x0 = generator.standard_normal(q)
-    _, W, _, steps, _ = _topsv.top_pairs(gram, x0, k, tol=tol, maxiter=maxiter, generator=generator)
+    state = generator.bit_generator.state  # a rescaled restart replays the same random directions
+    gram.begin()
+    try:
+        _, W, _, steps, _ = _topsv.top_pairs(gram, x0, k, tol=tol, maxiter=maxiter, generator=generator)
+    except _operators.Rescale:  # a product left the safe range: the products become those of 2^-e M
+        gram.rescale()
+        gram.begin()
+        generator.bit_generator.state = state
+        _, W, _, steps, _ = _topsv.top_pairs(gram, x0, k, tol=tol, maxiter=maxiter, generator=generator)
+    e = int(gram.exponent[0])
+    if e:
+        M = np.ldexp(M.astype(np.float64), -e)  # exact: the same powers of two as the iteration
     if W.shape[1] < k:  # maxiter < k: complete the basis at random (interlacing holds for any orthonormal V)
         W = np.concatenate([W, generator.standard_normal((q, k - W.shape[1]))], axis=1)
     Wq, _ = np.linalg.qr(W)
@@ -211,12 +222,14 @@ def _top_one(gram, k, *, tol, maxiter, generator):
         Up, s, Zt = np.linalg.svd(P, full_matrices=False)
         Wv = Wq @ Zt.T
         R = M.T @ Up - Wv * s
-    gram.check_finite(P, R)
-    residual = np.linalg.norm(R, axis=0)
+    if not (np.isfinite(P).all() and np.isfinite(R).all()):
+        gram.fail()
+    residual = np.linalg.norm(R, axis=0)  # of 2^-e A: relative quantities first, then the scale back
     with np.errstate(divide="ignore", invalid="ignore"):
         error_bound = np.where(s > 0, residual / np.where(s > 0, s, 1.0), np.where(residual == 0, 0.0, np.inf))
-    target = tol * np.maximum(s, config.SPECTRUM_RESIDUAL_FLOOR * s[0])
+    converged = bool(np.all(residual <= tol * np.maximum(s, config.SPECTRUM_RESIDUAL_FLOOR * s[0])))
     lower = np.maximum(s - (p + q) * _EPS * s[0], 0.0)
+    s, residual, lower = np.ldexp(s, e), np.ldexp(residual, e), np.ldexp(lower, e)
     left_vectors, right_vectors = (Wv, Up) if gram.left else (Up, Wv)
     return {
         "values": s,
@@ -225,7 +238,7 @@ def _top_one(gram, k, *, tol, maxiter, generator):
         "residual": residual,
         "error_bound": error_bound,
         "lower_bound": lower,
-        "converged": bool(np.all(residual <= target)),
+        "converged": converged,
         "n_iter": steps + 1,
         "n_matvecs": 2 * steps + 2 * k,
     }

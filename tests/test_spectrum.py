@@ -273,3 +273,16 @@ def test_difference_norm_against_numpy(dtype):
     assert res.sigma == pytest.approx(ref, rel=1e-8)
     with pytest.raises(ValueError, match="`W_old`"):
         ll.difference_norm(new, old[:, :3])
+
+
+@pytest.mark.parametrize("e", [-1000, -600, 500, 1000])
+def test_any_float_scale(e):
+    # The answer is representable at every scale: products run on 2^-e A (the engine's rescale).
+    s = np.array([3.0, 2.0, 1.5, 1.0, 0.5])
+    A = from_spectrum(s, 30, 20, seed=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = ll.top_singular_values(np.ldexp(A, e), 3, rng=0)
+    assert res.converged
+    assert np.allclose(np.ldexp(res.values, -e), s[:3], rtol=1e-10)
+    assert np.all(np.isfinite(res.error_bound)) and np.all(res.error_bound < 1e-6)
