@@ -253,7 +253,7 @@ class SpectrumStatistics:
     stable_rank : float
         ``||A||_F^2 / sigma_1^2`` (exact from the Frobenius norm; NaN for A = 0).
     effective_rank : float
-        ``exp(H(p))`` for ``p = s / sum(s)`` over the K computed values [1]_ (the full-spectrum
+        ``exp(H(p))`` for ``p = s / sum(s)`` over the K computed values (Roy and Vetterli; the full-spectrum
         effective rank when K = min(m, n)).
     effective_rank_bounds : tuple of float
         ``(low, high)``: every spectrum whose K largest values are the computed ones and whose
