@@ -15,6 +15,12 @@ from numba import prange
 
 from ._jit import REASSOC, jit
 
+# Compile cost: numba compiles a callee once per argument-type signature and re-optimizes it inside
+# every jitted caller. A literal 0 argument types as Literal[int](0), a second specialization of
+# the callee; array-to-array slice assignment pulls in numba's broadcasting (with its error message
+# formatting, seconds of compile time). Hence _ZERO and the _copy/_add loops below.
+_ZERO = np.int64(0)
+
 
 @jit(fastmath=REASSOC)
 def _dot4(r0, r1, r2, r3, x):
@@ -27,6 +33,20 @@ def _dot4(r0, r1, r2, r3, x):
         s2 += r2[j] * xj
         s3 += r3[j] * xj
     return s0, s1, s2, s3
+
+
+@jit
+def _copy(dst, src):
+    """dst[:] = src for 1-D arrays of equal length."""
+    for i in range(dst.shape[0]):
+        dst[i] = src[i]
+
+
+@jit
+def _add(dst, src):
+    """dst += src for 1-D arrays of equal length."""
+    for i in range(dst.shape[0]):
+        dst[i] += src[i]
 
 
 @jit(fastmath=REASSOC)
@@ -73,16 +93,16 @@ def gram_matvec(A, x, y, z, scratch):
         acc = scratch[c]
         acc[:] = 0.0
         _gram_rows(A, x, y, acc, (c * m) // n_chunks, ((c + 1) * m) // n_chunks)
-    z[:] = scratch[0]
+    _copy(z, scratch[0])
     for c in range(1, n_chunks):
-        z += scratch[c]
+        _add(z, scratch[c])
 
 
 @jit
 def gram_matvec_serial(A, x, y, z):
     """Single-threaded ``gram_matvec`` for small matrices (thread start-up would dominate)."""
     z[:] = 0.0
-    _gram_rows(A, x, y, z, 0, A.shape[0])
+    _gram_rows(A, x, y, z, _ZERO, A.shape[0])
 
 
 @jit(parallel=True)
@@ -91,7 +111,7 @@ def gram_matvec_stack(A, X, Y, Z, active):
     for t in prange(active.shape[0]):
         k = active[t]
         Z[k, :] = 0.0
-        _gram_rows(A[k], X[k], Y[k], Z[k], 0, A.shape[1])
+        _gram_rows(A[k], X[k], Y[k], Z[k], _ZERO, A.shape[1])
 
 
 @jit(fastmath=REASSOC)
@@ -159,9 +179,9 @@ def rank1_deflate_rows(W, v, decay, out, y, z, scratch):
         acc = scratch[c]
         acc[:] = 0.0
         _deflate_rows(W, v, decay, out, y, acc, (c * m) // n_chunks, ((c + 1) * m) // n_chunks)
-    z[:] = scratch[0]
+    _copy(z, scratch[0])
     for c in range(1, n_chunks):
-        z += scratch[c]
+        _add(z, scratch[c])
 
 
 # --- a whole solve per small matrix, for stacks: the matrix stays in cache across iterations ---
@@ -181,7 +201,7 @@ def _gram_step(M, x, y, z, scratch):
         gram_matvec(M, x, y, z, scratch)
     else:
         z[:] = 0.0
-        _gram_rows(M, x, y, z, 0, M.shape[0])
+        _gram_rows(M, x, y, z, _ZERO, M.shape[0])
 
 
 @jit
@@ -393,8 +413,8 @@ def lanczos_small(M, x0, tol, maxiter, K, keep, first_check, max_gap, hist, scra
                 r += d * d
             res_v = np.sqrt(r) / theta_v if theta_v > 0.0 else 0.0
             if res_v <= tol and theta_v > 0.0 and np.isfinite(theta_v):
-                w_best[:] = V[0]
-                y_best[:] = y
+                _copy(w_best, V[0])
+                _copy(y_best, y)
                 if hist.shape[0] > 0:
                     hist[0] = np.sqrt(theta_v)
                 return theta_v, w_best, y_best, res_v, steps, True, ratio, min(1, hist.shape[0]), 1, False
@@ -410,7 +430,7 @@ def lanczos_small(M, x0, tol, maxiter, K, keep, first_check, max_gap, hist, scra
             T[j, i] = h[i]
         beta = np.sqrt(_dot(z, z))
         if not np.isfinite(beta):  # NaN/Inf in M or overflow: the caller words the error
-            y_best[:] = y
+            _copy(y_best, y)
             return np.nan, w_best, y_best, np.inf, steps, False, ratio, n_hist, j + 1, False
         if beta > 0.0:
             for t in range(q):
@@ -468,8 +488,9 @@ def lanczos_small(M, x0, tol, maxiter, K, keep, first_check, max_gap, hist, scra
                     c = S[i, col]
                     for t in range(q):
                         Vk[l, t] += c * V[i, t]
-            V[:keep] = Vk
-            V[keep] = V[K]
+            for l in range(keep):
+                _copy(V[l], Vk[l])
+            _copy(V[keep], V[K])
             T[:, :] = 0.0
             for l in range(keep):
                 T[l, l] = theta[K - keep + l]
@@ -494,8 +515,8 @@ def lanczos_stack(
             A[k], X0[k], tol, maxiter, K, keep, first_check, max_gap, hist[k], np.empty((1, A.shape[2]))
         )
         theta[k] = t
-        W[k] = w
-        Y[k] = y
+        _copy(W[k], w)
+        _copy(Y[k], y)
         res[k] = r
         n_iter[k] = n
         conv[k] = c

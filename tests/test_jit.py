@@ -85,3 +85,61 @@ def test_other_runtime_errors_are_not_swallowed(monkeypatch, decorate):
 
     with pytest.raises(RuntimeError, match="something else"):
         _jit.jit(f) if decorate == "bare" else _jit.jit(parallel=False)(f)
+
+
+def test_writable_and_read_only_matrices_share_one_compiled_kernel():
+    # A memory-mapped checkpoint gives read-only arrays, a converted one writable arrays: the
+    # solver must not compile (seconds each) a second specialization of its kernels for them.
+    import numpy as np
+
+    from linalg_lowrank import _kernels
+
+    rng = np.random.default_rng(3)
+    A = rng.standard_normal((40, 30))
+    stack = rng.standard_normal((3, 12, 10))
+    kernels = (_kernels.power_pilot, _kernels.lanczos_small, _kernels.lanczos_stack)
+    for M in (A, stack):
+        linalg_lowrank.power_iteration(M, rng=0)
+        before = [len(k.signatures) for k in kernels]
+        frozen = M.copy()
+        frozen.flags.writeable = False
+        linalg_lowrank.power_iteration(frozen, rng=0)
+        assert [len(k.signatures) for k in kernels] == before
+
+
+def test_the_demo_audit_needs_no_kernel_beyond_warm_up():
+    # warm_up must prepare the specializations the audit really runs (read-only float32 and
+    # float64 matrices, float32 stacks), or the audit's first matrices are charged their compile
+    # (or cache load). Counted as signatures, which numba adds on a compile and on a cache load.
+    import io
+    import tempfile
+
+    import numba
+
+    from linalg_lowrank import _kernels, _warmup, audit
+
+    _warmup.warm_up(stream=io.StringIO())
+    kernels = {name: k for name, k in vars(_kernels).items() if isinstance(k, numba.core.dispatcher.Dispatcher)}
+    before = {name: set(k.signatures) for name, k in kernels.items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        report = audit.audit_checkpoint(audit.write_demo_checkpoint(os.path.join(tmp, "demo.safetensors")))
+    assert len(report.records) == 8
+    added = {name: set(k.signatures) - before[name] for name, k in kernels.items()}
+    assert {name: sigs for name, sigs in added.items() if sigs} == {}
+
+
+def test_warm_up_says_when_it_compiles_and_is_silent_when_nothing_compiles(monkeypatch):
+    import io
+
+    import numba
+
+    from linalg_lowrank import _warmup
+
+    fresh = numba.njit(lambda x: x + 1)  # a new function: its first call compiles
+    monkeypatch.setattr(_warmup, "_run_cases", lambda names: fresh(1))
+    first, second = io.StringIO(), io.StringIO()
+    _warmup.warm_up(stream=first)
+    _warmup.warm_up(stream=second)
+    lines = first.getvalue().splitlines()
+    assert len(lines) == 2 and "compiling numba kernels" in lines[0] and "compiled in" in lines[1]
+    assert second.getvalue() == ""
