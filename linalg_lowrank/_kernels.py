@@ -505,12 +505,17 @@ def lanczos_small(M, x0, tol, maxiter, K, keep, first_check, max_gap, hist, scra
     return theta_v, w_best, y_best, res_v, steps, res_v <= tol, ratio, n_hist, lanczos_dim, False
 
 
-@jit(parallel=True)
+@jit
 def lanczos_stack(
     A, X0, tol, maxiter, K, keep, first_check, max_gap, theta, W, Y, res, n_iter, conv, ratio, hist, n_hist, ldim, inv
 ):
-    """``lanczos_small`` on every matrix of the stack A (b, p, q), one matrix per thread."""
-    for k in prange(A.shape[0]):
+    """``lanczos_small`` on every matrix of the stack A (b, p, q), in order, on this thread.
+
+    Serial: ``_topsv`` runs contiguous chunks of the stack on several threads (the kernel
+    releases the GIL). A ``prange`` here cost about 3.5 s more compile time per dtype, because
+    numba optimizes the whole of ``lanczos_small`` again inside the parallel region.
+    """
+    for k in range(A.shape[0]):
         t, w, y, r, n, c, rt, nh, ld, iv = lanczos_small(
             A[k], X0[k], tol, maxiter, K, keep, first_check, max_gap, hist[k], np.empty((1, A.shape[2]))
         )
