@@ -152,7 +152,11 @@ class DenseGram(_GramBase):
     def __init__(self, name, stack, left, source):
         b, p, q = stack.shape
         super().__init__(name, (q, p) if left else (p, q), stack.dtype, b)
-        self.mat = stack  # (b, p, q) C-contiguous; the Gram operator is M^T M, of size q
+        # (b, p, q) C-contiguous; the Gram operator is M^T M, of size q. Always a read-only view:
+        # numba compiles writable and read-only (memory-mapped) arrays as separate specializations,
+        # and one per dtype is seconds of compile time less.
+        self.mat = stack.view()
+        self.mat.flags.writeable = False
         self.left = left
         self._source = source  # the caller's array, scanned only to word an error
         self._parallel_single = b == 1 and p * q >= PARALLEL_MIN_ENTRIES
