@@ -4,9 +4,10 @@ Tensors are read one at a time and never the whole file, by the readers of
 `linalg_lowrank._readers` (``.npy``, ``.npz``, ``.safetensors``) and `linalg_lowrank._torch_reader`
 (PyTorch ``.pt``/``.pth``/``.bin``, without torch and without running pickle code), which treat
 every file as hostile: a bad file is a `CheckpointError` (exit 2), never a hang or a crash.
-Every 2-D floating tensor, and every stack of matrices (ndim >= 3, matrices over the last two
-axes), gets its spectral norm from `linalg_lowrank.power_iteration`, its Frobenius norm, stable
-rank, RMS and the estimate of sigma2/sigma1; everything else is listed as skipped with a reason.
+Every 2-D floating tensor, every convolution kernel (viewed as one matrix, see `CONV_RULE`) and
+every stack of matrices (matrices over the last two axes) gets its spectral norm from
+`linalg_lowrank.power_iteration`, its Frobenius norm, stable rank, RMS and the estimate of
+sigma2/sigma1; everything else is listed as skipped with a reason.
 """
 
 import argparse
@@ -23,8 +24,18 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _validate, config
-from ._readers import _ST_DTYPES, CheckpointError, TensorItem, _open_checkpoint, parse_size, read_tensors
+from . import _validate, _warmup, config
+from ._readers import (
+    _REASON_EMPTY,
+    _REASON_NOT_FLOAT,
+    _REASON_NOT_MATRIX,
+    _ST_DTYPES,
+    CheckpointError,
+    TensorItem,
+    _open_checkpoint,
+    parse_size,
+    read_tensors,
+)
 from .results import ConvergenceWarning
 from .spectral import power_iteration
 
@@ -37,6 +48,7 @@ __all__ = [
     "audit_checkpoint",
     "main",
     "read_tensors",
+    "skipped_summary",
     "write_demo_checkpoint",
 ]
 
@@ -44,16 +56,17 @@ __all__ = [
 DEFAULT_SEED = 0
 #: Seed of the built-in demo checkpoint's random matrices.
 DEMO_SEED = 0
-#: Keys accepted by ``--sort`` (numbers sort descending, names ascending).
-SORT_KEYS = ("name", "spectral_norm", "stable_rank", "ratio", "rms")
-#: ``--sort`` key -> record field.
-_SORT_FIELDS = {
-    "name": "name",
-    "spectral_norm": "spectral_norm",
-    "stable_rank": "stable_rank",
-    "ratio": "ratio_estimate",
-    "rms": "rms",
-}
+#: Keys accepted by ``--sort`` (numbers sort descending, names ascending): the `AuditRecord` field
+#: names, which are also the table's column headers and the JSON keys.
+SORT_KEYS = ("name", "spectral_norm", "frobenius_norm", "stable_rank", "rms", "ratio_estimate", "time_s")
+#: Values of ``conv`` / ``--conv``: how tensors of three or more dimensions are viewed.
+CONV_MODES = ("flatten", "stack")
+#: What ``conv="flatten"`` (the default) does; ``conv="stack"`` treats every such tensor as a stack.
+CONV_RULE = (
+    "convolution kernels (out, in, *kernel) are audited as one out x (in*kernel) matrix: every 4-D and 5-D "
+    "tensor (conv2d, conv3d), and a 3-D tensor whose name contains 'conv' (conv1d); other 3-D tensors are "
+    "stacks of matrices over their last two axes"
+)
 #: Entries per chunk when the Frobenius norm is summed in float64 (8 MiB of scratch).
 _CHUNK_ELEMENTS = 1 << 20
 
@@ -66,9 +79,11 @@ _REASON_NONFINITE = "contains NaN or Inf"
 class AuditRecord:
     """Spectral statistics of one matrix, or of one stack of matrices, of a checkpoint.
 
-    For a stack (ndim >= 3, matrices over the last two axes) ``spectral_norm`` is the largest
-    spectral norm in the stack and every other statistic describes the matrix that attains it
-    (``stack_index``); ``converged`` holds only if every matrix of the stack converged.
+    For a stack (``view == "stack"``, matrices over the last two axes) ``spectral_norm`` is the
+    largest spectral norm in the stack and every other statistic describes the matrix that attains
+    it (``stack_index``); ``converged`` holds only if every matrix of the stack converged. A
+    convolution kernel (``view == "conv"``, shape ``(out, in, *kernel)``) is audited as the one
+    ``out x (in * prod(kernel))`` matrix ``W.reshape(out, -1)`` (see `CONV_RULE`).
 
     Attributes
     ----------
@@ -92,13 +107,16 @@ class AuditRecord:
         iteration ended before it could tell, for example on the zero matrix).
     converged : bool
         Whether `power_iteration` reached ``tol`` (for a stack: for every matrix).
-    time : float
-        Seconds spent on this tensor: reading, statistics and power iteration.
+    time_s : float
+        Seconds spent on this tensor: reading, statistics and power iteration (numba compiling
+        is done before the first tensor is timed and never counted here).
     stack_size : int
-        Number of matrices: 1 for a plain matrix.
+        Number of matrices: 1 for a plain matrix or a convolution kernel.
     stack_index : tuple of int or None
         Index over the stack dimensions of the matrix with the largest spectral norm; None for
-        a plain matrix.
+        a plain matrix or a convolution kernel.
+    view : str
+        How the tensor was read as matrices: "matrix" (2-D), "stack" or "conv".
     """
 
     name: str
@@ -110,14 +128,15 @@ class AuditRecord:
     rms: float
     ratio_estimate: float
     converged: bool
-    time: float
+    time_s: float
     stack_size: int = 1
     stack_index: tuple | None = None
+    view: str = "matrix"
 
     @property
     def is_stack(self):
-        """True for a stack of matrices (ndim >= 3)."""
-        return len(self.shape) > 2
+        """True for a stack of matrices."""
+        return self.view == "stack"
 
     def to_dict(self):
         """The fields as JSON-ready Python values (lists for tuples, None for NaN)."""
@@ -178,7 +197,7 @@ def _compute_dtype(dtype):
 
 
 def _as_computable(arr):
-    """The array as a native float32/float64 array; a view (memmap) whenever it already is one."""
+    """The array as a native float32/float64 array; itself (no copy) whenever it already is one."""
     want = _compute_dtype(arr.dtype)
     if arr.dtype != want or not arr.flags.aligned:  # a big-endian dtype differs from the native one
         arr = np.asarray(arr, dtype=want)
@@ -219,11 +238,27 @@ def _scaled_sumsq(M, rows):
     return total * scale * scale  # may be inf: the norm then really exceeds float64
 
 
-def _audit_array(name, arr, stored_dtype, *, seed, tol, maxiter):
+def _view(name, shape, conv):
+    """How a tensor is read as matrices: "matrix", "conv" (one flattened matrix) or "stack"."""
+    if len(shape) == 2:
+        return "matrix"
+    if conv == "stack":
+        return "stack"
+    # A 3-D tensor is as often a stack of expert/head matrices (E, m, n) as a conv1d kernel, and
+    # no shape tells them apart (LoRA stacks (E, d, r) look like (out, in, k)); the layer's name does.
+    if len(shape) in (4, 5) or (len(shape) == 3 and "conv" in name.lower()):
+        return "conv"
+    return "stack"
+
+
+def _audit_array(name, arr, stored_dtype, *, seed, tol, maxiter, conv):
     """AuditRecord of one loaded array, or a reason to skip it."""
     W = _as_computable(arr)
     shape = tuple(W.shape)
-    m, n = shape[-2:]
+    view = _view(name, shape, conv)
+    if view == "conv":
+        W = W.reshape(shape[0], -1)  # (out, in * kernel): a view when the kernel is C-contiguous
+    m, n = W.shape[-2:]
     stack = W.reshape((-1, m, n))  # a view for C-contiguous stacks and every 2-D array
     frob = _frobenius_norms(stack)
     if frob is None:
@@ -239,7 +274,7 @@ def _audit_array(name, arr, stored_dtype, *, seed, tol, maxiter):
     k = int(np.argmax(sigma))
     s, f = float(sigma[k]), float(frob[k])
     stable_rank = f * f / (s * s) if s > 0 else math.nan
-    batch_shape = shape[:-2]
+    batch_shape = W.shape[:-2]
     index = tuple(int(i) for i in np.unravel_index(k, batch_shape)) if batch_shape else None
     return AuditRecord(
         name=name,
@@ -251,19 +286,34 @@ def _audit_array(name, arr, stored_dtype, *, seed, tol, maxiter):
         rms=f / math.sqrt(m * n),
         ratio_estimate=float(ratio[k]),
         converged=bool(np.all(res.converged)),
-        time=0.0,
+        time_s=0.0,
         stack_size=stack.shape[0],
         stack_index=index,
+        view=view,
     )
 
 
-def audit_checkpoint(path, *, seed=DEFAULT_SEED, tol=config.POWER_TOL, maxiter=None, progress=False, max_bytes=None):
+_warmed_up = False
+
+
+def _warm_up():
+    """Compile (or load) the numba kernels once per process, before any tensor is timed."""
+    global _warmed_up
+    if not _warmed_up:
+        _warmup.warm_up()  # says on stderr when it compiles
+        _warmed_up = True
+
+
+def audit_checkpoint(
+    path, *, seed=DEFAULT_SEED, tol=config.POWER_TOL, maxiter=None, conv="flatten", progress=False, max_bytes=None
+):
     """Spectral statistics of every matrix of a checkpoint, read one tensor at a time.
 
     Parameters
     ----------
     path : str or os.PathLike
-        A ``.npy``, ``.npz`` or ``.safetensors`` file.
+        A ``.npy``, ``.npz`` or ``.safetensors`` file, or a PyTorch checkpoint (``.pt``,
+        ``.pth``, ``.bin``, ``.ckpt``; read without torch).
     seed : int, optional
         Seed of the random start vector of every power iteration (each tensor starts from the
         same seed, so a tensor's numbers do not depend on the rest of the file).
@@ -271,6 +321,12 @@ def audit_checkpoint(path, *, seed=DEFAULT_SEED, tol=config.POWER_TOL, maxiter=N
         Relative residual tolerance of `power_iteration`.
     maxiter : int, optional
         Cap on Gram products per matrix, as in `power_iteration`.
+    conv : {"flatten", "stack"}, optional
+        How tensors of three or more dimensions are read. "flatten" (default): convolution
+        kernels ``(out, in, *kernel)`` -- every 4-D and 5-D tensor, and a 3-D tensor whose name
+        contains "conv" -- are audited as the one matrix ``W.reshape(out, -1)``; other 3-D
+        tensors (and 6-D and up) are stacks of matrices over their last two axes. "stack": every
+        tensor of three or more dimensions is a stack.
     progress : bool, optional
         Show a tqdm progress bar on stderr.
     max_bytes : int, optional
@@ -280,7 +336,8 @@ def audit_checkpoint(path, *, seed=DEFAULT_SEED, tol=config.POWER_TOL, maxiter=N
     Returns
     -------
     report : AuditReport
-        ``(records, skipped)``: an `AuditRecord` per 2-D floating tensor or stack of matrices,
+        ``(records, skipped)``: an `AuditRecord` per 2-D floating tensor, convolution kernel or
+        stack of matrices,
         a `SkippedTensor` per other tensor (integer, boolean, 0-D/1-D, empty, NaN/Inf, ...),
         both in file order. float16 and bfloat16 are computed in float32.
 
@@ -291,7 +348,8 @@ def audit_checkpoint(path, *, seed=DEFAULT_SEED, tol=config.POWER_TOL, maxiter=N
     TypeError
         If ``path`` is not a path, or ``seed``, ``tol`` or ``maxiter`` have the wrong type.
     ValueError
-        If ``seed`` is negative, ``tol`` is not positive or ``maxiter`` is below 1.
+        If ``seed`` is negative, ``tol`` is not positive, ``maxiter`` is below 1 or ``conv`` is
+        not "flatten" or "stack".
 
     See Also
     --------
@@ -306,6 +364,20 @@ def audit_checkpoint(path, *, seed=DEFAULT_SEED, tol=config.POWER_TOL, maxiter=N
     :math:`\\sigma_1 - \\sigma_2` (slow plain power iteration, a nearly non-unique top
     direction). Power iteration returns :math:`\\|W v\\|` for a unit v, a lower bound on
     :math:`\\sigma_1`, so the stable rank is an upper estimate, tight to the solver's tolerance.
+
+    A convolution with kernel ``W`` of shape ``(out, in, k_1, ..., k_d)`` maps each input patch
+    (``in * k_1 * ... * k_d`` numbers) to ``out`` channels by the matrix ``R = W.reshape(out, -1)``:
+    the layer is :math:`Y = R X` with X the matrix of patches (im2col). With stride 1 every input
+    entry appears in at most :math:`k = k_1 \\cdots k_d` patches, so
+    :math:`\\|X\\|_F \\le \\sqrt{k} \\|x\\|` and the layer's operator norm is at most
+    :math:`\\sqrt{k} \\|R\\|_2`; ``spectral_norm`` is :math:`\\|R\\|_2`, the per-patch gain in that
+    bound and the usual view of a convolution's weight as a matrix. The layout is PyTorch's,
+    output channels first; channels-last kernels (TensorFlow/Flax ``(*kernel, in, out)``) need
+    ``conv="stack"`` (one ``in x out`` matrix per kernel tap).
+
+    The numba kernels are compiled (or loaded from numba's cache) once per process before the
+    first tensor is timed, with a message on stderr when they are compiled, so ``time_s`` never
+    includes compile time.
 
     Examples
     --------
@@ -324,19 +396,24 @@ def audit_checkpoint(path, *, seed=DEFAULT_SEED, tol=config.POWER_TOL, maxiter=N
     seed = _validate.positive_int("seed", seed, minimum=0)
     tol = _validate.positive("tol", tol)
     maxiter = _validate.positive_int("maxiter", maxiter, default=None)
+    conv = _validate.choice("conv", conv, CONV_MODES)
     records, skipped = [], []
     with _open_checkpoint(path, max_bytes) as entries:
-        bar = _progress_bar(len(entries), os.path.basename(os.fspath(path))) if progress else None
+        if any(entry.reason is None for entry in entries):
+            _warm_up()
+        bar = _progress_bar(len(entries), _escape(os.path.basename(os.fspath(path)))) if progress else None
         try:
             for entry in entries:
                 if bar is not None:
-                    bar.set_postfix_str(entry.name, refresh=False)
+                    bar.set_postfix_str(_escape(entry.name), refresh=False)
                 start = time.perf_counter()
                 result = entry.reason
                 if result is None:
-                    result = _audit_array(entry.name, entry.load(), entry.dtype, seed=seed, tol=tol, maxiter=maxiter)
+                    result = _audit_array(
+                        entry.name, entry.load(), entry.dtype, seed=seed, tol=tol, maxiter=maxiter, conv=conv
+                    )
                 if isinstance(result, AuditRecord):
-                    records.append(replace(result, time=time.perf_counter() - start))
+                    records.append(replace(result, time_s=time.perf_counter() - start))
                 else:
                     skipped.append(SkippedTensor(entry.name, entry.shape, entry.dtype, result))
                 if bar is not None:
@@ -455,15 +532,28 @@ def write_demo_checkpoint(path):
 
 
 def _sort_records(records, key):
-    field = _SORT_FIELDS[key]
-    if field == "name":
+    if key == "name":
         return sorted(records, key=lambda r: r.name)
 
     def descending(r):
-        value = getattr(r, field)
+        value = getattr(r, key)
         return (math.isnan(value), -value if not math.isnan(value) else 0.0)
 
     return sorted(records, key=descending)
+
+
+def _escape(text, *, backslash=True):
+    """``text`` with every non-printable character (and the backslash) escaped as ``repr`` does.
+
+    Names, dtypes and reasons come from the file: a newline, carriage return or ANSI escape in a
+    tensor name must not start a forged row or repaint the terminal. ``backslash=False`` leaves
+    backslashes alone, for text whose names are already ``repr``-quoted (error messages).
+    """
+    text = str(text)
+    keep = "" if backslash else "\\"
+    if text.isprintable() and ("\\" not in text or keep):
+        return text
+    return "".join(ch if (ch.isprintable() and ch != "\\") or ch in keep else repr(ch)[1:-1] for ch in text)
 
 
 def _num(x, spec):
@@ -483,69 +573,139 @@ def _table(rows, right):
     return lines
 
 
-def format_report(records, skipped, *, title=None):
-    """The audit as a plain aligned text table: the records, then the skipped tensors.
+#: Columns of the table after name, shape and dtype: (header = record field, number format); the
+#: headers are the `AuditRecord` fields, the JSON keys and (for numbers) the ``--sort`` keys.
+_NUMBER_COLUMNS = (
+    ("spectral_norm", ".6g"),
+    ("frobenius_norm", ".6g"),
+    ("stable_rank", ".4g"),
+    ("rms", ".4g"),
+    ("ratio_estimate", ".4f"),
+)
+
+
+def _view_cell(r):
+    if r.view == "stack":
+        where = ",".join(str(i) for i in r.stack_index)
+        return f"stack: max of {r.stack_size} at [{where}]"
+    if r.view == "conv":
+        return f"conv: {r.shape[0]}x{math.prod(r.shape[1:])}"
+    return ""
+
+
+# (singular, plural) of the kind of a skipped tensor, by reason; other reasons are counted as they are.
+_SKIP_KINDS = {
+    _REASON_NONFINITE: ("tensor with NaN or Inf", "tensors with NaN or Inf"),
+    _REASON_EMPTY: ("empty tensor", "empty tensors"),
+}
+
+
+def _skip_kind(s):
+    if s.reason == _REASON_NOT_MATRIX:
+        return ("scalar", "scalars") if len(s.shape) == 0 else ("vector", "vectors")
+    if s.reason == _REASON_NOT_FLOAT:
+        return ("boolean tensor", "boolean tensors") if s.dtype == "bool" else ("integer tensor", "integer tensors")
+    return _SKIP_KINDS.get(s.reason) or (f"tensor ({s.reason})", f"tensors ({s.reason})")
+
+
+def skipped_summary(skipped):
+    """The skipped tensors counted by kind in one line: ``"63 vectors, 1 integer tensor skipped"``.
+
+    Parameters
+    ----------
+    skipped : list of SkippedTensor
+        As returned by `audit_checkpoint`.
+
+    Returns
+    -------
+    text : str
+        Kinds by decreasing count (ties in file order), with non-printable characters of reasons
+        escaped; ``"nothing skipped"`` for an empty list.
+
+    Examples
+    --------
+    >>> from linalg_lowrank.audit import SkippedTensor, skipped_summary
+    >>> skipped_summary([SkippedTensor("b", (4,), "float32", "not a matrix"),
+    ...                  SkippedTensor("step", (), "int64", "not floating point"),
+    ...                  SkippedTensor("g", (8,), "float32", "not a matrix")])
+    '2 vectors, 1 integer tensor skipped'
+    """
+    if not skipped:
+        return "nothing skipped"
+    counts = {}
+    for s in skipped:
+        kind = _skip_kind(s)
+        counts[kind] = counts.get(kind, 0) + 1
+    order = sorted(counts, key=lambda kind: -counts[kind])  # stable: ties keep file order
+    parts = [f"{counts[k]} {k[0] if counts[k] == 1 else k[1]}" for k in order]
+    return _escape(", ".join(parts) + " skipped")
+
+
+def format_report(records, skipped, *, title=None, show_skipped=False):
+    """The audit as a plain aligned text table, then the skipped tensors in one line or listed.
 
     Parameters
     ----------
     records : list of AuditRecord
         Rows of the table, in the order given.
     skipped : list of SkippedTensor
-        Listed after the table with their shape, dtype and reason.
+        Counted by kind in one line after the table (see `skipped_summary`), or listed.
     title : str, optional
         A first line.
+    show_skipped : bool, optional
+        List every skipped tensor with its shape, dtype and reason instead of the one-line count.
 
     Returns
     -------
     text : str
-        The table, without a trailing newline. NaN shows as ``-``.
+        The table, without a trailing newline. NaN shows as ``-``. Names, dtypes, reasons and
+        the title are printed with non-printable characters escaped (``\\n``, ``\\x1b``, ...),
+        so no name in a file can forge a row.
     """
-    lines = [title] if title else []
+    lines = [_escape(title)] if title else []
     if records:
-        has_stack = any(r.is_stack for r in records)
-        head = ["name", "shape", "dtype", "spectral_norm", "frobenius", "stable_rank", "rms", "s2/s1", "conv", "time_s"]
-        if has_stack:
-            head.append("stack")
+        has_view = any(r.view != "matrix" for r in records)
+        head = ["name", "shape", "dtype"] + [field for field, _ in _NUMBER_COLUMNS] + ["converged", "time_s"]
+        if has_view:
+            head.append("view")
         rows = [head]
         for r in records:
-            row = [
-                r.name,
-                _shape_str(r.shape),
-                r.dtype,
-                _num(r.spectral_norm, ".6g"),
-                _num(r.frobenius_norm, ".6g"),
-                _num(r.stable_rank, ".4g"),
-                _num(r.rms, ".4g"),
-                _num(r.ratio_estimate, ".4f"),
-                "yes" if r.converged else "NO",
-                f"{r.time:.3f}",
-            ]
-            if has_stack:
-                where = ",".join(str(i) for i in r.stack_index) if r.is_stack else ""
-                row.append(f"max of {r.stack_size} at [{where}]" if r.is_stack else "")
+            row = [_escape(r.name), _shape_str(r.shape), _escape(r.dtype)]
+            row += [_num(getattr(r, field), spec) for field, spec in _NUMBER_COLUMNS]
+            row += ["yes" if r.converged else "NO", f"{r.time_s:.3f}"]
+            if has_view:
+                row.append(_view_cell(r))
             rows.append(row)
-        lines += _table(rows, [False] * 3 + [True] * 7 + [False] * (len(head) - 10))
-        if has_stack:
-            lines.append(f"stacks (ndim >= 3): {_STACK_RULE}")
+        n_right = len(_NUMBER_COLUMNS) + 2
+        lines += _table(rows, [False] * 3 + [True] * n_right + [False] * (len(head) - 3 - n_right))
+        if any(r.view == "stack" for r in records):
+            lines.append(f"stack: {_STACK_RULE}")
+        if any(r.view == "conv" for r in records):
+            lines.append("conv: kernel (out, in, *kernel) audited as one out x (in*kernel) matrix")
     else:
         lines.append("no matrices to audit")
-    if skipped:
+    if skipped and show_skipped:
         lines.append("")
-        lines.append(f"skipped {len(skipped)} tensor(s):")
-        rows = [[s.name, _shape_str(s.shape), s.dtype, s.reason] for s in skipped]
+        lines.append(skipped_summary(skipped) + ":")
+        rows = [[_escape(s.name), _shape_str(s.shape), _escape(s.dtype), _escape(s.reason)] for s in skipped]
         lines += ["  " + line for line in _table(rows, [False] * 4)]
+    elif skipped:
+        lines.append("")
+        lines.append(skipped_summary(skipped) + "; --show-skipped lists them")
     return "\n".join(lines)
 
 
-def _json_document(path, records, skipped, *, seed, tol, maxiter, sort, top_k):
+def _json_document(path, records, skipped, *, seed, tol, maxiter, conv, sort, top_k):
     return {
         "path": path,
         "seed": seed,
         "tol": tol,
         "maxiter": maxiter,
+        "conv": conv,
         "sort": sort,
         "top_k": top_k,
         "stack_rule": _STACK_RULE,
+        "conv_rule": CONV_RULE if conv == "flatten" else "every tensor of 3 or more dimensions is a stack",
         "records": [r.to_dict() for r in records],
         "skipped": [s.to_dict() for s in skipped],
     }
@@ -558,13 +718,19 @@ def _json_document(path, records, skipped, *, seed, tol, maxiter, sort, top_k):
 #: One-line help of the ``audit`` command (``python -m linalg_lowrank --help``).
 COMMAND_HELP = "spectral statistics of every matrix in a checkpoint"
 COMMAND_DESCRIPTION = (
-    "Report, for every 2-D floating tensor (and every stack of matrices, ndim >= 3) of a .npz, .npy or "
-    ".safetensors checkpoint: shape, dtype, spectral norm, Frobenius norm, stable rank ||W||_F^2/||W||_2^2, "
-    "RMS, the estimate of sigma2/sigma1, whether power iteration converged and the time taken. "
-    "Tensors are read one at a time (memory-mapped where possible). For stacks the spectral norm is the "
-    "largest over the stack and the other columns describe that matrix. Integer, boolean, 0-D and 1-D "
-    "tensors are listed as skipped. Without PATH a small built-in demo checkpoint is audited. "
-    "Exit status: 0 on success, 2 for a missing, truncated or malformed file or bad options."
+    "Report, for every 2-D floating tensor, convolution kernel and stack of matrices of a .npz, .npy, "
+    ".safetensors or PyTorch (.pt, .pth, .bin, .ckpt) checkpoint: shape, dtype, spectral_norm, "
+    "frobenius_norm, stable_rank ||W||_F^2/||W||_2^2, rms, ratio_estimate (of sigma2/sigma1), whether power "
+    "iteration converged and time_s (seconds, numba compiling excluded). The column names are the JSON keys "
+    "and the --sort keys. Tensors are read one at a time, each checked against the file and --max-bytes "
+    "first. With --conv flatten (the default) convolution kernels (out, in, *kernel), in PyTorch's "
+    "channels-first layout, are one out x (in*kernel) matrix: every 4-D and 5-D tensor, and 3-D tensors "
+    "whose name contains 'conv'; other tensors of 3 or more dimensions are stacks of matrices over their "
+    "last two axes, whose spectral norm is the largest over the stack (the other columns describe that "
+    "matrix). Integer, boolean, 0-D and 1-D tensors are skipped and counted in one line (--show-skipped "
+    "lists them). Names are printed with non-printable characters escaped. Without PATH a small built-in "
+    "demo checkpoint is audited. Exit status: 0 on success, 2 for a missing, truncated or malformed file "
+    "or bad options."
 )
 
 
@@ -612,7 +778,10 @@ def add_arguments(parser):
         The same parser.
     """
     parser.add_argument(
-        "path", nargs="?", metavar="PATH", help="checkpoint file (.npz, .npy or .safetensors); default: built-in demo"
+        "path",
+        nargs="?",
+        metavar="PATH",
+        help="checkpoint file (.npz, .npy, .safetensors, .pt, .pth, .bin or .ckpt); default: built-in demo",
     )
     parser.add_argument("--json", action="store_true", help="print a JSON document (records and skipped) to stdout")
     parser.add_argument(
@@ -643,6 +812,19 @@ def add_arguments(parser):
         default=None,
         help="cap on power/Lanczos iterations per matrix (default max(1000, 10 min(m, n)))",
     )
+    parser.add_argument(
+        "--conv",
+        choices=CONV_MODES,
+        default="flatten",
+        help="flatten (default): a convolution kernel (out, in, *kernel) -- any 4-D or 5-D tensor, and a 3-D "
+        "tensor whose name contains 'conv' -- is one out x (in*kernel) matrix; other 3-D tensors are stacks. "
+        "stack: every tensor of 3 or more dimensions is a stack of matrices over its last two axes",
+    )
+    parser.add_argument(
+        "--show-skipped",
+        action="store_true",
+        help="list every skipped tensor with its shape, dtype and reason (default: one line counting them)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (shown only when stderr is a TTY)")
     parser.add_argument(
         "--max-bytes",
@@ -656,7 +838,7 @@ def add_arguments(parser):
 
 
 def _error(message):
-    print(f"linalg_lowrank audit: error: {message}", file=sys.stderr)
+    print(f"linalg_lowrank audit: error: {_escape(message, backslash=False)}", file=sys.stderr)
     return 2
 
 
@@ -685,7 +867,13 @@ def run(args):
             else:
                 path = label = args.path
             records, skipped = audit_checkpoint(
-                path, seed=args.seed, tol=args.tol, maxiter=args.maxiter, progress=progress, max_bytes=args.max_bytes
+                path,
+                seed=args.seed,
+                tol=args.tol,
+                maxiter=args.maxiter,
+                conv=args.conv,
+                progress=progress,
+                max_bytes=args.max_bytes,
             )
     except CheckpointError as exc:
         return _error(exc)
@@ -697,14 +885,22 @@ def run(args):
         records = records[: args.top_k]
     if args.json:
         doc = _json_document(
-            label, records, skipped, seed=args.seed, tol=args.tol, maxiter=args.maxiter, sort=sort, top_k=args.top_k
+            label,
+            records,
+            skipped,
+            seed=args.seed,
+            tol=args.tol,
+            maxiter=args.maxiter,
+            conv=args.conv,
+            sort=sort,
+            top_k=args.top_k,
         )
         text = json.dumps(doc, indent=2, allow_nan=False)
     else:
         title = f"# {label}: {len(records)} matri{'x' if len(records) == 1 else 'ces'}"
         if args.top_k is not None or sort is not None:
             title += f" (sorted by {sort}{'' if args.top_k is None else f', top {args.top_k}'})"
-        text = format_report(records, skipped, title=title)
+        text = format_report(records, skipped, title=title, show_skipped=args.show_skipped)
     try:
         print(text)
         sys.stdout.flush()
@@ -737,8 +933,8 @@ def main(argv=None):
     ...     np.save(path, np.diag([2.0, 1.0]))
     ...     status = main([path, "--no-progress"])  # doctest: +ELLIPSIS
     # ...w.npy: 1 matrix
-    name  shape  dtype    spectral_norm  frobenius  stable_rank    rms   s2/s1  conv  time_s
-    w     2x2    float64              2    2.23607         1.25  1.118  0.5000   yes  ...
+    name  shape  dtype    spectral_norm  frobenius_norm  stable_rank    rms  ratio_estimate  converged  time_s
+    w     2x2    float64              2         2.23607         1.25  1.118          0.5000        yes  ...
     >>> status
     0
     """
