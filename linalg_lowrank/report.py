@@ -15,7 +15,8 @@ Python), so every number it shows is in that document under the same name. The d
     ``shape``, ``dtype``, ``spectral_norm``, ``frobenius_norm``, ``stable_rank``, ``rms``,
     ``ratio_estimate``, ``converged``, ``time_s``, ``stack_size``, ``stack_index``, ``view``);
     a number may be None (NaN in the audit). Optional keys shown when present in any record:
-    ``alpha`` (power-law exponent of the spectrum's tail), ``effective_rank``.
+    ``alpha`` (power-law exponent of the spectrum's tail), ``effective_rank``. A quantity that
+    no record carries gets neither a column nor a figure.
 ``skipped`` : list of dict, optional
     ``name``, ``shape``, ``dtype``, ``reason`` of every tensor not audited.
 ``seed``, ``tol``, ``maxiter``, ``conv``, ``sort``, ``top_k`` : optional
@@ -61,7 +62,6 @@ _COLUMNS = (
     ("effective_rank", ".6g"),
     ("time_s", ".3g"),
 )
-_OPTIONAL_KEYS = ("alpha", "effective_rank")
 
 #: The role groups of the figures' panels and the roles in each, in legend order.
 ROLE_GROUPS = {
@@ -357,7 +357,7 @@ def html_report(document, *, title=None):
     skipped = document.get("skipped") or []
     path = document.get("path")
     heading = title if title is not None else f"Spectral audit of {path}" if path else "Spectral audit"
-    shown = [(k, spec) for k, spec in _COLUMNS if k not in _OPTIONAL_KEYS or any(k in r for r in records)]
+    shown = [(k, spec) for k, spec in _COLUMNS if any(k in r for r in records)]
 
     out = [
         "<!DOCTYPE html>",
