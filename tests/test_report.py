@@ -231,6 +231,14 @@ def test_optional_fields_are_plotted_when_present(demo):
     assert len(p.imgs) == 2 and "stable_rank" not in [text for _, text in p.tables["summary"][0]]
 
 
+def test_cli_report_to_unwritable_path(tmp_path, capsys):
+    target = tmp_path / "no such dir" / "audit.html"
+    assert audit.main(["--no-progress", "--report", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("linalg_lowrank audit: error: --report ") and "audit.html" in err and err.count("\n") == 1
+    assert not target.exists()
+
+
 def test_empty_and_bad_documents():
     p = parse(html_report({"records": [], "skipped": []}))
     assert p.errors == [] and p.imgs == [] and "summary" not in p.tables
