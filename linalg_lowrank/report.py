@@ -25,8 +25,9 @@ Python), so every number it shows is in that document under the same name. The d
 Keys for comparisons (``against``) and training runs (``series``) are reserved for those modes
 and ignored today.
 
-Depth and role are read from the tensor name (`layer_index`, `matrix_role`); neither is in the
-JSON document, since both are functions of the name.
+Depth and role are read from the tensor name (`layer_index`, `matrix_role`), unless a record
+carries them as ``layer`` (int or None) and ``role`` (one of `ROLE_GROUPS`' roles); the audit's
+JSON document does not carry them today.
 """
 
 import base64
@@ -42,7 +43,7 @@ __all__ = ["ROLE_GROUPS", "document_from_audit", "html_report", "layer_index", "
 
 #: Quantities plotted against depth: (record key, axis label, title).
 _DEPTH_PLOTS = (
-    ("spectral_norm", r"$\sigma_1 = \|W\|_2$ (units of the weights)", "Spectral norm σ1 (spectral_norm)"),
+    ("spectral_norm", r"$\sigma_1 = \|W\|_2$ (weight units)", "Spectral norm σ1 (spectral_norm)"),
     ("stable_rank", r"$\|W\|_F^2 \,/\, \|W\|_2^2$ (dimensionless)", "Stable rank (stable_rank)"),
     ("alpha", r"$\alpha$ (dimensionless)", "Power-law exponent α of the spectrum's tail (alpha)"),
     (
@@ -69,6 +70,7 @@ ROLE_GROUPS = {
     "mlp": ("mlp.up", "mlp.gate", "mlp.down", "mlp.other"),
     "embedding and other": ("embedding", "other"),
 }
+_ROLES = {role for roles in ROLE_GROUPS.values() for role in roles}
 _GROUP_TITLES = {"attention": "Attention", "mlp": "MLP", "embedding and other": "Embeddings and other"}
 
 # Name components (lower case, split at "." "/" "_" boundaries kept whole) that decide a role.
@@ -252,21 +254,27 @@ def _depth_figure(records, key, ylabel, title):
             groups.append((group, series))
     if not groups:
         return None
-    fig = Figure(figsize=(4.2 * len(groups) + 0.6, 3.6), layout="constrained")
+    fig = Figure(figsize=(4.2 * len(groups) + 0.6, 4.2), layout="constrained")
     axes = fig.subplots(1, len(groups), squeeze=False)[0]
     for ax, (group, series) in zip(axes, groups, strict=True):
         no_layer = False
         for k, (role, pts) in enumerate(series):
+            pts = sorted(pts, key=lambda p: -1 if p[0] is None else p[0])
             xs = [-1 if layer is None else layer for layer, _ in pts]
-            no_layer |= any(layer is None for layer, _ in pts)
-            order = sorted(range(len(xs)), key=xs.__getitem__)
-            ax.plot(
-                [xs[i] for i in order],
-                [pts[i][1] for i in order],
+            no_layer |= xs[0] == -1
+            indexed = [layer for layer, _ in pts if layer is not None]
+            # A line only where it means something: one matrix of this role per layer, never through "none".
+            joined = len(indexed) > 1 and len(set(indexed)) == len(indexed)
+            (line,) = ax.plot(
+                [x for x in xs if x >= 0] if joined else xs,
+                [v for x, (_, v) in zip(xs, pts, strict=True) if x >= 0] if joined else [v for _, v in pts],
                 marker=_MARKERS[k % len(_MARKERS)],
-                linestyle="-" if len(pts) > 1 else "none",
+                linestyle="-" if joined else "none",
                 label=f"{role} ({len(pts)})",
             )
+            if joined and xs[0] == -1:
+                none = [v for x, (_, v) in zip(xs, pts, strict=True) if x < 0]
+                ax.plot([-1] * len(none), none, marker=line.get_marker(), linestyle="none", color=line.get_color())
         layers = sorted({layer for _, pts in series for layer, _ in pts if layer is not None})
         if len(layers) > _MAX_TICKS:
             ticks = [int(t) for t in MaxNLocator(nbins=_MAX_TICKS, integer=True).tick_values(layers[0], layers[-1])]
@@ -284,7 +292,14 @@ def _depth_figure(records, key, ylabel, title):
         if key == "ratio_estimate":
             ax.set_ylim(0, 1.05)
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8, title="role (matrices)", title_fontsize=8)
+        ax.legend(
+            fontsize=8,
+            title="role (number of matrices)",
+            title_fontsize=8,
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.2),
+            ncol=min(4, len(series)),
+        )  # below the axes: never over the data
     fig.suptitle(title, fontsize=11)
     return _figure_png(fig)
 
@@ -351,8 +366,9 @@ def html_report(document, *, title=None):
     records = []
     for rec in document["records"]:
         rec = dict(rec)
-        rec["_layer"] = layer_index(str(rec.get("name", "")))
-        rec["_role"] = matrix_role(str(rec.get("name", "")))
+        name = str(rec.get("name", ""))
+        rec["_layer"] = rec["layer"] if "layer" in rec else layer_index(name)
+        rec["_role"] = rec["role"] if rec.get("role") in _ROLES else matrix_role(name)
         records.append(rec)
     skipped = document.get("skipped") or []
     path = document.get("path")

@@ -231,6 +231,15 @@ def test_optional_fields_are_plotted_when_present(demo):
     assert len(p.imgs) == 2 and "stable_rank" not in [text for _, text in p.tables["summary"][0]]
 
 
+def test_layer_and_role_keys_of_a_record_win_over_the_name(demo):
+    doc, _, _ = demo
+    given = dict(doc, records=[dict(r, layer=40 + i, role="attn.v") for i, r in enumerate(doc["records"])])
+    rows = parse(html_report(given)).tables["summary"]
+    head = [text for _, text in rows[0]]
+    assert [row[head.index("layer")][1] for row in rows[1:]] == [str(40 + i) for i in range(len(doc["records"]))]
+    assert {row[head.index("role")][1] for row in rows[1:]} == {"attn.v"}
+
+
 def test_cli_report_to_unwritable_path(tmp_path, capsys):
     target = tmp_path / "no such dir" / "audit.html"
     assert audit.main(["--no-progress", "--report", str(target)]) == 2
