@@ -10,40 +10,15 @@ on BLAS limited to one thread, so the two pools never take turns on the cores (o
 machine an OpenBLAS pool that spins after a call stalls the next numba kernel for milliseconds).
 """
 
-import contextlib
 import math
 
 import numba
 import numpy as np
 
 from . import _kernels, _operators, config
+from ._threads import blas_single_thread
 
 _EPS = np.finfo(np.float64).eps
-
-
-@contextlib.contextmanager
-def blas_single_thread():
-    """Limit BLAS to one thread inside the iteration (a no-op without threadpoolctl)."""
-    controller = _controller()
-    if controller is None:
-        yield
-        return
-    with controller.limit(limits=1, user_api="blas"):
-        yield
-
-
-_CONTROLLER = []
-
-
-def _controller():
-    if not _CONTROLLER:
-        try:
-            from threadpoolctl import ThreadpoolController
-        except ImportError:  # pragma: no cover - threadpoolctl is a dependency
-            _CONTROLLER.append(None)
-        else:
-            _CONTROLLER.append(ThreadpoolController())
-    return _CONTROLLER[0]
 
 
 class Outcome:
