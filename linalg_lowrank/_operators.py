@@ -135,6 +135,10 @@ class _GramBase:
         """Length of the vectors the Gram operator acts on."""
         return self.shape[0] if self.left else self.shape[1]
 
+    def outer(self, u, v, factor):
+        """factor u v^T (batched) in the dtype of u: a dense array, whatever the input was."""
+        return ((u[..., :, None] * v[..., None, :]) * factor[..., None, None]).astype(u.dtype, copy=False)
+
     @property
     def other_dim(self):
         return self.shape[1] if self.left else self.shape[0]

@@ -333,7 +333,7 @@ def spectral_norm_grad(A, *, gap_rtol=None, check_gap=True, **kwargs):
            [0., 0.]])
     """
     result, gram, out = _power_iteration(A, name="A", **_solver_kwargs(kwargs))
-    grad = _outer(result, times_sigma=False)
+    grad = _outer(result, times_sigma=False, gram=gram)
     if check_gap:
         dtype = grad.dtype
         gap_rtol = _validate.positive("gap_rtol", gap_rtol, allow_none=True) or math.sqrt(np.finfo(dtype).eps)
@@ -418,13 +418,14 @@ def _warn_if_degenerate(gram, out, gap_rtol, rng):
         )
 
 
-def _outer(result, times_sigma):
-    """sigma u v^T (or u v^T) in the dtype of u; u v^T is taken as 0 where sigma = 0."""
-    u, v = result.u, result.v
-    outer = u[..., :, None] * v[..., None, :]
+def _outer(result, times_sigma, gram):
+    """sigma u v^T (or u v^T) in the dtype of u, as the input's kind holds it (`gram.outer`).
+
+    u v^T is taken as 0 where sigma = 0.
+    """
     sigma = np.asarray(result.sigma)
     factor = sigma if times_sigma else (sigma > 0).astype(np.float64)
-    return (outer * factor[..., None, None]).astype(u.dtype, copy=False)
+    return gram.outer(result.u, result.v, factor)
 
 
 def best_rank1(A, **kwargs):
@@ -454,7 +455,8 @@ def best_rank1(A, **kwargs):
     array([[2., 0.],
            [0., 0.]])
     """
-    return _outer(power_iteration(A, **kwargs), times_sigma=True)
+    result, gram, _ = _power_iteration(A, **_solver_kwargs(kwargs))
+    return _outer(result, times_sigma=True, gram=gram)
 
 
 def spectral_weight_decay(W, decay, *, v=None, n_iter=None, out=None, rng=None):
