@@ -200,6 +200,14 @@ class DaskGram(_operators._GramBase):
         if not all(np.isfinite(P).all() for P in products):
             self.fail()
 
+    def outer(self, u, v, factor):
+        """factor u v^T as a dask array chunked like A: as large as the input, so it stays distributed."""
+        import dask.array as da
+
+        left = da.from_array(np.asarray(u * factor, dtype=u.dtype), chunks=(self._source.chunks[0],))
+        right = da.from_array(np.asarray(v, dtype=u.dtype), chunks=(self._source.chunks[1],))
+        return left[:, None] * right[None, :]
+
 
 def msign_factor(A, sched, scaling, diagnostics):
     """Newton-Schulz steps of `polar.msign` on a 2-D dask array: (Q, orthogonality, scale, zero).

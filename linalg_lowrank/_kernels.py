@@ -15,6 +15,12 @@ from numba import prange
 
 from ._jit import REASSOC, jit
 
+# Compile cost: numba compiles a callee once per argument-type signature and re-optimizes it inside
+# every jitted caller. A literal 0 argument types as Literal[int](0), a second specialization of
+# the callee; array-to-array slice assignment pulls in numba's broadcasting (with its error message
+# formatting, seconds of compile time). Hence _ZERO and the _copy/_add loops below.
+_ZERO = np.int64(0)
+
 
 @jit(fastmath=REASSOC)
 def _dot4(r0, r1, r2, r3, x):
@@ -27,6 +33,20 @@ def _dot4(r0, r1, r2, r3, x):
         s2 += r2[j] * xj
         s3 += r3[j] * xj
     return s0, s1, s2, s3
+
+
+@jit
+def _copy(dst, src):
+    """dst[:] = src for 1-D arrays of equal length."""
+    for i in range(dst.shape[0]):
+        dst[i] = src[i]
+
+
+@jit
+def _add(dst, src):
+    """dst += src for 1-D arrays of equal length."""
+    for i in range(dst.shape[0]):
+        dst[i] += src[i]
 
 
 @jit(fastmath=REASSOC)
@@ -85,9 +105,9 @@ def gram_matvec(A, x, y, z, scratch, ys=1.0, zs=1.0):
         acc = scratch[c]
         acc[:] = 0.0
         _gram_rows(A, x, y, acc, (c * m) // n_chunks, ((c + 1) * m) // n_chunks, ys, zs)
-    z[:] = scratch[0]
+    _copy(z, scratch[0])
     for c in range(1, n_chunks):
-        z += scratch[c]
+        _add(z, scratch[c])
     if ys != 1.0:
         z *= ys
 
@@ -96,7 +116,7 @@ def gram_matvec(A, x, y, z, scratch, ys=1.0, zs=1.0):
 def gram_matvec_serial(A, x, y, z, ys=1.0, zs=1.0):
     """Single-threaded ``gram_matvec`` for small matrices (thread start-up would dominate)."""
     z[:] = 0.0
-    _gram_rows(A, x, y, z, 0, A.shape[0], ys, zs)
+    _gram_rows(A, x, y, z, _ZERO, A.shape[0], ys, zs)
     if ys != 1.0:
         z *= ys
 
@@ -107,7 +127,7 @@ def gram_matvec_stack(A, X, Y, Z, active, ys, zs):
     for t in prange(active.shape[0]):
         k = active[t]
         Z[k, :] = 0.0
-        _gram_rows(A[k], X[k], Y[k], Z[k], 0, A.shape[1], ys[k], zs[k])
+        _gram_rows(A[k], X[k], Y[k], Z[k], _ZERO, A.shape[1], ys[k], zs[k])
         if ys[k] != 1.0:
             for j in range(Z.shape[1]):
                 Z[k, j] *= ys[k]
@@ -178,9 +198,9 @@ def rank1_deflate_rows(W, v, decay, out, y, z, scratch):
         acc = scratch[c]
         acc[:] = 0.0
         _deflate_rows(W, v, decay, out, y, acc, (c * m) // n_chunks, ((c + 1) * m) // n_chunks)
-    z[:] = scratch[0]
+    _copy(z, scratch[0])
     for c in range(1, n_chunks):
-        z += scratch[c]
+        _add(z, scratch[c])
 
 
 # --- a whole solve per small matrix, for stacks: the matrix stays in cache across iterations ---
@@ -200,7 +220,7 @@ def _gram_product(M, x, y, z, scratch, ys, zs):
         gram_matvec(M, x, y, z, scratch, ys, zs)
     else:
         z[:] = 0.0
-        _gram_rows(M, x, y, z, 0, M.shape[0], ys, zs)
+        _gram_rows(M, x, y, z, _ZERO, M.shape[0], ys, zs)
         if ys != 1.0:
             z *= ys
 
@@ -457,8 +477,8 @@ def lanczos_small(M, x0, tol, maxiter, K, keep, first_check, max_gap, hist, scra
                 r += d * d
             res_v = np.sqrt(r) / theta_v if theta_v > 0.0 else 0.0
             if res_v <= tol and theta_v > 0.0 and np.isfinite(theta_v):
-                w_best[:] = V[0]
-                y_best[:] = y
+                _copy(w_best, V[0])
+                _copy(y_best, y)
                 if hist.shape[0] > 0:
                     hist[0] = np.sqrt(theta_v)
                 return theta_v, w_best, y_best, res_v, steps, True, ratio, min(1, hist.shape[0]), 1, False, False
@@ -474,7 +494,7 @@ def lanczos_small(M, x0, tol, maxiter, K, keep, first_check, max_gap, hist, scra
             T[j, i] = h[i]
         beta = np.sqrt(_dot(z, z))
         if not np.isfinite(beta):  # NaN/Inf in M or overflow: the caller rescales or words the error
-            y_best[:] = y
+            _copy(y_best, y)
             return np.nan, w_best, y_best, np.inf, steps, False, ratio, n_hist, j + 1, False, True
         if beta > 0.0:
             for t in range(q):
@@ -534,8 +554,9 @@ def lanczos_small(M, x0, tol, maxiter, K, keep, first_check, max_gap, hist, scra
                     c = S[i, col]
                     for t in range(q):
                         Vk[l, t] += c * V[i, t]
-            V[:keep] = Vk
-            V[keep] = V[K]
+            for l in range(keep):
+                _copy(V[l], Vk[l])
+            _copy(V[keep], V[K])
             T[:, :] = 0.0
             for l in range(keep):
                 T[l, l] = theta[K - keep + l]
@@ -572,20 +593,25 @@ def lanczos_small(M, x0, tol, maxiter, K, keep, first_check, max_gap, hist, scra
     )
 
 
-@jit(parallel=True)
+@jit
 def lanczos_stack(
     A, X0, tol, maxiter, K, keep, first_check, max_gap, theta, W, Y, res, n_iter, conv, ratio, hist, n_hist, ldim, inv,
     C1, C2, lo, hi, rescale
 ):  # fmt: skip
-    """``lanczos_small`` on every matrix of the stack A (b, p, q), one matrix per thread, with scales C1[k], C2[k]."""
-    for k in prange(A.shape[0]):
+    """``lanczos_small`` on every matrix of the stack A (b, p, q), in order, on this thread, with scales C1[k], C2[k].
+
+    Serial: ``_topsv`` runs contiguous chunks of the stack on several threads (the kernel
+    releases the GIL). A ``prange`` here cost about 3.5 s more compile time per dtype, because
+    numba optimizes the whole of ``lanczos_small`` again inside the parallel region.
+    """
+    for k in range(A.shape[0]):
         t, w, y, r, n, c, rt, nh, ld, iv, rs = lanczos_small(
             A[k], X0[k], tol, maxiter, K, keep, first_check, max_gap, hist[k], np.empty((1, A.shape[2])),
             C1[k], C2[k], lo, hi
         )  # fmt: skip
         theta[k] = t
-        W[k] = w
-        Y[k] = y
+        _copy(W[k], w)
+        _copy(Y[k], y)
         res[k] = r
         n_iter[k] = n
         conv[k] = c

@@ -135,6 +135,10 @@ class _GramBase:
         """Length of the vectors the Gram operator acts on."""
         return self.shape[0] if self.left else self.shape[1]
 
+    def outer(self, u, v, factor):
+        """factor u v^T (batched) in the dtype of u: a dense array, whatever the input was."""
+        return ((u[..., :, None] * v[..., None, :]) * factor[..., None, None]).astype(u.dtype, copy=False)
+
     @property
     def other_dim(self):
         return self.shape[1] if self.left else self.shape[0]
@@ -152,7 +156,11 @@ class DenseGram(_GramBase):
     def __init__(self, name, stack, left, source):
         b, p, q = stack.shape
         super().__init__(name, (q, p) if left else (p, q), stack.dtype, b)
-        self.mat = stack  # (b, p, q) C-contiguous; the Gram operator is M^T M, of size q
+        # (b, p, q) C-contiguous; the Gram operator is M^T M, of size q. Always a read-only view:
+        # numba compiles writable and read-only (memory-mapped) arrays as separate specializations,
+        # and one per dtype is seconds of compile time less.
+        self.mat = stack.view()
+        self.mat.flags.writeable = False
         self.left = left
         self._source = source  # the caller's array, scanned only to word an error
         self._parallel_single = b == 1 and p * q >= PARALLEL_MIN_ENTRIES

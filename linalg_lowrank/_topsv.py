@@ -10,40 +10,15 @@ on BLAS limited to one thread, so the two pools never take turns on the cores (o
 machine an OpenBLAS pool that spins after a call stalls the next numba kernel for milliseconds).
 """
 
-import contextlib
 import math
 
 import numba
 import numpy as np
 
 from . import _kernels, _operators, config
+from ._threads import blas_single_thread
 
 _EPS = np.finfo(np.float64).eps
-
-
-@contextlib.contextmanager
-def blas_single_thread():
-    """Limit BLAS to one thread inside the iteration (a no-op without threadpoolctl)."""
-    controller = _controller()
-    if controller is None:
-        yield
-        return
-    with controller.limit(limits=1, user_api="blas"):
-        yield
-
-
-_CONTROLLER = []
-
-
-def _controller():
-    if not _CONTROLLER:
-        try:
-            from threadpoolctl import ThreadpoolController
-        except ImportError:  # pragma: no cover - threadpoolctl is a dependency
-            _CONTROLLER.append(None)
-        else:
-            _CONTROLLER.append(ThreadpoolController())
-    return _CONTROLLER[0]
 
 
 class Outcome:
@@ -191,12 +166,18 @@ def _solve_small(gram, X, out, *, tol, maxiter):
     n_hist = np.zeros(b, dtype=np.int64)
     invariant = np.zeros(b, dtype=np.bool_)
     rescale = np.zeros(b, dtype=np.bool_)
-    lo, hi = gram.range_bounds()
-    _kernels.lanczos_stack(
-        gram.mat, np.ascontiguousarray(X), tol, maxiter, K, keep, 1, config.LANCZOS_MAX_CHECK_GAP,
-        out.theta, out.w, out.y, out.residual, out.n_iter, out.converged, out.ratio, hist, n_hist, out.lanczos_dim,
-        invariant, gram.c1, gram.c2, lo, hi, rescale,
-    )  # fmt: skip
+    low, high = gram.range_bounds()
+    X = np.ascontiguousarray(X)
+
+    def chunk(lo, hi):
+        _kernels.lanczos_stack(
+            gram.mat[lo:hi], X[lo:hi], tol, maxiter, K, keep, 1, config.LANCZOS_MAX_CHECK_GAP,
+            out.theta[lo:hi], out.w[lo:hi], out.y[lo:hi], out.residual[lo:hi], out.n_iter[lo:hi],
+            out.converged[lo:hi], out.ratio[lo:hi], hist[lo:hi], n_hist[lo:hi], out.lanczos_dim[lo:hi],
+            invariant[lo:hi], gram.c1[lo:hi], gram.c2[lo:hi], low, high, rescale[lo:hi],
+        )  # fmt: skip
+
+    _run_chunks(chunk, b)
     _check_flag(gram, rescale)
     out.method = "lanczos"
     zero = out.theta == 0
@@ -204,6 +185,30 @@ def _solve_small(gram, X, out, *, tol, maxiter):
     out.stop[:] = np.where(zero, "zero", np.where(out.converged, "converged", np.where(invariant, "exact", "maxiter")))
     for k in range(b):
         out.history[k] = list(hist[k, : n_hist[k]])
+
+
+_POOL = []
+
+
+def _run_chunks(fn, b):
+    """fn(lo, hi) on numba.get_num_threads() contiguous chunks of range(b), in parallel threads.
+
+    For kernels that release the GIL and loop serially: parallel over the chunks without a
+    ``prange`` (whose compile time is seconds per kernel). Chunk 0 runs on the calling thread.
+    """
+    n = max(1, min(numba.get_num_threads(), b))
+    bounds = [(t * b) // n for t in range(n + 1)]
+    if n == 1:
+        fn(0, b)
+        return
+    if not _POOL:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL.append(ThreadPoolExecutor(numba.config.NUMBA_NUM_THREADS, thread_name_prefix="linalg_lowrank"))
+    futures = [_POOL[0].submit(fn, bounds[t], bounds[t + 1]) for t in range(1, n)]
+    fn(bounds[0], bounds[1])
+    for f in futures:
+        f.result()
 
 
 def _power(gram, X, active, out, *, tol, steps, auto):

@@ -17,7 +17,7 @@ import scipy.sparse.linalg
 import scipy.special
 
 from . import _hutchinson_kernels, _operators, _validate, config
-from ._topsv import blas_single_thread
+from ._threads import blas_single_thread
 from .results import ConvergenceWarning
 
 __all__ = [

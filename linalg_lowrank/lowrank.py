@@ -16,7 +16,7 @@ from scipy.special import gammaincinv
 
 from . import _dask, _validate, config
 from ._scaling import ldexp_float, pow2_normalize, unscale
-from ._topsv import blas_single_thread
+from ._threads import blas_single_thread
 from .results import ConvergenceWarning, _fmt
 
 __all__ = [

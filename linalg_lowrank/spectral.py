@@ -6,7 +6,7 @@ import warnings
 import numba
 import numpy as np
 
-from . import _kernels, _operators, _topsv, _validate, config
+from . import _kernels, _operators, _threads, _topsv, _validate, config
 from .results import ConvergenceWarning, DegenerateSingularValueWarning, PowerIterationResult
 
 __all__ = [
@@ -333,7 +333,7 @@ def spectral_norm_grad(A, *, gap_rtol=None, check_gap=True, **kwargs):
            [0., 0.]])
     """
     result, gram, out = _power_iteration(A, name="A", **_solver_kwargs(kwargs))
-    grad = _outer(result, times_sigma=False)
+    grad = _outer(result, times_sigma=False, gram=gram)
     if check_gap:
         dtype = grad.dtype
         gap_rtol = _validate.positive("gap_rtol", gap_rtol, allow_none=True) or math.sqrt(np.finfo(dtype).eps)
@@ -418,13 +418,14 @@ def _warn_if_degenerate(gram, out, gap_rtol, rng):
         )
 
 
-def _outer(result, times_sigma):
-    """sigma u v^T (or u v^T) in the dtype of u; u v^T is taken as 0 where sigma = 0."""
-    u, v = result.u, result.v
-    outer = u[..., :, None] * v[..., None, :]
+def _outer(result, times_sigma, gram):
+    """sigma u v^T (or u v^T) in the dtype of u, as the input's kind holds it (`gram.outer`).
+
+    u v^T is taken as 0 where sigma = 0.
+    """
     sigma = np.asarray(result.sigma)
     factor = sigma if times_sigma else (sigma > 0).astype(np.float64)
-    return (outer * factor[..., None, None]).astype(u.dtype, copy=False)
+    return gram.outer(result.u, result.v, factor)
 
 
 def best_rank1(A, **kwargs):
@@ -454,7 +455,8 @@ def best_rank1(A, **kwargs):
     array([[2., 0.],
            [0., 0.]])
     """
-    return _outer(power_iteration(A, **kwargs), times_sigma=True)
+    result, gram, _ = _power_iteration(A, **_solver_kwargs(kwargs))
+    return _outer(result, times_sigma=True, gram=gram)
 
 
 def spectral_weight_decay(W, decay, *, v=None, n_iter=None, out=None, rng=None):
@@ -542,29 +544,35 @@ def spectral_weight_decay(W, decay, *, v=None, n_iter=None, out=None, rng=None):
     scratch = np.empty((max(1, min(numba.get_num_threads(), m)), n))
     limit = _write_limit(Warr.dtype)
     for k in range(W3.shape[0]):
-        Wk, Ok, vk = W3[k], O3[k], np.ascontiguousarray(V[k])
-        alias = np.shares_memory(Wk, Ok)
-        fused = Wk.flags.c_contiguous and Ok.flags.c_contiguous and (not alias or Ok.ctypes.data == Wk.ctypes.data)
-        if fused and alias:
-            # In place: nothing is written until y = W v, from a read-only pass, shows that every
-            # entry of the result is finite (_safe_update). The extra pass is the price of never
-            # leaving W half-updated (a NaN in its last row, or entries near the float range).
-            _kernels.gram_matvec(Wk, vk, y, z, scratch)
-            fused = _safe_update(y, decay, limit)
-            if fused:
-                if not _normal_direction(z):
-                    z = _scaled_direction(Wk, vk)
-                _kernels.rank1_deflate_rows(Wk, vk, decay, Ok, np.empty(m), np.empty(n), scratch)
-        elif fused:  # out is the caller's scratch: write first, verify after (W is intact)
-            _kernels.rank1_deflate_rows(Wk, vk, decay, Ok, y, z, scratch)
-            fused = _safe_update(y, decay, limit)
-            if fused and not _normal_direction(z):
-                z = _scaled_direction(Wk, vk)
-        if not fused:
-            z = _careful_update(Wk, vk, decay, Ok, Warr)
+        with _threads.numba_threads_for(m * n):
+            z = _decay_one(W3[k], O3[k], np.ascontiguousarray(V[k]), decay, y, z, scratch, limit, Warr)
         V_next[k] = z
     V_next = _unit_rows(V_next, fallback=V)
     return out, V_next.reshape(batch_shape + (n,)).astype(Warr.dtype, copy=False)
+
+
+def _decay_one(Wk, Ok, vk, decay, y, z, scratch, limit, Warr):
+    """One matrix of `spectral_weight_decay`: Ok = Wk - decay (Wk vk) vk^T; returns the next direction."""
+    alias = np.shares_memory(Wk, Ok)
+    fused = Wk.flags.c_contiguous and Ok.flags.c_contiguous and (not alias or Ok.ctypes.data == Wk.ctypes.data)
+    if fused and alias:
+        # In place: nothing is written until y = W v, from a read-only pass, shows that every
+        # entry of the result is finite (_safe_update). The extra pass is the price of never
+        # leaving W half-updated (a NaN in its last row, or entries near the float range).
+        _kernels.gram_matvec(Wk, vk, y, z, scratch)
+        fused = _safe_update(y, decay, limit)
+        if fused:
+            if not _normal_direction(z):
+                z = _scaled_direction(Wk, vk)
+            _kernels.rank1_deflate_rows(Wk, vk, decay, Ok, np.empty(Wk.shape[0]), np.empty(Wk.shape[1]), scratch)
+    elif fused:  # out is the caller's scratch: write first, verify after (W is intact)
+        _kernels.rank1_deflate_rows(Wk, vk, decay, Ok, y, z, scratch)
+        fused = _safe_update(y, decay, limit)
+        if fused and not _normal_direction(z):
+            z = _scaled_direction(Wk, vk)
+    if not fused:
+        z = _careful_update(Wk, vk, decay, Ok, Warr)
+    return z
 
 
 def _write_limit(dtype):
@@ -635,7 +643,7 @@ def _refine(Warr, v, batch_shape, n_iter):
         try:
             gram.begin()
             X = _operators.unit_rows(_start_from_v0(gram, v, batch_shape, name="v"))
-            with _topsv.blas_single_thread():
+            with _threads.blas_single_thread():
                 for _ in range(n_iter):
                     _, Z = gram.gram(X, np.arange(gram.batch))
                     X = _unit_rows(Z, fallback=X)

@@ -10,9 +10,7 @@ echo "== ruff"
 echo "== docs (warnings are errors)"
 "$VENV/bin/python" -m sphinx -W --keep-going -q -b html docs docs/_build/html
 "$VENV/bin/python" docs/tools/check_offline.py docs/_build/html
-echo "== numba kernels with NUMBA_DISABLE_JIT=1"
-NUMBA_DISABLE_JIT=1 "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/test_kernels.py -o addopts=""
-NUMBA_DISABLE_JIT=1 "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/test_dynamics.py tests/test_roots.py \
-    tests/test_hutchinson.py -k "kernel or ziggurat" -o addopts=""
+echo "== numba kernels with NUMBA_DISABLE_JIT=1 (the tests marked kernel)"
+NUMBA_DISABLE_JIT=1 "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests -m kernel -o addopts=""
 echo "== tests and doctests"
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"

@@ -57,9 +57,13 @@ def test_warm_start_and_gradient_on_dask():
     warm = ll.power_iteration(D, v0=ref.v)
     assert warm.converged and abs(warm.sigma - ref.sigma) <= 1e-12 * ref.sigma
     G = ll.spectral_norm_grad(D, rng=0)
+    B = ll.best_rank1(D, rng=0)
     U, s, Vt = np.linalg.svd(A)
+    # as large as the input: distributed, chunked like it
+    assert isinstance(G, da.Array) and G.chunks == D.chunks and isinstance(B, da.Array) and B.chunks == D.chunks
     # u1 v1^T does not depend on the signs; its error is of order the vectors' sin-theta bound
-    np.testing.assert_allclose(G, np.outer(U[:, 0], Vt[0]), rtol=0, atol=1e-8)
+    np.testing.assert_allclose(np.asarray(G), np.outer(U[:, 0], Vt[0]), rtol=0, atol=1e-8)
+    np.testing.assert_allclose(np.asarray(B), s[0] * np.outer(U[:, 0], Vt[0]), rtol=0, atol=1e-8 * s[0])
 
 
 @pytest.mark.parametrize("chunks", [(100, -1), (64, 48)])

@@ -125,6 +125,7 @@ def ref_ema_sums(decay, gain, cov):
 wraps_uint64 = pytest.mark.filterwarnings("ignore:overflow encountered in scalar:RuntimeWarning")
 
 
+@pytest.mark.kernel
 @wraps_uint64
 def test_normal_stream_matches_python_ziggurat():
     n, count, seed = 5, 400, 12345
@@ -134,6 +135,7 @@ def test_normal_stream_matches_python_ziggurat():
         np.testing.assert_array_equal(out[i], ref_normal_stream(seed, i, count))
 
 
+@pytest.mark.kernel
 @wraps_uint64
 def test_normal_stream_is_standard_normal():
     out = np.empty((50, 4000))
@@ -149,6 +151,7 @@ def test_normal_stream_is_standard_normal():
     assert abs(np.corrcoef(out[0], out[1])[0, 1]) < 5 / math.sqrt(out.shape[1])
 
 
+@pytest.mark.kernel
 @wraps_uint64
 @pytest.mark.parametrize("optimizer", ["adamw", "signsgdm", "adam", "sgdm"])
 @pytest.mark.parametrize("schedule", [False, True])
@@ -176,6 +179,7 @@ def test_simulate_kernel_matches_numpy_loop(optimizer, schedule):
     np.testing.assert_allclose(np.sqrt(u_acc.sum(0) / n)[1:], u_ref[1:], rtol=10 * n * EPS64)
 
 
+@pytest.mark.kernel
 def test_ema_moments_kernel_matches_double_sums():
     rng = np.random.default_rng(3)
     T = 60

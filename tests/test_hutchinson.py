@@ -148,6 +148,7 @@ def exchangeable_state(n, k, power=1.0, seed=0, distribution="rademacher"):
 # -- numba kernels against their numpy twins -----------------------------------------------------
 
 
+@pytest.mark.kernel
 @pytest.mark.parametrize("n, tile", [(1, 64), (5, 2), (17, 4), (64, 64), (70, 8), (131, 64)])
 def test_symmetry_scan_kernel_matches_numpy(n, tile):
     rng = np.random.default_rng(n)
@@ -168,6 +169,7 @@ def test_symmetry_scan_kernel_matches_numpy(n, tile):
                 assert not _hutchinson_kernels.symmetry_scan(A, tile)[2]
 
 
+@pytest.mark.kernel
 def test_row_mean_var_kernel_matches_numpy():
     rng = np.random.default_rng(0)
     for n, k in [(1, 2), (7, 3), (50, 200), (33, 17)]:
@@ -186,6 +188,7 @@ def test_row_mean_var_kernel_matches_numpy():
         assert np.allclose(mean, ref_mean, rtol=0, atol=1e-13) and np.allclose(var, ref_var, rtol=1e-12)
 
 
+@pytest.mark.kernel
 def test_sign_probes_are_the_stream_of_integers_0_2():
     u = np.array([0, 1, 2**31 - 1, 2**31, 2**32 - 1], dtype=np.uint32)
     out = np.empty(5)

@@ -15,6 +15,8 @@ from linalg_lowrank import _kernels
 
 from . import reference
 
+pytestmark = pytest.mark.kernel  # every test here runs again with NUMBA_DISABLE_JIT=1
+
 EPS = np.finfo(np.float64).eps
 
 

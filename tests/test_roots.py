@@ -276,6 +276,7 @@ def _stack(b, n, seed, kappa=1e3):
     return np.stack([spd(n, kappa, seed + i)[0] for i in range(b)])
 
 
+@pytest.mark.kernel
 def test_eigh_stack_kernel_matches_numpy():
     A = _stack(5, 9, seed=20)
     w = np.empty((5, 9))
@@ -290,6 +291,7 @@ def test_eigh_stack_kernel_matches_numpy():
     assert np.all(res <= 10 * 9 * EPS64 * np.abs(w).max(axis=1))  # the probe residual of eigenpairs
 
 
+@pytest.mark.kernel
 def test_probe_residual_kernel_matches_numpy():
     rng = np.random.default_rng(1)
     A, Q, Z = rng.standard_normal((7, 7)), rng.standard_normal((7, 7)), rng.standard_normal((7, 4))
@@ -299,6 +301,7 @@ def test_probe_residual_kernel_matches_numpy():
     np.testing.assert_allclose(_roots_kernels.probe_residual(A, Q, w, Z), ref, rtol=1e-13)
 
 
+@pytest.mark.kernel
 @pytest.mark.parametrize("steps", [1, 3])
 def test_refresh_stack_kernel_matches_numpy(steps):
     A = _stack(5, 8, seed=30)
@@ -315,6 +318,7 @@ def test_refresh_stack_kernel_matches_numpy(steps):
     np.testing.assert_allclose(res, res_ref, rtol=0, atol=tol)
 
 
+@pytest.mark.kernel
 def test_scaled_gram_stack_kernel_matches_numpy():
     rng = np.random.default_rng(0)
     Q = rng.standard_normal((5, 7, 7))
@@ -325,6 +329,7 @@ def test_scaled_gram_stack_kernel_matches_numpy():
     np.testing.assert_allclose(out, ref, rtol=0, atol=10 * 7 * EPS64 * np.abs(ref).max())
 
 
+@pytest.mark.kernel
 @pytest.mark.parametrize("n", [1, 63, 130, 200])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("order", ["C", "F"])
@@ -344,6 +349,7 @@ def test_symmetrize_stack_kernel_matches_numpy(n, dtype, order):
     np.testing.assert_array_equal(A, A_copy)
 
 
+@pytest.mark.kernel
 @pytest.mark.parametrize("n", [1, 64, 65, 200])
 def test_mirror_lower_kernel_matches_numpy(n):
     X = np.random.default_rng(n).standard_normal((n, n))
