@@ -165,12 +165,10 @@ def _json_ready(value):
     """Lists for arrays, None for NaN and Inf, recursively."""
     if isinstance(value, dict):
         return {k: _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return (
-            [_json_ready(v) for v in np.asarray(value).tolist()]
-            if isinstance(value, np.ndarray)
-            else [_json_ready(v) for v in value]
-        )
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
     if isinstance(value, (float, np.floating)):
         return float(value) if math.isfinite(value) else None
     if isinstance(value, (np.integer, np.bool_)):
