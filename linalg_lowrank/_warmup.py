@@ -24,7 +24,13 @@ import numpy as np
 # Covered: what `power_iteration` runs on float64 and float32 matrices (the power pilot, Lanczos,
 # the parallel one-pass product of large matrices) and on float32 stacks of small matrices (the
 # dtype the audit computes half-precision tensors in). Other paths compile on first use.
-_GROUPS = {"float64": ("float64",), "float32": ("float32", "float32-stack")}
+_GROUPS = {"float32": ("float32",), "float32-stack": ("float32-stack",), "float64": ("float64",)}
+#: What each compute dtype needs. The set-up step compiles float32 only: the audit computes every
+#: half- and single-precision checkpoint in float32, and float64 (checkpoints stored in float64,
+#: float64 arrays) compiles on first use, with the same message, so the first audit after set-up
+#: does not wait for kernels it will not run.
+_DTYPE_GROUPS = {"float32": ("float32", "float32-stack"), "float64": ("float64",)}
+_SETUP_DTYPES = ("float32", "float64")
 
 
 def _case(name):
@@ -74,14 +80,16 @@ def _cache_note():
     return "first run only, cached afterwards"
 
 
-def warm_up(*, stream=None):
-    """Compile the kernels behind `spectral_norm` for float32/float64 matrices and float32 stacks.
+def warm_up(*, stream=None, dtypes=("float32", "float64")):
+    """Compile the kernels behind `spectral_norm` for matrices (and float32 stacks) of ``dtypes``.
 
     Parameters
     ----------
     stream : file-like, optional
         Where to say that kernels are being compiled (default ``sys.stderr``); nothing is written
         when every kernel is already cached.
+    dtypes : iterable of {"float32", "float64"}, optional
+        The compute dtypes to prepare (a caller that knows its inputs names only those).
 
     Returns
     -------
@@ -91,8 +99,9 @@ def warm_up(*, stream=None):
     stream = sys.stderr if stream is None else stream
     start = time.perf_counter()
     with _announce_compiles(stream) as state:
-        for names in _GROUPS.values():
-            _run_cases(names)
+        for dtype in dtypes:
+            for group in _DTYPE_GROUPS[str(dtype)]:
+                _run_cases(_GROUPS[group])
     seconds = time.perf_counter() - start
     if state["compiled"]:
         print(f"linalg_lowrank: kernels compiled in {seconds:.1f} s", file=stream, flush=True)
@@ -114,7 +123,7 @@ def _idle_cores():
 
 
 def main(argv=None):
-    """Compile every group of kernels into numba's cache, ``--jobs`` processes at a time."""
+    """Compile the float32 kernels into numba's cache at set-up, ``--jobs`` processes at a time."""
     parser = argparse.ArgumentParser(prog="python -m linalg_lowrank._warmup", description=main.__doc__)
     parser.add_argument("--jobs", type=int, default=None, help="parallel processes (default: the idle cores)")
     parser.add_argument("--group", choices=sorted(_GROUPS), help=argparse.SUPPRESS)  # one group, in a child
@@ -130,8 +139,9 @@ def main(argv=None):
         return 0
     start = time.perf_counter()
     jobs = _idle_cores() if args.jobs is None else args.jobs
+    groups = [g for dtype in _SETUP_DTYPES for g in _DTYPE_GROUPS[dtype]]
     if jobs > 1:
-        pending = list(_GROUPS)
+        pending = list(groups)
         running = []
         while pending or running:
             while pending and len(running) < jobs:
@@ -139,7 +149,7 @@ def main(argv=None):
                 running.append(subprocess.Popen(cmd))
             if running.pop(0).wait() != 0:
                 print("linalg_lowrank: a warm-up process failed; compiling here instead", file=sys.stderr)
-    warm_up()  # loads what the children cached; compiles whatever is still missing
+    warm_up(dtypes=_SETUP_DTYPES)  # loads what the children cached; compiles whatever is still missing
     print(f"linalg_lowrank: kernels ready ({time.perf_counter() - start:.1f} s)", file=sys.stderr, flush=True)
     return 0
 

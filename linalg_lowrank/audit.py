@@ -346,15 +346,20 @@ def _spectrum_entry(M, frob, K, seed):
     }
 
 
-_warmed_up = False
+_warmed_up = set()  # compute dtypes whose kernels this process has compiled or loaded
 
 
-def _warm_up():
-    """Compile (or load) the numba kernels once per process, before any tensor is timed."""
-    global _warmed_up
-    if not _warmed_up:
-        _warmup.warm_up()  # says on stderr when it compiles
-        _warmed_up = True
+def _warm_up(stored_dtypes):
+    """Compile (or load) the numba kernels the tensors' compute dtypes need, before any tensor is timed."""
+    wanted = {_compute_dtype(_stored_itemsize(d)).name for d in stored_dtypes} - _warmed_up
+    if wanted:
+        _warmup.warm_up(dtypes=sorted(wanted))  # says on stderr when it compiles
+        _warmed_up.update(wanted)
+
+
+def _stored_itemsize(name):
+    """A dtype of the stored name's size (bfloat16 has no numpy dtype; it is a 2-byte float)."""
+    return np.dtype(np.float16) if name == "bfloat16" else np.dtype(name)
 
 
 def audit_checkpoint(
@@ -465,8 +470,7 @@ def audit_checkpoint(
     spectrum = _validate.positive_int("spectrum", spectrum, default=None)
     records, skipped = [], []
     with _open_checkpoint(path, max_bytes) as entries:
-        if any(entry.reason is None for entry in entries):
-            _warm_up()
+        _warm_up({entry.dtype for entry in entries if entry.reason is None})
         bar = _progress_bar(len(entries), _escape(os.path.basename(os.fspath(path)))) if progress else None
         try:
             for entry in entries:

@@ -22,7 +22,7 @@ TOL = 1e-10  # the audit's default power-iteration tolerance
 @pytest.fixture(autouse=True, scope="module")
 def _kernels_compiled():
     """Compile before the tests that read stderr: a cold cache's message would land in theirs."""
-    audit._warm_up()
+    audit._warm_up({"float32", "float64"})
 
 
 def _matrices(seed=0):
@@ -790,7 +790,7 @@ def test_warm_up_runs_once_before_the_first_tensor(tmp_path, monkeypatch):
         calls.append("power_iteration")
         return real_power_iteration(*args, **kwargs)
 
-    monkeypatch.setattr(audit, "_warmed_up", False)
+    monkeypatch.setattr(audit, "_warmed_up", set())
     monkeypatch.setattr(_warmup, "warm_up", lambda **kwargs: calls.append("warm_up") or 0.0)
     monkeypatch.setattr(audit, "power_iteration", power_iteration)
     np.save(tmp_path / "v.npy", np.ones(5))
