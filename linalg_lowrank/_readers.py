@@ -125,6 +125,9 @@ class _Entry:
     dtype: str
     reason: str | None  # why it is skipped, None if it is audited
     load: Callable[[], np.ndarray] | None
+    # (offset, nbytes) of the bytes the header entry points at (the tensor's, or its zip member's),
+    # None when there are none: with the name, shape and dtype it identifies the tensor in the file.
+    span: tuple | None = None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -450,7 +453,7 @@ def _npy_entries(file, max_bytes):
         def load():
             return _from_bytes(file.read(data_offset, need, f"tensor {name!r}"), dtype, shape, order)
 
-    return [_Entry(name, shape, str(dtype), reason, load)]
+    return [_Entry(name, shape, str(dtype), reason, load, (data_offset, need))]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -573,7 +576,7 @@ def _npz_entries(members):
         if reason is None:
             _check_cap(path, what, info.file_size, members.max_bytes)
             load = _npz_loader(members, member, header_len, need, dtype, shape, "F" if fortran_order else "C")
-        entries.append(_Entry(name, shape, str(dtype), reason, load))
+        entries.append(_Entry(name, shape, str(dtype), reason, load, (members.data_start[member][1], info.compress_size)))
     return entries
 
 
@@ -682,7 +685,7 @@ def _safetensors_entries(file, max_bytes):
         if reason is None:
             _check_cap(path, f"tensor {name!r}", need, max_bytes)
             load = _safetensors_loader(file, name, np.dtype(np_dtype), data_start + begin, need, shape, code == "BF16")
-        entries.append((begin, _Entry(name, shape, dtype_name, reason, load)))
+        entries.append((begin, _Entry(name, shape, dtype_name, reason, load, (data_start + begin, need))))
     entries.sort(key=lambda item: item[0])  # file order: reads go forward through the file
     return [entry for _, entry in entries]
 

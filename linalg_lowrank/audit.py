@@ -12,6 +12,7 @@ sigma2/sigma1; everything else is listed as skipped with a reason.
 
 import argparse
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -49,10 +50,11 @@ __all__ = [
     "main",
     "read_tensors",
     "skipped_summary",
+    "tensor_seed",
     "write_demo_checkpoint",
 ]
 
-#: Seed of every power iteration of an audit (each tensor starts from ``rng=DEFAULT_SEED``).
+#: Default seed of an audit (each tensor starts from ``rng=tensor_seed(DEFAULT_SEED, name)``).
 DEFAULT_SEED = 0
 #: Seed of the built-in demo checkpoint's random matrices.
 DEMO_SEED = 0
@@ -293,6 +295,62 @@ def _audit_array(name, arr, stored_dtype, *, seed, tol, maxiter, conv):
     )
 
 
+def tensor_seed(seed, name):
+    """Seed of the power iteration of the tensor ``name`` in an audit run with ``seed``.
+
+    It depends on the run's seed and the tensor's name only (SHA-256 of the UTF-8 name, mixed with
+    the seed by `numpy.random.SeedSequence`), never on the tensor's position or on the order in
+    which tensors complete: an audit in this process, on a dask cluster or resumed from
+    ``--out`` gives every tensor the same start vector, hence the same numbers.
+
+    Parameters
+    ----------
+    seed : int
+        The run's seed (``--seed``), non-negative.
+    name : str
+        The tensor's name in its checkpoint.
+
+    Returns
+    -------
+    seed : int
+        A seed in [0, 2**63), passed as ``rng`` to `power_iteration`.
+
+    Examples
+    --------
+    >>> from linalg_lowrank.audit import tensor_seed
+    >>> tensor_seed(0, "layers.0.mlp.up.weight") == tensor_seed(0, "layers.0.mlp.up.weight")
+    True
+    >>> tensor_seed(0, "a") != tensor_seed(0, "b") and tensor_seed(0, "a") != tensor_seed(1, "a")
+    True
+    """
+    digest = hashlib.sha256(str(name).encode("utf-8", errors="surrogatepass")).digest()
+    words = np.frombuffer(digest, dtype="<u4").tolist()
+    state = np.random.SeedSequence([int(seed), *words]).generate_state(1, dtype=np.uint64)
+    return int(state[0] >> np.uint64(1))
+
+
+def _audit_entry(entry, *, seed, tol, maxiter, conv):
+    """`AuditRecord` or `SkippedTensor` of one header entry, read (``entry.load()``) and timed here.
+
+    The one per-tensor computation of every way the audit runs (in this process, on dask workers).
+    """
+    start = time.perf_counter()
+    result = entry.reason
+    if result is None:
+        result = _audit_array(
+            entry.name,
+            entry.load(),
+            entry.dtype,
+            seed=tensor_seed(seed, entry.name),
+            tol=tol,
+            maxiter=maxiter,
+            conv=conv,
+        )
+    if isinstance(result, AuditRecord):
+        return replace(result, time_s=time.perf_counter() - start)
+    return SkippedTensor(entry.name, entry.shape, entry.dtype, result)
+
+
 _warmed_up = False
 
 
@@ -315,8 +373,10 @@ def audit_checkpoint(
         A ``.npy``, ``.npz`` or ``.safetensors`` file, or a PyTorch checkpoint (``.pt``,
         ``.pth``, ``.bin``, ``.ckpt``; read without torch).
     seed : int, optional
-        Seed of the random start vector of every power iteration (each tensor starts from the
-        same seed, so a tensor's numbers do not depend on the rest of the file).
+        Seed of the run: each tensor's power iteration starts from the seed
+        ``tensor_seed(seed, name)``, derived from this seed and the tensor's name, so a tensor's
+        numbers do not depend on the rest of the file, on the order of the tensors, or on where
+        the audit runs (in this process or on a dask cluster).
     tol : float, optional
         Relative residual tolerance of `power_iteration`.
     maxiter : int, optional
@@ -406,16 +466,8 @@ def audit_checkpoint(
             for entry in entries:
                 if bar is not None:
                     bar.set_postfix_str(_escape(entry.name), refresh=False)
-                start = time.perf_counter()
-                result = entry.reason
-                if result is None:
-                    result = _audit_array(
-                        entry.name, entry.load(), entry.dtype, seed=seed, tol=tol, maxiter=maxiter, conv=conv
-                    )
-                if isinstance(result, AuditRecord):
-                    records.append(replace(result, time_s=time.perf_counter() - start))
-                else:
-                    skipped.append(SkippedTensor(entry.name, entry.shape, entry.dtype, result))
+                result = _audit_entry(entry, seed=seed, tol=tol, maxiter=maxiter, conv=conv)
+                (records if isinstance(result, AuditRecord) else skipped).append(result)
                 if bar is not None:
                     bar.update()
         finally:
