@@ -576,7 +576,9 @@ def _npz_entries(members):
         if reason is None:
             _check_cap(path, what, info.file_size, members.max_bytes)
             load = _npz_loader(members, member, header_len, need, dtype, shape, "F" if fortran_order else "C")
-        entries.append(_Entry(name, shape, str(dtype), reason, load, (members.data_start[member][1], info.compress_size)))
+        entries.append(
+            _Entry(name, shape, str(dtype), reason, load, (members.data_start[member][1], info.compress_size))
+        )
     return entries
 
 

@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _validate, _warmup, config
+from . import _distributed, _validate, _warmup, config
 from ._readers import (
     _REASON_EMPTY,
     _REASON_NOT_FLOAT,
@@ -833,7 +833,12 @@ def add_arguments(parser):
         "path",
         nargs="?",
         metavar="PATH",
-        help="checkpoint file (.npz, .npy, .safetensors, .pt, .pth, .bin or .ckpt); default: built-in demo",
+        help="checkpoint file (.npz, .npy, .safetensors, .pt, .pth, .bin or .ckpt), directory (its checkpoint "
+        "files, sorted, or the Hugging Face index it holds) or sharded checkpoint index "
+        "(model.safetensors.index.json); default: built-in demo",
+    )
+    parser.add_argument(
+        "more_paths", nargs="*", metavar="PATH", help="more files, directories or indexes, audited in the order given"
     )
     parser.add_argument("--json", action="store_true", help="print a JSON document (records and skipped) to stdout")
     parser.add_argument(
@@ -886,6 +891,43 @@ def add_arguments(parser):
         help="largest tensor or zip member read into memory, also the bound on decompression "
         f"(bytes, or with K/M/G/T: 512M, 16G; default {config.AUDIT_MAX_BYTES >> 30}G)",
     )
+    results = parser.add_argument_group("results file")
+    results.add_argument(
+        "--out",
+        metavar="FILE",
+        default=None,
+        help="append one JSON line per tensor to FILE as it completes (flushed and fsynced); FILE must be new or "
+        "empty unless --resume is given",
+    )
+    results.add_argument(
+        "--resume",
+        action="store_true",
+        help="with --out: keep the tensors FILE already records (by file, name, shape, dtype and byte offsets) "
+        "and audit the rest; a last line cut short by a kill is dropped",
+    )
+    cluster = parser.add_argument_group(
+        "dask cluster (pip install 'linalg_lowrank[dask]')"
+    ).add_mutually_exclusive_group()
+    cluster.add_argument(
+        "--workers",
+        type=_int_at_least(1),
+        default=None,
+        metavar="N",
+        help="audit on a dask LocalCluster of N worker processes on this machine (127.0.0.1), one task per tensor",
+    )
+    cluster.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="audit on the existing dask cluster at ADDRESS (tcp://host:8786, tls://...); workers read the files "
+        "themselves, so the paths must be the same on them. TLS and other settings come from dask's configuration",
+    )
+    cluster.add_argument(
+        "--scheduler-file",
+        default=None,
+        metavar="PATH",
+        help="as --scheduler, with the address from a scheduler file (dask scheduler --scheduler-file PATH)",
+    )
     return parser
 
 
@@ -910,6 +952,11 @@ def run(args):
     """
     sort = args.sort or ("spectral_norm" if args.top_k is not None else None)
     progress = not args.no_progress and sys.stderr.isatty()
+    more_paths = getattr(args, "more_paths", None) or []
+    out, resume = getattr(args, "out", None), getattr(args, "resume", False)
+    cluster = {key: getattr(args, key, None) for key in ("workers", "scheduler", "scheduler_file")}
+    if resume and out is None:
+        return _error("--resume needs --out FILE (the results file to continue)")
     try:
         with contextlib.ExitStack() as stack:
             if args.path is None:
@@ -918,17 +965,42 @@ def run(args):
                 label = "built-in demo checkpoint"
             else:
                 path = label = args.path
-            records, skipped = audit_checkpoint(
-                path,
-                seed=args.seed,
-                tol=args.tol,
-                maxiter=args.maxiter,
-                conv=args.conv,
-                progress=progress,
-                max_bytes=args.max_bytes,
-            )
+            if (
+                more_paths
+                or out is not None
+                or any(v is not None for v in cluster.values())
+                or _distributed.is_many(path)
+            ):
+                if more_paths:
+                    label = f"{len(more_paths) + 1} inputs"
+                records, skipped, summary = _distributed.audit_command(
+                    [path, *more_paths],
+                    seed=args.seed,
+                    tol=args.tol,
+                    maxiter=args.maxiter,
+                    conv=args.conv,
+                    max_bytes=args.max_bytes,
+                    out=out,
+                    resume=resume,
+                    progress=progress,
+                    **cluster,
+                )
+                print(summary, file=sys.stderr)
+            else:
+                records, skipped = audit_checkpoint(
+                    path,
+                    seed=args.seed,
+                    tol=args.tol,
+                    maxiter=args.maxiter,
+                    conv=args.conv,
+                    progress=progress,
+                    max_bytes=args.max_bytes,
+                )
     except CheckpointError as exc:
         return _error(exc)
+    except _distributed.ClusterError as exc:
+        _error(f"dask cluster: {exc}")
+        return 1
     except KeyboardInterrupt:
         return _error("interrupted")
     if sort is not None:
