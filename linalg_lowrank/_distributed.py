@@ -340,6 +340,13 @@ def _memory_estimate(task):
     return task.nbytes + numel * compute + _TASK_OVERHEAD_BYTES
 
 
+def _bytes_str(n):
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{n} bytes"
+
+
 class _Progress:
     """Tensors done and bytes per second on stderr (a tqdm bar over bytes), and the summary."""
 
@@ -371,11 +378,11 @@ class _Progress:
 
     def summary(self, n_records, n_skipped, n_resumed):
         seconds = time.perf_counter() - self.start
-        gb = self.bytes_done / 1e9
         text = (
             f"audit: {n_records} tensors audited, {n_skipped} skipped"
             + (f", {n_resumed} taken from --out" if n_resumed else "")
-            + f"; {gb:.3f} GB read in {seconds:.1f} s ({gb / max(seconds, 1e-9):.3f} GB/s)"
+            + f"; {_bytes_str(self.bytes_done)} read in {seconds:.1f} s"
+            + f" ({self.bytes_done / 1e9 / max(seconds, 1e-9):.3g} GB/s)"
         )
         workers = {w: b for w, b in self.by_worker.items() if w is not None}
         if workers and self.bytes_done:
