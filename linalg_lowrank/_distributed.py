@@ -43,6 +43,9 @@ _MAX_INDEX_BYTES = 64 << 20
 #: Frobenius sum, power-iteration vectors, the interpreter's slack).
 _TASK_OVERHEAD_BYTES = 64 << 20
 _REASON_NOT_IN_INDEX = "not listed in the index"
+#: The dask worker resource (bytes) a task claims with its memory estimate, when every worker
+#: declares it: ``--workers`` does, and ``dask worker --resources MEMORY=16e9`` on a cluster.
+MEMORY_RESOURCE = "MEMORY"
 
 
 class ClusterError(RuntimeError):
@@ -408,6 +411,9 @@ def cluster_client(*, workers=None, scheduler=None, scheduler_file=None):
         raise ClusterError("--workers/--scheduler need dask.distributed: pip install 'linalg_lowrank[dask]'") from None
     with contextlib.ExitStack() as stack:
         if workers is not None:
+            from distributed.system import MEMORY_LIMIT
+
+            per_worker = max(1, int(MEMORY_LIMIT) // workers)
             cluster = stack.enter_context(
                 LocalCluster(
                     n_workers=workers,
@@ -416,6 +422,8 @@ def cluster_client(*, workers=None, scheduler=None, scheduler_file=None):
                     host="127.0.0.1",
                     dashboard_address=None,
                     silence_logs=logging.ERROR,
+                    memory_limit=per_worker,
+                    resources={MEMORY_RESOURCE: per_worker},
                 )
             )
             client = stack.enter_context(Client(cluster))
@@ -426,16 +434,19 @@ def cluster_client(*, workers=None, scheduler=None, scheduler_file=None):
         yield client
 
 
-def _worker_memory_limit(client):
-    """The largest memory limit of the cluster's workers (bytes), None when unlimited or unknown."""
+def _worker_memory(client):
+    """``(limit, use_resource)``: the most memory one task may get (bytes, None when unknown or
+    unlimited), and whether every worker declares the `MEMORY_RESOURCE` tasks can claim."""
     try:
         info = client.scheduler_info(n_workers=-1)
     except TypeError:  # older distributed
         info = client.scheduler_info()
-    limits = [w.get("memory_limit") or 0 for w in info.get("workers", {}).values()]
-    if not limits or not all(limits):
-        return None
-    return max(limits)
+    workers = list(info.get("workers", {}).values())
+    declared = [(w.get("resources") or {}).get(MEMORY_RESOURCE) for w in workers]
+    if workers and all(declared):
+        return max(declared), True
+    limits = [w.get("memory_limit") or 0 for w in workers]
+    return (max(limits) if limits and all(limits) else None), False
 
 
 def run_audit(
@@ -554,7 +565,7 @@ def _run_on_cluster(client, tasks, params, max_bytes, finish):
 
     from .audit import SkippedTensor
 
-    limit = _worker_memory_limit(client)
+    limit, use_resource = _worker_memory(client)
     runnable = []
     for task in tasks:
         need = _memory_estimate(task)
@@ -576,6 +587,8 @@ def _run_on_cluster(client, tasks, params, max_bytes, finish):
             key=f"linalg-lowrank-audit-{token}-{task.index}",
             pure=False,
             priority=len(runnable) - rank,
+            # a worker runs tasks together only while their estimates fit in what it declared
+            resources={MEMORY_RESOURCE: _memory_estimate(task)} if use_resource else None,
         )
         futures[future] = task
     try:

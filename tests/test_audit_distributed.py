@@ -16,6 +16,7 @@ import zipfile
 
 import numpy as np
 import pytest
+import threadpoolctl
 
 from linalg_lowrank import _distributed, audit
 from linalg_lowrank.audit import AuditRecord, CheckpointError, SkippedTensor
@@ -258,7 +259,12 @@ def test_killed_client_resumes_to_the_clean_records(tmp_path):
     assert 1 <= done_at_kill < 24, "the run was not killed mid-way"
     subprocess.run(command(killed, "--resume"), cwd=cwd, env=env, check=True, timeout=WAIT_S * 2, capture_output=True)
     clean = str(tmp_path / "clean.jsonl")
-    subprocess.run(command(clean), cwd=cwd, env=env, check=True, timeout=WAIT_S * 2, capture_output=True)
+    store = _distributed.ResultStore(clean, _params(), resume=False)
+    try:
+        with threadpoolctl.threadpool_limits(1):  # as in the subprocess: one BLAS thread, same bits
+            _distributed.run_audit(_distributed.plan_audit([folder])[0], **_params(), store=store)
+    finally:
+        store.close()
     assert len(_lines(killed)) == 24
     assert _as_set(_lines(killed)) == _as_set(_lines(clean))
 
@@ -282,6 +288,20 @@ def test_distributed_equals_in_process_record_for_record(sharded, client):
     results, summary = _distributed.run_audit(tasks, **_params(), client=client)
     assert [_comparable(r) for r in results] == [_comparable(r) for r in here]
     assert "per worker" in summary
+    limit, use_resource = _distributed._worker_memory(client)
+    assert use_resource and limit > 0  # tasks claimed their memory estimate
+
+
+def test_tasks_claiming_over_half_a_worker_run_one_at_a_time_and_all_complete(tmp_path, client, monkeypatch):
+    folder = str(tmp_path / "mem")
+    write_sharded(folder)
+    tasks, here = _in_process([folder])
+    limit, _ = _distributed._worker_memory(client)
+    # each tensor claims more than half a worker's declared memory: dask's resource accounting lets
+    # a worker run one at a time, and none is refused (each fits alone)
+    monkeypatch.setattr(_distributed, "_TASK_OVERHEAD_BYTES", limit // 2 + 1)
+    results, _ = _distributed.run_audit(tasks, **_params(), client=client)
+    assert [_comparable(r) for r in results] == [_comparable(r) for r in here]
 
 
 def test_distributed_through_the_command_line(sharded, client, capsys, tmp_path):
