@@ -24,12 +24,21 @@ import contextlib
 import json
 import math
 import os
+import posixpath
 import sys
 import time
 import uuid
 from dataclasses import dataclass, fields
 
-from ._readers import _EXTENSIONS, CheckpointError, _open_checkpoint, _parse_json_header, _regular_file_stat
+from ._readers import (
+    _EXTENSIONS,
+    CheckpointError,
+    _open_checkpoint,
+    _parse_json_header,
+    _regular_file_stat,
+    _url_filesystem,
+    is_url,
+)
 
 __all__ = ["ClusterError", "ResultStore", "Task", "plan_audit", "run_audit"]
 
@@ -77,41 +86,73 @@ class Task:
 # ----------------------------------------------------------------------------------------------
 
 
-def _is_url(path):
-    return "://" in str(path)
-
-
 def is_many(path):
-    """Whether ``path`` names more than one file: a directory, an index or a URL."""
+    """Whether ``path`` may name more than one file: a directory, an index or a URL."""
     path = os.fsdecode(os.fspath(path))
-    return _is_url(path) or path.endswith(INDEX_SUFFIX) or os.path.isdir(path)
+    return is_url(path) or path.endswith(INDEX_SUFFIX) or os.path.isdir(path)
 
 
-def _check_url(path):
+def _read_small(path, cap):
+    """The bytes of a small file (an index), local or a URL, at most ``cap``."""
+    if is_url(path):
+        fs, remote = _url_filesystem(path)
+        if fs is not None:
+            try:
+                size = fs.size(remote)
+                if size is not None and size > cap:
+                    raise CheckpointError(path, f"index of {size} bytes, more than {cap}")
+                return fs.cat_file(remote, start=0, end=cap + 1)
+            except CheckpointError:
+                raise
+            except FileNotFoundError:
+                raise CheckpointError(path, "no such file") from None
+            except Exception as exc:
+                raise CheckpointError(path, f"cannot read ({type(exc).__name__}: {exc})") from None
+        path = remote
+    st = _regular_file_stat(path)
+    if st.st_size > cap:
+        raise CheckpointError(path, f"index of {st.st_size} bytes, more than {cap}")
     try:
-        import fsspec  # noqa: F401
-    except ImportError:
-        raise CheckpointError(
-            path, "a URL: reading URLs needs fsspec and its backend (pip install fsspec s3fs), which are not installed"
-        ) from None
-    raise CheckpointError(path, "a URL: reading fsspec URLs is not supported yet; copy the files to a local disk")
+        with open(path, "rb") as fp:
+            return fp.read(cap + 1)
+    except OSError as exc:
+        raise CheckpointError(path, exc.strerror or str(exc)) from None
+
+
+def _url_directory(url):
+    """Whether ``url`` names a directory (of a remote file system)."""
+    fs, remote = _url_filesystem(url)
+    if fs is None:
+        return os.path.isdir(remote)
+    try:
+        return fs.isdir(remote)
+    except Exception as exc:
+        raise CheckpointError(url, f"cannot read ({type(exc).__name__}: {exc})") from None
+
+
+def _list_directory(path):
+    if not is_url(path):
+        return sorted(os.listdir(path)), lambda name: os.path.join(path, name), os.path.isfile
+    fs, remote = _url_filesystem(path)
+    if fs is None:
+        return _list_directory(remote)
+    base = path.rstrip("/")
+    try:
+        names = sorted(posixpath.basename(p.rstrip("/")) for p in fs.ls(remote, detail=False))
+    except Exception as exc:
+        raise CheckpointError(path, f"cannot list ({type(exc).__name__}: {exc})") from None
+    return names, lambda name: f"{base}/{name}", lambda _: True
 
 
 def _read_index(path):
     """``{shard file: [tensor names]}`` of a Hugging Face index, shards in sorted order."""
-    st = _regular_file_stat(path)
-    if st.st_size > _MAX_INDEX_BYTES:
-        raise CheckpointError(path, f"index of {st.st_size} bytes, more than {_MAX_INDEX_BYTES}")
-    try:
-        with open(path, "rb") as fp:
-            raw = fp.read(_MAX_INDEX_BYTES + 1)
-    except OSError as exc:
-        raise CheckpointError(path, exc.strerror or str(exc)) from None
+    raw = _read_small(path, _MAX_INDEX_BYTES)
     doc = _parse_json_header(path, raw)  # the readers' guards: depth and integer length bounded
     weight_map = doc.get("weight_map") if isinstance(doc, dict) else None
     if not isinstance(weight_map, dict) or not weight_map:
         raise CheckpointError(path, "not a checkpoint index: expected an object with a non-empty 'weight_map'")
-    folder = os.path.dirname(os.path.abspath(path))
+    url = is_url(path)
+    folder = path.rsplit("/", 1)[0] if url else os.path.dirname(os.path.abspath(path))
     shards = {}
     for name, shard in weight_map.items():
         if not isinstance(shard, str) or not shard:
@@ -120,23 +161,22 @@ def _read_index(path):
         if os.path.isabs(shard) or ".." in parts:
             # An index is data from the download: it may name files next to it, nothing else.
             raise CheckpointError(path, f"weight_map[{name!r}] names {shard!r}, outside the index's directory")
-        shards.setdefault(os.path.join(folder, shard), []).append(name)
+        shards.setdefault(f"{folder}/{shard}" if url else os.path.join(folder, shard), []).append(name)
     return dict(sorted(shards.items()))
 
 
 def _directory_inputs(path):
-    names = sorted(os.listdir(path))
+    names, join, is_file = _list_directory(path)
     indexes = [n for n in names if n.endswith(INDEX_SUFFIX)]
     if indexes:
         # A Hugging Face folder often holds the same weights twice (safetensors and .bin shards):
         # its index says which files make the checkpoint.
         chosen = _PREFERRED_INDEX if _PREFERRED_INDEX in indexes else indexes[0]
-        return [(os.path.join(path, chosen), True)]
-    files = [n for n in names if os.path.splitext(n)[1].lower() in _EXTENSIONS]
-    files = [n for n in files if os.path.isfile(os.path.join(path, n))]
+        return [(join(chosen), True)]
+    files = [n for n in names if os.path.splitext(n)[1].lower() in _EXTENSIONS and is_file(join(n))]
     if not files:
         raise CheckpointError(path, "a directory without checkpoint files (.npz, .npy, .safetensors, .pt, ...)")
-    return [(os.path.join(path, n), False) for n in files]
+    return [(join(n), False) for n in files]
 
 
 def _sources(paths):
@@ -144,20 +184,18 @@ def _sources(paths):
     out, seen = [], set()
     for path in paths:
         path = os.fsdecode(os.fspath(path))
-        if _is_url(path):
-            _check_url(path)
-        inputs = _directory_inputs(path) if os.path.isdir(path) else [(path, path.endswith(INDEX_SUFFIX))]
+        directory = _url_directory(path) if is_url(path) else os.path.isdir(path)
+        inputs = _directory_inputs(path) if directory else [(path, path.endswith(INDEX_SUFFIX))]
         for item, is_index in inputs:
             if is_index:
                 shards = _read_index(item)
                 for shard, names in shards.items():
-                    label = os.path.relpath(shard, os.path.dirname(os.path.abspath(item)))
-                    out.append((shard, label, names))
+                    out.append((shard, shard, names))
             else:
                 out.append((item, item, None))
     files = []
     for file, label, names in out:
-        key = os.path.abspath(file)
+        key = file if is_url(file) else os.path.abspath(file)
         if key in seen:
             continue  # a file named twice is audited once
         seen.add(key)

@@ -780,8 +780,9 @@ COMMAND_DESCRIPTION = (
     "whose name contains 'conv'; other tensors of 3 or more dimensions are stacks of matrices over their "
     "last two axes, whose spectral norm is the largest over the stack (the other columns describe that "
     "matrix). Integer, boolean, 0-D and 1-D tensors are skipped and counted in one line (--show-skipped "
-    "lists them). Names are printed with non-printable characters escaped. Without PATH a small built-in "
-    "demo checkpoint is audited. Exit status: 0 on success, 2 for a missing, truncated or malformed file "
+    "lists them). Names are printed with non-printable characters escaped. PATH may also be a directory, a "
+    "sharded checkpoint's model.safetensors.index.json, an fsspec URL, or several of these. Without PATH a small "
+    "built-in demo checkpoint is audited. Exit status: 0 on success, 2 for a missing, truncated or malformed file "
     "or bad options."
 )
 

@@ -166,10 +166,44 @@ def test_index_guards(tmp_path):
     assert audit.main([folder, "--no-progress"]) == 2
 
 
-def test_urls_are_refused_with_a_clear_message(capsys):
+def test_urls_without_fsspec_are_refused_with_a_clear_message(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "fsspec", None)  # import fsspec raises ImportError
     assert audit.main(["s3://bucket/model.safetensors.index.json", "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert "s3://bucket" in err and ("fsspec" in err) and err.count("\n") == 1
+    assert "s3://bucket" in err and "needs fsspec" in err and err.count("\n") == 1
+
+
+def _to_memory_fs(folder, prefix):
+    fsspec = pytest.importorskip("fsspec")
+    fs = fsspec.filesystem("memory")
+    for name in sorted(os.listdir(folder)):
+        with open(os.path.join(folder, name), "rb") as fp:
+            fs.pipe(f"{prefix}/{name}", fp.read())
+    return fs
+
+
+def test_fsspec_urls_give_the_local_records(sharded):
+    folder, _ = sharded
+    _to_memory_fs(folder, "/distaudit/ckpt")
+    _, here = _in_process([folder])
+    for url in ("memory://distaudit/ckpt", "memory://distaudit/ckpt/model.safetensors.index.json"):
+        tasks, there = _in_process([url])
+        assert all(t.file.startswith("memory://distaudit/ckpt/model-") for t in tasks)
+        assert [_comparable(r) for r in there] == [_comparable(r) for r in here]
+    _, local_url = _in_process(["file://" + folder])
+    assert [_comparable(r) for r in local_url] == [_comparable(r) for r in here]
+
+
+def test_hostile_file_behind_a_url_is_exit_2(tmp_path, capsys):
+    folder = str(tmp_path / "bad")
+    write_sharded(folder)
+    shard = os.path.join(folder, "model-00002-of-00003.safetensors")
+    with open(shard, "r+b") as fp:
+        fp.truncate(os.path.getsize(shard) - 100)
+    _to_memory_fs(folder, "/distaudit/bad")
+    assert audit.main(["memory://distaudit/bad", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "memory://distaudit/bad/model-00002-of-00003.safetensors" in err and "past the end" in err
 
 
 def test_directory_of_files_names_rows_by_file(tmp_path, capsys):
@@ -290,6 +324,9 @@ def test_distributed_equals_in_process_record_for_record(sharded, client):
     assert "per worker" in summary
     limit, use_resource = _distributed._worker_memory(client)
     assert use_resource and limit > 0  # tasks claimed their memory estimate
+    url_tasks, _ = _distributed.plan_audit(["file://" + folder])  # workers open the URL themselves
+    url_results, _ = _distributed.run_audit(url_tasks, **_params(), client=client)
+    assert [_comparable(r) for r in url_results] == [_comparable(r) for r in here]
 
 
 def test_tasks_claiming_over_half_a_worker_run_one_at_a_time_and_all_complete(tmp_path, client, monkeypatch):
