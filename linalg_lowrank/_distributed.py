@@ -306,7 +306,10 @@ class ResultStore:
             raise CheckpointError(self.path, "exists and is not empty: pass --resume to continue it, or remove it")
         if exists and resume:
             self._load()
-        self.fp = open(self.path, "a", encoding="utf-8")
+        try:
+            self.fp = open(self.path, "a", encoding="utf-8")
+        except OSError as exc:
+            raise CheckpointError(self.path, exc.strerror or str(exc)) from None
 
     def _load(self):
         with open(self.path, "rb") as fp:
@@ -595,6 +598,10 @@ def _run_here(pending, params, max_bytes, finish):
                 else:
                     result = audit_entry(entry, **params)
                 finish(task, _line(task, result, params))
+                del wanted[(entry.name, entry.span)]
+        if wanted:  # the file was rewritten since it was planned: as a worker says it
+            task = min(wanted.values(), key=lambda t: t.index)
+            raise CheckpointError(file, f"tensor {task.name!r} changed since its header was read")
 
 
 def _run_on_cluster(client, tasks, params, max_bytes, finish):

@@ -8,6 +8,7 @@ single-threaded dask worker; that is what the record-for-record equality relies 
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -410,6 +411,14 @@ def test_file_changed_after_planning_is_an_error_from_the_worker(tmp_path, clien
     with pytest.raises(CheckpointError) as here:
         _distributed.run_audit(tasks, **_params())
     assert str(there.value) == str(here.value) and shard in str(here.value)
+    # rewritten with other tensors: the planned entry is gone, for the worker and in this process
+    audit._write_safetensors(shard, {"other.weight": ("F32", np.eye(3))})
+    # (which tensor is named depends on which task finishes first, so only the file is compared)
+    pattern = f"^{re.escape(shard)}: tensor '[^']+' changed since its header was read$"
+    with pytest.raises(CheckpointError, match=pattern):
+        _distributed.run_audit(tasks, **_params(), client=client)
+    with pytest.raises(CheckpointError, match=pattern):
+        _distributed.run_audit(tasks, **_params())
 
 
 def test_killed_worker_reruns_its_tasks_every_tensor_once(sharded, client, tmp_path):
