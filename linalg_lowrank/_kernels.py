@@ -15,6 +15,12 @@ from numba import prange
 
 from ._jit import REASSOC, jit
 
+# Compile cost: numba compiles a callee once per argument-type signature and re-optimizes it inside
+# every jitted caller. A literal 0 argument types as Literal[int](0), a second specialization of
+# the callee; array-to-array slice assignment pulls in numba's broadcasting (with its error message
+# formatting, seconds of compile time). Hence _ZERO and the _copy/_add loops below.
+_ZERO = np.int64(0)
+
 
 @jit(fastmath=REASSOC)
 def _dot4(r0, r1, r2, r3, x):
@@ -29,10 +35,26 @@ def _dot4(r0, r1, r2, r3, x):
     return s0, s1, s2, s3
 
 
+@jit
+def _copy(dst, src):
+    """dst[:] = src for 1-D arrays of equal length."""
+    for i in range(dst.shape[0]):
+        dst[i] = src[i]
+
+
+@jit
+def _add(dst, src):
+    """dst += src for 1-D arrays of equal length."""
+    for i in range(dst.shape[0]):
+        dst[i] += src[i]
+
+
 @jit(fastmath=REASSOC)
-def _gram_rows(A, x, y, acc, lo, hi):
-    # y[i] = A[i] . x and acc += y[i] * A[i] for rows lo..hi. Four rows at a time: x and acc
-    # are loaded once per four rows, so the pass stays bound by reading A, not by cache traffic.
+def _gram_rows(A, x, y, acc, lo, hi, ys, zs):
+    # y[i] = (A[i] . x) * ys and acc += (y[i] * zs) * A[i] for rows lo..hi. Four rows at a time:
+    # x and acc are loaded once per four rows, so the pass stays bound by reading A, not by cache
+    # traffic. ys and zs are powers of two (1 for matrices of ordinary scale): exact, they keep the
+    # products of matrices near the ends of the float range inside it (see _topsv.scale_factors).
     n = A.shape[1]
     i = lo
     while i + 4 <= hi:
@@ -41,10 +63,18 @@ def _gram_rows(A, x, y, acc, lo, hi):
         r2 = A[i + 2]
         r3 = A[i + 3]
         s0, s1, s2, s3 = _dot4(r0, r1, r2, r3, x)
+        s0 *= ys
+        s1 *= ys
+        s2 *= ys
+        s3 *= ys
         y[i] = s0
         y[i + 1] = s1
         y[i + 2] = s2
         y[i + 3] = s3
+        s0 *= zs
+        s1 *= zs
+        s2 *= zs
+        s3 *= zs
         for j in range(n):
             acc[j] += s0 * r0[j] + s1 * r1[j] + s2 * r2[j] + s3 * r3[j]
         i += 4
@@ -53,45 +83,54 @@ def _gram_rows(A, x, y, acc, lo, hi):
         s0 = 0.0
         for j in range(n):
             s0 += r0[j] * x[j]
+        s0 *= ys
         y[i] = s0
+        s0 *= zs
         for j in range(n):
             acc[j] += s0 * r0[j]
         i += 1
 
 
 @jit(parallel=True)
-def gram_matvec(A, x, y, z, scratch):
-    """y = A @ x and z = A.T @ y in one pass over the rows of A.
+def gram_matvec(A, x, y, z, scratch, ys=1.0, zs=1.0):
+    """y = ys * (A @ x) and z = ys * A.T @ (zs * y) in one pass over the rows of A.
 
     ``scratch`` has shape (n_chunks, n): one accumulator per chunk of rows, reduced serially
     afterwards in a fixed order, so the result depends only on ``n_chunks`` (set it from the
-    thread count), never on scheduling.
+    thread count), never on scheduling. ``ys``, ``zs``: powers of two, 1 for plain products.
     """
     m = A.shape[0]
     n_chunks = scratch.shape[0]
     for c in prange(n_chunks):
         acc = scratch[c]
         acc[:] = 0.0
-        _gram_rows(A, x, y, acc, (c * m) // n_chunks, ((c + 1) * m) // n_chunks)
-    z[:] = scratch[0]
+        _gram_rows(A, x, y, acc, (c * m) // n_chunks, ((c + 1) * m) // n_chunks, ys, zs)
+    _copy(z, scratch[0])
     for c in range(1, n_chunks):
-        z += scratch[c]
+        _add(z, scratch[c])
+    if ys != 1.0:
+        z *= ys
 
 
 @jit
-def gram_matvec_serial(A, x, y, z):
+def gram_matvec_serial(A, x, y, z, ys=1.0, zs=1.0):
     """Single-threaded ``gram_matvec`` for small matrices (thread start-up would dominate)."""
     z[:] = 0.0
-    _gram_rows(A, x, y, z, 0, A.shape[0])
+    _gram_rows(A, x, y, z, _ZERO, A.shape[0], ys, zs)
+    if ys != 1.0:
+        z *= ys
 
 
 @jit(parallel=True)
-def gram_matvec_stack(A, X, Y, Z, active):
-    """For each k in ``active``: Y[k] = A[k] @ X[k], Z[k] = A[k].T @ Y[k]; one matrix per thread."""
+def gram_matvec_stack(A, X, Y, Z, active, ys, zs):
+    """For each k in ``active``: ``gram_matvec_serial(A[k], X[k], Y[k], Z[k], ys[k], zs[k])``; one matrix per thread."""
     for t in prange(active.shape[0]):
         k = active[t]
         Z[k, :] = 0.0
-        _gram_rows(A[k], X[k], Y[k], Z[k], 0, A.shape[1])
+        _gram_rows(A[k], X[k], Y[k], Z[k], _ZERO, A.shape[1], ys[k], zs[k])
+        if ys[k] != 1.0:
+            for j in range(Z.shape[1]):
+                Z[k, j] *= ys[k]
 
 
 @jit(fastmath=REASSOC)
@@ -159,9 +198,9 @@ def rank1_deflate_rows(W, v, decay, out, y, z, scratch):
         acc = scratch[c]
         acc[:] = 0.0
         _deflate_rows(W, v, decay, out, y, acc, (c * m) // n_chunks, ((c + 1) * m) // n_chunks)
-    z[:] = scratch[0]
+    _copy(z, scratch[0])
     for c in range(1, n_chunks):
-        z += scratch[c]
+        _add(z, scratch[c])
 
 
 # --- a whole solve per small matrix, for stacks: the matrix stays in cache across iterations ---
@@ -176,18 +215,48 @@ def _dot(a, b):
 
 
 @jit
-def _gram_step(M, x, y, z, scratch):
+def _gram_product(M, x, y, z, scratch, ys, zs):
     if scratch.shape[0] > 1:
-        gram_matvec(M, x, y, z, scratch)
+        gram_matvec(M, x, y, z, scratch, ys, zs)
     else:
         z[:] = 0.0
-        _gram_rows(M, x, y, z, 0, M.shape[0])
+        _gram_rows(M, x, y, z, _ZERO, M.shape[0], ys, zs)
+        if ys != 1.0:
+            z *= ys
 
 
 @jit
-def _gram_verify(M, w, y, z, scratch):
+def _gram_step(M, x, y, z, scratch, c1, c2, xs):
+    """y = c1 c2 M x and z = c1 c2 M^T y: products with the scaled matrix c1 c2 M (see ``gram_matvec``).
+
+    x is multiplied by c1 before the pass (into ``xs``), the dot products by c2; with c1 = c2 = 1
+    these are the plain products.
+    """
+    if c1 != 1.0:
+        for t in range(x.shape[0]):
+            xs[t] = x[t] * c1
+        _gram_product(M, xs, y, z, scratch, c2, c1)
+    else:
+        _gram_product(M, x, y, z, scratch, c2, c1)
+
+
+@jit
+def _in_range(y, lo, hi):
+    """True if max|y| is 0 or within [lo, hi] (False for NaN or Inf)."""
+    top = 0.0
+    for i in range(y.shape[0]):
+        a = abs(y[i])
+        if not a <= top:  # NaN compares False: caught here
+            top = a
+    if not np.isfinite(top):
+        return False
+    return top == 0.0 or (lo <= top <= hi)
+
+
+@jit
+def _gram_verify(M, w, y, z, scratch, c1, c2, xs):
     """Gram product of the unit vector w: returns (theta, relative residual ||z - theta w|| / theta)."""
-    _gram_step(M, w, y, z, scratch)
+    _gram_step(M, w, y, z, scratch, c1, c2, xs)
     theta = _dot(y, y)
     if theta == 0.0:
         return 0.0, 0.0
@@ -303,58 +372,70 @@ def _ritz_vector(V, s, j, out):
 
 
 @jit
-def power_pilot(M, x, tol, maxiter, max_remaining, hist, scratch, y, z):
+def power_pilot(M, x, tol, maxiter, max_remaining, hist, scratch, y, z, c1, c2, lo, hi):
     """Power steps on M^T M from unit x (updated in place) while they promise to finish soon.
 
     Mirrors ``_topsv._power`` with ``auto``: stops when the relative residual reaches ``tol``
     (returns converged), or when, from the third step on, the observed rate predicts more than
-    ``max_remaining`` further steps. Returns (steps, converged, theta, residual, ratio), with y
-    = M x and z = M^T y for the last x examined; on a switch x holds the next iterate.
+    ``max_remaining`` further steps. Returns (steps, converged, theta, residual, ratio, rescale),
+    with y = M x and z = M^T y for the last x examined; on a switch x holds the next iterate.
+    The products are those of the scaled matrix c1 c2 M (see ``_gram_step``). ``rescale`` is
+    True, and nothing else is done, when max|M x| of the first product lies outside [lo, hi]
+    or a product is not finite: the caller then chooses a scale and calls again.
     """
     q = x.shape[0]
     prev = np.nan
     ratio = np.nan
     theta = 0.0
     res = np.inf
+    xs = np.empty(q)
     for step in range(maxiter):
-        _gram_step(M, x, y, z, scratch)
+        _gram_step(M, x, y, z, scratch, c1, c2, xs)
+        if step == 0 and not _in_range(y, lo, hi):
+            return step + 1, False, np.nan, np.inf, ratio, True
         theta = _dot(y, y)
         if step < hist.shape[0]:
             hist[step] = np.sqrt(theta)
-        if theta == 0.0 or not np.isfinite(theta):
-            return step + 1, theta == 0.0, theta, 0.0 if theta == 0.0 else np.inf, ratio
+        if not np.isfinite(theta):
+            return step + 1, False, theta, np.inf, ratio, True
+        if theta == 0.0:
+            return step + 1, True, theta, 0.0, ratio, False
         r = 0.0
         for t in range(q):
             d = z[t] - theta * x[t]
             r += d * d
         res = np.sqrt(r) / theta
+        if not np.isfinite(res):  # z overflowed
+            return step + 1, False, theta, np.inf, ratio, True
         rate = res / prev
         if np.isfinite(rate):
             ratio = np.sqrt(min(max(rate, 0.0), 1.0))
         prev = res
         if res <= tol:
-            return step + 1, True, theta, res, ratio
+            return step + 1, True, theta, res, ratio, False
         if step == maxiter - 1:
-            return step + 1, False, theta, res, ratio
+            return step + 1, False, theta, res, ratio, False
         nz = np.sqrt(_dot(z, z))
         for t in range(q):
             x[t] = z[t] / nz
         if step >= 2:
             remaining = np.log(tol / res) / np.log(min(max(rate, 1e-300), 1.0)) if rate < 1.0 else np.inf
             if not remaining <= max_remaining:
-                return step + 1, False, theta, res, ratio
-    return maxiter, False, theta, res, ratio
+                return step + 1, False, theta, res, ratio, False
+    return maxiter, False, theta, res, ratio, False
 
 
 @jit
-def lanczos_small(M, x0, tol, maxiter, K, keep, first_check, max_gap, hist, scratch):
+def lanczos_small(M, x0, tol, maxiter, K, keep, first_check, max_gap, hist, scratch, c1, c2, lo, hi):
     """Top eigenpair of M^T M by thick-restart Lanczos with full reorthogonalization.
 
     Mirrors ``_topsv._lanczos`` for one matrix, with no Python between iterations. Returns
-    (theta, w, y, residual, n_iter, converged, ratio, n_hist, lanczos_dim, invariant); ``hist``
-    receives sqrt(top Ritz value) at each convergence check. With ``scratch`` of more than one
-    row the Gram products run on the parallel one-pass kernel; with one row, on this thread
-    (as inside ``lanczos_stack``, which is parallel over matrices).
+    (theta, w, y, residual, n_iter, converged, ratio, n_hist, lanczos_dim, invariant, rescale);
+    ``hist`` receives sqrt(top Ritz value) at each convergence check. With ``scratch`` of more
+    than one row the Gram products run on the parallel one-pass kernel; with one row, on this
+    thread (as inside ``lanczos_stack``, which is parallel over matrices). Products are those of
+    c1 c2 M, and ``rescale`` flags a first product out of [lo, hi] or a non-finite one, as in
+    ``power_pilot``. With a budget of one product, x0 itself is verified.
     """
     p, q = M.shape
     eps = np.finfo(np.float64).eps
@@ -367,6 +448,7 @@ def lanczos_small(M, x0, tol, maxiter, K, keep, first_check, max_gap, hist, scra
     z = np.empty(q)
     w_best = np.empty(q)
     y_best = np.empty(p)
+    xs = np.empty(q)
     nrm = np.sqrt(_dot(x0, x0))
     for i in range(q):
         V[0, i] = x0[i] / nrm
@@ -383,9 +465,11 @@ def lanczos_small(M, x0, tol, maxiter, K, keep, first_check, max_gap, hist, scra
     theta_v = 0.0
     res_v = np.inf
     while steps < maxiter - 1:
-        _gram_step(M, V[j], y, z, scratch)
+        _gram_step(M, V[j], y, z, scratch, c1, c2, xs)
         steps += 1
         if steps == 1:  # a warm start may already be converged: one product decides, as a power step
+            if not _in_range(y, lo, hi):
+                return np.nan, w_best, y_best, np.inf, steps, False, ratio, 0, 1, False, True
             theta_v = _dot(y, y)
             r = 0.0
             for t in range(q):
@@ -393,11 +477,11 @@ def lanczos_small(M, x0, tol, maxiter, K, keep, first_check, max_gap, hist, scra
                 r += d * d
             res_v = np.sqrt(r) / theta_v if theta_v > 0.0 else 0.0
             if res_v <= tol and theta_v > 0.0 and np.isfinite(theta_v):
-                w_best[:] = V[0]
-                y_best[:] = y
+                _copy(w_best, V[0])
+                _copy(y_best, y)
                 if hist.shape[0] > 0:
                     hist[0] = np.sqrt(theta_v)
-                return theta_v, w_best, y_best, res_v, steps, True, ratio, min(1, hist.shape[0]), 1, False
+                return theta_v, w_best, y_best, res_v, steps, True, ratio, min(1, hist.shape[0]), 1, False, False
         h[: j + 1] = 0.0
         for _ in range(2):  # classical Gram-Schmidt, twice
             for i in range(j + 1):
@@ -409,9 +493,9 @@ def lanczos_small(M, x0, tol, maxiter, K, keep, first_check, max_gap, hist, scra
             T[i, j] = h[i]
             T[j, i] = h[i]
         beta = np.sqrt(_dot(z, z))
-        if not np.isfinite(beta):  # NaN/Inf in M or overflow: the caller words the error
-            y_best[:] = y
-            return np.nan, w_best, y_best, np.inf, steps, False, ratio, n_hist, j + 1, False
+        if not np.isfinite(beta):  # NaN/Inf in M or overflow: the caller rescales or words the error
+            _copy(y_best, y)
+            return np.nan, w_best, y_best, np.inf, steps, False, ratio, n_hist, j + 1, False, True
         if beta > 0.0:
             for t in range(q):
                 V[j + 1, t] = z[t] / beta
@@ -453,10 +537,12 @@ def lanczos_small(M, x0, tol, maxiter, K, keep, first_check, max_gap, hist, scra
         prev_est = est
         if (est <= 0.5 * tol or invariant or top == 0.0) and steps < maxiter - 1:
             _ritz_vector(V, s_top, j, w_best)
-            theta_v, res_v = _gram_verify(M, w_best, y_best, z, scratch)
+            theta_v, res_v = _gram_verify(M, w_best, y_best, z, scratch, c1, c2, xs)
             steps += 1
+            if not (np.isfinite(theta_v) and np.isfinite(res_v)):
+                return theta_v, w_best, y_best, np.inf, steps, False, ratio, n_hist, lanczos_dim, False, True
             if res_v <= tol or invariant or theta_v == 0.0:
-                return theta_v, w_best, y_best, res_v, steps, res_v <= tol, ratio, n_hist, lanczos_dim, invariant
+                return theta_v, w_best, y_best, res_v, steps, res_v <= tol, ratio, n_hist, lanczos_dim, invariant, False
         if j == K:  # thick restart
             if first_cycle:
                 theta, S = np.linalg.eigh(np.ascontiguousarray(T[:j, :j]))
@@ -468,34 +554,64 @@ def lanczos_small(M, x0, tol, maxiter, K, keep, first_check, max_gap, hist, scra
                     c = S[i, col]
                     for t in range(q):
                         Vk[l, t] += c * V[i, t]
-            V[:keep] = Vk
-            V[keep] = V[K]
+            for l in range(keep):
+                _copy(V[l], Vk[l])
+            _copy(V[keep], V[K])
             T[:, :] = 0.0
             for l in range(keep):
                 T[l, l] = theta[K - keep + l]
                 T[keep, l] = beta * S[K - 1, K - keep + l]
                 T[l, keep] = T[keep, l]
             j = keep
-    # budget spent: the best Ritz vector, verified
-    theta, S = np.linalg.eigh(np.ascontiguousarray(T[:j, :j]))
-    _ritz_vector(V, S[:, j - 1].copy(), j, w_best)
-    theta_v, res_v = _gram_verify(M, w_best, y_best, z, scratch)
+    # budget spent: the best Ritz vector (x0 itself if no step was taken), verified
+    if j == 0:
+        w_best[:] = V[0]
+    else:
+        theta, S = np.linalg.eigh(np.ascontiguousarray(T[:j, :j]))
+        _ritz_vector(V, S[:, j - 1].copy(), j, w_best)
+    theta_v, res_v = _gram_verify(M, w_best, y_best, z, scratch, c1, c2, xs)
     steps += 1
-    return theta_v, w_best, y_best, res_v, steps, res_v <= tol, ratio, n_hist, lanczos_dim, False
+    if steps == 1 and not _in_range(y_best, lo, hi):
+        return np.nan, w_best, y_best, np.inf, steps, False, ratio, n_hist, lanczos_dim, False, True
+    if not (np.isfinite(theta_v) and np.isfinite(res_v)):
+        return theta_v, w_best, y_best, np.inf, steps, False, ratio, n_hist, lanczos_dim, False, True
+    if n_hist < hist.shape[0] and n_hist == 0:
+        hist[0] = np.sqrt(theta_v)
+        n_hist = 1
+    return (
+        theta_v,
+        w_best,
+        y_best,
+        res_v,
+        steps,
+        res_v <= tol or theta_v == 0.0,
+        ratio,
+        n_hist,
+        lanczos_dim,
+        False,
+        False,
+    )
 
 
-@jit(parallel=True)
+@jit
 def lanczos_stack(
-    A, X0, tol, maxiter, K, keep, first_check, max_gap, theta, W, Y, res, n_iter, conv, ratio, hist, n_hist, ldim, inv
-):
-    """``lanczos_small`` on every matrix of the stack A (b, p, q), one matrix per thread."""
-    for k in prange(A.shape[0]):
-        t, w, y, r, n, c, rt, nh, ld, iv = lanczos_small(
-            A[k], X0[k], tol, maxiter, K, keep, first_check, max_gap, hist[k], np.empty((1, A.shape[2]))
-        )
+    A, X0, tol, maxiter, K, keep, first_check, max_gap, theta, W, Y, res, n_iter, conv, ratio, hist, n_hist, ldim, inv,
+    C1, C2, lo, hi, rescale
+):  # fmt: skip
+    """``lanczos_small`` on every matrix of the stack A (b, p, q), in order, on this thread, with scales C1[k], C2[k].
+
+    Serial: ``_topsv`` runs contiguous chunks of the stack on several threads (the kernel
+    releases the GIL). A ``prange`` here cost about 3.5 s more compile time per dtype, because
+    numba optimizes the whole of ``lanczos_small`` again inside the parallel region.
+    """
+    for k in range(A.shape[0]):
+        t, w, y, r, n, c, rt, nh, ld, iv, rs = lanczos_small(
+            A[k], X0[k], tol, maxiter, K, keep, first_check, max_gap, hist[k], np.empty((1, A.shape[2])),
+            C1[k], C2[k], lo, hi
+        )  # fmt: skip
         theta[k] = t
-        W[k] = w
-        Y[k] = y
+        _copy(W[k], w)
+        _copy(Y[k], y)
         res[k] = r
         n_iter[k] = n
         conv[k] = c
@@ -503,3 +619,4 @@ def lanczos_stack(
         n_hist[k] = nh
         ldim[k] = ld
         inv[k] = iv
+        rescale[k] = rs

@@ -10,40 +10,15 @@ on BLAS limited to one thread, so the two pools never take turns on the cores (o
 machine an OpenBLAS pool that spins after a call stalls the next numba kernel for milliseconds).
 """
 
-import contextlib
 import math
 
 import numba
 import numpy as np
 
-from . import _kernels, config
+from . import _kernels, _operators, config
+from ._threads import blas_single_thread
 
 _EPS = np.finfo(np.float64).eps
-
-
-@contextlib.contextmanager
-def blas_single_thread():
-    """Limit BLAS to one thread inside the iteration (a no-op without threadpoolctl)."""
-    controller = _controller()
-    if controller is None:
-        yield
-        return
-    with controller.limit(limits=1, user_api="blas"):
-        yield
-
-
-_CONTROLLER = []
-
-
-def _controller():
-    if not _CONTROLLER:
-        try:
-            from threadpoolctl import ThreadpoolController
-        except ImportError:  # pragma: no cover - threadpoolctl is a dependency
-            _CONTROLLER.append(None)
-        else:
-            _CONTROLLER.append(ThreadpoolController())
-    return _CONTROLLER[0]
 
 
 class Outcome:
@@ -61,6 +36,7 @@ class Outcome:
         self.history = [[] for _ in range(b)]
         self.power_degree = np.zeros(b, dtype=np.int64)  # x = B^P x0 / ||.|| where Lanczos started
         self.lanczos_dim = np.zeros(b, dtype=np.int64)  # Krylov dimension of the first cycle
+        self.exponent = np.zeros(b, dtype=np.int64)  # theta, y are those of 2^-e M: sigma = 2^e sqrt(theta)
         self.method = "power"
 
     def record(self, idx, theta, w, y, residual):
@@ -78,11 +54,28 @@ def _rayleigh(Y, Z, X):
 
 
 def solve(gram, X, *, tol, maxiter, method):
-    """Top eigenpair of the Gram operator for every problem of the batch, to relative residual ``tol``."""
+    """Top eigenpair of the Gram operator for every problem of the batch, to relative residual ``tol``.
+
+    The products are those of 2^-e M (``gram.exponent``): unscaled unless the first product or
+    an overflow shows that M is far from unit scale, in which case the adapter picks e and the
+    solve starts again from the same vectors (see ``_operators``). ``out.exponent`` records e.
+    """
+    X = _operators.unit_rows(X)
+    gram.begin()
+    try:
+        out = _solve(gram, X.copy(), tol=tol, maxiter=maxiter, method=method)
+    except _operators.Rescale:
+        gram.rescale()
+        gram.begin()
+        out = _solve(gram, X.copy(), tol=tol, maxiter=maxiter, method=method)
+    out.exponent[:] = gram.exponent
+    return out
+
+
+def _solve(gram, X, *, tol, maxiter, method):
     b, q = X.shape
     p = gram.other_dim
     out = Outcome(b, q, p)
-    X = X / np.linalg.norm(X, axis=1, keepdims=True)
     dense = getattr(gram, "mat", None) is not None
     if dense and b == 1 and p * q <= config.NUMBA_SOLVE_MAX_ENTRIES and maxiter >= 2:
         _solve_single(gram, X, out, tol=tol, maxiter=maxiter, method=method)
@@ -122,10 +115,14 @@ def _solve_single(gram, X, out, *, tol, maxiter, method):
     hist = np.zeros(min(maxiter, 1024))
     used = 0
     pilot_cap = maxiter if method == "power" else (maxiter - 2 if method == "auto" else 0)  # Lanczos needs 2
+    c1, c2 = float(gram.c1[0]), float(gram.c2[0])
+    lo, hi = gram.range_bounds()
     if pilot_cap > 0:
         max_remaining = np.inf if method == "power" else float(config.AUTO_MAX_POWER_STEPS)
-        used, done, theta, res, ratio = _kernels.power_pilot(M, x, tol, pilot_cap, max_remaining, hist, scratch, y, z)
-        gram.check_finite(y[None], z[None])
+        used, done, theta, res, ratio, rescale = _kernels.power_pilot(
+            M, x, tol, pilot_cap, max_remaining, hist, scratch, y, z, c1, c2, lo, hi
+        )
+        _check_flag(gram, rescale)
         out.history[0] = list(hist[: min(used, hist.size)])
         out.ratio[0] = ratio
         if done or used == pilot_cap:  # finished: x is the iterate examined last (not advanced)
@@ -139,10 +136,11 @@ def _solve_single(gram, X, out, *, tol, maxiter, method):
     out.power_degree[0] = used
     hist_l = np.zeros(min(maxiter, 1024))
     K, keep = _basis_sizes(q)
-    theta, w, yv, res, n, conv, ratio, nh, ldim, invariant = _kernels.lanczos_small(
-        M, x / np.linalg.norm(x), tol, maxiter - used, K, keep, 1, config.LANCZOS_MAX_CHECK_GAP, hist_l, scratch
-    )
-    gram.check_finite(yv[None], w[None])
+    theta, w, yv, res, n, conv, ratio, nh, ldim, invariant, rescale = _kernels.lanczos_small(
+        M, x / np.linalg.norm(x), tol, maxiter - used, K, keep, 1, config.LANCZOS_MAX_CHECK_GAP, hist_l, scratch,
+        c1, c2, lo if used == 0 else 0.0, hi if used == 0 else math.inf,
+    )  # fmt: skip
+    _check_flag(gram, rescale)
     out.record(0, theta, w, yv, res)
     out.n_iter[0] = used + n
     out.converged[0] = conv or theta == 0
@@ -152,6 +150,14 @@ def _solve_single(gram, X, out, *, tol, maxiter, method):
     out.stop[0] = "zero" if theta == 0 else ("converged" if conv else ("exact" if invariant else "maxiter"))
 
 
+def _check_flag(gram, rescale):
+    """A numba driver flagged a product out of range or not finite: rescale if still open, else the error."""
+    if rescale is True or (rescale is not False and rescale.any()):
+        if not gram.scaled:
+            raise _operators.Rescale
+        gram.fail()
+
+
 def _solve_small(gram, X, out, *, tol, maxiter):
     """Small matrices: one numba thread runs a whole Lanczos solve per matrix, in cache."""
     b, q = X.shape
@@ -159,18 +165,50 @@ def _solve_small(gram, X, out, *, tol, maxiter):
     hist = np.zeros((b, min(maxiter, 512)))
     n_hist = np.zeros(b, dtype=np.int64)
     invariant = np.zeros(b, dtype=np.bool_)
-    _kernels.lanczos_stack(
-        gram.mat, np.ascontiguousarray(X), tol, maxiter, K, keep, 1, config.LANCZOS_MAX_CHECK_GAP,
-        out.theta, out.w, out.y, out.residual, out.n_iter, out.converged, out.ratio, hist, n_hist, out.lanczos_dim,
-        invariant,
-    )  # fmt: skip
-    gram.check_finite(out.y, out.w)
+    rescale = np.zeros(b, dtype=np.bool_)
+    low, high = gram.range_bounds()
+    X = np.ascontiguousarray(X)
+
+    def chunk(lo, hi):
+        _kernels.lanczos_stack(
+            gram.mat[lo:hi], X[lo:hi], tol, maxiter, K, keep, 1, config.LANCZOS_MAX_CHECK_GAP,
+            out.theta[lo:hi], out.w[lo:hi], out.y[lo:hi], out.residual[lo:hi], out.n_iter[lo:hi],
+            out.converged[lo:hi], out.ratio[lo:hi], hist[lo:hi], n_hist[lo:hi], out.lanczos_dim[lo:hi],
+            invariant[lo:hi], gram.c1[lo:hi], gram.c2[lo:hi], low, high, rescale[lo:hi],
+        )  # fmt: skip
+
+    _run_chunks(chunk, b)
+    _check_flag(gram, rescale)
     out.method = "lanczos"
     zero = out.theta == 0
     out.converged |= zero
     out.stop[:] = np.where(zero, "zero", np.where(out.converged, "converged", np.where(invariant, "exact", "maxiter")))
     for k in range(b):
         out.history[k] = list(hist[k, : n_hist[k]])
+
+
+_POOL = []
+
+
+def _run_chunks(fn, b):
+    """fn(lo, hi) on numba.get_num_threads() contiguous chunks of range(b), in parallel threads.
+
+    For kernels that release the GIL and loop serially: parallel over the chunks without a
+    ``prange`` (whose compile time is seconds per kernel). Chunk 0 runs on the calling thread.
+    """
+    n = max(1, min(numba.get_num_threads(), b))
+    bounds = [(t * b) // n for t in range(n + 1)]
+    if n == 1:
+        fn(0, b)
+        return
+    if not _POOL:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL.append(ThreadPoolExecutor(numba.config.NUMBA_NUM_THREADS, thread_name_prefix="linalg_lowrank"))
+    futures = [_POOL[0].submit(fn, bounds[t], bounds[t + 1]) for t in range(1, n)]
+    fn(bounds[0], bounds[1])
+    for f in futures:
+        f.result()
 
 
 def _power(gram, X, active, out, *, tol, steps, auto):
@@ -288,12 +326,15 @@ def _lanczos(gram, X, active, out, *, tol, budget):
             T[sel, :keep, keep] = coupling
             j = keep
             last_S = None
-    if active.size:  # budget spent: report the best Ritz vector, verified
-        if last_S is None or not np.array_equal(last_S[0], active) or last_S[1] != j:
+    if active.size:  # budget spent: report the best Ritz vector (the start if no step fitted), verified
+        if j == 0:
+            wv = V[active, 0]
+        elif last_S is None or not np.array_equal(last_S[0], active) or last_S[1] != j:
             theta, S = np.linalg.eigh(T[active, :j, :j])
+            wv = _combine(S[:, :, -1], V[active, :j])
         else:
             _, _, S, theta = last_S
-        wv = _combine(S[:, :, -1], V[active, :j])
+            wv = _combine(S[:, :, -1], V[active, :j])
         _verify(gram, wv, active, out, tol)
 
 
@@ -323,7 +364,7 @@ def _combine(h, Vj):
 
 def _verify(gram, W, idx, out, tol):
     """One Gram product on unit vectors W: record the measured triplet; return residual <= tol."""
-    W = W / np.linalg.norm(W, axis=1, keepdims=True)
+    W = _operators.unit_rows(W)  # a zero row (a deflated operator that is zero) stays zero: theta = 0
     X = np.zeros((out.w.shape[0], W.shape[1]))
     X[idx] = W
     Y, Z = gram.gram(X, idx)

@@ -46,7 +46,14 @@ def float_array(name, A, *, min_ndim=2, max_ndim=None, check_finite=True):
     else:
         if not hasattr(A, "__array__") and not isinstance(A, (list, tuple)):
             raise TypeError(f"`{name}` must be an array, got {type(A).__name__}")
-        arr = np.asarray(A)
+        try:
+            arr = np.asarray(A)
+        except ValueError as exc:
+            if "inhomogeneous" not in str(exc):
+                raise
+            raise ValueError(
+                f"`{name}` must be a rectangular array; got a ragged nested sequence (rows of different lengths)"
+            ) from None
         if arr.dtype.kind in "iub" and isinstance(A, (list, tuple)):
             arr = arr.astype(np.float64)  # Python lists of ints are an ordinary way to write a matrix
     float_dtype(name, arr.dtype)

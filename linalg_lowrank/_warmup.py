@@ -2,28 +2,80 @@
 
 The first call of a numba kernel in a fresh environment compiles it, which takes seconds; a
 command that times its work (the audit's ``time_s``) calls `warm_up` first so that compile time
-is never charged to a matrix, and says on stderr when it is compiling.
+is never charged to a matrix, and a line on stderr says when kernels are being compiled.
+
+``python -m linalg_lowrank._warmup`` (run by ``scripts/_venv.sh`` after installing) does the
+same at set-up, compiling independent groups of kernels in parallel processes that share
+numba's on-disk cache.
 """
 
+import argparse
+import contextlib
 import os
+import subprocess
 import sys
 import time
 
 import numpy as np
 
+# Groups of solver paths, each compiled by one process at set-up. Kernels compiled as callees are
+# cached under the caller's argument types, so a group holds everything that shares a callee
+# (lanczos_stack calls lanczos_small): two processes never compile the same kernel signature.
+# Covered: what `power_iteration` runs on float64 and float32 matrices (the power pilot, Lanczos,
+# the parallel one-pass product of large matrices) and on float32 stacks of small matrices (the
+# dtype the audit computes half-precision tensors in). Other paths compile on first use.
+_GROUPS = {"float64": ("float64",), "float32": ("float32", "float32-stack")}
 
-def _cache_is_cold(dispatchers):
-    """True if some kernel has no cache index on disk yet (the next call compiles it)."""
-    for d in dispatchers:
-        cache = getattr(d, "_cache", None)
-        index = getattr(getattr(cache, "_cache_file", None), "_index_path", None)
-        if index is None or not os.path.exists(index):
-            return True
-    return False
+
+def _case(name):
+    """A read-only matrix (or stack) whose solve runs the power pilot and then Lanczos."""
+    dtype = np.float32 if name.startswith("float32") else np.float64
+    s = np.concatenate([[1.0, 0.99], np.linspace(0.5, 0.1, 6)])  # slow power steps: Lanczos takes over
+    A = np.diag(s)
+    if name.endswith("-stack"):
+        A = np.stack([A, A[::-1, ::-1]])
+    A = np.ascontiguousarray(A, dtype=dtype)
+    A.flags.writeable = False  # as memory-mapped checkpoints; the solver makes every matrix read-only
+    return A
+
+
+def _run_cases(names):
+    from .spectral import power_iteration
+
+    for name in names:
+        power_iteration(_case(name), rng=0)
+
+
+@contextlib.contextmanager
+def _announce_compiles(stream, what="numba kernels"):
+    """Print one line when numba starts compiling inside the block; yields a dict with "compiled"."""
+    from numba.core import event
+
+    state = {"compiled": False}
+
+    class _Listener(event.Listener):
+        def on_start(self, ev):
+            if not state["compiled"]:
+                state["compiled"] = True
+                print(f"linalg_lowrank: compiling {what} ({_cache_note()}) ...", file=stream, flush=True)
+
+        def on_end(self, ev):
+            pass
+
+    with event.install_listener("numba:compile", _Listener()):
+        yield state
+
+
+def _cache_note():
+    from . import _jit
+
+    if _jit.cache_enabled() is False:
+        return "not cached: no writable cache directory, set NUMBA_CACHE_DIR"
+    return "first run only, cached afterwards"
 
 
 def warm_up(*, stream=None):
-    """Compile the kernels behind `spectral_norm` for float32/float64 matrices and stacks.
+    """Compile the kernels behind `spectral_norm` for float32/float64 matrices and float32 stacks.
 
     Parameters
     ----------
@@ -36,20 +88,61 @@ def warm_up(*, stream=None):
     seconds : float
         Time spent compiling or loading.
     """
-    from . import _kernels
-    from .config import PARALLEL_MIN_ENTRIES
-    from .spectral import power_iteration
-
     stream = sys.stderr if stream is None else stream
     start = time.perf_counter()
-    kernels = [_kernels.power_pilot, _kernels.lanczos_small, _kernels.lanczos_stack]
-    if _cache_is_cold(kernels):
-        print(
-            "linalg_lowrank: compiling numba kernels (first run only, cached afterwards) ...", file=stream, flush=True
-        )
-    side = int(np.sqrt(PARALLEL_MIN_ENTRIES)) + 1  # large enough for the parallel one-pass kernel
-    rng = np.random.default_rng(0)
-    for dtype in (np.float32, np.float64):
-        for shape in ((8, 6), (side, side), (3, 8, 6)):
-            power_iteration(rng.standard_normal(shape).astype(dtype), rng=0)
-    return time.perf_counter() - start
+    with _announce_compiles(stream) as state:
+        for names in _GROUPS.values():
+            _run_cases(names)
+    seconds = time.perf_counter() - start
+    if state["compiled"]:
+        print(f"linalg_lowrank: kernels compiled in {seconds:.1f} s", file=stream, flush=True)
+    return seconds
+
+
+def _idle_cores():
+    """Cores not busy with other work: parallel compiles only pay where there are idle cores.
+
+    Each process compiles numba's own helpers again (about a third more CPU time in all), so on
+    a busy machine one process finishes sooner.
+    """
+    cores = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0]
+    except OSError:  # pragma: no cover - no load average on this platform
+        busy = 0.0
+    return max(1, min(len(_GROUPS), int(cores - busy + 0.5)))
+
+
+def main(argv=None):
+    """Compile every group of kernels into numba's cache, ``--jobs`` processes at a time."""
+    parser = argparse.ArgumentParser(prog="python -m linalg_lowrank._warmup", description=main.__doc__)
+    parser.add_argument("--jobs", type=int, default=None, help="parallel processes (default: the idle cores)")
+    parser.add_argument("--group", choices=sorted(_GROUPS), help=argparse.SUPPRESS)  # one group, in a child
+    args = parser.parse_args(argv)
+    if args.group is not None:
+        with _announce_compiles(sys.stderr, f"numba kernels for {args.group} matrices"):
+            _run_cases(_GROUPS[args.group])
+        return 0
+    from . import _jit, spectral  # noqa: F401  (defines the kernels: a missing cache is reported here, once)
+
+    if _jit.cache_enabled() is False:  # compiling now would be lost with this process
+        print("linalg_lowrank: no numba cache, so no warm-up; kernels compile on first use", file=sys.stderr)
+        return 0
+    start = time.perf_counter()
+    jobs = _idle_cores() if args.jobs is None else args.jobs
+    if jobs > 1:
+        pending = list(_GROUPS)
+        running = []
+        while pending or running:
+            while pending and len(running) < jobs:
+                cmd = [sys.executable, "-m", "linalg_lowrank._warmup", "--group", pending.pop(0)]
+                running.append(subprocess.Popen(cmd))
+            if running.pop(0).wait() != 0:
+                print("linalg_lowrank: a warm-up process failed; compiling here instead", file=sys.stderr)
+    warm_up()  # loads what the children cached; compiles whatever is still missing
+    print(f"linalg_lowrank: kernels ready ({time.perf_counter() - start:.1f} s)", file=sys.stderr, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

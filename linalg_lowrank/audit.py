@@ -883,6 +883,13 @@ def add_arguments(parser):
         action="store_true",
         help="list every skipped tensor with its shape, dtype and reason (default: one line counting them)",
     )
+    parser.add_argument(
+        "--report",
+        metavar="HTML",
+        default=None,
+        help="also write a self-contained HTML report (summary table, per-layer figures; needs matplotlib) "
+        "of the rows shown, with the JSON document's numbers and names",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (shown only when stderr is a TTY)")
     parser.add_argument(
         "--max-bytes",
@@ -1008,7 +1015,7 @@ def run(args):
         records = _sort_records(records, sort)
     if args.top_k is not None:
         records = records[: args.top_k]
-    if args.json:
+    if args.json or args.report:
         doc = _json_document(
             label,
             records,
@@ -1020,6 +1027,14 @@ def run(args):
             sort=sort,
             top_k=args.top_k,
         )
+    if args.report:
+        from .report import write_report  # matplotlib is imported only for a report
+
+        try:
+            write_report(doc, args.report)
+        except (ImportError, OSError) as exc:
+            return _error(f"--report {args.report!r}: {exc}")
+    if args.json:
         text = json.dumps(doc, indent=2, allow_nan=False)
     else:
         title = f"# {label}: {len(records)} matri{'x' if len(records) == 1 else 'ces'}"

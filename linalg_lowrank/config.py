@@ -26,6 +26,21 @@ SMALL_MATRIX_ENTRIES = 1 << 18
 #: A single dense matrix with at most this many entries is solved entirely inside numba (above it,
 #: a product costs so much more than the Python between iterations that the driver is numpy).
 NUMBA_SOLVE_MAX_ENTRIES = 1 << 25
+#: The Gram products square the scale of A (and residual sums of squares raise it to the fourth
+#: power), so they stay in the float64 range only for ordinary scales. A solve runs unscaled if
+#: max|A x| of its first product lies within 2^-SCALE_SAFE_LOG2 ... 2^SCALE_SAFE_LOG2 (then even
+#: sigma1^4 of a matrix 2^40 times larger stays far inside the range); otherwise, or when a
+#: product overflows, it starts again on 2^-e A with 2^e about max|A| (exact: a power of two).
+SCALE_SAFE_LOG2 = 140
+#: The factor 2^-e is split into 2^-e1 applied to the vector before a product and 2^-(e - e1)
+#: applied to the dot products, |e1| <= SCALE_SPLIT_LOG2, so neither leaves the normal range.
+SCALE_SPLIT_LOG2 = 960
+#: Operators have no max|A|: their scale is probed by ||A (2^-k x)|| for these k, in order,
+#: until a product is finite and normal.
+SCALE_PROBE_LOG2 = (0, 256, -256, 512, -512, 768, -768, 960, -960)
+#: A vector norm computed as sqrt(sum x_i^2) inside this range had no square under- or overflow
+#: that matters; outside it the vector is first scaled by a power of two.
+UNIT_ROWS_SAFE_NORMS = (2.0**-500, 2.0**500)
 
 # --- roots and Kronecker factors (roots.py, kronecker.py)
 #: Eigenvalues below -PSD_NEG_ROUNDOFF * n * eps * ||A||_2 prove that A is not positive
@@ -141,6 +156,16 @@ HUTCH_SYMMETRY_TILE = 128
 #: Below this many entries the numba kernels are not used: whole-array numpy is as fast there,
 #: and a first call then does not pay numba's start-up (about 0.25 s per process, cache warm).
 HUTCH_NUMBA_MIN_ENTRIES = 1 << 16
+
+# --- dask arrays (_dask.py)
+#: ``persist="auto"`` keeps a dask array in the scheduler's memory between products when it takes
+#: at most this fraction of the memory available (the workers' limits, or this machine's RAM).
+DASK_PERSIST_FRACTION = 0.5
+#: A C-ordered ``numpy.memmap`` larger than this fraction of the memory is read in row blocks of
+#: OUT_OF_CORE_BLOCK_BYTES through the dask path (peak memory: the blocks in flight, about two
+#: per scheduler thread) instead of being mapped whole (file pages would fill the memory).
+OUT_OF_CORE_FRACTION = 0.25
+OUT_OF_CORE_BLOCK_BYTES = 64 << 20
 
 # --- quasi-Newton and curvature operators (curvature.py)
 #: A pair (s, y) enters L-BFGS (and a dense BFGS or DFP update) only if s^T y > tol ||s|| ||y||: its

@@ -16,7 +16,7 @@ import scipy.linalg
 import scipy.sparse.linalg
 
 from . import _validate, config
-from ._topsv import blas_single_thread
+from ._threads import blas_single_thread
 
 __all__ = [
     "CurvatureConditionWarning",

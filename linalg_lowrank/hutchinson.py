@@ -17,7 +17,7 @@ import scipy.sparse.linalg
 import scipy.special
 
 from . import _hutchinson_kernels, _operators, _validate, config
-from ._topsv import blas_single_thread
+from ._threads import blas_single_thread
 from .results import ConvergenceWarning
 
 __all__ = [
@@ -930,7 +930,7 @@ def hutchinson_diagonal(
 
     Parameters
     ----------
-    A : (N, N) array_like, scipy.sparse matrix, LinearOperator or callable
+    A : (N, N) array_like, scipy.sparse matrix, LinearOperator, callable or dask array
         Symmetric matrix. A dense array must be symmetric to rounding (a ``ValueError`` otherwise;
         pass ``(A + A.T) / 2`` to use the symmetric part), except with ``method="hutchinson"``,
         which never uses symmetry (E[z * A z] = diag(A) for every square A) and so accepts any
@@ -938,6 +938,8 @@ def hutchinson_diagonal(
         is multiplied through its ``matmat``. A callable takes an (N, k) block of vectors and
         returns the (N, k) block of products; it needs ``n``. A single-vector Hessian-vector
         product ``hvp`` is wrapped as ``lambda X: np.column_stack([hvp(x) for x in X.T])``.
+        A dask array is multiplied block by block on the active scheduler and, like an
+        operator, trusted to be symmetric (checking would read it twice).
     n_matvecs : int, optional
         Budget of products with A (vectors multiplied). With ``rtol``, the most that are spent.
         A budget of n or more (A is n x n) is capped at n: n products with the unit vectors give
@@ -1052,7 +1054,7 @@ def hutchinson_trace(
 
     Parameters
     ----------
-    A : (N, N) array_like, scipy.sparse matrix, LinearOperator or callable
+    A : (N, N) array_like, scipy.sparse matrix, LinearOperator, callable or dask array
         As in `hutchinson_diagonal`.
     n_matvecs : int, optional
         Budget of products with A. With ``rtol``, the most that are spent.

@@ -28,15 +28,13 @@ Examples
 True
 """
 
-import contextlib
 import time
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 
 from . import _validate, optim
-from ._topsv import blas_single_thread
+from ._threads import single_threaded
 
 __all__ = ["Dataset", "DenseNet", "MLP", "LogisticRegression", "TrainResult", "load_digits", "train", "OPTIMIZERS"]
 
@@ -662,7 +660,7 @@ def train(model, params, X, y, *, optimizer, hyper=None, n_steps=100, batch_size
     else:
         states = [init(W) for W in params]
     elapsed = 0.0
-    with _single_threaded():
+    with single_threaded():
         for t in range(n_steps):
             t0 = time.perf_counter()
             if batch_size == N or optimizer == "lbfgs":
@@ -709,19 +707,6 @@ def train(model, params, X, y, *, optimizer, hyper=None, n_steps=100, batch_size
             losses.append(model.loss(params, X, y))
             times.append(elapsed)
     return TrainResult(np.array(losses), np.array(times), params, optimizer, n_steps, seed)
-
-
-@contextlib.contextmanager
-def _single_threaded():
-    """BLAS and numba on one thread: the lab's matrices are tiny, and waking threads costs more
-    than the work (on a loaded 2-core machine, 15 ms instead of 0.1 ms per kernel call)."""
-    saved = numba.get_num_threads()
-    numba.set_num_threads(1)  # per calling thread in numba; restored below
-    try:
-        with blas_single_thread():
-            yield
-    finally:
-        numba.set_num_threads(saved)
 
 
 def _block_hvp(model, params, X, y, l):

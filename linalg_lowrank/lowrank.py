@@ -14,9 +14,9 @@ import numpy as np
 import scipy.linalg
 from scipy.special import gammaincinv
 
-from . import _validate, config
+from . import _dask, _validate, config
 from ._scaling import ldexp_float, pow2_normalize, unscale
-from ._topsv import blas_single_thread
+from ._threads import blas_single_thread
 from .results import ConvergenceWarning, _fmt
 
 __all__ = [
@@ -84,8 +84,8 @@ class RandomizedSVDResult:
 
     Attributes
     ----------
-    U : (M, k) ndarray
-        Orthonormal left factor, in the dtype of A.
+    U : (M, k) ndarray or dask array
+        Orthonormal left factor, in the dtype of A; a dask array with A's row chunks when A is one.
     s : (k,) ndarray
         Approximate singular values, descending.
     Vt : (k, N) ndarray
@@ -297,7 +297,14 @@ class _Blocks:
         self.name = name
         self.n_matvecs = 0
         self.exp = 0
-        if hasattr(A, "matvec") and hasattr(A, "shape") and not isinstance(A, np.ndarray):
+        if _dask.is_dask_array(A):
+            _validate.float_dtype(name, A.dtype)
+            if A.ndim != 2 or min(A.shape) == 0:
+                raise ValueError(f"`{name}` must be a non-empty 2-D dask array, got shape {A.shape}")
+            self.kind = "dask"
+            self.A, self.exp = pow2_normalize(A)  # max|A| on the workers; 2^-exp A stays lazy
+            self.dtype = np.dtype(A.dtype)
+        elif hasattr(A, "matvec") and hasattr(A, "shape") and not isinstance(A, np.ndarray):
             if getattr(A, "dtype", None) is not None:
                 _validate.float_dtype(name, A.dtype)
             if len(A.shape) != 2 or min(A.shape) == 0:
@@ -334,10 +341,14 @@ class _Blocks:
             return float(np.linalg.norm(a) ** 2)
         if self.kind == "sparse":
             return float(np.dot(self.A.data, self.A.data))
+        if self.kind == "dask":  # one pass; float64 sums of the squares
+            return float((self.A.astype(np.float64) ** 2).sum().compute())
         return None
 
     def _check(self, out, what):
         if not np.isfinite(out).all():
+            if self.kind == "dask":
+                _dask.require_finite(self.name, self.A)
             if self.kind == "dense":
                 _validate.finite(self.name, self.A)
                 raise ValueError(f"`{self.name}`: products overflowed although its entries are finite; scale it down")
@@ -352,7 +363,7 @@ class _Blocks:
             if self.kind == "operator":
                 out = np.asarray(self.A.matmat(X)).reshape(self.shape[0], X.shape[1])
                 out = out.astype(self.dtype, copy=False)
-            else:
+            else:  # a dask product is computed by np.asarray
                 out = np.asarray(self.A @ X)
         return self._check(out, "matmat")
 
@@ -362,7 +373,7 @@ class _Blocks:
             if self.kind == "operator":
                 out = np.asarray(self.A.rmatmat(Y)).reshape(self.shape[1], Y.shape[1])
                 out = out.astype(self.dtype, copy=False)
-            elif self.kind == "sparse":
+            elif self.kind in ("sparse", "dask"):
                 out = np.asarray(self.A.T @ Y)
             else:
                 out = self.A.T @ Y
@@ -386,8 +397,10 @@ def best_rank(A, r):
 
     Parameters
     ----------
-    A : (M, N) array_like
-        Real float32 or float64 matrix.
+    A : (M, N) array_like or dask array
+        Real float32 or float64 matrix. A dask array is decomposed by dask's tall-and-skinny
+        QR SVD (its short side must fit in one chunk's memory); the factor along the long side
+        (``U`` for a tall A, ``Vt`` for a wide one) then stays a dask array.
     r : int
         Target rank, 1 <= r <= min(M, N).
 
@@ -429,10 +442,15 @@ def best_rank(A, r):
     >>> res.error_fro, res.error_spectral
     (1.0, 1.0)
     """
-    arr = _dense("A", A)
-    m, n = arr.shape
-    r = _rank("r", r, m, n)
-    U, s, Vt = scipy.linalg.svd(arr, full_matrices=False, check_finite=False)
+    if _dask.is_dask_array(A):
+        m, n = A.shape
+        r = _rank("r", r, m, n)
+        U, s, Vt = _dask.thin_svd("A", A)
+    else:
+        arr = _dense("A", A)
+        m, n = arr.shape
+        r = _rank("r", r, m, n)
+        U, s, Vt = scipy.linalg.svd(arr, full_matrices=False, check_finite=False)
     tail = s[r:].astype(np.float64)
     return BestRankResult(
         U=U[:, :r].copy(),
@@ -449,8 +467,10 @@ def randomized_svd(A, r=None, *, n_oversamples=10, n_power_iter="auto", rng=None
 
     Parameters
     ----------
-    A : (M, N) array_like, scipy.sparse matrix or LinearOperator
-        Real float32 or float64 matrix; operators need ``matmat`` and ``rmatmat``.
+    A : (M, N) array_like, scipy.sparse matrix, LinearOperator or dask array
+        Real float32 or float64 matrix; operators need ``matmat`` and ``rmatmat``. A dask array
+        is multiplied block by block on the active dask scheduler (never gathered whole), and the
+        result's ``U`` is then a dask array with A's row chunks.
     r : int, optional
         Rank returned, 1 <= r <= min(M, N). With ``tol`` it is the largest rank allowed
         (default min(M, N)); required otherwise.
@@ -550,6 +570,8 @@ def randomized_svd(A, r=None, *, n_oversamples=10, n_power_iter="auto", rng=None
         res = _randomized_svd_fixed(ops, r, p, n_power_iter, generator, seed)
     else:
         res = _randomized_svd_adaptive(ops, r, ldexp_float(tol, -ops.exp), n_power_iter, generator, seed)
+    if ops.kind == "dask":  # the tall factor stays distributed, its rows chunked like A's
+        res = dataclasses.replace(res, U=_dask.from_rows_of(A, res.U))
     if ops.exp == 0:
         return res
     return dataclasses.replace(

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 
-from . import _validate, config
+from . import _dask, _validate, config
 from .results import _fmt
 
 __all__ = ["MsignResult", "MUON_COEFFICIENTS", "POLAR_EXPRESS_COEFFICIENTS", "msign", "ns_polynomial", "polar"]
@@ -195,8 +195,10 @@ def msign(A, *, steps=5, coefficients="muon", scaling="schatten4", diagnostics=T
 
     Parameters
     ----------
-    A : (M, N) array_like
-        Real float32 or float64 matrix (computed in its own dtype).
+    A : (M, N) array_like or dask array
+        Real float32 or float64 matrix (computed in its own dtype). For a dask array the same
+        steps run with the small Gram matrix of each step in memory and the long side
+        distributed; ``Q`` is then a dask array with A's chunks.
     steps : int, optional
         Matrix polynomial steps.
     coefficients : {"muon", "polar_express"} or sequence of (a, b, c), optional
@@ -264,10 +266,14 @@ def msign(A, *, steps=5, coefficients="muon", scaling="schatten4", diagnostics=T
     >>> bool(np.allclose(res.Q, np.eye(3))), res.orthogonality < 1e-12
     (True, True)
     """
-    arr = _validate.float_array("A", A, min_ndim=2, max_ndim=2).view(np.ndarray)
     steps = _validate.positive_int("steps", steps)
     sched = _schedule(coefficients, steps)
     scaling = _validate.choice("scaling", scaling, ("schatten4", "frobenius"))
+    if _dask.is_dask_array(A):
+        Q, orth, scale = _dask.msign_factor(A, sched, scaling, diagnostics)
+        bounds = (math.sqrt(max(1.0 - orth, 0.0)), math.sqrt(1.0 + orth)) if diagnostics else (math.nan, math.nan)
+        return MsignResult(Q, orth, (0.0, 0.0) if scale == 0.0 else bounds, scale, steps, coefficients)
+    arr = _validate.float_array("A", A, min_ndim=2, max_ndim=2).view(np.ndarray)
     tall = arr.shape[0] > arr.shape[1]
     Y, f, G, scale = _scaled_gram(arr.T if tall else arr, scaling)
     if Y is None:

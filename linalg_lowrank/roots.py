@@ -15,10 +15,10 @@ from fractions import Fraction
 
 import numpy as np
 import scipy.linalg
-from threadpoolctl import threadpool_limits
 
 from . import _roots_kernels, _validate, config
 from ._scaling import ldexp_float, unscale
+from ._threads import blas_single_thread, numba_threads_for
 from .results import ConvergenceWarning
 
 __all__ = [
@@ -64,7 +64,8 @@ def _symmetric_input(name, A, sym_rtol=None):
     n_pairs = _roots_kernels.tile_pairs(n)
     asym_sq = np.empty((A3.shape[0], n_pairs))
     sq = np.empty((A3.shape[0], n_pairs))
-    _roots_kernels.symmetrize_stack(A3, A64.reshape((-1, n, n)), asym_sq, sq)
+    with numba_threads_for(A3.size):
+        _roots_kernels.symmetrize_stack(A3, A64.reshape((-1, n, n)), asym_sq, sq)
     if e is not None:
         A64 = np.ldexp(A64.reshape(A3.shape), e[:, None, None]).reshape(arr.shape)
     num = np.sqrt(asym_sq.sum(axis=1)).reshape(arr.shape[:-2])
@@ -366,7 +367,7 @@ class SymmetricEig:
         res = np.empty(A3.shape[0])
         e = _block_exponents(A3)
         As = A3 if e is None else np.ldexp(A3, -e[:, None, None])  # products and squares stay in range
-        with threadpool_limits(1):
+        with blas_single_thread():
             _roots_kernels.refresh_stack(np.ascontiguousarray(As), Q3, Qout, lam, res, steps)
         scale = np.maximum(np.max(np.abs(lam), axis=1), np.finfo(np.float64).tiny)
         res = res / scale
@@ -415,7 +416,7 @@ def _eigh_with_residual(A3, residual=True):
         w = np.empty((b, n))
         Q = np.empty((b, n, n))
         raw = np.empty(b)
-        with threadpool_limits(1):
+        with blas_single_thread():
             _roots_kernels.eigh_stack(np.ascontiguousarray(A3), w, Q, _residual_probes(n), raw)
         return w, Q, (_scale_residual(raw, w) if residual else None)
     if b == 1:
@@ -451,7 +452,8 @@ def _from_eig(Q, d):
             # syrk fills the upper triangle of a Fortran-ordered result: its transpose is the
             # C-ordered lower triangle, mirrored in place (no copy, no fancy indexing)
             X = scipy.linalg.blas.dsyrk(1.0, C, lower=0).T
-            _roots_kernels.mirror_lower(X)
+            with numba_threads_for(X.size):
+                _roots_kernels.mirror_lower(X)
             return X
         return (Q * d) @ Q.T
     batch = Q.shape[:-2]
@@ -462,7 +464,7 @@ def _from_eig(Q, d):
     if Q3.shape[0] < config.ROOTS_STACK_PARALLEL_MIN_BLOCKS:
         np.matmul(Q3 * d2[:, None, :], np.swapaxes(Q3, 1, 2), out=out)
     else:
-        with threadpool_limits(1):
+        with blas_single_thread():
             _roots_kernels.scaled_gram_stack(Q3, d2, out)
     return out.reshape(batch + (n, n))
 

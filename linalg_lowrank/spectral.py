@@ -6,7 +6,7 @@ import warnings
 import numba
 import numpy as np
 
-from . import _kernels, _operators, _topsv, _validate, config
+from . import _kernels, _operators, _threads, _topsv, _validate, config
 from .results import ConvergenceWarning, DegenerateSingularValueWarning, PowerIterationResult
 
 __all__ = [
@@ -58,10 +58,11 @@ def power_iteration(A, *, v0=None, tol=config.POWER_TOL, maxiter=None, rng=None,
     Raises
     ------
     TypeError
-        If A is integer, boolean, complex or object typed, or ``rng`` is of the wrong type.
+        If A is integer, boolean, complex or object typed, an operator without ``rmatvec``, or
+        ``rng`` is of the wrong type.
     ValueError
-        If A holds NaN or Inf, is not at least 2-D, has a 0-size dimension, or ``tol``,
-        ``maxiter``, ``method`` or ``v0`` are invalid.
+        If A holds NaN or Inf, is ragged, not at least 2-D, has a 0-size dimension, its spectral
+        norm exceeds the float64 range, or ``tol``, ``maxiter``, ``method`` or ``v0`` are invalid.
 
     Warns
     -----
@@ -84,6 +85,9 @@ def power_iteration(A, *, v0=None, tol=config.POWER_TOL, maxiter=None, rng=None,
     :math:`y = A x` and :math:`A^T y` row by row. ``sigma = ||A v||`` is a certified lower bound
     on :math:`\\sigma_1`; ``upper_bound`` holds with probability at least
     ``1 - upper_bound_failure`` over the Gaussian start vector. The theory page derives both.
+    Matrices far from unit scale (where :math:`\\sigma^2` or :math:`\\sigma^4` would leave the
+    float64 range) are solved as :math:`2^{-e} A`, exactly, with e from max|A|; the first product
+    shows when this is needed, so ordinary inputs pay nothing for it.
 
     References
     ----------
@@ -125,7 +129,9 @@ def _power_iteration(A, *, v0, tol, maxiter, rng, method, name="A"):
     if v0 is not None and (out.stop == "zero").any():
         # A warm start in the null space of a nonzero A proves nothing: retry those at random.
         _retry_random(gram, out, generator, tol=tol, maxiter=maxiter, method=method)
-    result = _assemble(gram, out, batch_shape, random_start=v0 is None, seed=seed, extra_products=extra_products)
+    result = _assemble(
+        gram, out, batch_shape, random_start=v0 is None, seed=seed, extra_products=extra_products, name=name
+    )
     if not np.all(result.converged):
         bad = ~np.asarray(result.converged)
         warnings.warn(
@@ -148,17 +154,14 @@ def _check_start(name, v0, batch_shape, n):
     V0 = np.asarray(arr, dtype=np.float64).reshape(-1, n)
     if (np.abs(V0).max(axis=1) == 0).any():
         raise ValueError(f"`{name}` must be nonzero (an all-zero start vector has no direction)")
-    return V0
+    return _operators.unit_rows(V0)  # any scale of v0 is fine: only its direction is used
 
 
 def _start_from_v0(gram, v0, batch_shape, name="v0"):
     V0 = _check_start(name, v0, batch_shape, gram.shape[1])
     if not gram.left:
-        return V0.copy()
-    if isinstance(gram, _operators.DenseGram):  # Gram space is that of u: start from A v0
-        X = np.einsum("bnm,bn->bm", gram.mat, V0)
-    else:
-        X = gram._matvec(V0[0])[None, :]
+        return V0
+    X = gram.matvec_start(V0)  # Gram space is that of u: start from A v0
     gram.n_products += 1
     zero = np.abs(X).max(axis=1) == 0
     X[zero] = 1.0  # v0 in the null space: any direction will do, the solve finds out
@@ -168,23 +171,34 @@ def _start_from_v0(gram, v0, batch_shape, name="v0"):
 def _retry_random(gram, out, generator, **kw):
     """Solve again from random starts the problems whose warm start saw A v0 = 0."""
     idx = np.flatnonzero(out.stop == "zero")
-    if isinstance(gram, _operators.DenseGram):  # same orientation, so the vectors live in the same space
-        gram = _operators.DenseGram(gram.name, np.ascontiguousarray(gram.mat[idx]), gram.left, gram._source)
+    if gram.batch > 1:  # same orientation, so the vectors live in the same space
+        gram = gram.subset(idx)
     again = _topsv.solve(gram, generator.standard_normal((idx.size, gram.gram_dim)), **kw)
-    for field in ("theta", "w", "y", "residual", "converged", "ratio", "stop"):
+    for field in ("theta", "w", "y", "residual", "converged", "ratio", "stop", "exponent"):
         getattr(out, field)[idx] = getattr(again, field)
     out.n_iter[idx] += again.n_iter
     for k, i in enumerate(idx):
         out.history[i].extend(again.history[k])
 
 
-def _assemble(gram, out, batch_shape, *, random_start, seed, extra_products):
+def _assemble(gram, out, batch_shape, *, random_start, seed, extra_products, name):
     m, n = gram.shape
     dtype = gram.dtype if gram.dtype in _validate.SUPPORTED_FLOATS else np.dtype(np.float64)
-    sigma = np.sqrt(out.theta)
+    scaled_sigma = np.sqrt(out.theta)  # sigma of 2^-e A
     zero = out.theta == 0
-    safe = np.where(zero, 1.0, sigma)
+    safe = np.where(zero, 1.0, scaled_sigma)
     other = out.y / safe[:, None]
+    sigma = scaled_sigma
+    if out.exponent.any():
+        with np.errstate(over="ignore"):
+            sigma = np.ldexp(scaled_sigma, out.exponent)
+        if np.isinf(sigma).any():
+            k = int(np.flatnonzero(np.isinf(sigma))[0])
+            log2 = math.log2(scaled_sigma[k]) + int(out.exponent[k])
+            raise ValueError(
+                f"`{name}`: its spectral norm, about 2^{log2:.1f}, exceeds the float64 range "
+                f"(max {np.finfo(np.float64).max:.4g}); scale it down"
+            )
     if gram.left:
         U, V = out.w, other
     else:
@@ -200,14 +214,15 @@ def _assemble(gram, out, batch_shape, *, random_start, seed, extra_products):
     failure = config.UPPER_BOUND_FAILURE_PROB
     if random_start:
         eps = _topsv.upper_bound_eps(gram.gram_dim, out.power_degree, out.lanczos_dim, failure)
-        upper = sigma / np.sqrt(1.0 - eps)
+        with np.errstate(over="ignore"):  # beyond the float64 range an upper bound is inf
+            upper = sigma / np.sqrt(1.0 - eps)
     else:
         upper = np.full(sigma.shape, np.inf)
     with np.errstate(divide="ignore", invalid="ignore"):
         gap = 1.0 - np.square(np.nan_to_num(out.ratio, nan=1.0))
         sin_theta = np.where(gap > 0, residual / gap, np.inf)
     sin_theta = np.where(zero, 0.0, np.minimum(sin_theta, 1.0))
-    passes_per_iter = 1 if isinstance(gram, _operators.DenseGram) else 2
+    passes_per_iter = gram.passes_per_gram
     n_iter = out.n_iter.copy()
     fields = dict(
         sigma=sigma,
@@ -335,13 +350,27 @@ def _solver_kwargs(kwargs):
 
 
 class _Deflated:
-    """The Gram operator with the converged top vector projected out: its top eigenvalue is sigma2^2."""
+    """The Gram operator with the converged top vector projected out: its top eigenvalue is sigma2^2.
+
+    Products, scale and errors are those of the wrapped operator (so theta is in its units).
+    """
 
     def __init__(self, gram, locked):
         self.gram_op = gram
         self.locked = locked
         self.batch = gram.batch
         self.other_dim = gram.other_dim
+        # the scale and its handling are the wrapped operator's (not its dense fast path: no `mat`)
+        for attr in ("begin", "rescale", "fail", "range_bounds", "gram_dim"):
+            setattr(self, attr, getattr(gram, attr))
+
+    @property
+    def exponent(self):
+        return self.gram_op.exponent
+
+    @property
+    def scaled(self):
+        return self.gram_op.scaled
 
     def _project(self, X):
         return X - np.einsum("bq,bq->b", X, self.locked)[:, None] * self.locked
@@ -352,7 +381,9 @@ class _Deflated:
 
 
 def _warn_if_degenerate(gram, out, gap_rtol, rng):
-    live = out.theta > 0
+    # Only a converged top pair can be deflated: an unconverged one leaves most of v1 in the
+    # deflated operator, whose top is then sigma1 again. Those problems got a ConvergenceWarning.
+    live = (out.theta > 0) & out.converged
     if gram.gram_dim < 2 or not live.any():
         return
     generator, _ = _validate.rng(rng if rng is not None else 0)
@@ -362,12 +393,21 @@ def _warn_if_degenerate(gram, out, gap_rtol, rng):
     second = _topsv.solve(
         deflated, X, tol=tol2, maxiter=max(config.POWER_MAXITER_FLOOR, 10 * gram.gram_dim), method="lanczos"
     )
-    sigma1 = np.sqrt(out.theta)
-    # Weyl: some eigenvalue of the deflated operator lies within residual * theta of theta.
-    sigma2_high = np.sqrt(second.theta * (1.0 + second.residual))
-    settled = second.converged | (second.stop == "exact")
-    sigma2_high = np.where(settled, sigma2_high, sigma1)  # unknown: cannot certify a gap
-    degenerate = live & (sigma2_high >= sigma1 * (1.0 - gap_rtol))
+    # Weyl: some eigenvalue of the deflated operator lies within residual * theta of theta. Both
+    # solves report theta for 2^-e A; compare sigma2 / sigma1 with the exponents brought together.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.sqrt(second.theta * (1.0 + second.residual) / np.where(live, out.theta, 1.0))
+    ratio = np.ldexp(ratio, second.exponent - out.exponent)
+    settled = second.converged | (second.stop == "exact") | (second.theta == 0)
+    degenerate = live & settled & (ratio >= 1.0 - gap_rtol)
+    unknown = live & ~settled
+    if unknown.any():
+        warnings.warn(
+            f"spectral_norm_grad: the gap between sigma1 and sigma2 could not be checked for {int(unknown.sum())} "
+            f"of {unknown.size} matrices (the deflated solve did not converge)",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
     if degenerate.any():
         warnings.warn(
             f"spectral_norm_grad: sigma1 and sigma2 are numerically indistinguishable "
@@ -446,6 +486,13 @@ def spectral_weight_decay(W, decay, *, v=None, n_iter=None, out=None, rng=None):
         The next warm start: one power step on W beyond the vector that was used, folded into
         the same pass over W. Pass it back as ``v`` at the next step.
 
+    Raises
+    ------
+    ValueError
+        If W holds NaN or Inf or its update is not representable in its dtype (W is then left
+        unchanged, also in place), or ``decay``, ``v``, ``n_iter`` or ``out`` are invalid
+        (``out`` must match W's shape and dtype and be writeable).
+
     Notes
     -----
     Frobenius weight decay shrinks every singular value by the same factor; spectral decay
@@ -453,7 +500,11 @@ def spectral_weight_decay(W, decay, *, v=None, n_iter=None, out=None, rng=None):
     singular values :math:`(1-\\lambda)\\sigma_1, \\sigma_2, \\dots`. For C-ordered W the update
     reads and writes W once: a fused numba kernel computes :math:`y = W v` row by row while it
     writes, and accumulates :math:`W^T y` for the next warm start, so an optimizer that passes
-    ``v`` back runs one power step per training step at no extra pass.
+    ``v`` back runs one power step per training step at no extra pass. In place (``out=W``), a
+    read-only pass computes :math:`y` first and W is written only if it proves every entry of the
+    result finite; otherwise (W near the float range, or holding NaN/Inf) the update is computed
+    into scratch and verified, and W is left unchanged if it cannot be represented. With a
+    separate ``out``, ``out`` is unspecified after an error.
 
     Examples
     --------
@@ -470,50 +521,152 @@ def spectral_weight_decay(W, decay, *, v=None, n_iter=None, out=None, rng=None):
         out = np.empty(Warr.shape, dtype=Warr.dtype)
     elif not isinstance(out, np.ndarray) or out.shape != Warr.shape or out.dtype != Warr.dtype:
         raise ValueError(f"`out` must be an ndarray of shape {Warr.shape} and dtype {Warr.dtype}")
+    elif not out.flags.writeable:
+        raise ValueError("`out` must be writeable, got a read-only array")
     elif out.ndim > 2 and not out.flags.c_contiguous:
         raise ValueError("`out` must be C-contiguous when W is a stack")
     n_iter = _validate.positive_int("n_iter", n_iter, default=0, minimum=0)
     if v is None:
-        V = np.asarray(power_iteration(Warr, rng=rng).v, dtype=np.float64).reshape(-1, n)
+        result, _, _ = _power_iteration(
+            Warr, v0=None, tol=config.POWER_TOL, maxiter=None, rng=rng, method="auto", name="W"
+        )
+        V = np.asarray(result.v, dtype=np.float64).reshape(-1, n)
     elif n_iter == 0:  # the optimizer-loop case: one fused pass, nothing else
         V = _unit_rows(_check_start("v", v, batch_shape, n), fallback=None)
     else:
-        gram, _ = _operators.as_gram(Warr, "W")
-        X = _start_from_v0(gram, v, batch_shape, name="v")
-        with _topsv.blas_single_thread():
-            for _ in range(n_iter):
-                _, Z = gram.gram(X, np.arange(gram.batch))
-                X = _unit_rows(Z, fallback=X)
-        V = _unit_rows(np.einsum("bnm,bm->bn", gram.mat, X) if gram.left else X, fallback=X if not gram.left else None)
+        V = _refine(Warr, v, batch_shape, n_iter)
     W3 = Warr.view(np.ndarray).reshape(-1, m, n) if Warr.ndim != 2 else Warr.view(np.ndarray)[None]
     O3 = out.view(np.ndarray).reshape(-1, m, n) if out.ndim != 2 else out.view(np.ndarray)[None]
     V_next = np.empty_like(V)
     y, z = np.empty(m), np.empty(n)
     scratch = np.empty((max(1, min(numba.get_num_threads(), m)), n))
+    limit = _write_limit(Warr.dtype)
     for k in range(W3.shape[0]):
-        Wk, Ok, vk = W3[k], O3[k], np.ascontiguousarray(V[k])
-        if Wk.flags.c_contiguous and Ok.flags.c_contiguous:
-            _kernels.rank1_deflate_rows(Wk, vk, decay, Ok, y, z, scratch)
-        else:
-            y = Wk @ vk
-            z = Wk.T @ y
-            np.subtract(Wk, decay * np.outer(y, vk), out=Ok, casting="unsafe")
-        if not (np.isfinite(y).all() and np.isfinite(z).all()):
-            _validate.finite("W", Warr)
+        with _threads.numba_threads_for(m * n):
+            z = _decay_one(W3[k], O3[k], np.ascontiguousarray(V[k]), decay, y, z, scratch, limit, Warr)
         V_next[k] = z
     V_next = _unit_rows(V_next, fallback=V)
     return out, V_next.reshape(batch_shape + (n,)).astype(Warr.dtype, copy=False)
 
 
+def _decay_one(Wk, Ok, vk, decay, y, z, scratch, limit, Warr):
+    """One matrix of `spectral_weight_decay`: Ok = Wk - decay (Wk vk) vk^T; returns the next direction."""
+    alias = np.shares_memory(Wk, Ok)
+    fused = Wk.flags.c_contiguous and Ok.flags.c_contiguous and (not alias or Ok.ctypes.data == Wk.ctypes.data)
+    if fused and alias:
+        # In place: nothing is written until y = W v, from a read-only pass, shows that every
+        # entry of the result is finite (_safe_update). The extra pass is the price of never
+        # leaving W half-updated (a NaN in its last row, or entries near the float range).
+        _kernels.gram_matvec(Wk, vk, y, z, scratch)
+        fused = _safe_update(y, decay, limit)
+        if fused:
+            if not _normal_direction(z):
+                z = _scaled_direction(Wk, vk)
+            _kernels.rank1_deflate_rows(Wk, vk, decay, Ok, np.empty(Wk.shape[0]), np.empty(Wk.shape[1]), scratch)
+    elif fused:  # out is the caller's scratch: write first, verify after (W is intact)
+        _kernels.rank1_deflate_rows(Wk, vk, decay, Ok, y, z, scratch)
+        fused = _safe_update(y, decay, limit)
+        if fused and not _normal_direction(z):
+            z = _scaled_direction(Wk, vk)
+    if not fused:
+        z = _careful_update(Wk, vk, decay, Ok, Warr)
+    return z
+
+
+def _write_limit(dtype):
+    """A bound on |decay * y_i| below which W_ij - decay * y_i * v_j (|v_j| <= 1) cannot overflow.
+
+    |W_ij| is at most the largest finite value F; adding less than a quarter of the spacing of
+    floats at F cannot round past F (the overflow threshold is F plus half that spacing).
+    """
+    big = np.finfo(dtype).max
+    return float(big - np.nextafter(big, dtype.type(0))) / 4.0
+
+
+def _safe_update(y, decay, limit):
+    """True if y is finite and decay * max|y| is below ``limit`` (then the whole update is finite)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        top = float(np.abs(y).max()) * decay
+    return bool(np.isfinite(y).all()) and top <= limit
+
+
+def _normal_direction(z):
+    """True if z is finite, nonzero, and far enough from underflow to carry a direction."""
+    if not np.isfinite(z).all():
+        return False
+    top = float(np.abs(z).max())
+    return top == 0.0 or top >= 2.0**-config.SCALE_SAFE_LOG2
+
+
+def _scaled_w(Wk):
+    """(2^-e W in float64 with max|entry| in [0.5, 1), e): products of it cannot under- or overflow."""
+    amax = float(np.abs(Wk).max())
+    e = int(_operators.exponent_of(amax))
+    with np.errstate(under="ignore"):
+        return np.ldexp(np.asarray(Wk, dtype=np.float64), -e), e
+
+
+def _scaled_direction(Wk, vk):
+    """The direction of W^T W v for weights of extreme scale (one more pass, only then)."""
+    W64, _ = _scaled_w(Wk)
+    return W64.T @ (W64 @ vk)
+
+
+def _careful_update(Wk, vk, decay, Ok, Warr):
+    """W - decay (W v) v^T computed into scratch on the scaled matrix, verified finite, then copied.
+
+    The path for weights the fused kernel cannot serve (not C-ordered) or whose update it cannot
+    certify (entries near the float range, NaN/Inf): nothing is written to ``Ok`` unless every
+    entry is finite. Returns the direction of W^T W v.
+    """
+    if not np.isfinite(Wk).all():
+        _validate.finite("W", Warr)
+    W64, e = _scaled_w(Wk)
+    y = W64 @ vk
+    with np.errstate(over="ignore", under="ignore"):
+        new = np.ldexp(W64 - decay * np.outer(y, vk), e).astype(Wk.dtype)
+    if not np.isfinite(new).all():
+        raise ValueError(
+            f"`W`: the update W - decay (W v) v^T has entries beyond the {Wk.dtype} range "
+            f"(max|W| = {float(np.abs(Wk).max()):.4g}, decay = {decay:g}); W is left unchanged"
+        )
+    np.copyto(Ok, new)
+    return W64.T @ y  # the direction of W^T W v
+
+
+def _refine(Warr, v, batch_shape, n_iter):
+    """``n_iter`` power steps on W from the warm start v; the unit right vectors."""
+    gram, _ = _operators.as_gram(Warr, "W")
+    for _attempt in range(2):
+        try:
+            gram.begin()
+            X = _operators.unit_rows(_start_from_v0(gram, v, batch_shape, name="v"))
+            with _threads.blas_single_thread():
+                for _ in range(n_iter):
+                    _, Z = gram.gram(X, np.arange(gram.batch))
+                    X = _unit_rows(Z, fallback=X)
+            if not gram.left:
+                return X
+            with np.errstate(all="ignore"):
+                V = np.einsum("bnm,bm->bn", gram.mat, X * gram.c1[:, None]) * gram.c2[:, None]
+            if not np.isfinite(V).all():
+                raise _operators.Rescale
+            return _unit_rows(V, fallback=None)
+        except _operators.Rescale:
+            if gram.scaled:
+                gram.fail()
+            gram.rescale()
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def _unit_rows(X, fallback):
-    """Rows of X scaled to unit norm; zero rows take the row of ``fallback`` (or e1)."""
-    norms = np.linalg.norm(X, axis=1, keepdims=True)
-    unit = X / np.where(norms > 0, norms, 1.0)
-    zero = norms[:, 0] == 0
+    """Rows of X scaled to unit norm (of any scale); zero rows take the row of ``fallback`` (or e1)."""
+    unit = _operators.unit_rows(X)
+    zero = np.abs(X).max(axis=1) == 0
     if zero.any():
         unit[zero] = 0.0
         if fallback is not None:
-            unit[zero] = fallback[zero] / np.linalg.norm(fallback[zero], axis=1, keepdims=True)
+            unit[zero] = _operators.unit_rows(fallback[zero])
         else:
             unit[zero, 0] = 1.0
     return unit

@@ -20,4 +20,8 @@ if [ ! -f "$stamp" ]; then
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
   "$VENV/bin/python" -m pip install --quiet "${PIN[@]}" -e ".${EXTRAS:+[$EXTRAS]}"
   touch "$stamp"
+  # Compile the numba kernels once now (cached on disk), so that the first audit does not wait
+  # for them; a failure here only means they compile on first use.
+  "$VENV/bin/python" -m linalg_lowrank._warmup ||
+    echo "Kernel warm-up failed; the kernels will compile on first use." >&2
 fi

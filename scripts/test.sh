@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up (or reuse) .venv and run the whole test suite: lint, docs build, kernels without JIT,
 # then every test and docstring example (pytest's summary line comes last).
-EXTRAS="test,docs"
+EXTRAS="test,docs,dask"
 source "$(dirname "$0")/_venv.sh"
 export PYTHONHASHSEED=0
 echo "== ruff"

@@ -3,11 +3,11 @@
 import numpy as np
 
 
-def gram_matvec(A, x):
-    """(A @ x, A.T @ (A @ x)) in float64."""
+def gram_matvec(A, x, ys=1.0, zs=1.0):
+    """(ys A @ x, ys A.T @ (zs y)) in float64 (ys, zs powers of two; 1 for the plain products)."""
     A = np.asarray(A, dtype=np.float64)
-    y = A @ x
-    return y, A.T @ y
+    y = ys * (A @ x)
+    return y, ys * (A.T @ (zs * y))
 
 
 def rank1_deflate_rows(W, v, decay):

@@ -860,11 +860,6 @@ def test_cold_start_says_it_compiles_and_keeps_compile_out_of_time_s(tmp_path):
     assert max(times) < warmup_s  # a matrix that compiled would take as long as the warm-up
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_warmup.warm_up compiles writable arrays only; the read-only specializations (the readers return "
-    "read-only arrays) are still compiled while the first tensors are timed (firstrun's lane)",
-)
 def test_no_kernel_is_compiled_or_loaded_while_tensors_are_timed():
     env = dict(os.environ)
     env.pop("NUMBA_DISABLE_JIT", None)

@@ -57,13 +57,15 @@ def test_gram_matvec_stack_matches_reference(b, m, n, seed):
     X = rng.standard_normal((b, n))
     active = np.array(sorted(rng.choice(b, size=rng.integers(1, b + 1), replace=False)), dtype=np.int64)
     Y, Z = np.full((b, m), -7.0), np.full((b, n), -7.0)
-    _kernels.gram_matvec_stack(A, X, Y, Z, active)
+    ys = np.ldexp(1.0, rng.integers(-3, 4, size=b))  # per-matrix scale factors (powers of two)
+    zs = np.ldexp(1.0, rng.integers(-3, 4, size=b))
+    _kernels.gram_matvec_stack(A, X, Y, Z, active, ys, zs)
     for k in range(b):
         if k in active:
-            y_ref, z_ref = reference.gram_matvec(A[k], X[k])
+            y_ref, z_ref = reference.gram_matvec(A[k], X[k], ys[k], zs[k])
             ey, ez = _dot_error_scale(A[k], X[k])
-            assert np.all(np.abs(Y[k] - y_ref) <= ey)
-            assert np.all(np.abs(Z[k] - z_ref) <= ez)
+            assert np.all(np.abs(Y[k] - y_ref) <= ey * ys[k])
+            assert np.all(np.abs(Z[k] - z_ref) <= ez * ys[k] ** 2 * zs[k])
         else:  # inactive problems are left alone
             assert np.all(Y[k] == -7.0) and np.all(Z[k] == -7.0)
 
@@ -145,9 +147,10 @@ def test_lanczos_small_matches_svd(p, q, seed, K, n_chunks):
     K = min(K, q)
     keep = max(min(K - 1, 2), 0) if K > 1 else 0
     hist = np.zeros(64)
-    theta, w, y, res, n_iter, conv, ratio, n_hist, ldim, inv = _kernels.lanczos_small(
-        M, x0, 1e-10, 2000, K, keep, 1, 16, hist, np.empty((n_chunks, q))
+    theta, w, y, res, n_iter, conv, ratio, n_hist, ldim, inv, rescale = _kernels.lanczos_small(
+        M, x0, 1e-10, 2000, K, keep, 1, 16, hist, np.empty((n_chunks, q)), 1.0, 1.0, 0.0, np.inf
     )
+    assert not rescale
     lam, v1 = reference.top_eigenpair_of_gram(M)
     assert conv and res <= 1e-10 and n_iter <= 2000
     assert abs(theta - lam) <= 1e-9 * lam
@@ -165,9 +168,10 @@ def test_power_pilot_matches_naive_power_loop(p, q, seed, steps, n_chunks):
     x = x0.copy()
     y, z = np.empty(p), np.empty(q)
     hist = np.zeros(64)
-    used, done, theta, res, ratio = _kernels.power_pilot(
-        M, x, 1e-10, steps, np.inf, hist, np.empty((n_chunks, q)), y, z
+    used, done, theta, res, ratio, rescale = _kernels.power_pilot(
+        M, x, 1e-10, steps, np.inf, hist, np.empty((n_chunks, q)), y, z, 1.0, 1.0, 0.0, np.inf
     )
+    assert not rescale
     # the naive loop: the same steps, stopping at the same residual test
     xr = x0.copy()
     for k in range(used):
@@ -181,3 +185,31 @@ def test_power_pilot_matches_naive_power_loop(p, q, seed, steps, n_chunks):
     if th > 0:
         assert abs(res - np.linalg.norm(zr - th * xr) / th) <= 1e-8 * max(res, 1e-6)
         np.testing.assert_allclose(x, xr, atol=1e-10)  # x is the iterate examined last
+
+
+@given(matrix_and_vector(), st.integers(-1074, 1023), st.integers(1, 3))
+def test_scaled_gram_matvec_is_the_product_of_the_scaled_matrix(case, e, n_chunks):
+    # A of any float scale, 2^e with |e| up to the float64 limits: c1 c2 = 2^-e keeps y and z at the
+    # scale of A / 2^e (here ~1), where the reference computes them from the unit-scale matrix.
+    from linalg_lowrank._operators import scale_factors
+
+    A1, x = case
+    A1 = A1.astype(np.float64)
+    amax = np.abs(A1).max()
+    if amax == 0:
+        return
+    A1 = A1 / 2.0 ** np.frexp(amax)[1]  # max|A1| in [0.5, 1), exactly
+    with np.errstate(under="ignore"):
+        A = np.ldexp(A1, e)  # the stored matrix; its entries may lose low bits where they go subnormal
+    A_back = np.ldexp(A, -e)  # what A / 2^e is exactly
+    c1, c2 = (float(c) for c in scale_factors(e))
+    y_ref, z_ref = reference.gram_matvec(A_back, x)
+    ey, ez = _dot_error_scale(A_back, x)
+    y, z = np.empty(A.shape[0]), np.empty(A.shape[1])
+    _kernels.gram_matvec(A, x * c1, y, z, np.empty((n_chunks, A.shape[1])), c2, c1)
+    # the scaled vector x c1 and the row products y c1 may go subnormal: an absolute error of one
+    # subnormal ulp (2^-1074) times |A| per term, negligible at the scale checked here
+    slack_y = 2.0**-60 * (np.abs(A_back).sum(axis=1) * np.abs(x).max() + 1e-300)
+    assert np.all(np.abs(y - y_ref) <= ey + slack_y)
+    slack_z = 2.0**-60 * (np.abs(A_back).T @ (np.abs(y_ref) + slack_y) + 1e-300)
+    assert np.all(np.abs(z - z_ref) <= ez + slack_z)

@@ -644,3 +644,34 @@ def test_bad_coefficients_are_named(coefficients, exc):
         msign(np.eye(3), coefficients=coefficients)
     with pytest.raises(exc, match="`coefficients`"):
         ns_polynomial(0.5, coefficients=coefficients)
+
+
+# -- the ends of the float range (issue 14): msign against scipy.linalg.polar ---------------------
+_TOP64, _TOP32 = float(np.finfo(np.float64).max), float(np.finfo(np.float32).max)
+
+
+@pytest.mark.parametrize(
+    "dtype, top",
+    [(np.float64, t) for t in (1e-300, 1e-150, 1.0, 1e150, _TOP64 / 2, _TOP64)]
+    + [(np.float32, t) for t in (1e-35, 1e-18, 1.0, 1e18, _TOP32 / 2, _TOP32)],
+)
+@pytest.mark.parametrize("shape", [(9, 14), (14, 9)])
+def test_msign_converges_to_scipy_polar_at_every_scale(dtype, top, shape):
+    """max|A| = top up to the dtype's largest value: the power-of-two prescale keeps every product in range."""
+    A0 = from_spectrum(_log_spectrum(9, 10.0), *shape, seed=2)
+    A0 = A0 / np.abs(A0).max()
+    A = np.asarray(A0 * top, dtype=np.float64)
+    A = np.minimum(A, top).astype(dtype)  # max|A| = top exactly, no rounding past the largest float
+    assert np.all(np.isfinite(A))
+    B = A.astype(np.float64) / top  # the stored matrix at unit scale
+    Q_ref = scipy.linalg.polar(B)[0]
+    s = scipy.linalg.svdvals(B)
+    steps = 12  # 8 minimax steps reach 1e-12 on [1e-3, 1]; s_min / ||A||_S4 here is about 0.05
+    res = msign(A, steps=steps, coefficients="polar_express")
+    assert res.Q.dtype == dtype and np.all(np.isfinite(res.Q))
+    # the backward-stable rounding of the iteration, plus storing A (relative eps / 2) seen by the
+    # polar factor through 1 / sigma_min
+    tol = _map_tol(dtype, shape, steps, "polar_express") + 10 * _eps(dtype) * math.sqrt(max(shape)) * s[0] / s[-1]
+    assert spectral_norm(res.Q.astype(np.float64) - Q_ref) <= tol
+    assert res.orthogonality <= 100 * _eps(dtype) * math.sqrt(max(shape))
+    assert spectral_norm(polar(A).astype(np.float64) - Q_ref) <= tol

@@ -422,3 +422,232 @@ def test_upper_bound_tightens_with_more_work():
     # Kuczynski-Wozniakowski's Lanczos bound, 1.648 sqrt(n) exp(-(2k - 1) sqrt(eps)) = delta, for comparison
     kw = (np.log(1.648 * np.sqrt(1000) / 1e-6) / (2 * np.array([60, 200]) - 1)) ** 2
     assert np.all(e[3:] <= 2 * kw)
+
+
+# --- scale: any finite float matrix whose norm is representable (issue 14, section 3) ------------
+
+
+def _stored_and_preimage(A1, k, dtype):
+    """A1 * 2^k stored in ``dtype``, and that stored matrix divided by 2^k exactly (the reference)."""
+    with np.errstate(under="ignore"):
+        A = np.ldexp(np.asarray(A1, dtype=dtype), k)
+    return A, np.ldexp(A.astype(np.float64), -k)
+
+
+_K64 = [-1020, -1000, -900, -600, -300, -260, -240, -200, -150, -100, -90, -80, -60, 0, 60, 80, 100, 150, 200, 240,
+        260, 300, 600, 900, 1000, 1019]  # fmt: skip
+_K32 = [-140, -126, -100, -60, 0, 60, 100, 120, 124]
+
+
+@pytest.mark.parametrize("dtype, k", [(np.float64, k) for k in _K64] + [(np.float32, k) for k in _K32])
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_spectral_norm_at_every_scale(dtype, k, order):
+    rng = np.random.default_rng(abs(k))
+    A1 = rng.standard_normal((12, 8))
+    A, ref = _stored_and_preimage(np.asarray(A1, order=order), k, dtype)
+    A = np.asarray(A, order=order)
+    s1 = scipy.linalg.svdvals(ref)[0]
+    res = ll.power_iteration(A, rng=0)
+    assert res.converged
+    floor = _rounding_floor(ref, [s1])
+    assert abs(np.ldexp(res.sigma, -k) - s1) <= (res.error_bound + floor) * s1
+    np.testing.assert_allclose(abs(res.u.astype(np.float64) @ _svd(ref)[0][:, 0]), 1.0, atol=1e-4)
+    # a stack mixing this scale with its reciprocal: every matrix is scaled on its own
+    kb = int(np.clip(-k, min(_K64 if dtype == np.float64 else _K32), max(_K64 if dtype == np.float64 else _K32)))
+    B, ref_b = _stored_and_preimage(A1[::-1].copy(), kb, dtype)
+    S = np.stack([A, np.asarray(B, order=order)])
+    sig = ll.spectral_norm(S, rng=0)
+    np.testing.assert_allclose(np.ldexp(sig, [-k, -kb]), [s1, scipy.linalg.svdvals(ref_b)[0]], rtol=1e-9)
+
+
+@pytest.mark.parametrize("k", [-1000, -300, -90, 90, 300, 1000])
+def test_sparse_and_operator_inputs_at_extreme_scales(k):
+    A1 = from_spectrum(np.array([5.0, 1.0, 0.5]), 30, 20, seed=3)
+    A, ref = _stored_and_preimage(A1, k, np.float64)
+    s1 = scipy.linalg.svdvals(ref)[0]
+    for op in (scipy.sparse.csr_matrix(A), scipy.sparse.linalg.aslinearoperator(A),
+               scipy.sparse.linalg.aslinearoperator(np.ascontiguousarray(A.T)).T):  # fmt: skip
+        res = ll.power_iteration(op, rng=0)
+        assert res.converged
+        assert abs(np.ldexp(res.sigma, -k) - s1) <= 1e-9 * s1
+
+
+def test_norm_beyond_the_float64_range_is_an_error_and_the_largest_representable_works():
+    big = np.finfo(np.float64).max
+    with pytest.raises(ValueError, match="`A`: its spectral norm.*exceeds the float64 range"):
+        ll.spectral_norm(np.full((2, 2), big))
+    assert ll.spectral_norm(np.diag([big, 1.0]), rng=0) == big
+    assert ll.spectral_norm(np.array([[big / 2, 0.0], [0.0, big / 4]]), rng=0) == big / 2
+
+
+@pytest.mark.parametrize("scale", [1e-300, 1e-160, 1e-90, 1.0, 1e90, 1e160, 1e300])
+def test_gradient_and_best_rank1_at_extreme_scales(scale):
+    A1 = from_spectrum(np.array([3.0, 1.0, 0.5]), 12, 8, seed=0)
+    A = A1 * scale
+    U, s, Vt = _svd(A1)
+    G = ll.spectral_norm_grad(A, rng=0)
+    np.testing.assert_allclose(G, np.outer(U[:, 0], Vt[0]), atol=1e-9)
+    R = ll.best_rank1(A, rng=0)
+    np.testing.assert_allclose(R / scale, s[0] * np.outer(U[:, 0], Vt[0]), atol=1e-9 * s[0])
+
+
+@pytest.mark.parametrize("shape", [(1, 8), (8, 1), (1, 1), (1, 2), (2, 1)])
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_gradient_of_a_single_row_or_column(shape, order):
+    for seed in range(25):  # the deflated check of a rank-1 matrix runs on rounding noise: many draws
+        A = np.asarray(np.random.default_rng(seed).standard_normal(shape), order=order)
+        U, s, Vt = _svd(A)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a rank-1 matrix has sigma2 = 0: no degenerate-gap warning
+            G = ll.spectral_norm_grad(A, rng=0)
+        np.testing.assert_allclose(G, np.outer(U[:, 0], Vt[0]), atol=1e-12)
+
+
+def _gaussian_cases():
+    rng = np.random.default_rng(11)
+    return {
+        "single": rng.standard_normal((40, 30)),
+        "small_stack": rng.standard_normal((3, 40, 30)),
+        "operator": scipy.sparse.linalg.aslinearoperator(rng.standard_normal((40, 30))),
+        "wide_operator": scipy.sparse.linalg.aslinearoperator(rng.standard_normal((30, 40))),
+    }
+
+
+@pytest.mark.parametrize("maxiter", [1, 2])
+@pytest.mark.parametrize("method", ["auto", "power", "lanczos"])
+@pytest.mark.parametrize("case", ["single", "small_stack", "large_stack", "large_single", "operator", "wide_operator"])
+def test_tiny_maxiter_returns_unconverged_result_with_warning(maxiter, method, case, monkeypatch):
+    from linalg_lowrank import config
+
+    cases = _gaussian_cases()
+    if case == "large_stack":  # the numpy driver that serves stacks of large matrices
+        monkeypatch.setattr(config, "SMALL_MATRIX_ENTRIES", 0)
+        A = cases["small_stack"]
+    elif case == "large_single":  # the numpy driver of single matrices too big for the numba solve
+        monkeypatch.setattr(config, "NUMBA_SOLVE_MAX_ENTRIES", 0)
+        A = cases["single"]
+    else:
+        A = cases[case]
+    with pytest.warns(ll.ConvergenceWarning, match="did not reach"):
+        res = ll.power_iteration(A, maxiter=maxiter, method=method, rng=0)
+    dense = A.toarray() if hasattr(A, "toarray") else (A @ np.eye(A.shape[1]) if hasattr(A, "matvec") else A)
+    s1 = np.linalg.svd(np.asarray(dense), compute_uv=False)[..., 0]
+    assert np.all(~np.asarray(res.converged)) and np.all(np.asarray(res.n_iter) <= maxiter)
+    assert np.all(np.asarray(res.sigma) <= s1 * (1 + 1e-12)) and np.all(np.asarray(res.sigma) > 0)
+    assert np.all(np.isfinite(res.u)) and np.all(np.isfinite(res.v))
+
+
+def test_unconverged_gradient_warns_convergence_not_degeneracy():
+    A = np.random.default_rng(0).standard_normal((40, 30))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ll.spectral_norm_grad(A, maxiter=2, rng=0)
+    kinds = {type(w.message) for w in caught}
+    assert ll.ConvergenceWarning in kinds and ll.DegenerateSingularValueWarning not in kinds
+
+
+@pytest.mark.parametrize("scale", [1e-300, 1e-150, 1e150, 1e300])
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_warm_start_of_any_scale_is_only_a_direction(scale, order):
+    A = np.asarray(from_spectrum(np.array([3.0, 1.0, 0.5]), 12, 8, seed=0), order=order)
+    v1 = _svd(A)[2][0]
+    res = ll.power_iteration(A, v0=v1 * scale)
+    assert res.converged and abs(res.sigma - 3.0) <= 1e-12 and res.n_iter == 1
+    res = ll.power_iteration(A, v0=np.full(8, scale))
+    assert res.converged and abs(res.sigma - 3.0) <= 1e-10
+
+
+class _MatvecOnly:
+    shape = (4, 3)
+    dtype = np.dtype(np.float64)
+
+    def matvec(self, x):
+        return np.ones((4, 3)) @ x
+
+
+@pytest.mark.parametrize(
+    "op",
+    [_MatvecOnly(), scipy.sparse.linalg.LinearOperator((4, 3), matvec=lambda x: np.ones((4, 3)) @ x, dtype=float)],
+)
+def test_operator_without_rmatvec_is_a_named_type_error(op):
+    for fn in (ll.power_iteration, ll.spectral_norm, ll.spectral_norm_grad):
+        with pytest.raises(TypeError, match=r"`A`.*rmatvec.*A\^T"):
+            fn(op)
+
+
+# --- spectral weight decay at the ends of the range, and in place ---------------------------------
+
+
+@pytest.mark.parametrize(
+    "dtype, scale",
+    [(np.float64, sc) for sc in (1e-300, 1e-160, 1e160, 1e300)] + [(np.float32, sc) for sc in (1e-35, 1e-20, 1e35)],
+)
+def test_spectral_weight_decay_at_extreme_scales(scale, dtype):
+    info = np.finfo(dtype)
+    W1 = from_spectrum(np.array([3.0, 1.0, 0.5]), 12, 8, seed=2)
+    W = (W1 * scale).astype(dtype)
+    ref = W.astype(np.float64) / scale
+    U, s, Vt = _svd(ref)
+    W_new, v = ll.spectral_weight_decay(W, 0.5, rng=0)
+    got = scipy.linalg.svdvals(W_new.astype(np.float64) / scale)
+    np.testing.assert_allclose(got, [1.5, 1.0, 0.5] + [0.0] * 5, atol=100 * info.eps * s[0])
+    assert np.all(np.isfinite(v)) and abs(abs(v.astype(np.float64) @ Vt[0]) - 1) <= 1e3 * info.eps
+    # the warm-start loop: v given, in place; v_next is one power step further
+    Wc = W.copy()
+    out, v2 = ll.spectral_weight_decay(Wc, 0.1, v=Vt[0], out=Wc)
+    assert out is Wc
+    expected = ref - 0.1 * ref @ np.outer(Vt[0], Vt[0])
+    np.testing.assert_allclose(Wc.astype(np.float64) / scale, expected, atol=100 * info.eps * s[0])
+    assert np.all(np.isfinite(v2)) and abs(abs(v2.astype(np.float64) @ Vt[0]) - 1) <= 1e3 * info.eps
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("where", [(0, 0), (-1, -1)])
+@pytest.mark.parametrize("bad", [np.inf, np.nan])
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_weight_decay_in_place_writes_nothing_when_w_is_not_finite(dtype, where, bad, order):
+    W = np.asarray(np.random.default_rng(0).standard_normal((9, 5)), dtype=dtype, order=order)
+    W[where] = bad
+    before = W.copy()
+    for v, n_iter in ((np.ones(5), 0), (np.ones(5), 2), (None, 0)):
+        with pytest.raises(ValueError, match="`W` must be finite"):
+            ll.spectral_weight_decay(W, 0.1, v=v, n_iter=n_iter, out=W)
+        np.testing.assert_array_equal(W, before)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_weight_decay_beyond_the_range_is_an_error_and_w_is_unchanged(dtype):
+    big = np.finfo(dtype).max
+    W = np.full((4, 4), big / 2, dtype=dtype)
+    before = W.copy()
+    with pytest.raises(ValueError, match=f"`W`: the update .* beyond the {np.dtype(dtype).name} range"):
+        ll.spectral_weight_decay(W, 5.0, v=np.ones(4), out=W)  # true result -2 max: not representable
+    np.testing.assert_array_equal(W, before)
+    # near the top of the range but representable (W - 3 (Wv) v^T = -max exactly): computed
+    W_new, v = ll.spectral_weight_decay(W, 3.0, v=np.ones(4), out=W)
+    assert W_new is W and np.all(np.isfinite(v))
+    np.testing.assert_allclose(W.astype(np.float64), -float(big), rtol=8 * np.finfo(dtype).eps)
+
+
+def test_weight_decay_read_only_out_is_named():
+    W = np.eye(3)
+    out = np.empty((3, 3))
+    out.flags.writeable = False
+    with pytest.raises(ValueError, match="`out` must be writeable"):
+        ll.spectral_weight_decay(W, 0.1, v=np.ones(3), out=out)
+
+
+def test_weight_decay_nan_without_warm_start_names_w():
+    with pytest.raises(ValueError, match="`W` must be finite"):
+        ll.spectral_weight_decay(np.array([[1.0, np.nan], [0.0, 1.0]]), 0.1)
+
+
+@pytest.mark.parametrize("scale", [1e-300, 1e-160, 1e160, 1e300])
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_weight_decay_refining_a_warm_start_at_extreme_scales(scale, order):
+    W1 = from_spectrum(np.array([3.0, 1.0, 0.5]), 12, 8, seed=2)
+    U, s, Vt = _svd(W1)
+    W = np.asarray(W1 * scale, order=order)
+    W_new, v = ll.spectral_weight_decay(W, 0.5, v=Vt[0] + 0.01, n_iter=30)  # (1/3)^60 of the start error
+    np.testing.assert_allclose(scipy.linalg.svdvals(W_new / scale)[:3], [1.5, 1.0, 0.5], atol=1e-12)
+    assert abs(abs(v @ Vt[0]) - 1) <= 1e-12
