@@ -32,6 +32,10 @@ What the readers guarantee, whatever the file holds:
   replaced, and lone surrogates (which JSON escapes and pickles can carry) are written as
   ``\\udxxx``. They may still hold control characters: whoever prints them escapes them.
 
+A path may also be an fsspec URL (``s3://...``; ``file://`` URLs are local paths): the remote
+file is read by byte ranges (`_UrlFile`) and parsed with the same checks; only the regular-file
+and shrinking-file checks are the backend's.
+
 Every problem with a file is a `CheckpointError` (a ValueError) naming the file, in one line.
 """
 
@@ -125,6 +129,9 @@ class _Entry:
     dtype: str
     reason: str | None  # why it is skipped, None if it is audited
     load: Callable[[], np.ndarray] | None
+    # (offset, nbytes) of the bytes the header entry points at (the tensor's, or its zip member's),
+    # None when there are none: with the name, shape and dtype it identifies the tensor in the file.
+    span: tuple | None = None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -295,6 +302,73 @@ class _File:
         return buf
 
 
+def is_url(path):
+    """Whether ``path`` (a str) is a URL (``s3://...``, ``file://...``) rather than a local path."""
+    return "://" in path
+
+
+def _url_filesystem(url):
+    """``(fs, path)`` of an fsspec URL, or ``(None, local path)`` for a ``file://`` URL."""
+    try:
+        import fsspec
+    except ImportError:
+        raise CheckpointError(
+            url, "a URL: reading URLs needs fsspec and its backend (pip install fsspec s3fs), which are not installed"
+        ) from None
+    try:
+        fs, path = fsspec.core.url_to_fs(url)
+    except (ImportError, ValueError) as exc:  # an unknown protocol, or its backend is missing
+        raise CheckpointError(url, f"cannot read this URL ({type(exc).__name__}: {exc})") from None
+    from fsspec.implementations.local import LocalFileSystem
+
+    if isinstance(fs, LocalFileSystem):
+        return None, path  # a local file: read by the local reader, with its checks (no FIFO, ...)
+    return fs, path
+
+
+class _UrlFile:
+    """A remote file named by an fsspec URL, read by byte ranges (``fs.cat_file``).
+
+    The same interface as `_File`: ``path``, ``size``, ``fp`` (a file object for zipfile and
+    numpy's header parser), ``read``, ``current_size``, ``close``. Nothing is cached beyond the
+    backend's own read-ahead; a range that comes back short is an error.
+    """
+
+    def __init__(self, url, fs, path):
+        self.path, self.fs, self.remote = url, fs, path
+        try:
+            info = fs.info(path)
+        except FileNotFoundError:
+            raise CheckpointError(url, "no such file") from None
+        except Exception as exc:  # the backend's own errors (network, permissions)
+            raise CheckpointError(url, f"cannot open ({type(exc).__name__}: {exc})") from None
+        if info.get("type") != "file" or not _is_count(info.get("size")):
+            raise CheckpointError(url, f"is not a file ({info.get('type')}), expected a {_EXPECTED} file")
+        self.size = info["size"]
+        self.fp = fs.open(path, "rb")
+
+    def close(self):
+        self.fp.close()
+
+    def current_size(self):
+        return self.size
+
+    def read(self, offset, nbytes, what):
+        if offset + nbytes > self.size:
+            raise CheckpointError(self.path, f"{what} runs past the end of the file ({self.size} bytes)")
+        try:
+            data = self.fs.cat_file(self.remote, start=offset, end=offset + nbytes)
+        except MemoryError:
+            raise CheckpointError(self.path, f"{what}: not enough memory for {nbytes} bytes") from None
+        except Exception as exc:
+            raise CheckpointError(self.path, f"{what}: read failed ({type(exc).__name__}: {exc})") from None
+        if len(data) != nbytes:
+            raise CheckpointError(
+                self.path, f"{what}: file shrank while being read (got {len(data)} of {nbytes} bytes)"
+            )
+        return np.frombuffer(data, dtype=np.uint8)
+
+
 def _pread_into(fd, view, offset):
     if hasattr(os, "preadv"):
         return os.preadv(fd, [view], offset)
@@ -322,8 +396,20 @@ def _check_path(path):
         raise TypeError(f"`path` must be a str or os.PathLike, got {type(path).__name__}") from None
     if isinstance(path, bytes):
         path = os.fsdecode(path)
-    _regular_file_stat(path)
+    if not is_url(path):
+        _regular_file_stat(path)
     return path, os.path.splitext(path)[1].lower()
+
+
+def _open_file(path):
+    """`_File` of a local path or a ``file://`` URL, `_UrlFile` of any other fsspec URL."""
+    if not is_url(path):
+        return _File(path)
+    fs, remote = _url_filesystem(path)
+    if fs is None:
+        _regular_file_stat(remote)
+        return _File(remote)
+    return _UrlFile(path, fs, remote)
 
 
 def _available_memory():
@@ -389,7 +475,7 @@ def _open_checkpoint(path, max_bytes=None):
     """Parse the headers of a checkpoint and yield its `_Entry` list (data is read on ``load``)."""
     max_bytes = _check_max_bytes(max_bytes)
     path, ext = _check_path(path)
-    file = _File(path)
+    file = _open_file(path)
     try:
         if ext == ".npy":
             yield _npy_entries(file, max_bytes)
@@ -450,7 +536,7 @@ def _npy_entries(file, max_bytes):
         def load():
             return _from_bytes(file.read(data_offset, need, f"tensor {name!r}"), dtype, shape, order)
 
-    return [_Entry(name, shape, str(dtype), reason, load)]
+    return [_Entry(name, shape, str(dtype), reason, load, (data_offset, need))]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -573,7 +659,9 @@ def _npz_entries(members):
         if reason is None:
             _check_cap(path, what, info.file_size, members.max_bytes)
             load = _npz_loader(members, member, header_len, need, dtype, shape, "F" if fortran_order else "C")
-        entries.append(_Entry(name, shape, str(dtype), reason, load))
+        entries.append(
+            _Entry(name, shape, str(dtype), reason, load, (members.data_start[member][1], info.compress_size))
+        )
     return entries
 
 
@@ -682,7 +770,7 @@ def _safetensors_entries(file, max_bytes):
         if reason is None:
             _check_cap(path, f"tensor {name!r}", need, max_bytes)
             load = _safetensors_loader(file, name, np.dtype(np_dtype), data_start + begin, need, shape, code == "BF16")
-        entries.append((begin, _Entry(name, shape, dtype_name, reason, load)))
+        entries.append((begin, _Entry(name, shape, dtype_name, reason, load, (data_start + begin, need))))
     entries.sort(key=lambda item: item[0])  # file order: reads go forward through the file
     return [entry for _, entry in entries]
 

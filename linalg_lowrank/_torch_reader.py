@@ -395,7 +395,8 @@ def _tensor_entry(members, prefix, byteorder, name, t, cache):
             return _readonly(arr.astype(dtype.newbyteorder("=")))
         return arr
 
-    return _Entry(name, t.shape, etype.name, None, load)
+    _, start = members.data_start[member]
+    return _Entry(name, t.shape, etype.name, None, load, (start, members.info(member).compress_size))
 
 
 def torch_entries(members, prefix):

@@ -12,6 +12,7 @@ sigma2/sigma1; everything else is listed as skipped with a reason.
 
 import argparse
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -24,7 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import _validate, _warmup, config
+from . import _distributed, _validate, _warmup, config
 from ._readers import (
     _REASON_EMPTY,
     _REASON_NOT_FLOAT,
@@ -50,10 +51,11 @@ __all__ = [
     "main",
     "read_tensors",
     "skipped_summary",
+    "tensor_seed",
     "write_demo_checkpoint",
 ]
 
-#: Seed of every power iteration of an audit (each tensor starts from ``rng=DEFAULT_SEED``).
+#: Default seed of an audit (each tensor starts from ``rng=tensor_seed(DEFAULT_SEED, name)``).
 DEFAULT_SEED = 0
 #: Seed of the built-in demo checkpoint's random matrices.
 DEMO_SEED = 0
@@ -346,6 +348,63 @@ def _spectrum_entry(M, frob, K, seed):
     }
 
 
+def tensor_seed(seed, name):
+    """Seed of the power iteration of the tensor ``name`` in an audit run with ``seed``.
+
+    It depends on the run's seed and the tensor's name only (SHA-256 of the UTF-8 name, mixed with
+    the seed by `numpy.random.SeedSequence`), never on the tensor's position or on the order in
+    which tensors complete: an audit in this process, on a dask cluster or resumed from
+    ``--out`` gives every tensor the same start vector, hence the same numbers.
+
+    Parameters
+    ----------
+    seed : int
+        The run's seed (``--seed``), non-negative.
+    name : str
+        The tensor's name in its checkpoint.
+
+    Returns
+    -------
+    seed : int
+        A seed in [0, 2**63), passed as ``rng`` to `power_iteration`.
+
+    Examples
+    --------
+    >>> from linalg_lowrank.audit import tensor_seed
+    >>> tensor_seed(0, "layers.0.mlp.up.weight") == tensor_seed(0, "layers.0.mlp.up.weight")
+    True
+    >>> tensor_seed(0, "a") != tensor_seed(0, "b") and tensor_seed(0, "a") != tensor_seed(1, "a")
+    True
+    """
+    digest = hashlib.sha256(str(name).encode("utf-8", errors="surrogatepass")).digest()
+    words = np.frombuffer(digest, dtype="<u4").tolist()
+    state = np.random.SeedSequence([int(seed), *words]).generate_state(1, dtype=np.uint64)
+    return int(state[0] >> np.uint64(1))
+
+
+def _audit_entry(entry, *, seed, tol, maxiter, conv, spectrum=None):
+    """`AuditRecord` or `SkippedTensor` of one header entry, read (``entry.load()``) and timed here.
+
+    The one per-tensor computation of every way the audit runs (in this process, on dask workers).
+    """
+    start = time.perf_counter()
+    result = entry.reason
+    if result is None:
+        result = _audit_array(
+            entry.name,
+            entry.load(),
+            entry.dtype,
+            seed=tensor_seed(seed, entry.name),
+            tol=tol,
+            maxiter=maxiter,
+            conv=conv,
+            spectrum=spectrum,
+        )
+    if isinstance(result, AuditRecord):
+        return replace(result, time_s=time.perf_counter() - start)
+    return SkippedTensor(entry.name, entry.shape, entry.dtype, result)
+
+
 _warmed_up = set()  # compute dtypes whose kernels this process has compiled or loaded
 
 
@@ -381,8 +440,10 @@ def audit_checkpoint(
         A ``.npy``, ``.npz`` or ``.safetensors`` file, or a PyTorch checkpoint (``.pt``,
         ``.pth``, ``.bin``, ``.ckpt``; read without torch).
     seed : int, optional
-        Seed of the random start vector of every power iteration (each tensor starts from the
-        same seed, so a tensor's numbers do not depend on the rest of the file).
+        Seed of the run: each tensor's power iteration starts from the seed
+        ``tensor_seed(seed, name)``, derived from this seed and the tensor's name, so a tensor's
+        numbers do not depend on the rest of the file, on the order of the tensors, or on where
+        the audit runs (in this process or on a dask cluster).
     tol : float, optional
         Relative residual tolerance of `power_iteration`.
     maxiter : int, optional
@@ -476,23 +537,8 @@ def audit_checkpoint(
             for entry in entries:
                 if bar is not None:
                     bar.set_postfix_str(_escape(entry.name), refresh=False)
-                start = time.perf_counter()
-                result = entry.reason
-                if result is None:
-                    result = _audit_array(
-                        entry.name,
-                        entry.load(),
-                        entry.dtype,
-                        seed=seed,
-                        tol=tol,
-                        maxiter=maxiter,
-                        conv=conv,
-                        spectrum=spectrum,
-                    )
-                if isinstance(result, AuditRecord):
-                    records.append(replace(result, time_s=time.perf_counter() - start))
-                else:
-                    skipped.append(SkippedTensor(entry.name, entry.shape, entry.dtype, result))
+                result = _audit_entry(entry, seed=seed, tol=tol, maxiter=maxiter, conv=conv, spectrum=spectrum)
+                (records if isinstance(result, AuditRecord) else skipped).append(result)
                 if bar is not None:
                     bar.update()
         finally:
@@ -827,8 +873,9 @@ COMMAND_DESCRIPTION = (
     "whose name contains 'conv'; other tensors of 3 or more dimensions are stacks of matrices over their "
     "last two axes, whose spectral norm is the largest over the stack (the other columns describe that "
     "matrix). Integer, boolean, 0-D and 1-D tensors are skipped and counted in one line (--show-skipped "
-    "lists them). Names are printed with non-printable characters escaped. Without PATH a small built-in "
-    "demo checkpoint is audited. Exit status: 0 on success, 2 for a missing, truncated or malformed file "
+    "lists them). Names are printed with non-printable characters escaped. PATH may also be a directory, a "
+    "sharded checkpoint's model.safetensors.index.json, an fsspec URL, or several of these. Without PATH a small "
+    "built-in demo checkpoint is audited. Exit status: 0 on success, 2 for a missing, truncated or malformed file "
     "or bad options."
 )
 
@@ -878,10 +925,14 @@ def add_arguments(parser):
     """
     parser.add_argument(
         "path",
-        nargs="*",
+        nargs="?",
         metavar="PATH",
-        help="checkpoint file (.npz, .npy, .safetensors, .pt, .pth, .bin or .ckpt); default: built-in demo. "
-        "Several paths (or a directory) with --series",
+        help="checkpoint file (.npz, .npy, .safetensors, .pt, .pth, .bin or .ckpt), directory (its checkpoint "
+        "files, sorted, or the Hugging Face index it holds) or sharded checkpoint index "
+        "(model.safetensors.index.json); default: built-in demo. With --series: the checkpoints of one run",
+    )
+    parser.add_argument(
+        "more_paths", nargs="*", metavar="PATH", help="more files, directories or indexes, audited in the order given"
     )
     parser.add_argument("--json", action="store_true", help="print a JSON document (records and skipped) to stdout")
     parser.add_argument(
@@ -963,6 +1014,43 @@ def add_arguments(parser):
         help="the PATHs (checkpoint files, or a directory of them in natural order) are the checkpoints of one "
         "run: a table of trajectories per matrix (JSON: per matrix, the lists over checkpoints)",
     )
+    results = parser.add_argument_group("results file")
+    results.add_argument(
+        "--out",
+        metavar="FILE",
+        default=None,
+        help="append one JSON line per tensor to FILE as it completes (flushed and fsynced); FILE must be new or "
+        "empty unless --resume is given",
+    )
+    results.add_argument(
+        "--resume",
+        action="store_true",
+        help="with --out: keep the tensors FILE already records (by file, name, shape, dtype and byte offsets) "
+        "and audit the rest; a last line cut short by a kill is dropped",
+    )
+    cluster = parser.add_argument_group(
+        "dask cluster (pip install 'linalg_lowrank[dask]')"
+    ).add_mutually_exclusive_group()
+    cluster.add_argument(
+        "--workers",
+        type=_int_at_least(1),
+        default=None,
+        metavar="N",
+        help="audit on a dask LocalCluster of N worker processes on this machine (127.0.0.1), one task per tensor",
+    )
+    cluster.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="audit on the existing dask cluster at ADDRESS (tcp://host:8786, tls://...); workers read the files "
+        "themselves, so the paths must be the same on them. TLS and other settings come from dask's configuration",
+    )
+    cluster.add_argument(
+        "--scheduler-file",
+        default=None,
+        metavar="PATH",
+        help="as --scheduler, with the address from a scheduler file (dask scheduler --scheduler-file PATH)",
+    )
     return parser
 
 
@@ -985,18 +1073,23 @@ def run(args):
         0 on success, 2 (with one line on stderr naming the file and the problem) for a
         missing, truncated or malformed checkpoint.
     """
-    paths = args.path if isinstance(args.path, list) else ([] if args.path is None else [args.path])
-    if getattr(args, "against", None) is not None or getattr(args, "series", False) or len(paths) > 1:
-        if len(paths) > 1 and not getattr(args, "series", False) and getattr(args, "against", None) is None:
-            return _error("several PATHs are the checkpoints of one run: add --series")
+    more_paths = getattr(args, "more_paths", None) or []
+    paths = ([] if args.path is None else [args.path]) + list(more_paths)
+    spectrum = getattr(args, "spectrum", None)
+    out, resume = getattr(args, "out", None), getattr(args, "resume", False)
+    cluster = {key: getattr(args, key, None) for key in ("workers", "scheduler", "scheduler_file")}
+    if getattr(args, "against", None) is not None or getattr(args, "series", False):
         if not paths:
             return _error("--against and --series need PATH")
+        if out is not None or any(v is not None for v in cluster.values()):
+            return _error("--against and --series run in this process: no --out, --workers or --scheduler yet")
         from . import _audit_compare
 
         return _audit_compare.run(args, paths)
-    args.path = paths[0] if paths else None
     sort = args.sort or ("spectral_norm" if args.top_k is not None else None)
     progress = not args.no_progress and sys.stderr.isatty()
+    if resume and out is None:
+        return _error("--resume needs --out FILE (the results file to continue)")
     try:
         with contextlib.ExitStack() as stack:
             if args.path is None:
@@ -1005,18 +1098,47 @@ def run(args):
                 label = "built-in demo checkpoint"
             else:
                 path = label = args.path
-            records, skipped = audit_checkpoint(
-                path,
-                seed=args.seed,
-                tol=args.tol,
-                maxiter=args.maxiter,
-                conv=args.conv,
-                progress=progress,
-                max_bytes=args.max_bytes,
-                spectrum=getattr(args, "spectrum", None),
-            )
+            if (
+                more_paths
+                or out is not None
+                or any(v is not None for v in cluster.values())
+                or _distributed.is_many(path)
+            ):
+                if spectrum is not None:
+                    return _error(
+                        "--spectrum runs in this process on one file: no several inputs, --out or cluster yet"
+                    )
+                if more_paths:
+                    label = f"{len(more_paths) + 1} inputs"
+                records, skipped, summary = _distributed.audit_command(
+                    [path, *more_paths],
+                    seed=args.seed,
+                    tol=args.tol,
+                    maxiter=args.maxiter,
+                    conv=args.conv,
+                    max_bytes=args.max_bytes,
+                    out=out,
+                    resume=resume,
+                    progress=progress,
+                    **cluster,
+                )
+                print(summary, file=sys.stderr)
+            else:
+                records, skipped = audit_checkpoint(
+                    path,
+                    seed=args.seed,
+                    tol=args.tol,
+                    maxiter=args.maxiter,
+                    conv=args.conv,
+                    progress=progress,
+                    max_bytes=args.max_bytes,
+                    spectrum=spectrum,
+                )
     except CheckpointError as exc:
         return _error(exc)
+    except _distributed.ClusterError as exc:
+        _error(f"dask cluster: {exc}")
+        return 1
     except KeyboardInterrupt:
         return _error("interrupted")
     if sort is not None:
