@@ -87,7 +87,36 @@ def _as_columns(X, dtype, n):
 # -- L-BFGS --------------------------------------------------------------------------------------
 
 
-class _LBFGSBase(scipy.sparse.linalg.LinearOperator):
+class _SymmetricOperator(scipy.sparse.linalg.LinearOperator):
+    """A symmetric LinearOperator from a column-block product (matvec is a one-column matmat)."""
+
+    def __init__(self, n, dtype, matmat):
+        super().__init__(dtype=np.dtype(dtype), shape=(n, n))
+        self._mm = matmat
+
+    def _matmat(self, X):
+        X = np.asarray(X)
+        return self._mm(X.reshape(self.shape[0], -1))
+
+    def _matvec(self, x):
+        x = np.asarray(x)
+        return self._mm(x.reshape(-1, 1)).reshape(x.shape)
+
+    def _rmatvec(self, x):
+        return self._matvec(x)
+
+    def _rmatmat(self, X):
+        return self._matmat(X)
+
+    def _adjoint(self):
+        return self
+
+    def todense(self):
+        """The dense (n, n) matrix (n products; for tests and small n)."""
+        return self._matmat(np.eye(self.shape[0], dtype=self.dtype))
+
+
+class _LBFGSBase(_SymmetricOperator):
     """Shared state of the L-BFGS operators: the pairs kept, gamma, the skipped pairs.
 
     The pairs are stored rescaled: each pair (s_i, y_i) by a common power of two (which changes
@@ -99,7 +128,7 @@ class _LBFGSBase(scipy.sparse.linalg.LinearOperator):
     def __init__(self, S, Y, gamma, rtol, skipped):
         n = S.shape[1]
         dtype = S.dtype
-        super().__init__(dtype=dtype, shape=(n, n))
+        super().__init__(n, dtype, self._single_thread_product)
         self.S = S
         self.Y = Y
         self.gamma = gamma
@@ -128,30 +157,13 @@ class _LBFGSBase(scipy.sparse.linalg.LinearOperator):
         self._gamma_s = math.ldexp(gamma, q - p)
         self._sy = np.einsum("ij,ij->i", self._Ss.astype(np.float64), self._Ys.astype(np.float64))
 
-    def _adjoint(self):
-        return self
-
-    def _matmat(self, X):
+    def _single_thread_product(self, X):
         # Every product streams k << n rows (dot products, rank-1 updates, k x n GEMMs): memory-bound
         # work that a BLAS thread pool cannot speed up, and that its hand-offs slow down badly when the
         # cores are shared (measured, n = 1e5, k = 10, 2 busy cores: two-loop matvec 11 ms on one
         # thread, 510 ms on the default pool; compact-form block of 8, 56 ms against 140 ms).
         with blas_single_thread():
             return self._product(X)
-
-    def _matvec(self, x):
-        x = np.asarray(x)
-        return self._matmat(x.reshape(-1, 1)).reshape(x.shape)
-
-    def _rmatvec(self, x):
-        return self._matvec(x)
-
-    def _rmatmat(self, X):
-        return self._matmat(X)
-
-    def todense(self):
-        """The dense (n, n) matrix (n products; for tests and small n)."""
-        return self._matmat(np.eye(self.shape[0], dtype=self.dtype))
 
     def __repr__(self):
         return (
@@ -865,35 +877,6 @@ def sr1_update(M, s, y, *, inverse=False, return_info=False):
 
 
 # -- Gauss–Newton, GGN and Fisher ----------------------------------------------------------------
-
-
-class _SymmetricOperator(scipy.sparse.linalg.LinearOperator):
-    """A symmetric LinearOperator from a column-block product (matvec is a one-column matmat)."""
-
-    def __init__(self, n, dtype, matmat):
-        super().__init__(dtype=np.dtype(dtype), shape=(n, n))
-        self._mm = matmat
-
-    def _matmat(self, X):
-        X = np.asarray(X)
-        return self._mm(X.reshape(self.shape[0], -1))
-
-    def _matvec(self, x):
-        x = np.asarray(x)
-        return self._mm(x.reshape(-1, 1)).reshape(x.shape)
-
-    def _rmatvec(self, x):
-        return self._matvec(x)
-
-    def _rmatmat(self, X):
-        return self._matmat(X)
-
-    def _adjoint(self):
-        return self
-
-    def todense(self):
-        """The dense (n, n) matrix (n products; for tests and small n)."""
-        return self._matmat(np.eye(self.shape[0], dtype=self.dtype))
 
 
 class GaussNewtonOperator(_SymmetricOperator):
