@@ -235,17 +235,9 @@ def msign_factor(A, sched, scaling, diagnostics):
         return da.zeros(A.shape, dtype=A.dtype, chunks=A.chunks), math.sqrt(min(A.shape)), 0.0
     e = math.frexp(amax)[1]
     X = (X * dtype(math.ldexp(1.0, -e)) if -e >= np.finfo(dtype).minexp else da.ldexp(X, -e).astype(dtype)).persist()
-    G = np.asarray((X @ X.T).compute())
-    if scaling == "schatten4":
-        norm = math.sqrt(float(np.linalg.norm(G.astype(np.float64, copy=False))))
-    else:
-        norm = math.sqrt(float(np.trace(G, dtype=np.float64)))
-    f = config.MSIGN_NORM_SAFETY * norm
-    try:
-        scale = math.ldexp(f, e)
-    except OverflowError:
-        scale = math.inf
-    G = G / dtype(f * f)
+    from .polar import _normalized_gram  # polar imports this module: import here
+
+    f, G, scale = _normalized_gram(np.asarray((X @ X.T).compute()), e, scaling)
     diag = np.diag_indices_from(G)
     for t, (a, b, c) in enumerate(sched):
         if t > 0:

@@ -145,6 +145,12 @@ def _scaled_gram(X, scaling):
     else:
         Y = np.ldexp(X, -e).astype(X.dtype, copy=False)
     G = Y @ Y.T  # numpy calls syrk for this product
+    f, G0, scale = _normalized_gram(G, e, scaling)
+    return Y, f, G0, scale
+
+
+def _normalized_gram(G, e, scaling):
+    """(f, G / f^2, 2^e f) for the Gram matrix G = Y Y^T of Y = 2^-e X, f = 1.01 ||Y||_S4 (or ||Y||_F)."""
     if scaling == "schatten4":
         # sigma_1^4 <= sum_i sigma_i^4 = ||Y Y^T||_F^2: a rigorous bound, up to rank^(1/4) below ||Y||_F
         norm = math.sqrt(float(np.linalg.norm(G.astype(np.float64, copy=False))))
@@ -155,7 +161,7 @@ def _scaled_gram(X, scaling):
         scale = math.ldexp(f, e)
     except OverflowError:  # ||A|| beyond the float64 range: Q is still computable
         scale = math.inf
-    return Y, f, G / X.dtype.type(f * f), scale
+    return f, G / G.dtype.type(f * f), scale
 
 
 def _orthogonality_bound(X):
