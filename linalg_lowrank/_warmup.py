@@ -5,13 +5,12 @@ command that times its work (the audit's ``time_s``) calls `warm_up` first so th
 is never charged to a matrix, and a line on stderr says when kernels are being compiled.
 
 ``python -m linalg_lowrank._warmup`` (run by ``scripts/_venv.sh`` after installing) does the
-same at set-up, compiling independent groups of kernels in parallel processes that share
-numba's on-disk cache.
+same at set-up, in one process: parallel processes would race on numba's cache index files
+(a kernel compiled in two processes for two dtypes keeps only the entry written last).
 """
 
 import argparse
 import contextlib
-import os
 import subprocess
 import sys
 import time
@@ -106,43 +105,16 @@ def warm_up(*, stream=None, dtypes=("float32", "float64")):
     return seconds
 
 
-def _idle_cores():
-    """Cores not busy with other work: parallel compiles only pay where there are idle cores.
-
-    Each process compiles numba's own helpers again (about a third more CPU time in all), so on
-    a busy machine one process finishes sooner.
-    """
-    cores = os.cpu_count() or 1
-    busy = _busy_cores(cores)
-    return max(1, min(len(_GROUPS), int(cores - busy + 0.5)))
-
-
-def _busy_cores(cores, seconds=0.25):
-    """Cores busy right now, from /proc/stat over a quarter second (the 1-minute load average still
-    counts the package install that ran just before the set-up step); the load average elsewhere."""
-
-    def sample():
-        with open("/proc/stat") as f:
-            values = [int(v) for v in f.readline().split()[1:]]
-        return sum(values), values[3] + (values[4] if len(values) > 4 else 0)  # total, idle + iowait
-
-    try:
-        total0, idle0 = sample()
-        time.sleep(seconds)
-        total1, idle1 = sample()
-    except (OSError, ValueError, IndexError):
-        try:
-            return os.getloadavg()[0]
-        except OSError:  # pragma: no cover - no load average on this platform
-            return 0.0
-    spent = max(total1 - total0, 1)
-    return cores * (1.0 - (idle1 - idle0) / spent)
-
-
 def main(argv=None):
-    """Compile the float32 kernels into numba's cache at set-up, ``--jobs`` processes at a time."""
+    """Compile the kernels of the set-up dtypes into numba's cache, ``--jobs`` processes at a time."""
     parser = argparse.ArgumentParser(prog="python -m linalg_lowrank._warmup", description=main.__doc__)
-    parser.add_argument("--jobs", type=int, default=None, help="parallel processes (default: the idle cores)")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="parallel processes (default 1: processes that compile kernels with shared callees race on numba's "
+        "cache index files, and a lost entry is compiled again at first use)",
+    )
     parser.add_argument("--group", choices=sorted(_GROUPS), help=argparse.SUPPRESS)  # one group, in a child
     args = parser.parse_args(argv)
     if args.group is not None:
@@ -155,8 +127,9 @@ def main(argv=None):
         print("linalg_lowrank: no numba cache, so no warm-up; kernels compile on first use", file=sys.stderr)
         return 0
     start = time.perf_counter()
-    jobs = _idle_cores() if args.jobs is None else args.jobs
+    jobs = args.jobs
     groups = [g for dtype in _SETUP_DTYPES for g in _DTYPE_GROUPS[dtype]]
+    failed = jobs <= 1  # one job: compile here
     if jobs > 1:
         pending = list(groups)
         running = []
@@ -166,7 +139,9 @@ def main(argv=None):
                 running.append(subprocess.Popen(cmd))
             if running.pop(0).wait() != 0:
                 print("linalg_lowrank: a warm-up process failed; compiling here instead", file=sys.stderr)
-    warm_up(dtypes=_SETUP_DTYPES)  # loads what the children cached; compiles whatever is still missing
+                failed = True
+    if failed:  # the children's cache is complete otherwise: loading it here would only cost time
+        warm_up(dtypes=_SETUP_DTYPES)
     print(f"linalg_lowrank: kernels ready ({time.perf_counter() - start:.1f} s)", file=sys.stderr, flush=True)
     return 0
 
