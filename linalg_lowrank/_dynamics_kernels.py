@@ -7,7 +7,7 @@ so the kernel runs over fixed chunks of coordinates in parallel, each chunk accu
 squared sums into its own row; rows are reduced serially afterwards. Results therefore depend on
 the seed only, not on the thread count or the scheduling.
 
-Each kernel has a plain-numpy twin in ``tests/test_dynamics.py``.
+Each kernel has a plain-numpy twin in ``tests/reference.py``, compared in ``tests/test_dynamics.py``.
 """
 
 import math

@@ -1,6 +1,6 @@
 """numba kernels of hutchinson.py: plain contiguous arrays in, no validation, no defaults.
 
-Numpy twins live in ``tests/test_hutchinson.py`` (``naive_*``) and are compared there.
+Numpy twins live in ``tests/reference.py``; ``tests/test_hutchinson.py`` compares them.
 """
 
 import numpy as np

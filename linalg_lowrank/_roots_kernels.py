@@ -5,7 +5,7 @@ is independent and writes only its own slice of the outputs, so there is no shar
 The per-block work is LAPACK/BLAS called through numba (``np.linalg.eigh`` is ``dsyevd``,
 ``np.linalg.qr`` is ``dgeqrf`` + ``dorgqr``, ``@`` is ``dgemm``); callers limit BLAS to one
 thread around these kernels so that the two levels of parallelism do not oversubscribe the cores.
-Numpy twins live in ``tests/test_roots.py`` (``_ref_*``) and are compared there.
+Numpy twins live in ``tests/reference.py``; ``tests/test_roots.py`` compares them.
 """
 
 import numpy as np

@@ -1,6 +1,19 @@
-"""Naive numpy twins of every numba kernel in linalg_lowrank._kernels."""
+"""Naive numpy twins of every numba kernel of the package, in one place.
+
+Each twin computes what its kernel computes, written the obvious way (dense numpy, plain Python
+loops), with results returned rather than written into ``out`` arrays. ``TWINS`` maps every public
+kernel (``module.name``) to its twin; ``tests/test_markers.py`` checks that no kernel is missing
+from it and that every twin is used by a test. A twin may serve several kernels when they compute
+the same thing on different layouts (a serial and a parallel variant, one matrix and a stack).
+"""
+
+import math
 
 import numpy as np
+
+from linalg_lowrank import _dynamics_kernels
+
+# ---------------------------------------------------------------------------- linalg_lowrank._kernels
 
 
 def gram_matvec(A, x, ys=1.0, zs=1.0):
@@ -25,6 +38,217 @@ def tridiagonal_top(a, b):
 
 
 def top_eigenpair_of_gram(M):
-    """(sigma1^2, right singular vector) of M by numpy's SVD."""
+    """(sigma1^2, right singular vector) of M by numpy's SVD: what every top-pair solver must find."""
     _, s, Vt = np.linalg.svd(np.asarray(M, dtype=np.float64), full_matrices=False)
     return s[0] ** 2, Vt[0]
+
+
+# ------------------------------------------------------------------- linalg_lowrank._hutchinson_kernels
+
+
+def symmetry_scan(A, tile):
+    """(max |A| on and above the diagonal tiles, max |A - A^T|, all finite)."""
+    block = np.arange(A.shape[0]) // tile
+    upper = block[None, :] >= block[:, None]
+    return np.abs(A[upper]).max(), np.abs(A - A.T).max(), bool(np.isfinite(A).all())
+
+
+def signs_from_top_bit(u):
+    """+1.0 where the top bit of the uint32 is set, else -1.0."""
+    return np.where(np.asarray(u, dtype=np.uint32) >= 2**31, 1.0, -1.0)
+
+
+def row_mean_var(X, Y):
+    """Mean and sample variance (ddof=1) of every row of X * Y."""
+    samples = X * Y
+    return samples.mean(axis=1), samples.var(axis=1, ddof=1)
+
+
+# ------------------------------------------------------------------------ linalg_lowrank._roots_kernels
+
+
+def eigh_stack(A):
+    """Eigenvalues (descending) and eigenvectors of every symmetric matrix of the stack."""
+    w, Q = np.linalg.eigh(A)
+    return w[:, ::-1], Q[:, :, ::-1]
+
+
+def probe_residual(A, Q, w, Z):
+    """RMS over the probe columns of ||A Q Z - Q diag(w) Z||: how far (w, Q) is from eigenpairs of A."""
+    R = A @ (Q @ Z) - Q @ (w[:, None] * Z)
+    return math.sqrt(np.sum(R * R) / Z.shape[1])
+
+
+def refresh_stack(A, Q, steps):
+    """``steps`` subspace-iteration steps (QR with positive diagonal) from Q, then Ritz values and residual norms."""
+    Qs = Q.copy()
+    for _ in range(steps):
+        Qn, R = np.linalg.qr(A @ Qs)
+        Qs = Qn * np.sign(np.diagonal(R, axis1=1, axis2=2))[:, None, :]
+    W = A @ Qs
+    lam = np.einsum("bij,bij->bj", Qs, W)
+    res = np.linalg.norm(W - Qs * lam[:, None, :], axis=(1, 2))
+    return Qs, lam, res
+
+
+def scaled_gram_stack(Q, d):
+    """Q diag(d) Q^T for every matrix of the stack."""
+    return np.matmul(Q * d[:, None, :], np.swapaxes(Q, 1, 2))
+
+
+def symmetrize_stack(A):
+    """((A + A^T) / 2 in float64, sum of (A - A^T)^2, sum of A^2) per matrix of the stack."""
+    A64 = np.asarray(A, dtype=np.float64)
+    At = np.swapaxes(A64, -1, -2)
+    return (A64 + At) * 0.5, np.sum((A64 - At) ** 2, axis=(-2, -1)), np.sum(A64**2, axis=(-2, -1))
+
+
+def mirror_lower(X):
+    """The symmetric matrix whose lower triangle is that of X."""
+    return np.tril(X) + np.tril(X, -1).T
+
+
+# --------------------------------------------------------------------- linalg_lowrank._dynamics_kernels
+_MASK64 = (1 << 64) - 1
+_GAMMA = 0x9E3779B97F4A7C15
+_GAMMA_STREAM = 0xD1B54A32D192ED03
+
+
+def mix64(z):
+    """SplitMix64 finalizer on Python integers, reduced modulo 2^64 by hand."""
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+def stream_start(seed, i):
+    """Initial SplitMix64 state of coordinate i's stream."""
+    return mix64((mix64(seed) + (i + 1) * _GAMMA_STREAM) & _MASK64)
+
+
+def uniform(z):
+    """A uniform in (0, 1) from the top 53 bits of z."""
+    return ((z >> 11) + 0.5) * 2.0**-53
+
+
+def _normal_stream(seed, i, count):
+    """Doornik's ZIGNOR on SplitMix64, written from the paper: one coordinate's stream."""
+    s = stream_start(seed, i)
+    X, R = _dynamics_kernels.ZIG_X, _dynamics_kernels.ZIG_RATIO
+    tail = _dynamics_kernels.ZIG_R
+    out = []
+
+    def draw():
+        nonlocal s
+        s = (s + _GAMMA) & _MASK64
+        return mix64(s)
+
+    while len(out) < count:
+        while True:
+            z = draw()
+            u = 2.0 * uniform(z) - 1.0
+            j = z & 127
+            if abs(u) < R[j]:
+                x = u * X[j]
+                break
+            if j == 0:
+                while True:
+                    x = math.log(uniform(draw())) / tail
+                    y = math.log(uniform(draw()))
+                    if -2.0 * y >= x * x:
+                        break
+                x = x - tail if u < 0 else tail - x
+                break
+            x = u * X[j]
+            f0 = math.exp(-0.5 * (X[j] * X[j] - x * x))
+            f1 = math.exp(-0.5 * (X[j + 1] * X[j + 1] - x * x))
+            if f1 + uniform(draw()) * (f0 - f1) < 1.0:
+                break
+        out.append(x)
+    return np.array(out)
+
+
+def normals(seed, n, count):
+    """(n, count) array: row i holds the first ``count`` normals of coordinate i's stream."""
+    return np.array([_normal_stream(seed, i, count) for i in range(n)]).reshape(n, count)
+
+
+def simulate(optimizer, theta0, mu, sd, lr, wd, beta1, beta2, eps, xi, record_every):
+    """Naive numpy loop of the simulator's updates, given the normals xi of shape (n, steps).
+
+    Returns the weight RMS and update RMS at step 0 and every ``record_every`` steps.
+    """
+    n, steps = xi.shape
+    lr = np.broadcast_to(lr, (steps,))
+    wd = np.broadcast_to(wd, (steps,))
+    th = theta0.copy()
+    m = np.zeros(n)
+    v = np.zeros(n)
+    b1t = b2t = 1.0
+    w_rec, u_rec = [np.sqrt(np.mean(th**2))], [np.nan]
+    for t in range(steps):
+        g = mu + sd * xi[:, t]
+        eta, lam = lr[t], wd[t]
+        if optimizer == "signsgdm":
+            m = beta1 * m + (1 - beta1) * g
+            u = np.sign(m)
+            th = (1 - eta * lam) * th - eta * u
+        elif optimizer == "sgdm":
+            m = beta1 * m + (g + lam * th)
+            u = m
+            th = th - eta * u
+        else:
+            if optimizer == "adam":
+                g = g + lam * th
+            b1t *= beta1
+            b2t *= beta2
+            m = beta1 * m + (1 - beta1) * g
+            v = beta2 * v + (1 - beta2) * g * g
+            u = (m * (1 / (1 - b1t))) / (np.sqrt(v) * (1 / np.sqrt(1 - b2t)) + eps)
+            th = (1 - eta * lam) * th - eta * u if optimizer == "adamw" else th - eta * u
+        if (t + 1) % record_every == 0:
+            w_rec.append(np.sqrt(np.mean(th**2)))
+            u_rec.append(np.sqrt(np.mean(u**2)))
+    return np.array(w_rec), np.array(u_rec)
+
+
+def ema_moments(decay, gain, cov):
+    """First and second moments of an EMA of correlated inputs by direct double sums (O(T^3)), and survival."""
+    T = decay.shape[0]
+    first, second, survive = np.empty(T), np.empty(T), np.empty(T)
+    c = np.concatenate([cov, np.zeros(T)])
+    for t in range(T):
+        w = np.array([gain[s] * np.prod(decay[s + 1 : t + 1]) for s in range(t + 1)])
+        lag = np.abs(np.subtract.outer(np.arange(t + 1), np.arange(t + 1)))
+        first[t] = w.sum()
+        second[t] = w @ c[lag] @ w
+        survive[t] = np.prod(decay[: t + 1])
+    return first, second, survive
+
+
+TWINS = {
+    "_kernels.gram_matvec": gram_matvec,
+    "_kernels.gram_matvec_serial": gram_matvec,
+    "_kernels.gram_matvec_stack": gram_matvec,
+    "_kernels.rank1_deflate_rows": rank1_deflate_rows,
+    "_kernels.tridiagonal_top": tridiagonal_top,
+    "_kernels.power_pilot": top_eigenpair_of_gram,
+    "_kernels.lanczos_small": top_eigenpair_of_gram,
+    "_kernels.lanczos_stack": top_eigenpair_of_gram,
+    "_hutchinson_kernels.symmetry_scan": symmetry_scan,
+    "_hutchinson_kernels.signs_from_top_bit": signs_from_top_bit,
+    "_hutchinson_kernels.row_mean_var": row_mean_var,
+    "_roots_kernels.eigh_stack": eigh_stack,
+    "_roots_kernels.probe_residual": probe_residual,
+    "_roots_kernels.refresh_stack": refresh_stack,
+    "_roots_kernels.scaled_gram_stack": scaled_gram_stack,
+    "_roots_kernels.symmetrize_stack": symmetrize_stack,
+    "_roots_kernels.mirror_lower": mirror_lower,
+    "_dynamics_kernels.mix64": mix64,
+    "_dynamics_kernels.stream_start": stream_start,
+    "_dynamics_kernels.uniform": uniform,
+    "_dynamics_kernels.normal": normals,
+    "_dynamics_kernels.normals": normals,
+    "_dynamics_kernels.simulate": simulate,
+    "_dynamics_kernels.ema_moments": ema_moments,
+}

@@ -17,106 +17,9 @@ from linalg_lowrank.dynamics import (
     simulate_weight_rms,
 )
 
+from . import reference
+
 EPS64 = np.finfo(np.float64).eps
-MASK64 = (1 << 64) - 1
-
-
-# -- plain-Python / numpy twins of the kernels ---------------------------------------------------
-def ref_mix64(z):
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
-    return z ^ (z >> 31)
-
-
-def ref_uniform(z):
-    return ((z >> 11) + 0.5) * 2.0**-53
-
-
-def ref_normal_stream(seed, i, count):
-    """Doornik's ZIGNOR on SplitMix64, written from the paper, one coordinate's stream."""
-    gamma = 0x9E3779B97F4A7C15
-    s = ref_mix64((ref_mix64(seed) + (i + 1) * 0xD1B54A32D192ED03) & MASK64)
-    X, R = K.ZIG_X, K.ZIG_RATIO
-    out = []
-
-    def draw():
-        nonlocal s
-        s = (s + gamma) & MASK64
-        return ref_mix64(s)
-
-    while len(out) < count:
-        while True:
-            z = draw()
-            u = 2.0 * ref_uniform(z) - 1.0
-            j = z & 127
-            if abs(u) < R[j]:
-                x = u * X[j]
-                break
-            if j == 0:
-                while True:
-                    x = math.log(ref_uniform(draw())) / K.ZIG_R
-                    y = math.log(ref_uniform(draw()))
-                    if -2.0 * y >= x * x:
-                        break
-                x = x - K.ZIG_R if u < 0 else K.ZIG_R - x
-                break
-            x = u * X[j]
-            f0 = math.exp(-0.5 * (X[j] * X[j] - x * x))
-            f1 = math.exp(-0.5 * (X[j + 1] * X[j + 1] - x * x))
-            if f1 + ref_uniform(draw()) * (f0 - f1) < 1.0:
-                break
-        out.append(x)
-    return np.array(out)
-
-
-def ref_simulate(optimizer, theta0, mu, sd, lr, wd, beta1, beta2, eps, xi, record_every):
-    """Naive numpy loop of the same updates, given the normals xi of shape (n, steps)."""
-    n, steps = xi.shape
-    lr = np.broadcast_to(lr, (steps,))
-    wd = np.broadcast_to(wd, (steps,))
-    th = theta0.copy()
-    m = np.zeros(n)
-    v = np.zeros(n)
-    b1t = b2t = 1.0
-    w_rec, u_rec = [np.sqrt(np.mean(th**2))], [np.nan]
-    for t in range(steps):
-        g = mu + sd * xi[:, t]
-        eta, lam = lr[t], wd[t]
-        if optimizer == "signsgdm":
-            m = beta1 * m + (1 - beta1) * g
-            u = np.sign(m)
-            th = (1 - eta * lam) * th - eta * u
-        elif optimizer == "sgdm":
-            m = beta1 * m + (g + lam * th)
-            u = m
-            th = th - eta * u
-        else:
-            if optimizer == "adam":
-                g = g + lam * th
-            b1t *= beta1
-            b2t *= beta2
-            m = beta1 * m + (1 - beta1) * g
-            v = beta2 * v + (1 - beta2) * g * g
-            u = (m * (1 / (1 - b1t))) / (np.sqrt(v) * (1 / np.sqrt(1 - b2t)) + eps)
-            th = (1 - eta * lam) * th - eta * u if optimizer == "adamw" else th - eta * u
-        if (t + 1) % record_every == 0:
-            w_rec.append(np.sqrt(np.mean(th**2)))
-            u_rec.append(np.sqrt(np.mean(u**2)))
-    return np.array(w_rec), np.array(u_rec)
-
-
-def ref_ema_sums(decay, gain, cov):
-    """Direct double sums over the input steps s, s' <= t (O(T^3))."""
-    T = decay.shape[0]
-    first, second, survive = np.empty(T), np.empty(T), np.empty(T)
-    c = np.concatenate([cov, np.zeros(T)])
-    for t in range(T):
-        w = np.array([gain[s] * np.prod(decay[s + 1 : t + 1]) for s in range(t + 1)])
-        lag = np.abs(np.subtract.outer(np.arange(t + 1), np.arange(t + 1)))
-        first[t] = w.sum()
-        second[t] = w @ c[lag] @ w
-        survive[t] = np.prod(decay[: t + 1])
-    return first, second, survive
 
 
 # -- kernels against their twins -----------------------------------------------------------------
@@ -131,8 +34,23 @@ def test_normal_stream_matches_python_ziggurat():
     n, count, seed = 5, 400, 12345
     out = np.empty((n, count))
     K.normals(seed, n, count, out)
-    for i in range(n):
-        np.testing.assert_array_equal(out[i], ref_normal_stream(seed, i, count))
+    np.testing.assert_array_equal(out, reference.normals(seed, n, count))
+
+
+@pytest.mark.kernel
+@wraps_uint64
+def test_stream_building_blocks_match_python_integers():
+    for z in [0, 1, 2**63, 2**64 - 1, 0x9E3779B97F4A7C15, 12345678901234567]:
+        assert int(K.mix64(np.uint64(z))) == reference.mix64(z)
+        assert K.uniform(np.uint64(z)) == reference.uniform(z)
+    for seed, i in [(0, 0), (12345, 7), (2**63 + 5, 1000)]:
+        assert int(K.stream_start(np.uint64(seed), i)) == reference.stream_start(seed, i)
+    s = K.stream_start(99, 3)
+    draws = []
+    for _ in range(300):  # one draw at a time: the ziggurat's wedges and tail are reached too
+        x, s = K.normal(np.uint64(s))  # a Python int below 2^63 would be typed int64
+        draws.append(x)
+    np.testing.assert_array_equal(draws, reference.normals(99, 4, 300)[3])
 
 
 @pytest.mark.kernel
@@ -173,7 +91,7 @@ def test_simulate_kernel_matches_numpy_loop(optimizer, schedule):
     theta0_copy = theta0.copy()
     K.simulate(code, theta0, mu, sd, lr, wd, 0.9, 0.99, 1e-8, seed, steps, every, chunk, w_acc, u_acc)
     np.testing.assert_array_equal(theta0, theta0_copy)
-    w_ref, u_ref = ref_simulate(optimizer, theta0, mu, sd, lr, wd, 0.9, 0.99, 1e-8, xi, every)
+    w_ref, u_ref = reference.simulate(optimizer, theta0, mu, sd, lr, wd, 0.9, 0.99, 1e-8, xi, every)
     # same operations in the same order; only the summation order of the RMS differs
     np.testing.assert_allclose(np.sqrt(w_acc.sum(0) / n), w_ref, rtol=10 * n * EPS64)
     np.testing.assert_allclose(np.sqrt(u_acc.sum(0) / n)[1:], u_ref[1:], rtol=10 * n * EPS64)
@@ -187,7 +105,7 @@ def test_ema_moments_kernel_matches_double_sums():
     cov = 0.7 ** np.arange(25) * rng.uniform(0.5, 1.0, 25)  # truncated: lags beyond 24 are zero
     got = [np.empty(T) for _ in range(3)]
     K.ema_moments(decay, gain, cov, *got)
-    for g, r in zip(got, ref_ema_sums(decay, gain, cov), strict=True):
+    for g, r in zip(got, reference.ema_moments(decay, gain, cov), strict=True):
         np.testing.assert_allclose(g, r, rtol=T * 10 * EPS64)
 
 

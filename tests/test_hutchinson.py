@@ -28,6 +28,7 @@ from linalg_lowrank.hutchinson import (
 )
 from linalg_lowrank.results import ConvergenceWarning
 
+from . import reference
 from .strategies import random_orthogonal
 
 EPS = np.finfo(np.float64).eps
@@ -125,18 +126,6 @@ def published_diagpp(A, m, seed):
     return np.diag(Q @ Q.T @ A @ Q @ Q.T) + np.mean(G * (P @ A @ P @ G), axis=1)
 
 
-def naive_symmetry_scan(A, tile):
-    """Twin of `symmetry_scan`: (max |A| on and above the diagonal tiles, max |A - A^T|, all finite)."""
-    block = np.arange(A.shape[0]) // tile
-    upper = block[None, :] >= block[:, None]
-    return np.abs(A[upper]).max(), np.abs(A - A.T).max(), bool(np.isfinite(A).all())
-
-
-def naive_row_mean_var(X, Y):
-    samples = X * Y
-    return samples.mean(axis=1), samples.var(axis=1, ddof=1)
-
-
 def exchangeable_state(n, k, power=1.0, seed=0, distribution="rademacher"):
     A = spectral_matrix(n, power, seed=seed)
     state = _Exchangeable(_operators.as_symmetric_operator(A))
@@ -160,7 +149,7 @@ def test_symmetry_scan_kernel_matches_numpy(n, tile):
         one[n - 1, 0] += 1e-3  # a single asymmetric pair, far from the diagonal
         cases.append(one)
     for A in cases:
-        assert _hutchinson_kernels.symmetry_scan(A, tile) == naive_symmetry_scan(A, tile)
+        assert _hutchinson_kernels.symmetry_scan(A, tile) == reference.symmetry_scan(A, tile)
     for bad in (np.nan, np.inf, -np.inf):
         for where in ((n // 2, n - 1), (n - 1, 0)):  # read directly, or only through A_ij - A_ji
             A = S.copy()
@@ -177,14 +166,14 @@ def test_row_mean_var_kernel_matches_numpy():
         Y = rng.standard_normal((n, k)) * 10.0 ** rng.integers(-3, 3, size=(n, 1))
         mean, var = np.empty(n), np.empty(n)
         _hutchinson_kernels.row_mean_var(X, Y, mean, var)
-        ref_mean, ref_var = naive_row_mean_var(X, Y)
+        ref_mean, ref_var = reference.row_mean_var(X, Y)
         scale = np.abs(X * Y).max(axis=1)
         assert np.all(np.abs(mean - ref_mean) <= 4 * k * EPS * scale)
         assert np.all(np.abs(var - ref_var) <= 8 * k * EPS * scale**2)
     for n, k in [(30, 40), (400, 200)]:  # below and above config.HUTCH_NUMBA_MIN_ENTRIES
         X, Y = rng.standard_normal((n, k)), rng.standard_normal((n, k))
         mean, var = hutchinson._row_moments(X, Y)
-        ref_mean, ref_var = naive_row_mean_var(X, Y)
+        ref_mean, ref_var = reference.row_mean_var(X, Y)
         assert np.allclose(mean, ref_mean, rtol=0, atol=1e-13) and np.allclose(var, ref_var, rtol=1e-12)
 
 
@@ -193,7 +182,7 @@ def test_sign_probes_are_the_stream_of_integers_0_2():
     u = np.array([0, 1, 2**31 - 1, 2**31, 2**32 - 1], dtype=np.uint32)
     out = np.empty(5)
     _hutchinson_kernels.signs_from_top_bit(u, out)
-    assert np.array_equal(out, 2.0 * (u >> 31) - 1.0)
+    assert np.array_equal(out, reference.signs_from_top_bit(u))
     for seed, (n, k) in enumerate([(37, 11), (4000, 20), (1, 3)]):  # numpy and kernel paths
         a, b = np.random.default_rng(seed), np.random.default_rng(seed)
         probes = _probes(a, n, k, "rademacher")

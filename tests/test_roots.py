@@ -25,6 +25,7 @@ from linalg_lowrank.roots import (
     symmetric_eig,
 )
 
+from . import reference
 from .strategies import random_orthogonal
 
 EPS64 = np.finfo(np.float64).eps
@@ -256,22 +257,6 @@ def test_refresh_checks_shape():
 # --------------------------------------------------------------------------- stacks and their numba kernels
 
 
-def _ref_eigh_stack(A):
-    w, Q = np.linalg.eigh(A)
-    return w[:, ::-1], Q[:, :, ::-1]
-
-
-def _ref_refresh_stack(A, Q, steps):
-    Qs = Q.copy()
-    for _ in range(steps):
-        Qn, R = np.linalg.qr(A @ Qs)
-        Qs = Qn * np.sign(np.diagonal(R, axis1=1, axis2=2))[:, None, :]
-    W = A @ Qs
-    lam = np.einsum("bij,bij->bj", Qs, W)
-    res = np.linalg.norm(W - Qs * lam[:, None, :], axis=(1, 2))
-    return Qs, lam, res
-
-
 def _stack(b, n, seed, kappa=1e3):
     return np.stack([spd(n, kappa, seed + i)[0] for i in range(b)])
 
@@ -284,7 +269,7 @@ def test_eigh_stack_kernel_matches_numpy():
     Z = np.random.default_rng(0).standard_normal((9, 3))
     res = np.empty(5)
     _roots_kernels.eigh_stack(A, w, Q, Z, res)
-    w_ref, _ = _ref_eigh_stack(A)
+    w_ref, _ = reference.eigh_stack(A)
     np.testing.assert_allclose(w, w_ref, rtol=0, atol=10 * 9 * EPS64)
     recon = np.matmul(Q * w[:, None, :], np.swapaxes(Q, 1, 2))
     np.testing.assert_allclose(recon, A, rtol=0, atol=10 * 9 * EPS64)
@@ -296,22 +281,22 @@ def test_probe_residual_kernel_matches_numpy():
     rng = np.random.default_rng(1)
     A, Q, Z = rng.standard_normal((7, 7)), rng.standard_normal((7, 7)), rng.standard_normal((7, 4))
     w = rng.standard_normal(7)
-    R = A @ (Q @ Z) - Q @ (w[:, None] * Z)
-    ref = np.sqrt(np.sum(R * R) / 4)
-    np.testing.assert_allclose(_roots_kernels.probe_residual(A, Q, w, Z), ref, rtol=1e-13)
+    np.testing.assert_allclose(
+        _roots_kernels.probe_residual(A, Q, w, Z), reference.probe_residual(A, Q, w, Z), rtol=1e-13
+    )
 
 
 @pytest.mark.kernel
 @pytest.mark.parametrize("steps", [1, 3])
 def test_refresh_stack_kernel_matches_numpy(steps):
     A = _stack(5, 8, seed=30)
-    _, Q0 = _ref_eigh_stack(A + 1e-3 * _stack(5, 8, seed=40))
+    _, Q0 = reference.eigh_stack(A + 1e-3 * _stack(5, 8, seed=40))
     Q0 = np.ascontiguousarray(Q0)
     Qout = np.empty_like(Q0)
     lam = np.empty((5, 8))
     res = np.empty(5)
     _roots_kernels.refresh_stack(A, Q0, Qout, lam, res, steps)
-    Q_ref, lam_ref, res_ref = _ref_refresh_stack(A, Q0, steps)
+    Q_ref, lam_ref, res_ref = reference.refresh_stack(A, Q0, steps)
     tol = 100 * 8 * EPS64 * 10**steps  # QR of a nearly diagonal-dominant W: rounding grows with steps
     np.testing.assert_allclose(Qout, Q_ref, rtol=0, atol=tol)
     np.testing.assert_allclose(lam, lam_ref, rtol=0, atol=tol)
@@ -325,7 +310,7 @@ def test_scaled_gram_stack_kernel_matches_numpy():
     d = rng.uniform(0.1, 2.0, (5, 7))
     out = np.empty_like(Q)
     _roots_kernels.scaled_gram_stack(Q, d, out)
-    ref = np.matmul(Q * d[:, None, :], np.swapaxes(Q, 1, 2))
+    ref = reference.scaled_gram_stack(Q, d)
     np.testing.assert_allclose(out, ref, rtol=0, atol=10 * 7 * EPS64 * np.abs(ref).max())
 
 
@@ -341,11 +326,10 @@ def test_symmetrize_stack_kernel_matches_numpy(n, dtype, order):
     out = np.empty((3, n, n))
     asym_sq, sq = np.empty((3, pairs)), np.empty((3, pairs))
     _roots_kernels.symmetrize_stack(A, out, asym_sq, sq)
-    A64 = A.astype(np.float64)
-    At = np.swapaxes(A64, 1, 2)
-    np.testing.assert_array_equal(out, (A64 + At) * 0.5)  # the same two roundings per entry
-    np.testing.assert_allclose(asym_sq.sum(1), np.sum((A64 - At) ** 2, axis=(1, 2)), rtol=n * n * EPS64)
-    np.testing.assert_allclose(sq.sum(1), np.sum(A64**2, axis=(1, 2)), rtol=n * n * EPS64)
+    sym, asym_total, total = reference.symmetrize_stack(A)
+    np.testing.assert_array_equal(out, sym)  # the same two roundings per entry
+    np.testing.assert_allclose(asym_sq.sum(1), asym_total, rtol=n * n * EPS64)
+    np.testing.assert_allclose(sq.sum(1), total, rtol=n * n * EPS64)
     np.testing.assert_array_equal(A, A_copy)
 
 
@@ -353,7 +337,7 @@ def test_symmetrize_stack_kernel_matches_numpy(n, dtype, order):
 @pytest.mark.parametrize("n", [1, 64, 65, 200])
 def test_mirror_lower_kernel_matches_numpy(n):
     X = np.random.default_rng(n).standard_normal((n, n))
-    ref = np.tril(X) + np.tril(X, -1).T
+    ref = reference.mirror_lower(X)
     _roots_kernels.mirror_lower(X)
     np.testing.assert_array_equal(X, ref)
 
