@@ -91,8 +91,9 @@ def load_digits(*, n_train=1000, seed=0, dtype=np.float64):
     Examples
     --------
     >>> from linalg_lowrank.lab import load_digits
-    >>> load_digits(n_train=1000, seed=0)
-    Dataset: 1000 train / 797 test samples, 64 features, 10 classes, seed=0
+    >>> data = load_digits(n_train=1000, seed=0)
+    >>> data.X_train.shape, data.X_test.shape, data.n_classes
+    ((1000, 64), (797, 64), 10)
     """
     from sklearn.datasets import load_digits as _sk_load_digits
 
