@@ -302,3 +302,18 @@ def test_unknown_attributes_still_raise_attribute_error():
     with pytest.raises(AttributeError, match="no attribute 'nonsense'"):
         _result("BestRankResult").nonsense  # noqa: B018
     assert not hasattr(_result("PowerIterationResult"), "error_fro")
+
+
+@pytest.mark.parametrize("name", ["RandomizedSVDResult", "TraceEstimate", "PowerIterationResult"])
+def test_results_pickle_and_copy(name):
+    # the renamed-field hook (__getattr__) must not break the protocols that probe for attributes
+    import copy
+    import pickle
+
+    res = _result(name)
+    for twin in (pickle.loads(pickle.dumps(res)), copy.deepcopy(res)):
+        assert repr(twin) == repr(res)
+        for f in dataclasses.fields(res):
+            np.testing.assert_array_equal(
+                np.asarray(getattr(twin, f.name), dtype=object), np.asarray(getattr(res, f.name), dtype=object)
+            )
