@@ -111,9 +111,7 @@ def _msign(report, quick, repeat):
             case = f"msign {k}x{nn} cond {cond:g} {np.dtype(dtype).name}"
             fns = {"muon reference": lambda Wd=Wd: _muon_reference(Wd)}
             for name, steps in contenders:
-                fns[f"{name}-{steps}"] = lambda n=name, st=steps, Wd=Wd: msign(
-                    Wd, steps=st, coefficients=n, diagnostics=False
-                )
+                fns[f"{name}-{steps}"] = lambda n=name, st=steps, Wd=Wd: msign(Wd, steps=st, coefficients=n)
             if dtype == np.float32:
                 fns["exact SVD"] = lambda Wd=Wd: polar(Wd)
             t = interleaved(fns, repeat=repeat, warmup=0, pause=0.2)
@@ -121,7 +119,7 @@ def _msign(report, quick, repeat):
             base = report.row(FAMILY, case, "muon reference 5", t["muon reference"], dist_polar=_dist(ref, P))
             dist = {}
             for name, steps in contenders:
-                Q = msign(Wd, steps=steps, coefficients=name).Q.astype(np.float64)
+                Q = msign(Wd, steps=steps, coefficients=name).astype(np.float64)
                 sv_q = np.linalg.svd(Q, compute_uv=False)
                 dist[name, steps] = _dist(Q, P)
                 report.row(

@@ -32,7 +32,7 @@ norm_A = np.linalg.norm(A)
 
 ranks = np.arange(2, 61, 4)
 methods = {
-    "Eckart-Young optimum (best_rank)": lambda k: ll.best_rank(A, k).error_fro,
+    "Eckart-Young optimum (best_rank)": lambda k: ll.best_rank(A, k).error_bound,
     "randomized SVD": lambda k: np.linalg.norm(A - ll.randomized_svd(A, k, rng=0).to_array()),
     "interpolative decomposition (k columns)": lambda k: np.linalg.norm(
         A - ll.interpolative_decomposition(A, k, rng=0).reconstruct(A)
@@ -94,7 +94,7 @@ for sampling, marker in [("optimal", "o"), ("uniform", "s")]:
         np.sqrt(
             np.mean(
                 [
-                    np.linalg.norm(ll.cr_matmul(X.T, X, int(c), sampling=sampling, rng=s).product - gram) ** 2
+                    np.linalg.norm(ll.cr_matmul(X.T, X, int(c), sampling=sampling, rng=s) - gram) ** 2
                     for s in range(n_repeats)
                 ]
             )
@@ -110,7 +110,7 @@ for sampling, marker in [("optimal", "o"), ("uniform", "s")]:
         f"(expected {expected[4] / norm_gram:.3f})"
     )
 ranks_c = cs[cs < 100]
-best = [ll.best_rank(gram, int(c)).error_fro / norm_gram for c in ranks_c]
+best = [ll.best_rank(gram, int(c)).error_bound / norm_gram for c in ranks_c]
 ax.loglog(ranks_c, best, "k-", label="Eckart-Young optimum of rank c")
 print(f"Eckart-Young optimum of rank 80: relative error {best[-1]:.3f}")
 ax.set_xlabel("sampled column-row pairs c (= rank of the approximation)")

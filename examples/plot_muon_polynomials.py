@@ -53,7 +53,7 @@ for name in ("muon", "polar_express"):
 # ------------------------------------
 # Gradients of weight matrices are dominated by a few directions: we build a 256 x 128 matrix
 # with singular values decaying like :math:`i^{-1.5}`, plus a small noise floor, and compare the
-# singular values of G (scaled to a largest of 1) with those of ``msign(G).Q`` for both
+# singular values of G (scaled to a largest of 1) with those of ``msign(G)`` for both
 # coefficient schedules and with the exact polar factor, all of whose singular values are 1.
 rng = np.random.default_rng(0)
 m, n = 256, 128
@@ -69,8 +69,8 @@ ax_g.set_xlabel("index i of the singular value (largest first)")
 ax_g.set_ylabel(r"$\sigma_i(G) / \sigma_1(G)$ (dimensionless)")
 ax_g.set_title("Gradient-like input G, 256 x 128")
 for name, color in [("muon", "C0"), ("polar_express", "C1")]:
-    res = ll.msign(G, steps=5, coefficients=name)
-    sv = np.linalg.svd(res.Q, compute_uv=False)
+    Q = ll.msign(G, steps=5, coefficients=name)
+    sv = np.linalg.svd(Q, compute_uv=False)
     ax_q.plot(i, sv, color=color, label=f"msign(G), {name}, 5 steps")
     print(f"{name:14s} 5 steps: singular values of the update in [{sv.min():.3f}, {sv.max():.3f}]")
 ax_q.plot(i, np.linalg.svd(ll.polar(G), compute_uv=False), "k--", lw=1, label=r"exact polar factor $UV^T$")
@@ -83,7 +83,7 @@ ax_q.legend(loc="lower left")
 # %%
 # **Figure 2.** Left: singular values of a 256 x 128 gradient-like matrix G (decay
 # :math:`i^{-1.5}` plus a floor of 1e-3, scaled by its largest). Right: singular values of the
-# update ``msign(G).Q`` after 5 steps of each schedule and of the exact polar factor, from a
+# update ``msign(G)`` after 5 steps of each schedule and of the exact polar factor, from a
 # dense SVD. Measured (printed above): G's singular values span almost three decades, the
 # updates' lie between 0.68 and 1.21; Muon's spread over about [0.68, 1.20], Polar Express's
 # over a narrower band, about [0.87, 1.12]: after 5 steps neither is the exact polar factor,

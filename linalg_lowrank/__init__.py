@@ -50,7 +50,7 @@ from .lowrank import (
     randomized_svd,
 )
 from .polar import MsignResult, msign, ns_polynomial, polar
-from .results import ConvergenceWarning, DegenerateSingularValueWarning, PowerIterationResult
+from .results import ConvergenceWarning, DegenerateSingularValueWarning, PowerIterationResult, Result
 from .roots import InverseRootResult, SymmetricEig, inverse_pth_root, shampoo_precondition, symmetric_eig
 from .spectral import best_rank1, power_iteration, spectral_norm, spectral_norm_grad, spectral_weight_decay
 from .spectrum import (
@@ -72,6 +72,7 @@ __all__ = [
     "best_rank1",
     "spectral_weight_decay",
     "PowerIterationResult",
+    "Result",
     "ConvergenceWarning",
     "DegenerateSingularValueWarning",
     # low-rank toolkit

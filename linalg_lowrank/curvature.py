@@ -17,6 +17,7 @@ import scipy.sparse.linalg
 
 from . import _validate, config
 from ._threads import blas_single_thread
+from .results import Result
 
 __all__ = [
     "CurvatureConditionWarning",
@@ -506,7 +507,7 @@ def lbfgs_hessian(S, Y, *, gamma=None):
 
 
 @dataclass(frozen=True, repr=False)
-class QuasiNewtonUpdate:
+class QuasiNewtonUpdate(Result):
     """A dense quasi-Newton update and what happened to it.
 
     Attributes
@@ -529,14 +530,6 @@ class QuasiNewtonUpdate:
     theta: float
     method: str
     inverse: bool
-
-    def __repr__(self):
-        form = "H (inverse)" if self.inverse else "B (direct)"
-        state = "skipped" if self.skipped else "applied"
-        return (
-            f"QuasiNewtonUpdate: {self.method} update of {form} {state}, theta={self.theta:.6g}\n"
-            f"  matrix=array(shape={self.matrix.shape}, dtype={self.matrix.dtype})"
-        )
 
 
 def _update_inputs(M, s, y):

@@ -14,6 +14,7 @@ import numpy as np
 
 from . import _dynamics_kernels as _k
 from . import _validate, config
+from .results import Result
 
 __all__ = [
     "adamw_weight_rms",
@@ -449,7 +450,7 @@ def adam_update_rms(beta1=0.9, beta2=0.999, *, snr=0.0):
 
 # -- the simulator ------------------------------------------------------------------------------
 @dataclass(frozen=True, repr=False)
-class WeightRMSSimulation:
+class WeightRMSSimulation(Result):
     """Weight and update RMS over training of one simulated optimizer.
 
     Attributes
@@ -478,15 +479,6 @@ class WeightRMSSimulation:
     n: int
     seed: int
     params: dict
-
-    def __repr__(self):
-        p = ", ".join(f"{k}={v}" for k, v in self.params.items())
-        return (
-            f"WeightRMSSimulation: {self.optimizer}, n={self.n}, {int(self.steps[-1])} steps, "
-            f"{self.steps.shape[0]} records, seed={self.seed}\n"
-            f"  weight_rms {self.weight_rms[0]:.6g} -> {self.weight_rms[-1]:.6g}"
-            f"  update_rms (last) {self.update_rms[-1]:.6g}\n  {p}"
-        )
 
 
 def _per_coordinate(name, value, n, *, positive):

@@ -18,7 +18,7 @@ import scipy.special
 
 from . import _hutchinson_kernels, _operators, _validate, config
 from ._threads import blas_single_thread
-from .results import ConvergenceWarning
+from .results import ConvergenceWarning, Result
 
 __all__ = [
     "hutchinson_diagonal",
@@ -41,15 +41,11 @@ MIN_MATVECS = {"auto": 2, "hutchinson": 2, "hutch++": 4, "diag++": 4, "xtrace": 
 # -- Results -------------------------------------------------------------------------------------
 
 
-def _state(converged):
-    if converged is None:
-        return "fixed budget"
-    return "converged" if converged else "NOT converged"
-
-
 @dataclass(frozen=True, repr=False)
-class DiagonalEstimate:
+class DiagonalEstimate(Result):
     """Estimate of diag(A) with its per-entry standard error.
+
+    Unpacks as ``diagonal, stderr = hutchinson_diagonal(A)``.
 
     Attributes
     ----------
@@ -62,10 +58,13 @@ class DiagonalEstimate:
     method : str
         The estimator that ran ("hutchinson", "diag++" or "xdiag"; "auto" reports its choice), or
         "exact" when the budget was n products or more (see ``n_matvecs`` of `hutchinson_diagonal`).
-    converged : bool or None
-        With ``rtol``: whether ``error_bound <= rtol`` was reached within the budget; None without.
-    error_bound : float
-        ``2 ||stderr|| / ||diagonal||``, an approximate 95% bound on the relative error in norm.
+    converged : bool
+        With ``rtol``: whether ``error_estimate <= rtol`` was reached within the budget; True
+        without (the fixed budget was the stopping rule).
+    error_estimate : float
+        ``2 ||stderr|| / ||diagonal||``, the half-width of an approximate 95% confidence interval
+        on the relative error in norm: a statistical estimate, not a certified bound (``stderr``
+        is itself estimated from the samples).
     distribution : str
         Probe distribution, "rademacher" or "gaussian".
     seed : int
@@ -76,24 +75,20 @@ class DiagonalEstimate:
     stderr: np.ndarray
     n_matvecs: int
     method: str
-    converged: object
-    error_bound: float
+    converged: bool
+    error_estimate: float
     distribution: str
     seed: int
 
-    def __repr__(self):
-        d = self.diagonal
-        return (
-            f"DiagonalEstimate: {_state(self.converged)} by {self.method} with {self.n_matvecs} products, "
-            f"relative error bound {self.error_bound:.3g}\n"
-            f"  diagonal=array(shape={d.shape}, min={d.min():.3g}, max={d.max():.3g})  "
-            f"||stderr||={np.linalg.norm(self.stderr):.3g}  distribution={self.distribution}  seed={self.seed}"
-        )
+    _unpack = ("diagonal", "stderr")
+    _renamed = {"error_bound": "error_estimate"}
 
 
 @dataclass(frozen=True, repr=False)
-class TraceEstimate:
+class TraceEstimate(Result):
     """Estimate of tr(A) with its standard error.
+
+    Unpacks as ``trace, stderr = hutchinson_trace(A)``.
 
     Attributes
     ----------
@@ -106,10 +101,12 @@ class TraceEstimate:
     method : str
         The estimator that ran ("hutchinson", "hutch++" or "xtrace"; "auto" reports its choice), or
         "exact" when the budget was n products or more (see ``n_matvecs`` of `hutchinson_trace`).
-    converged : bool or None
-        With ``rtol``: whether ``error_bound <= rtol`` was reached within the budget; None without.
-    error_bound : float
-        ``2 stderr / |trace|``, an approximate 95% bound on the relative error.
+    converged : bool
+        With ``rtol``: whether ``error_estimate <= rtol`` was reached within the budget; True
+        without (the fixed budget was the stopping rule).
+    error_estimate : float
+        ``2 stderr / |trace|``, the half-width of an approximate 95% confidence interval on the
+        relative error: a statistical estimate, not a certified bound.
     distribution : str
         Probe distribution, "rademacher" or "gaussian".
     seed : int
@@ -120,17 +117,13 @@ class TraceEstimate:
     stderr: float
     n_matvecs: int
     method: str
-    converged: object
-    error_bound: float
+    converged: bool
+    error_estimate: float
     distribution: str
     seed: int
 
-    def __repr__(self):
-        return (
-            f"TraceEstimate: {_state(self.converged)} by {self.method} with {self.n_matvecs} products, "
-            f"relative error bound {self.error_bound:.3g}\n"
-            f"  trace={self.trace:.6g}  stderr={self.stderr:.3g}  distribution={self.distribution}  seed={self.seed}"
-        )
+    _unpack = ("trace", "stderr")
+    _renamed = {"error_bound": "error_estimate"}
 
 
 # -- Probes and small helpers --------------------------------------------------------------------
@@ -898,7 +891,7 @@ def _finalize(kind, op, out, distribution, seed, rtol):
     bound = _relative(kind, est, se)
     if converged is False:
         warnings.warn(
-            f"hutchinson_{kind}: relative error bound {bound:.3g} is above rtol={rtol:g} after the whole "
+            f"hutchinson_{kind}: relative error estimate {bound:.3g} is above rtol={rtol:g} after the whole "
             f"budget of {used} products; the estimate so far is returned",
             ConvergenceWarning,
             stacklevel=3,
@@ -906,8 +899,8 @@ def _finalize(kind, op, out, distribution, seed, rtol):
     common = dict(
         n_matvecs=int(used),
         method=ran,
-        converged=converged,
-        error_bound=bound,
+        converged=True if converged is None else bool(converged),
+        error_estimate=bound,
         distribution=distribution,
         seed=seed,
     )
@@ -968,8 +961,8 @@ def hutchinson_diagonal(
     Returns
     -------
     result : DiagonalEstimate
-        ``diagonal``, ``stderr``, ``n_matvecs``, ``method``, ``converged``, ``error_bound``,
-        ``distribution``, ``seed``.
+        ``diagonal``, ``stderr``, ``n_matvecs``, ``method``, ``converged``, ``error_estimate``,
+        ``distribution``, ``seed``; unpacks as ``diagonal, stderr``.
 
     Raises
     ------
@@ -1025,8 +1018,8 @@ def hutchinson_diagonal(
     >>> import numpy as np
     >>> from linalg_lowrank.hutchinson import hutchinson_diagonal
     >>> A = np.diag([1.0, 2.0, 3.0])
-    >>> res = hutchinson_diagonal(A, n_matvecs=10, method="hutchinson", rng=0)
-    >>> res.diagonal, res.stderr
+    >>> diagonal, stderr = hutchinson_diagonal(A, n_matvecs=10, method="hutchinson", rng=0)
+    >>> diagonal, stderr
     (array([1., 2., 3.]), array([0., 0., 0.]))
     >>> B = np.ones((4, 4))  # rank 1: the sketch captures it and the answer is exact
     >>> np.allclose(hutchinson_diagonal(B, n_matvecs=6, method="xdiag", rng=0).diagonal, 1.0)
@@ -1077,8 +1070,8 @@ def hutchinson_trace(
     Returns
     -------
     result : TraceEstimate
-        ``trace``, ``stderr``, ``n_matvecs``, ``method``, ``converged``, ``error_bound``,
-        ``distribution``, ``seed``.
+        ``trace``, ``stderr``, ``n_matvecs``, ``method``, ``converged``, ``error_estimate``,
+        ``distribution``, ``seed``; unpacks as ``trace, stderr``.
 
     Raises
     ------

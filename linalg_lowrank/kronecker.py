@@ -13,6 +13,7 @@ import scipy.linalg
 
 from . import _validate, config
 from ._scaling import ldexp_float, pow2_normalize, unscale
+from .results import Result
 from .roots import SymmetricEig, _check_psd, _eigh_blocks, _symmetric_input
 from .spectral import power_iteration
 
@@ -87,7 +88,7 @@ def _as_eig(name, F):
     if A64.ndim != 2:
         raise ValueError(f"`{name}` must be 2-D, got shape {A64.shape}")
     w, Q = _eigh_blocks(A64[None])
-    return SymmetricEig(Q=Q[0], eigenvalues=w[0], residual=0.0, method="eigh", n_steps=0, dtype=dtype)
+    return SymmetricEig(Q=Q[0], eigenvalues=w[0], residual=0.0, method="eigh", n_iter=0, dtype=dtype)
 
 
 def kfac_solve(grad, A, G, *, damping, damping_mode="exact"):
@@ -189,8 +190,10 @@ def _clipped(eig, name):
 
 
 @dataclass(frozen=True, repr=False)
-class KroneckerApproximation:
+class KroneckerApproximation(Result):
     """Sum of Kronecker products sum_r A[r] ⊗ B[r] nearest to M in the Frobenius norm.
+
+    Unpacks as ``A, B = nearest_kronecker_product(M, shape_a, shape_b)``.
 
     Attributes
     ----------
@@ -200,11 +203,12 @@ class KroneckerApproximation:
         Right factors, scaled so that ||A[r]||_F = ||B[r]||_F.
     singular_values : ndarray
         The top ``rank`` singular values of the rearranged matrix R(M) (float64).
-    error : float
+    error_bound : float
         ||M - sum_r A[r] ⊗ B[r]||_F, measured on the rearranged matrix; it equals the tail
-        (sum_{r > rank} sigma_r^2)^(1/2) of the singular values of R(M).
-    rel_error : float
-        ``error / ||M||_F``.
+        (sum_{r > rank} sigma_r^2)^(1/2) of the singular values of R(M). Exact up to rounding,
+        so a bound that is attained.
+    error_bound_relative : float
+        ``error_bound / ||M||_F``.
     method : str
         "power" (rank 1, our power iteration) or "svd" (rank > 1, LAPACK).
     """
@@ -212,17 +216,12 @@ class KroneckerApproximation:
     A: np.ndarray
     B: np.ndarray
     singular_values: np.ndarray
-    error: float
-    rel_error: float
+    error_bound: float
+    error_bound_relative: float
     method: str
 
-    def __repr__(self):
-        r, ma, na = self.A.shape
-        _, mb, nb = self.B.shape
-        return (
-            f"KroneckerApproximation: rank {r} of ({ma}x{na}) ⊗ ({mb}x{nb}) by {self.method}, "
-            f"rel_error {self.rel_error:.3g}\n  singular_values={np.array2string(self.singular_values, precision=4)}"
-        )
+    _unpack = ("A", "B")
+    _renamed = {"error": "error_bound", "rel_error": "error_bound_relative"}
 
     def to_dense(self):
         """Sum_r A[r] ⊗ B[r] as a dense matrix (for checking; it is the big object).
@@ -273,8 +272,8 @@ def nearest_kronecker_product(M, shape_a, shape_b, *, rank=1):
     Returns
     -------
     result : KroneckerApproximation
-        Factors ``A`` (rank, Ma, Na), ``B`` (rank, Mb, Nb), ``singular_values``, ``error``,
-        ``rel_error``.
+        Factors ``A`` (rank, Ma, Na), ``B`` (rank, Mb, Nb), ``singular_values``, ``error_bound``,
+        ``error_bound_relative``, ``method``; unpacks as ``A, B``.
 
     Raises
     ------
@@ -311,7 +310,7 @@ def nearest_kronecker_product(M, shape_a, shape_b, *, rank=1):
     >>> from linalg_lowrank.kronecker import nearest_kronecker_product
     >>> A, B = np.array([[2.0, 1.0], [1.0, 2.0]]), np.diag([1.0, 3.0, 2.0])
     >>> res = nearest_kronecker_product(np.kron(A, B), (2, 2), (3, 3))
-    >>> bool(np.allclose(np.kron(res.A[0], res.B[0]), np.kron(A, B))), res.rel_error < 1e-12
+    >>> bool(np.allclose(np.kron(res.A[0], res.B[0]), np.kron(A, B))), res.error_bound_relative < 1e-12
     (True, True)
     """
     Marr = _validate.float_array("M", M, min_ndim=2, max_ndim=2)
@@ -359,7 +358,7 @@ def nearest_kronecker_product(M, shape_a, shape_b, *, rank=1):
         A=unscale(Af, e / 2, Marr.dtype, what),
         B=unscale(Bf, e / 2, Marr.dtype, what),
         singular_values=unscale(sig, e, np.float64, "`M`: the singular values of its rearrangement overflow"),
-        error=ldexp_float(err, e),
-        rel_error=float(err / np.sqrt(normF2)) if normF2 > 0 else 0.0,
+        error_bound=ldexp_float(err, e),
+        error_bound_relative=float(err / np.sqrt(normF2)) if normF2 > 0 else 0.0,
         method=method,
     )

@@ -35,12 +35,13 @@ import numpy as np
 
 from . import _validate, optim
 from ._threads import single_threaded
+from .results import Result
 
 __all__ = ["Dataset", "DenseNet", "MLP", "LogisticRegression", "TrainResult", "load_digits", "train", "OPTIMIZERS"]
 
 
 @dataclass(frozen=True, repr=False)
-class Dataset:
+class Dataset(Result):
     """Train/test split of a classification data set.
 
     Attributes
@@ -62,12 +63,6 @@ class Dataset:
     n_features: int
     n_classes: int
     seed: int
-
-    def __repr__(self):
-        return (
-            f"Dataset: {self.X_train.shape[0]} train / {self.X_test.shape[0]} test samples, "
-            f"{self.n_features} features, {self.n_classes} classes, seed={self.seed}"
-        )
 
 
 def load_digits(*, n_train=1000, seed=0, dtype=np.float64):
@@ -96,8 +91,9 @@ def load_digits(*, n_train=1000, seed=0, dtype=np.float64):
     Examples
     --------
     >>> from linalg_lowrank.lab import load_digits
-    >>> load_digits(n_train=1000, seed=0)
-    Dataset: 1000 train / 797 test samples, 64 features, 10 classes, seed=0
+    >>> data = load_digits(n_train=1000, seed=0)
+    >>> data.X_train.shape, data.X_test.shape, data.n_classes
+    ((1000, 64), (797, 64), 10)
     """
     from sklearn.datasets import load_digits as _sk_load_digits
 
@@ -559,22 +555,22 @@ OPTIMIZERS = tuple(optim.STEPS)
 
 
 @dataclass(frozen=True, repr=False)
-class TrainResult:
+class TrainResult(Result):
     """What `train` measured.
 
     Attributes
     ----------
-    losses : (n_steps + 1,) ndarray
+    losses : (n_iter + 1,) ndarray
         Training loss on the whole of ``X, y`` before the first step and after each step.
-    times : (n_steps + 1,) ndarray
+    times : (n_iter + 1,) ndarray
         Cumulative wall time (seconds) of the optimizer steps (gradient, curvature products and
         update; the loss evaluations are not counted), 0 first.
     params : list of ndarray
         Final weights.
     optimizer : str
         Its name.
-    n_steps : int
-        Steps taken.
+    n_iter : int
+        Optimizer steps taken (the ``n_steps`` asked of `train`).
     seed : int
         Seed that reproduces the batches and probes.
     """
@@ -583,14 +579,10 @@ class TrainResult:
     times: np.ndarray
     params: list
     optimizer: str
-    n_steps: int
+    n_iter: int
     seed: int
 
-    def __repr__(self):
-        return (
-            f"TrainResult: {self.optimizer}, {self.n_steps} steps, loss {self.losses[0]:.4g} -> "
-            f"{self.losses[-1]:.4g} in {self.times[-1]:.3g} s, seed={self.seed}"
-        )
+    _renamed = {"n_steps": "n_iter"}
 
 
 def train(model, params, X, y, *, optimizer, hyper=None, n_steps=100, batch_size=None, rng=None, callback=None):

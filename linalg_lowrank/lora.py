@@ -7,7 +7,7 @@ import numpy as np
 
 from . import _validate, config
 from .lowrank import best_rank, randomized_svd
-from .results import _fmt
+from .results import Result
 
 __all__ = ["LoraGAInit", "lora_ga_init"]
 
@@ -16,7 +16,7 @@ _METHODS = ("auto", "exact", "randomized")
 
 
 @dataclass(frozen=True, repr=False)
-class LoraGAInit:
+class LoraGAInit(Result):
     """LoRA-GA factors and the weight offset that keeps the initial model unchanged.
 
     Unpacks as ``A, B, offset = lora_ga_init(grad, r)``.
@@ -53,14 +53,7 @@ class LoraGAInit:
     method: str
     seed: object
 
-    def __iter__(self):
-        return iter((self.A, self.B, self.offset))
-
-    def __repr__(self):
-        return (
-            f"LoraGAInit: rank {self.A.shape[0]} adapter for a {self.B.shape[0]} x {self.A.shape[1]} weight "
-            f"({self.method} SVD), zeta={self.zeta:.6g}, c={self.scale_factor:.6g}\n  s={_fmt(self.s)}"
-        )
+    _unpack = ("A", "B", "offset")
 
 
 def lora_ga_init(grad, r, *, scaling=1.0, scale="gd", stable_gamma=None, method="auto", n_power_iter="auto", rng=None):

@@ -17,7 +17,7 @@ from scipy.special import gammaincinv
 from . import _dask, _validate, config
 from ._scaling import ldexp_float, pow2_normalize, unscale
 from ._threads import blas_single_thread
-from .results import ConvergenceWarning, _fmt
+from .results import ConvergenceWarning, Result
 
 __all__ = [
     "BestRankResult",
@@ -44,8 +44,10 @@ def _bound_factor(d, failure):
 
 # -- results -----------------------------------------------------------------------------------
 @dataclass(frozen=True, repr=False)
-class BestRankResult:
+class BestRankResult(Result):
     """Factors of the best rank-r approximation A_r = U diag(s) Vt and its error.
+
+    Unpacks as ``U, s, Vt = best_rank(A, r)``, like ``scipy.linalg.svd`` truncated to r.
 
     Attributes
     ----------
@@ -55,32 +57,33 @@ class BestRankResult:
         The r largest singular values, descending.
     Vt : (r, N) ndarray
         Right singular vectors (as rows).
-    error_fro : float
-        ||A - A_r||_F = sqrt(sum_{i > r} sigma_i^2), the optimal Frobenius error.
-    error_spectral : float
-        ||A - A_r||_2 = sigma_{r+1} (0 when r = min(M, N)), the optimal spectral error.
+    error_bound : float
+        ||A - A_r||_F = sqrt(sum_{i > r} sigma_i^2), the optimal Frobenius error: exact up to the
+        rounding of the SVD, so a bound that is attained.
+    error_bound_spectral : float
+        ||A - A_r||_2 = sigma_{r+1} (0 when r = min(M, N)), the optimal spectral error (exact, as
+        ``error_bound``).
     """
 
     U: np.ndarray
     s: np.ndarray
     Vt: np.ndarray
-    error_fro: float
-    error_spectral: float
+    error_bound: float
+    error_bound_spectral: float
+
+    _unpack = ("U", "s", "Vt")
+    _renamed = {"error_fro": "error_bound", "error_spectral": "error_bound_spectral"}
 
     def to_array(self):
         """The approximation U diag(s) Vt as a dense array."""
         return (self.U * self.s) @ self.Vt
 
-    def __repr__(self):
-        return (
-            f"BestRankResult: rank {self.s.size}, error_fro={_fmt(self.error_fro)}, "
-            f"error_spectral={_fmt(self.error_spectral)}\n  s={_fmt(self.s)}"
-        )
-
 
 @dataclass(frozen=True, repr=False)
-class RandomizedSVDResult:
+class RandomizedSVDResult(Result):
     """Randomized SVD A ~ U diag(s) Vt with an a-posteriori estimate of its error.
+
+    Unpacks as ``U, s, Vt = randomized_svd(A, r)``, like ``sklearn.utils.extmath.randomized_svd``.
 
     Attributes
     ----------
@@ -103,7 +106,7 @@ class RandomizedSVDResult:
         Probability that ``error_bound`` fails.
     converged : bool
         With ``tol``: whether ``error_bound <= tol`` was reached; otherwise True.
-    n_power_iter : int
+    n_iter : int
         Power iterations taken (per block in the adaptive mode).
     n_matvecs : int
         Columns multiplied by A plus columns multiplied by A^T.
@@ -119,27 +122,23 @@ class RandomizedSVDResult:
     error_bound: float
     error_bound_failure: float
     converged: bool
-    n_power_iter: int
+    n_iter: int
     n_matvecs: int
     seed: int
+
+    _unpack = ("U", "s", "Vt")
+    _renamed = {"n_power_iter": "n_iter"}
 
     def to_array(self):
         """The approximation U diag(s) Vt as a dense array."""
         return (self.U * self.s) @ self.Vt
 
-    def __repr__(self):
-        state = "converged" if self.converged else "NOT converged"
-        return (
-            f"RandomizedSVDResult: {state}, rank {self.rank}, {self.n_power_iter} power iterations, "
-            f"error_estimate={_fmt(self.error_estimate)} (bound {_fmt(self.error_bound)} "
-            f"fails with prob. {self.error_bound_failure:g})\n"
-            f"  s={_fmt(self.s)}  n_matvecs={self.n_matvecs}  seed={self.seed}"
-        )
-
 
 @dataclass(frozen=True, repr=False)
-class LowRankFactors:
+class LowRankFactors(Result):
     """A matrix X = U diag(s) Vt held by its factors (U, Vt with orthonormal columns/rows).
+
+    Unpacks as ``U, s, Vt = pinv_lowrank(L, R)``.
 
     Attributes
     ----------
@@ -151,6 +150,8 @@ class LowRankFactors:
     U: np.ndarray
     s: np.ndarray
     Vt: np.ndarray
+
+    _unpack = ("U", "s", "Vt")
 
     @property
     def shape(self):
@@ -164,13 +165,10 @@ class LowRankFactors:
         inner = self.Vt @ other
         return self.U @ (self.s * inner if inner.ndim == 1 else self.s[:, None] * inner)
 
-    def __repr__(self):
-        return f"LowRankFactors: shape {self.shape}, rank {self.s.size}, s={_fmt(self.s) if self.s.size else '[]'}"
-
 
 @dataclass(frozen=True, repr=False)
-class CRProductResult:
-    """Sampled product AB ~ sum_t A[:, i_t] B[i_t, :] / (c p_{i_t}).
+class CRProductResult(Result):
+    """Sampled product AB ~ sum_t A[:, i_t] B[i_t, :] / (c p_{i_t}), from ``cr_matmul(..., return_info=True)``.
 
     Attributes
     ----------
@@ -180,7 +178,7 @@ class CRProductResult:
         Sampled inner indices i_1, ..., i_c (with replacement).
     probabilities : (N,) ndarray
         Sampling probabilities p_i.
-    error_bound_rms : float
+    error_bound : float
         sqrt(sum_i ||A[:, i]||^2 ||B[i, :]||^2 / p_i / c), an upper bound on the root-mean-square
         error sqrt(E ||AB - product||_F^2) that needs no product A @ B (`cr_expected_error`
         gives the exact value at the cost of one).
@@ -191,19 +189,20 @@ class CRProductResult:
     product: np.ndarray
     indices: np.ndarray
     probabilities: np.ndarray
-    error_bound_rms: float
+    error_bound: float
     seed: int
 
-    def __repr__(self):
-        return (
-            f"CRProductResult: {self.indices.size} samples, error_bound_rms={_fmt(self.error_bound_rms)}, "
-            f"product {self.product.shape}, seed={self.seed}"
-        )
+    _renamed = {"error_bound_rms": "error_bound"}
 
 
 @dataclass(frozen=True, repr=False)
-class IDResult:
+class IDResult(Result):
     """Interpolative decomposition: A ~ A[:, indices] @ interp (columns) or interp @ A[indices] (rows).
+
+    Unpacks as ``indices, interp = interpolative_decomposition(A, k)``, the pair that
+    ``scipy.linalg.interpolative.interp_decomp`` returns as ``idx, proj``; here ``indices`` holds
+    the k selected columns only and ``interp`` is the full (k, N) interpolation matrix (scipy's
+    ``proj`` is its (k, N - k) part on the columns ``idx[k:]``).
 
     Attributes
     ----------
@@ -229,48 +228,51 @@ class IDResult:
     error_estimate: float
     seed: int
 
+    _unpack = ("indices", "interp")
+
     def reconstruct(self, A):
         """The approximation of A from its selected columns (or rows)."""
         if self.axis == "columns":
             return A[:, self.indices] @ self.interp
         return self.interp @ A[self.indices, :]
 
-    def __repr__(self):
-        return (
-            f"IDResult: rank {self.rank} by {self.axis}, relative error_estimate={_fmt(self.error_estimate)}, "
-            f"seed={self.seed}\n  indices={self.indices[:8].tolist()}{' ...' if self.rank > 8 else ''}"
-        )
-
 
 @dataclass(frozen=True, repr=False)
-class CURResult:
-    """CUR decomposition A ~ A[:, cols] @ U @ A[rows, :].
+class CURResult(Result):
+    """CUR decomposition A ~ C @ U @ R with C = A[:, cols] and R = A[rows, :].
+
+    Unpacks as ``C, U, R = cur(A, k)``.
 
     Attributes
     ----------
-    cols, rows : (k,) ndarray
-        Selected column and row indices.
+    C : (M, k) ndarray
+        The selected columns ``A[:, cols]``.
     U : (k, k) ndarray
         Core matrix: C^+ A R^+ (optimal in Frobenius norm for the chosen C and R), stabilized
         when C or R is ill-conditioned (see Notes of `cur`).
+    R : (k, N) ndarray
+        The selected rows ``A[rows, :]``.
+    cols, rows : (k,) ndarray
+        Selected column and row indices.
     rank : int
         k.
     seed : int
         ``rng=seed`` reproduces the run.
     """
 
+    C: np.ndarray
+    U: np.ndarray
+    R: np.ndarray
     cols: np.ndarray
     rows: np.ndarray
-    U: np.ndarray
     rank: int
     seed: int
 
-    def reconstruct(self, A):
-        """The approximation C U R of A."""
-        return A[:, self.cols] @ self.U @ A[self.rows, :]
+    _unpack = ("C", "U", "R")
 
-    def __repr__(self):
-        return f"CURResult: rank {self.rank}, seed={self.seed}"
+    def reconstruct(self, A):
+        """The approximation C U R of A, from A's own columns and rows (``C @ U @ R`` when A is the input)."""
+        return A[:, self.cols] @ self.U @ A[self.rows, :]
 
 
 # -- validation helpers ------------------------------------------------------------------------
@@ -407,7 +409,8 @@ def best_rank(A, r):
     Returns
     -------
     result : BestRankResult
-        ``U``, ``s``, ``Vt`` (in the dtype of A) and ``error_fro``, ``error_spectral``.
+        ``U``, ``s``, ``Vt`` (in the dtype of A) and ``error_bound``, ``error_bound_spectral``;
+        unpacks as ``U, s, Vt``.
 
     Raises
     ------
@@ -439,8 +442,9 @@ def best_rank(A, r):
     >>> res = best_rank(np.diag([3.0, 2.0, 1.0]), 2)
     >>> res.s
     array([3., 2.])
-    >>> res.error_fro, res.error_spectral
+    >>> res.error_bound, res.error_bound_spectral
     (1.0, 1.0)
+    >>> U, s, Vt = res
     """
     if _dask.is_dask_array(A):
         m, n = A.shape
@@ -456,8 +460,8 @@ def best_rank(A, r):
         U=U[:, :r].copy(),
         s=s[:r].copy(),
         Vt=Vt[:r].copy(),
-        error_fro=float(math.sqrt(np.dot(tail, tail))),
-        error_spectral=float(tail[0]) if tail.size else 0.0,
+        error_bound=float(math.sqrt(np.dot(tail, tail))),
+        error_bound_spectral=float(tail[0]) if tail.size else 0.0,
     )
 
 
@@ -492,7 +496,8 @@ def randomized_svd(A, r=None, *, n_oversamples=10, n_power_iter="auto", rng=None
     -------
     result : RandomizedSVDResult
         ``U``, ``s``, ``Vt`` in the dtype of A, ``rank``, ``error_estimate``, ``error_bound`` and
-        the diagnostics ``converged``, ``n_power_iter``, ``n_matvecs``, ``seed``.
+        the diagnostics ``converged``, ``n_iter``, ``n_matvecs``, ``seed``; unpacks as
+        ``U, s, Vt`` (``U, s, Vt = randomized_svd(A, r)``).
 
     Raises
     ------
@@ -548,6 +553,9 @@ def randomized_svd(A, r=None, *, n_oversamples=10, n_power_iter="auto", rng=None
     >>> A = rng.standard_normal((60, 5)) @ rng.standard_normal((5, 40))
     >>> res = randomized_svd(A, 5, rng=0)
     >>> bool(np.allclose(res.to_array(), A))
+    True
+    >>> U, s, Vt = randomized_svd(A, 5, rng=0)
+    >>> bool(np.allclose((U * s) @ Vt, A))
     True
     >>> randomized_svd(A, tol=1e-8 * np.linalg.norm(A), rng=0).rank
     5
@@ -625,7 +633,7 @@ def _finish(ops, Q, Bt, k_choice, generator, seed, *, n_power_iter, tol, rmax, f
         error_bound=bound,
         error_bound_failure=config.LOWRANK_ERROR_BOUND_FAILURE,
         converged=converged,
-        n_power_iter=n_power_iter,
+        n_iter=n_power_iter,
         n_matvecs=ops.n_matvecs,
         seed=seed,
     )
@@ -970,7 +978,7 @@ def cr_expected_error(A, B, c, *, sampling="optimal"):
     return ldexp_float(math.sqrt(_cr_error2(A, B, a, b, p, c)), e)
 
 
-def cr_matmul(A, B, c, *, sampling="optimal", rng=None):
+def cr_matmul(A, B, c, *, sampling="optimal", rng=None, return_info=False):
     """Approximate A @ B from ``c`` sampled column-row pairs (Drineas–Kannan–Mahoney).
 
     Parameters
@@ -986,12 +994,16 @@ def cr_matmul(A, B, c, *, sampling="optimal", rng=None):
         Frobenius error (pairs with a zero column or row are never drawn); "uniform": 1/N.
     rng : None, int or numpy.random.Generator, optional
         Source of the sample; the result records the seed.
+    return_info : bool, optional
+        Return a `CRProductResult` (the sample, its probabilities and the error bound) instead
+        of the product alone.
 
     Returns
     -------
-    result : CRProductResult
-        ``product`` (unbiased estimate of A @ B, dtype of A and B), ``indices``,
-        ``probabilities``, ``error_bound_rms`` and ``seed``.
+    product : (M, P) ndarray or CRProductResult
+        The unbiased estimate of A @ B, in the dtype of A and B; with ``return_info=True`` a
+        `CRProductResult` with ``product``, ``indices``, ``probabilities``, ``error_bound`` and
+        ``seed``.
 
     Raises
     ------
@@ -1020,11 +1032,10 @@ def cr_matmul(A, B, c, *, sampling="optimal", rng=None):
     >>> import numpy as np
     >>> from linalg_lowrank.lowrank import cr_matmul
     >>> A = np.diag([1.0, 0.0, 0.0])  # only pair 0 contributes
-    >>> res = cr_matmul(A, A, 2, rng=0)
-    >>> res.indices
-    array([0, 0])
-    >>> float(res.product[0, 0])
+    >>> float(cr_matmul(A, A, 2, rng=0)[0, 0])
     1.0
+    >>> cr_matmul(A, A, 2, rng=0, return_info=True).indices
+    array([0, 0])
     """
     c = _validate.positive_int("c", c)
     A, B, a, b, e = _cr_inputs(A, B, sampling)
@@ -1035,11 +1046,14 @@ def cr_matmul(A, B, c, *, sampling="optimal", rng=None):
     uniq, counts = np.unique(idx, return_counts=True)  # repeated draws: one column with weight count
     scale = np.sqrt(counts / (c * p[uniq])).astype(dtype)
     product = (A[:, uniq] * scale) @ (B[uniq, :] * scale[:, None])
+    product = unscale(product, e, dtype, "the sampled product of `A` and `B` overflows").astype(dtype, copy=False)
+    if not return_info:
+        return product
     return CRProductResult(
-        product=unscale(product, e, dtype, "the sampled product of `A` and `B` overflows").astype(dtype, copy=False),
+        product=product,
         indices=idx,
         probabilities=p,
-        error_bound_rms=ldexp_float(math.sqrt(_cr_sum(a, b, p) / c), e),
+        error_bound=ldexp_float(math.sqrt(_cr_sum(a, b, p) / c), e),
         seed=seed,
     )
 
@@ -1121,7 +1135,8 @@ def interpolative_decomposition(A, k_or_eps, *, axis="columns", rng=None, n_powe
     Returns
     -------
     result : IDResult
-        ``indices``, ``interp``, ``rank``, ``axis``, ``error_estimate`` and ``seed``.
+        ``indices``, ``interp``, ``rank``, ``axis``, ``error_estimate`` and ``seed``; unpacks as
+        ``indices, interp`` (scipy's ``idx, proj``, see `IDResult`).
 
     Raises
     ------
@@ -1293,7 +1308,8 @@ def cur(A, k, *, rng=None, n_power_iter=1):
     Returns
     -------
     result : CURResult
-        ``cols``, ``rows``, ``U`` (k x k), ``rank`` and ``seed``.
+        ``C``, ``U`` (k x k), ``R``, ``cols``, ``rows``, ``rank`` and ``seed``; unpacks as
+        ``C, U, R``.
 
     Raises
     ------
@@ -1332,14 +1348,15 @@ def cur(A, k, *, rng=None, n_power_iter=1):
     >>> from linalg_lowrank.lowrank import cur
     >>> rng = np.random.default_rng(0)
     >>> A = rng.standard_normal((40, 3)) @ rng.standard_normal((3, 25))
-    >>> res = cur(A, 3, rng=0)
-    >>> bool(np.allclose(res.reconstruct(A), A))
+    >>> C, U, R = cur(A, 3, rng=0)
+    >>> bool(np.allclose(C @ U @ R, A))
     True
     """
     arr = _dense("A", A)
     m, n = arr.shape
     k = _rank("k", k, m, n)
     dtype = arr.dtype
+    original = arr
     arr, e = pow2_normalize(arr)  # 2^-e A = C' U' R' with C' = 2^-e C, R' = 2^-e R: U = 2^-e U'
     col = interpolative_decomposition(arr, k, rng=rng, n_power_iter=n_power_iter)
     C = arr[:, col.indices]
@@ -1347,4 +1364,12 @@ def cur(A, k, *, rng=None, n_power_iter=1):
     rows = P[:k].copy()
     R = arr[rows, :]
     U = unscale(_cur_core(arr, C, R), -e, dtype, "`A`: the core U overflows")
-    return CURResult(cols=col.indices, rows=rows, U=U.astype(dtype, copy=False), rank=k, seed=col.seed)
+    return CURResult(
+        C=original[:, col.indices],
+        U=U.astype(dtype, copy=False),
+        R=original[rows, :],
+        cols=col.indices,
+        rows=rows,
+        rank=k,
+        seed=col.seed,
+    )

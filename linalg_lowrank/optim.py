@@ -412,7 +412,7 @@ def muon_step(
     scale = 1.0 if update_rms is None else _validate.positive("update_rms", update_rms) * math.sqrt(max(param.shape))
     buf = mu * state["buf"] + grad
     d = grad + mu * buf if nesterov else buf
-    O = msign(d, steps=ns_steps, coefficients=ns_coefficients, diagnostics=False).Q
+    O = msign(d, steps=ns_steps, coefficients=ns_coefficients)
     return _decayed(param, lr, wd) - (lr * scale) * O, {**state, "t": state["t"] + 1, "buf": buf}
 
 

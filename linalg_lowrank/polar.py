@@ -7,7 +7,7 @@ import numpy as np
 import scipy.linalg
 
 from . import _dask, _validate, config
-from .results import _fmt
+from .results import Result
 
 __all__ = ["MsignResult", "MUON_COEFFICIENTS", "POLAR_EXPRESS_COEFFICIENTS", "msign", "ns_polynomial", "polar"]
 
@@ -60,7 +60,7 @@ def ns_polynomial(x, *, steps=5, coefficients="muon"):
     Parameters
     ----------
     x : array_like
-        Points, typically in [0, 1] (singular values of A divided by ``msign(A).scale``).
+        Points, typically in [0, 1] (singular values of A divided by ``msign(A, return_info=True).scale``).
     steps : int, optional
         Number of quintic steps composed.
     coefficients : {"muon", "polar_express"} or sequence of (a, b, c), optional
@@ -90,8 +90,8 @@ def ns_polynomial(x, *, steps=5, coefficients="muon"):
 
 
 @dataclass(frozen=True, repr=False)
-class MsignResult:
-    """Approximate orthogonal polar factor and the accuracy it reached.
+class MsignResult(Result):
+    """Approximate orthogonal polar factor and the accuracy it reached, from ``msign(A, return_info=True)``.
 
     Attributes
     ----------
@@ -99,14 +99,15 @@ class MsignResult:
         The approximation of U V^T, in the dtype of A.
     orthogonality : float
         An upper bound on ||Q^T Q - I||_F over the smaller side, the rounding of its own
-        computation included (nan without ``diagnostics``); so also a rigorous bound on
-        ``max_i |sigma_i(Q)^2 - 1|``.
+        computation included; so also a rigorous bound on ``max_i |sigma_i(Q)^2 - 1|``. (It
+        bounds how far Q is from orthogonal, not its distance to U V^T, which a fixed number of
+        steps does not control; so it is not called ``error_bound``.)
     sv_bounds : tuple of float
         Interval certain to hold every singular value of Q, from ``orthogonality``.
     scale : float
         The input was divided by this (1.01 times the norm chosen by ``scaling``, computed
         without underflow or overflow; ``inf`` if it exceeds the float64 range).
-    steps : int
+    n_iter : int
         Polynomial steps taken.
     coefficients : str or tuple
         The coefficient schedule used.
@@ -116,15 +117,10 @@ class MsignResult:
     orthogonality: float
     sv_bounds: tuple
     scale: float
-    steps: int
+    n_iter: int
     coefficients: object
 
-    def __repr__(self):
-        name = self.coefficients if isinstance(self.coefficients, str) else "custom"
-        return (
-            f"MsignResult: {self.steps} {name} steps, ||Q^T Q - I||_F={_fmt(self.orthogonality)}, "
-            f"singular values in [{self.sv_bounds[0]:.4g}, {self.sv_bounds[1]:.4g}], scale={self.scale:.4g}"
-        )
+    _renamed = {"steps": "n_iter"}
 
 
 def _scaled_gram(X, scaling):
@@ -196,7 +192,7 @@ def _steps(Y, f, G, sched):
     return X
 
 
-def msign(A, *, steps=5, coefficients="muon", scaling="schatten4", diagnostics=True):
+def msign(A, *, steps=5, coefficients="muon", scaling="schatten4", return_info=False):
     """Orthogonal polar factor msign(A) = U V^T by a Newton–Schulz quintic iteration.
 
     Parameters
@@ -218,13 +214,16 @@ def msign(A, *, steps=5, coefficients="muon", scaling="schatten4", diagnostics=T
         :math:`\\sigma_1` up to :math:`\\mathrm{rank}^{1/4}` tighter than the Frobenius norm, so
         small singular values start larger and converge in fewer steps (free: it is read off
         the first Gram matrix). ``"frobenius"``: Muon's normalization.
-    diagnostics : bool, optional
-        Measure ``orthogonality`` (one more Gram product, in float64 with its rounding bounded).
+    return_info : bool, optional
+        Return an `MsignResult` with the measured ``orthogonality`` (one more Gram product, in
+        float64 with its rounding bounded), ``sv_bounds`` and ``scale`` instead of Q alone.
 
     Returns
     -------
-    result : MsignResult
-        ``Q`` and ``orthogonality``, ``sv_bounds``, ``scale``, ``steps``, ``coefficients``.
+    Q : (M, N) ndarray or MsignResult
+        The approximation of U V^T in the dtype of A (a dask array for a dask A); with
+        ``return_info=True`` an `MsignResult` holding ``Q``, ``orthogonality``, ``sv_bounds``,
+        ``scale``, ``n_iter`` and ``coefficients``.
 
     Raises
     ------
@@ -242,7 +241,7 @@ def msign(A, *, steps=5, coefficients="muon", scaling="schatten4", diagnostics=T
 
     Notes
     -----
-    With :math:`X_0 = A / s` (``s = result.scale``, singular values in (0, 1)) each step is
+    With :math:`X_0 = A / s` (``s = msign(A, return_info=True).scale``, singular values in (0, 1)) each step is
     :math:`X_{t+1} = a_t X_t + (b_t G_t + c_t G_t^2) X_t`, :math:`G_t = X_t X_t^T` (on the
     smaller side), which maps every singular value by
     :math:`p_t(\\sigma) = a_t\\sigma + b_t\\sigma^3 + c_t\\sigma^5` and leaves the singular vectors
@@ -268,30 +267,35 @@ def msign(A, *, steps=5, coefficients="muon", scaling="schatten4", diagnostics=T
     >>> import numpy as np
     >>> from linalg_lowrank.polar import msign
     >>> A = np.diag([1.0, 0.5, 0.1])
-    >>> res = msign(A, steps=10, coefficients="polar_express")
-    >>> bool(np.allclose(res.Q, np.eye(3))), res.orthogonality < 1e-12
-    (True, True)
+    >>> Q = msign(A, steps=10, coefficients="polar_express")
+    >>> bool(np.allclose(Q, np.eye(3)))
+    True
+    >>> msign(A, steps=10, coefficients="polar_express", return_info=True).orthogonality < 1e-12
+    True
     """
     steps = _validate.positive_int("steps", steps)
     sched = _schedule(coefficients, steps)
     scaling = _validate.choice("scaling", scaling, ("schatten4", "frobenius"))
+    return_info = bool(return_info)
     if _dask.is_dask_array(A):
-        Q, orth, scale = _dask.msign_factor(A, sched, scaling, diagnostics)
-        bounds = (math.sqrt(max(1.0 - orth, 0.0)), math.sqrt(1.0 + orth)) if diagnostics else (math.nan, math.nan)
+        Q, orth, scale = _dask.msign_factor(A, sched, scaling, return_info)
+        if not return_info:
+            return Q
+        bounds = (math.sqrt(max(1.0 - orth, 0.0)), math.sqrt(1.0 + orth))
         return MsignResult(Q, orth, (0.0, 0.0) if scale == 0.0 else bounds, scale, steps, coefficients)
     arr = _validate.float_array("A", A, min_ndim=2, max_ndim=2).view(np.ndarray)
     tall = arr.shape[0] > arr.shape[1]
     Y, f, G, scale = _scaled_gram(arr.T if tall else arr, scaling)
     if Y is None:
-        k = min(arr.shape)
-        return MsignResult(np.zeros_like(arr), math.sqrt(k), (0.0, 0.0), 0.0, steps, coefficients)
+        Z = np.zeros_like(arr)
+        return MsignResult(Z, math.sqrt(min(arr.shape)), (0.0, 0.0), 0.0, steps, coefficients) if return_info else Z
     X = _steps(Y, f, G, sched)
-    orth, bounds = float("nan"), (float("nan"), float("nan"))
-    if diagnostics:
-        orth = _orthogonality_bound(X)
-        bounds = (math.sqrt(max(1.0 - orth, 0.0)), math.sqrt(1.0 + orth))
-    Q = X.T if tall else X
-    return MsignResult(np.ascontiguousarray(Q), orth, bounds, scale, steps, coefficients)
+    Q = np.ascontiguousarray(X.T if tall else X)
+    if not return_info:
+        return Q
+    orth = _orthogonality_bound(X)
+    bounds = (math.sqrt(max(1.0 - orth, 0.0)), math.sqrt(1.0 + orth))
+    return MsignResult(Q, orth, bounds, scale, steps, coefficients)
 
 
 def polar(A):

@@ -1,5 +1,12 @@
-"""Frozen dataclasses returned by the iterative routines, with their diagnostics."""
+"""The one result contract, and the result of `power_iteration`.
 
+Every object a public function returns to describe a computation derives from `Result`; its
+docstring is the contract. `ConvergenceWarning` and `DegenerateSingularValueWarning` live here too.
+"""
+
+import dataclasses
+import numbers
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -13,18 +20,117 @@ class DegenerateSingularValueWarning(UserWarning):
     """sigma1 and sigma2 are numerically indistinguishable: singular vectors and the gradient are not unique."""
 
 
+# A generated repr prints one line when it fits, else one field per line.
+_REPR_LINE = 100
+
+
 def _fmt(x):
-    x = np.asarray(x)
-    if x.ndim == 0:
+    """One field's value, short: scalars by %.6g, arrays by shape and dtype, containers by their items."""
+    if x is None or isinstance(x, (bool, np.bool_)):
+        return str(bool(x)) if x is not None else "None"
+    if isinstance(x, (numbers.Integral, np.integer)):
+        return str(int(x))
+    if isinstance(x, (float, np.floating)):
         return f"{float(x):.6g}"
-    return f"array(shape={x.shape}, min={x.min():.3g}, max={x.max():.3g})"
+    if isinstance(x, str):
+        return repr(x)
+    if isinstance(x, np.dtype):
+        return str(x)
+    if isinstance(x, np.ndarray) and x.ndim == 0 and x.dtype != object:
+        return _fmt(x.item())
+    if hasattr(x, "shape") and hasattr(x, "dtype"):
+        name = "array" if isinstance(x, np.ndarray) else f"{type(x).__module__.split('.')[0]}.{type(x).__name__}"
+        return f"{name}(shape={tuple(x.shape)}, dtype={x.dtype})"
+    if isinstance(x, tuple):
+        inner = ", ".join(_fmt(v) for v in x)
+        return f"({inner},)" if len(x) == 1 else f"({inner})"
+    if isinstance(x, list):
+        return f"list(len={len(x)})"
+    if isinstance(x, dict):
+        return "{" + ", ".join(f"{k!r}: {_fmt(v)}" for k, v in x.items()) + "}"
+    text = repr(x)
+    return text if len(text) <= 60 else f"<{type(x).__name__}>"
+
+
+class Result:
+    """Base of every result class: one set of names for one meaning, one repr, one way to unpack.
+
+    **The contract.** Every result class is a frozen dataclass deriving from `Result`, and every field it has
+    that carries one of these meanings has this name, and no other:
+
+    ``converged`` : bool (a bool array for stacks)
+        Whether the procedure met its stopping rule: its tolerance when one was given, its fixed
+        budget otherwise (then always True). Never None. When False, a `ConvergenceWarning` was
+        emitted and the best answer found is returned.
+    ``n_iter`` : int
+        Iterations taken (power, Lanczos, Newton, QR or polynomial steps; whatever the class's
+        docstring says one iteration is).
+    ``n_matvecs`` : int
+        Products of the operator (or of its transpose) with one vector; a block of k columns
+        counts k. Present where the procedure is matrix-free.
+    ``n_passes`` : int
+        Reads of the whole of the data, where that is the cost that matters.
+    ``error_bound`` : float
+        A bound that holds: deterministically, up to rounding, or with a probability stated in
+        ``error_bound_failure``. Each class's docstring says what quantity it bounds
+        (absolute or relative, which norm).
+    ``error_estimate`` : float
+        An estimate with no guarantee (a first-order or statistical estimate). A class has
+        ``error_bound`` when it can certify and ``error_estimate`` when it cannot; a few have both.
+    ``seed`` : int or None
+        ``rng=seed`` reproduces the run exactly; None when nothing random ran.
+    ``method`` : str
+        The algorithm that ran (after "auto" made its choice).
+
+    Qualified variants carry the qualifier as a suffix (``error_bound_failure``,
+    ``error_bound_spectral``, ``error_bound_relative``).
+
+    **repr.** Generated from the declared fields, in order: ``Name(field=value, ...)`` with scalars
+    formatted by ``%.6g``, arrays by shape and dtype; one line when it fits, else one field
+    per line. No class writes its own.
+
+    **Unpacking.** A result that is a decomposition unpacks like the tuple its scipy or scikit-learn
+    counterpart returns (``U, s, Vt = randomized_svd(A, 10)``); the class attribute
+    ``_unpack`` names the fields, in order. Other results refuse to unpack (TypeError).
+
+    **Renamed fields.** Old names from before the contract still read, with a `DeprecationWarning`, for one
+    release (``_renamed`` maps old name to new).
+    """
+
+    _unpack = ()
+    _renamed = {}
+
+    def __repr__(self):
+        items = [f"{f.name}={_fmt(getattr(self, f.name))}" for f in dataclasses.fields(self) if f.repr]
+        line = f"{type(self).__name__}({', '.join(items)})"
+        if len(line) <= _REPR_LINE:
+            return line
+        return f"{type(self).__name__}(\n" + "".join(f"    {item},\n" for item in items) + ")"
+
+    def __iter__(self):
+        if not self._unpack:
+            raise TypeError(f"{type(self).__name__} does not unpack; read its fields by name")
+        return iter(tuple(getattr(self, name) for name in self._unpack))
+
+    def __getattr__(self, name):
+        # Only reached when normal lookup fails: old field names from before the contract.
+        new = type(self)._renamed.get(name)
+        if new is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        warnings.warn(
+            f"`{type(self).__name__}.{name}` was renamed `{new}`; the old name goes in the next release",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(self, new)
 
 
 @dataclass(frozen=True, repr=False)
-class PowerIterationResult:
+class PowerIterationResult(Result):
     """Top singular triplet of A and what is known about its accuracy.
 
     For a stack of matrices of shape (..., m, n) every field carries the batch shape in front.
+    Unpacks as ``sigma, u, v = power_iteration(A)``.
 
     Attributes
     ----------
@@ -91,15 +197,4 @@ class PowerIterationResult:
     stop_reason: object
     seed: object
 
-    def __repr__(self):
-        conv = np.asarray(self.converged)
-        state = "converged" if conv.all() else f"NOT converged ({int((~conv).sum())} of {conv.size})"
-        if conv.ndim == 0:
-            state = "converged" if bool(conv) else "NOT converged"
-        return (
-            f"PowerIterationResult: {state} by {self.method} after {_fmt(self.n_iter)} iterations, "
-            f"residual {_fmt(self.residual)}\n"
-            f"  sigma={_fmt(self.sigma)}  in [{_fmt(self.lower_bound)}, {_fmt(self.upper_bound)}]"
-            f"  ratio_estimate={_fmt(self.ratio_estimate)}  n_matvecs={_fmt(self.n_matvecs)}"
-            f"  stop_reason={self.stop_reason if conv.ndim == 0 else '...'}"
-        )
+    _unpack = ("sigma", "u", "v")

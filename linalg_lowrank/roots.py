@@ -19,7 +19,7 @@ import scipy.linalg
 from . import _roots_kernels, _validate, config
 from ._scaling import ldexp_float, unscale
 from ._threads import blas_single_thread, numba_threads_for
-from .results import ConvergenceWarning
+from .results import ConvergenceWarning, Result
 
 __all__ = [
     "InverseRootResult",
@@ -170,7 +170,7 @@ def _eig_power(Q, lam, s, dtype, what):
 
 
 @dataclass(frozen=True, repr=False)
-class SymmetricEig:
+class SymmetricEig(Result):
     """Cached eigendecomposition A = Q diag(eigenvalues) Q^T of a symmetric factor or stack.
 
     Build it with `symmetric_eig`; refresh it with `SymmetricEig.refresh`. Computation is in
@@ -189,7 +189,7 @@ class SymmetricEig:
         any matrix function computed from the cache (see Notes of `inverse_pth_root`).
     method : str
         "eigh" (LAPACK) or "refresh" (warm-started QR steps).
-    n_steps : int
+    n_iter : int
         QR steps of the refresh (0 for ``eigh``).
     dtype : numpy.dtype
         dtype of the factor it was computed from, used for returned matrices.
@@ -199,18 +199,10 @@ class SymmetricEig:
     eigenvalues: np.ndarray
     residual: object
     method: str
-    n_steps: int
+    n_iter: int
     dtype: np.dtype
 
-    def __repr__(self):
-        lam = self.eigenvalues
-        shape = lam.shape[:-1]
-        return (
-            f"SymmetricEig: {self.method} (steps={self.n_steps}) of {'a stack ' + str(shape) + ' of ' if shape else ''}"
-            f"{lam.shape[-1]}x{lam.shape[-1]} factor(s), dtype {self.dtype}\n"
-            f"  eigenvalues in [{float(np.min(lam)):.6g}, {float(np.max(lam)):.6g}]"
-            f"  residual={float(np.max(self.residual)):.3g}"
-        )
+    _renamed = {"n_steps": "n_iter"}
 
     @property
     def n(self):
@@ -386,7 +378,7 @@ class SymmetricEig:
             eigenvalues=lam.reshape(batch + (n,)),
             residual=_scalar(res.reshape(batch)),
             method=method,
-            n_steps=steps,
+            n_iter=steps,
             dtype=dtype,
         )
 
@@ -523,7 +515,7 @@ def symmetric_eig(A, *, sym_rtol=None):
         eigenvalues=w.reshape(batch + (n,)),
         residual=_scalar(res.reshape(batch)),
         method="eigh",
-        n_steps=0,
+        n_iter=0,
         dtype=dtype,
     )
 
@@ -532,7 +524,7 @@ def symmetric_eig(A, *, sym_rtol=None):
 
 
 @dataclass(frozen=True, repr=False)
-class InverseRootResult:
+class InverseRootResult(Result):
     """(A + ridge I)^(-1/p) and what is known about its accuracy.
 
     Attributes
@@ -573,16 +565,6 @@ class InverseRootResult:
     converged: bool
     n_iter: int
     eigenvalues: object = None
-
-    def __repr__(self):
-        state = "converged" if self.converged else "NOT converged"
-        return (
-            f"InverseRootResult: {state} by {self.method} after {self.n_iter} iterations, "
-            f"residual {float(np.max(self.residual)):.3g}\n"
-            f"  p={self.p}  ridge={float(np.max(self.ridge)):.3g}  cond={float(np.max(self.cond)):.3g}"
-            f"  error_estimate={float(np.max(self.error_estimate)):.3g}"
-            f"  shape={self.root.shape} dtype={self.root.dtype}"
-        )
 
 
 def inverse_pth_root(
@@ -885,7 +867,7 @@ def _factor_root(k, F, dim, exponent, ridge, ridge_mode):
             raise ValueError(f"`{name}` must have shape ({dim}, {dim}) to match axis {k} of `G`, got {arr.shape}")
         A64, dtype = _symmetric_input(name, arr)
         w, Q = _eigh_blocks(A64[None])
-        eig = SymmetricEig(Q=Q[0], eigenvalues=w[0], residual=0.0, method="eigh", n_steps=0, dtype=dtype)
+        eig = SymmetricEig(Q=Q[0], eigenvalues=w[0], residual=0.0, method="eigh", n_iter=0, dtype=dtype)
     ridge_abs = _absolute_ridge(ridge, ridge_mode, eig.eigenvalues[0])
     lam = _shifted(name, eig.eigenvalues, ridge_abs, eig.n, eig.dtype, definite=exponent < 0)
     # float64 whatever the factor's dtype: G is multiplied in float64 and cast once at the end

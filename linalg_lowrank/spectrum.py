@@ -14,14 +14,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _operators, _topsv, _validate, config
-from .results import ConvergenceWarning, _fmt
+from .results import ConvergenceWarning, Result
 from .spectral import power_iteration
 
 _EPS = np.finfo(np.float64).eps
 
 
 @dataclass(frozen=True, repr=False)
-class TopSingularValuesResult:
+class TopSingularValuesResult(Result):
     """The K largest singular values of A (or of every matrix of a stack) and what is certified about them.
 
     For a stack of shape (..., m, n) every field but ``seed`` and ``method`` carries the batch
@@ -74,14 +74,6 @@ class TopSingularValuesResult:
     n_matvecs: object
     seed: int
     method: str
-
-    def __repr__(self):
-        conv = np.asarray(self.converged)
-        state = "converged" if conv.all() else f"NOT converged ({int((~conv).sum())} of {conv.size})"
-        return (
-            f"TopSingularValuesResult: {state} by {self.method} after {_fmt(self.n_iter)} iterations\n"
-            f"  values={_fmt(self.values)}  error_bound={_fmt(self.error_bound)}  n_matvecs={_fmt(self.n_matvecs)}"
-        )
 
 
 def top_singular_values(A, k, *, tol=None, maxiter=None, rng=None):
@@ -245,7 +237,7 @@ def _top_one(gram, k, *, tol, maxiter, generator):
 
 
 @dataclass(frozen=True, repr=False)
-class SpectrumStatistics:
+class SpectrumStatistics(Result):
     """Shape statistics of a spectrum known through its K largest singular values and ||A||_F.
 
     Attributes
@@ -281,13 +273,6 @@ class SpectrumStatistics:
     alpha_xmin: float
     alpha_n_tail: int
     alpha_ks: float
-
-    def __repr__(self):
-        lo, hi = self.effective_rank_bounds
-        return (
-            f"SpectrumStatistics: stable_rank={self.stable_rank:.6g}  effective_rank={self.effective_rank:.6g} "
-            f"in [{lo:.6g}, {hi:.6g}]  alpha={self.alpha:.4g} (xmin={self.alpha_xmin:.4g}, n_tail={self.alpha_n_tail})"
-        )
 
     def to_dict(self):
         """Plain floats and ints, for JSON."""

@@ -136,7 +136,8 @@ def test_simulation_result_fields_and_repr():
     assert sim.weight_rms[0] == pytest.approx(0.5, rel=1e-14)  # exact initial RMS
     assert np.isnan(sim.update_rms[0]) and np.all(sim.update_rms[1:] == 1.0)  # |sign| = 1
     text = repr(sim)
-    assert text.startswith("WeightRMSSimulation: signsgdm, n=50, 100 steps") and f"seed={sim.seed}" in text
+    assert text.startswith("WeightRMSSimulation(") and "optimizer='signsgdm'" in text and "n=50," in text
+    assert f"seed={sim.seed}," in text and "steps=array(shape=(" in text
 
 
 # -- predictions against the simulator (small, fast cases) ---------------------------------------

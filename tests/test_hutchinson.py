@@ -619,7 +619,7 @@ def test_every_operator_kind_gives_the_same_answer():
 def test_rtol_stops_early_when_met(method):
     A = spectral_matrix(100, 2.0)
     r = hutchinson_trace(A, n_matvecs=200, method=method, rtol=0.2, rng=0)
-    assert r.converged and r.error_bound <= 0.2 and r.n_matvecs < 200
+    assert r.converged is True and r.error_estimate <= 0.2 and r.n_matvecs < 200
     assert abs(r.trace - np.trace(A)) <= 0.2 * np.trace(A)
 
 
@@ -627,13 +627,14 @@ def test_rtol_not_met_warns_and_reports():
     A = spectral_matrix(100, 0.5)
     with pytest.warns(ConvergenceWarning, match="rtol"):
         r = hutchinson_diagonal(A, n_matvecs=20, method="hutchinson", rtol=1e-6, rng=0)
-    assert r.converged is False and r.n_matvecs == 20 and r.error_bound > 1e-6
-    assert "NOT converged" in repr(r)
+    assert r.converged is False and r.n_matvecs == 20 and r.error_estimate > 1e-6
+    assert "converged=False" in repr(r)
 
 
-def test_fixed_budget_reports_no_convergence_flag():
+def test_fixed_budget_reports_converged_true():
+    # without rtol the budget is the stopping rule, and spending it is meeting it
     r = hutchinson_trace(np.eye(5), n_matvecs=6, rng=0)
-    assert r.converged is None and "fixed budget" in repr(r)
+    assert r.converged is True and "converged=True" in repr(r)
 
 
 # -- bad input -----------------------------------------------------------------------------------
@@ -751,8 +752,9 @@ def test_repr_is_readable():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         r = hutchinson_diagonal(np.eye(8), n_matvecs=6, rng=0)
-    assert repr(r).startswith("DiagonalEstimate: fixed budget by hutchinson with 6 products")
-    assert "trace=4" in repr(hutchinson_trace(np.eye(4), n_matvecs=6, rng=0))
+    assert repr(r).startswith("DiagonalEstimate(") and "diagonal=array(shape=(8,), dtype=float64)" in repr(r)
+    assert "method='hutchinson'" in repr(r) and "n_matvecs=6" in repr(r)
+    assert "trace=4," in repr(hutchinson_trace(np.eye(4), n_matvecs=6, rng=0))
 
 
 # -- budgets of n products or more, and sketches of lower rank than the probes -------------------
@@ -797,7 +799,7 @@ def test_budget_of_n_or_more_is_capped_at_the_exact_answer(n):
             assert r.method == "exact" and r.n_matvecs == n == sum(calls)
             # products with unit vectors copy columns of A: the diagonal comes back exactly
             np.testing.assert_array_equal(r.diagonal, np.diag(S))
-            assert np.all(r.stderr == 0) and r.error_bound == 0 and r.converged == (True if rtol else None)
+            assert np.all(r.stderr == 0) and r.error_estimate == 0 and r.converged is True
         t = hutchinson_trace(S, n_matvecs=n, rtol=rtol, rng=0)
         assert t.method == "exact" and t.n_matvecs == n and t.stderr == 0
         assert abs(t.trace - np.trace(S)) <= n * EPS * np.abs(np.diag(S)).sum()
@@ -822,12 +824,12 @@ def test_a_claim_of_exactness_holds_when_random_signs_repeat():
         for method in ("auto", "xdiag"):
             r = hutchinson_diagonal(S, n_matvecs=6, method=method, rng=seed)
             err = np.linalg.norm(r.diagonal - np.diag(S)) / np.linalg.norm(np.diag(S))
-            if r.error_bound <= 1e-8:
+            if r.error_estimate <= 1e-8:
                 claims += 1
-                assert err <= 1e-8, (seed, method, err, r.error_bound)
+                assert err <= 1e-8, (seed, method, err, r.error_estimate)
         for method in ("auto", "xtrace"):
             r = hutchinson_trace(S, n_matvecs=6, method=method, rng=seed)
-            if r.error_bound <= 1e-8:
+            if r.error_estimate <= 1e-8:
                 claims += 1
                 assert abs(r.trace - np.trace(S)) <= 1e-8 * abs(np.trace(S)), (seed, method)
     assert claims == 0  # A has full rank: no run of 3 probes may find it exact

@@ -143,7 +143,7 @@ def test_nkp_recovers_exact_kronecker_up_to_scale():
     assert np.linalg.norm(Ah - c * A) <= tol * np.linalg.norm(Ah)
     assert np.linalg.norm(Bh - B / c) <= tol * np.linalg.norm(Bh)
     assert np.linalg.norm(np.kron(Ah, Bh) - np.kron(A, B)) <= tol * np.linalg.norm(np.kron(A, B))
-    assert res.rel_error <= tol
+    assert res.error_bound_relative <= tol
 
 
 @pytest.mark.parametrize("rank", [1, 2, 3])
@@ -157,7 +157,7 @@ def test_nkp_error_is_the_singular_value_tail(rank):
     tail = np.sqrt(np.sum(s[rank:] ** 2))
     direct = np.linalg.norm(M - res.to_dense())
     assert direct == pytest.approx(tail, rel=1e-8)  # power_iteration tol 1e-12 -> error^2 second order
-    assert res.error == pytest.approx(direct, rel=1e-10)
+    assert res.error_bound == pytest.approx(direct, rel=1e-10)
     np.testing.assert_allclose(res.singular_values, s[:rank], rtol=1e-10)
     # Eckart–Young: no other rank-r Kronecker sum does better (perturbing a factor makes it worse)
     A0, B0 = res.A[0], res.B[0]
@@ -185,7 +185,7 @@ def test_nkp_float32_and_bad_input():
     M = np.kron(np.eye(2), np.ones((2, 3))).astype(np.float32)
     res = nearest_kronecker_product(M, (2, 2), (2, 3))
     assert res.A.dtype == np.float32 and res.B.dtype == np.float32
-    assert res.rel_error <= 10 * EPS32
+    assert res.error_bound_relative <= 10 * EPS32
     with pytest.raises(ValueError, match="`M` must have shape"):
         nearest_kronecker_product(M, (2, 2), (3, 3))
     with pytest.raises(ValueError, match=r"`rank` must be at most .* = 4, got 5"):
@@ -222,8 +222,8 @@ def test_nkp_is_scale_invariant_at_the_extremes(c, rank):
     approx = sum(np.kron(a / np.sqrt(c), b / np.sqrt(c)) for a, b in zip(res.A, res.B, strict=True))
     assert np.max(np.abs(approx - ref.to_dense())) <= tol
     np.testing.assert_allclose(res.singular_values / c, ref.singular_values, rtol=100 * EPS64)
-    assert res.error / c == pytest.approx(ref.error, rel=1e-6, abs=tol)
-    assert res.rel_error == pytest.approx(ref.rel_error, rel=1e-6, abs=100 * EPS64)
+    assert res.error_bound / c == pytest.approx(ref.error_bound, rel=1e-6, abs=tol)
+    assert res.error_bound_relative == pytest.approx(ref.error_bound_relative, rel=1e-6, abs=100 * EPS64)
 
 
 @pytest.mark.parametrize("mode", ["exact", "pi"])

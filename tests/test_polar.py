@@ -3,7 +3,7 @@
 The references are scipy's SVD and polar decomposition, and a numpy loop over the published
 coefficient schedules (typed here from the papers, not read from polar.py) that composes the odd
 quintics p(x) = a x + b x^3 + c x^5. The matrix iteration applies the composed map to every singular
-value of A / scale and keeps the singular vectors, so msign(A).Q must equal U diag(p(s / scale)) V^T.
+value of A / scale and keeps the singular vectors, so msign(A) must equal U diag(p(s / scale)) V^T.
 
 Rounding tolerance of msign: a backward-stable evaluation perturbs A / scale by about
 eps * sqrt(n) in norm, and the composed map amplifies that by at most its Lipschitz constant
@@ -310,9 +310,9 @@ def test_msign_applies_the_composed_quintic_to_singular_values(shape, dtype, coe
     m, n = shape
     A = from_spectrum(_log_spectrum(min(shape), 100.0), m, n, seed=5, dtype=dtype)
     before = A.copy()
-    res = msign(A, steps=steps, coefficients=coefficients)
+    res = msign(A, steps=steps, coefficients=coefficients, return_info=True)
     assert np.array_equal(A, before)
-    assert isinstance(res, MsignResult) and res.steps == steps and res.coefficients is coefficients
+    assert isinstance(res, MsignResult) and res.n_iter == steps and res.coefficients is coefficients
     _check_mapping(A, res, steps, coefficients)
 
 
@@ -323,13 +323,13 @@ def test_msign_rounding_stays_bounded_on_decaying_spectra(dtype, coefficients, s
     iteration on the Gram matrix, where an error eps in G becomes ~eps / sigma in the small singular
     directions) shows up here as errors far above eps * max |p'|; in float32 at 8 Muon steps it reaches O(1)."""
     A = from_spectrum(0.5 ** np.arange(24), 33, 24, seed=3, dtype=dtype)
-    _check_mapping(A, msign(A, steps=steps, coefficients=coefficients), steps, coefficients)
+    _check_mapping(A, msign(A, steps=steps, coefficients=coefficients, return_info=True), steps, coefficients)
 
 
 @given(matrices_with_spectrum(), st.sampled_from(["muon", "polar_express"]), st.integers(1, 8))
 def test_msign_singular_value_map_property(case, coefficients, steps):
     A, _ = case
-    res = msign(A, steps=steps, coefficients=coefficients)
+    res = msign(A, steps=steps, coefficients=coefficients, return_info=True)
     _check_mapping(A, res, steps, coefficients)
 
 
@@ -339,20 +339,23 @@ def test_msign_layouts_give_the_same_answer(layout, dtype):
     A = from_spectrum(_log_spectrum(12, 30.0), 12, 31, seed=8, dtype=dtype)
     B = _layout(A, layout)
     before = B.copy()
-    res = msign(B, steps=6, coefficients="polar_express")
+    res = msign(B, steps=6, coefficients="polar_express", return_info=True)
     assert np.array_equal(B, before)
     _check_mapping(B, res, 6, "polar_express")
     tol = 2 * _map_tol(dtype, A.shape, 6, "polar_express")
-    assert spectral_norm(res.Q.astype(np.float64) - msign(A, steps=6, coefficients="polar_express").Q) <= tol
+    assert (
+        spectral_norm(res.Q.astype(np.float64) - msign(A, steps=6, coefficients="polar_express", return_info=True).Q)
+        <= tol
+    )
 
 
-def test_msign_accepts_nested_lists_and_diagnostics_off():
+def test_msign_accepts_nested_lists_and_returns_the_array_by_default():
     A = [[3.0, 1.0, 0.0], [0.5, 2.0, 1.0]]
-    res = msign(A, steps=4)
+    res = msign(A, steps=4, return_info=True)
     _check_mapping(np.array(A), res, 4, "muon")
-    quiet = msign(np.array(A), steps=4, diagnostics=False)
-    assert math.isnan(quiet.orthogonality) and all(math.isnan(v) for v in quiet.sv_bounds)
-    np.testing.assert_allclose(quiet.Q, res.Q, rtol=0, atol=_map_tol(np.float64, (2, 3), 4, "muon"))
+    quiet = msign(np.array(A), steps=4)
+    assert type(quiet) is np.ndarray and quiet.dtype == np.float64
+    np.testing.assert_allclose(quiet, res.Q, rtol=0, atol=_map_tol(np.float64, (2, 3), 4, "muon"))
     with pytest.raises(AttributeError):
         res.Q = None  # frozen result
     assert "muon" in repr(res)
@@ -380,7 +383,7 @@ def _check_diagnostics(res):
 def test_orthogonality_and_sv_bounds(shape, dtype, coefficients, steps):
     m, n = shape
     A = from_spectrum(_log_spectrum(min(shape), 50.0), m, n, seed=4, dtype=dtype)
-    _check_diagnostics(msign(A, steps=steps, coefficients=coefficients))
+    _check_diagnostics(msign(A, steps=steps, coefficients=coefficients, return_info=True))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -392,7 +395,7 @@ def test_sv_bounds_hold_when_one_singular_value_lags(dtype):
             s = np.ones(m)
             s[-1] = last
             A = from_spectrum(s, m, n, seed=seed, dtype=dtype)
-            _check_diagnostics(msign(A, steps=8, coefficients="polar_express"))
+            _check_diagnostics(msign(A, steps=8, coefficients="polar_express", return_info=True))
 
 
 # -- issue targets (128 x 512, condition 1e1 .. 1e4) -----------------------------------------------
@@ -412,7 +415,7 @@ def _wide_case(kind, cond):
 
 
 def _measure(A, P, sv, steps, coefficients):
-    res = msign(A, steps=steps, coefficients=coefficients)
+    res = msign(A, steps=steps, coefficients=coefficients, return_info=True)
     p, _ = ref_poly(sv / res.scale, steps, coefficients)
     predicted = {
         "dist2": float(np.max(np.abs(p - 1))),
@@ -519,8 +522,8 @@ def test_msign_is_scale_invariant(dtype, factor):
     A0 = from_spectrum(_log_spectrum(m, 10.0), m, n, seed=5)
     A = (A0 * factor).astype(dtype)  # rounded once into dtype
     assert np.all(np.isfinite(A))
-    res = msign(A, steps=steps)
-    res0 = msign(A0.astype(dtype), steps=steps)
+    res = msign(A, steps=steps, return_info=True)
+    res0 = msign(A0.astype(dtype), steps=steps, return_info=True)
     assert np.all(np.isfinite(res.Q)) and res.Q.dtype == dtype
     rel = math.sqrt(A.size) * _eps(dtype)
     assert res.scale == pytest.approx(factor * res0.scale, rel=2 * rel)
@@ -540,7 +543,7 @@ def test_msign_subnormal_input_is_exactly_a_scaled_integer_matrix(dtype, shift):
     S = np.ldexp(N, -shift).astype(dtype)
     assert np.array_equal(np.ldexp(S.astype(np.float64), shift), N)
     assert np.all(np.abs(S) < np.finfo(dtype).smallest_normal) and np.count_nonzero(S) == np.count_nonzero(N)
-    res, resN = msign(S), msign(N.astype(dtype))
+    res, resN = msign(S, return_info=True), msign(N.astype(dtype), return_info=True)
     # the scale may itself be subnormal as a float64: allow its spacing
     tiny = float(np.finfo(np.float64).smallest_subnormal)
     expected_scale = math.ldexp(resN.scale, -shift)
@@ -556,7 +559,7 @@ def test_msign_subnormal_input_is_exactly_a_scaled_integer_matrix(dtype, shift):
 def test_msign_single_smallest_subnormal_entry(dtype):
     A = np.zeros((3, 4), dtype=dtype)
     A[1, 2] = np.finfo(dtype).smallest_subnormal
-    res = msign(A, steps=5, coefficients="polar_express")
+    res = msign(A, steps=5, coefficients="polar_express", return_info=True)
     expected = np.zeros((3, 4))
     expected[1, 2] = ref_poly(1 / SAFETY, 5, "polar_express")[0]  # rank one, s / scale = 1 / 1.01
     np.testing.assert_allclose(res.Q, expected, rtol=0, atol=_map_tol(dtype, A.shape, 5, "polar_express"))
@@ -566,15 +569,15 @@ def test_msign_frobenius_norm_beyond_float64_range():
     A0 = from_spectrum(_log_spectrum(10, 10.0), 10, 15, seed=3)
     A0 /= np.abs(A0).max()
     assert float(np.linalg.norm(A0)) * 1e308 == math.inf  # ||A||_F itself is not a float64
-    res = msign(A0 * 1e308)
-    Qref, *_ = exact_map(A0, 5, "muon", scale=msign(A0).scale)
+    res = msign(A0 * 1e308, return_info=True)
+    Qref, *_ = exact_map(A0, 5, "muon", scale=msign(A0, return_info=True).scale)
     assert spectral_norm(res.Q - Qref) <= 2 * _map_tol(np.float64, A0.shape, 5, "muon")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", [(3, 5), (5, 3), (1, 1)])
 def test_zero_matrix_maps_to_zero(shape, dtype):
-    res = msign(np.zeros(shape, dtype=dtype), coefficients="polar_express")
+    res = msign(np.zeros(shape, dtype=dtype), coefficients="polar_express", return_info=True)
     assert res.Q.dtype == dtype and res.Q.shape == shape and not np.any(res.Q)
     assert res.orthogonality == pytest.approx(smaller_side_gram_error(res.Q), rel=1e-15)  # ||0 - I||_F
     assert res.sv_bounds[0] <= 0.0 <= res.sv_bounds[1]
@@ -617,7 +620,7 @@ def test_bad_matrices_are_named(func, bad, exc, match):
 @pytest.mark.parametrize("coefficients", ["muon", "polar_express"])
 def test_bad_steps_are_named(steps, exc, coefficients):
     with pytest.raises(exc, match="`steps`"):
-        msign(np.eye(3), steps=steps, coefficients=coefficients)
+        msign(np.eye(3), steps=steps, coefficients=coefficients, return_info=True)
     with pytest.raises(exc, match="`steps`"):
         ns_polynomial(0.5, steps=steps, coefficients=coefficients)
 
@@ -641,7 +644,7 @@ def test_bad_steps_are_named(steps, exc, coefficients):
 )
 def test_bad_coefficients_are_named(coefficients, exc):
     with pytest.raises(exc, match="`coefficients`"):
-        msign(np.eye(3), coefficients=coefficients)
+        msign(np.eye(3), coefficients=coefficients, return_info=True)
     with pytest.raises(exc, match="`coefficients`"):
         ns_polynomial(0.5, coefficients=coefficients)
 
@@ -667,7 +670,7 @@ def test_msign_converges_to_scipy_polar_at_every_scale(dtype, top, shape):
     Q_ref = scipy.linalg.polar(B)[0]
     s = scipy.linalg.svdvals(B)
     steps = 12  # 8 minimax steps reach 1e-12 on [1e-3, 1]; s_min / ||A||_S4 here is about 0.05
-    res = msign(A, steps=steps, coefficients="polar_express")
+    res = msign(A, steps=steps, coefficients="polar_express", return_info=True)
     assert res.Q.dtype == dtype and np.all(np.isfinite(res.Q))
     # the backward-stable rounding of the iteration, plus storing A (relative eps / 2) seen by the
     # polar factor through 1 / sigma_min
