@@ -849,6 +849,8 @@ def format_report(records, skipped, *, title=None, show_skipped=False):
 
 
 def _json_document(path, records, skipped, *, seed, tol, maxiter, conv, sort, top_k):
+    from .report import matrix_entry  # layer and role: the names the report's figures use
+
     return {
         "path": path,
         "seed": seed,
@@ -859,7 +861,7 @@ def _json_document(path, records, skipped, *, seed, tol, maxiter, conv, sort, to
         "top_k": top_k,
         "stack_rule": _STACK_RULE,
         "conv_rule": CONV_RULE if conv == "flatten" else "every tensor of 3 or more dimensions is a stack",
-        "records": [r.to_dict() for r in records],
+        "records": [matrix_entry(r.to_dict()) for r in records],
         "skipped": [s.to_dict() for s in skipped],
     }
 
@@ -988,8 +990,9 @@ def add_arguments(parser):
         "--report",
         metavar="HTML",
         default=None,
-        help="also write a self-contained HTML report (summary table, per-layer figures; needs matplotlib) "
-        "of the rows shown, with the JSON document's numbers and names",
+        help="also write a self-contained HTML report (needs matplotlib) with the JSON document's numbers and names: "
+        "per-layer figures by role and the table of the rows shown; with --spectrum the top singular values of the "
+        "largest matrix of each role; with --against the changes against depth; with --series the trajectories",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (shown only when stderr is a TTY)")
     parser.add_argument(
