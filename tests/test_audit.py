@@ -449,6 +449,8 @@ def test_cli_json(ckpt, capsys):
         "stack_size",
         "stack_index",
         "view",
+        "layer",  # depth and role, as the report groups them
+        "role",
     }
     assert len(doc["records"]) == 5
     for rec in doc["records"]:
