@@ -570,7 +570,7 @@ def _draw_spectrum_panel(ax, panel):
             [p["y"] for p in s["points"]],
             marker=_MARKERS[k % len(_MARKERS)],
             markersize=3,
-            label=s["label"],
+            label=_escape(s["label"]).replace("$", r"\$"),  # a name is text, never mathtext
         )
     return "role: matrix"
 
@@ -736,7 +736,9 @@ def _figures_html(document):
 
 
 def _table_html(table_id, head, rows):
-    out = [f'<table id="{table_id}"><thead><tr>' + "".join(f"<th>{_text(h)}</th>" for h in head) + "</tr></thead>"]
+    out = [
+        f'<table id="{_text(table_id)}"><thead><tr>' + "".join(f"<th>{_text(h)}</th>" for h in head) + "</tr></thead>"
+    ]
     out.append("<tbody>")
     out += rows
     out.append("</tbody></table>")

@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import subprocess
+import warnings
 from html.parser import HTMLParser
 
 import numpy as np
@@ -29,7 +30,7 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _VOID = {"meta", "img", "br", "hr", "link", "input", "col", "wbr", "area", "base", "source"}
 _ALLOWED_TAGS = {
     "html", "head", "meta", "title", "style", "body", "h1", "h2", "p", "figure", "img", "figcaption", "code",
-    "table", "thead", "tbody", "tr", "th", "td", "dl", "dt", "dd",
+    "table", "thead", "tbody", "tr", "th", "td", "dl", "dt", "dd", "h3", "ul", "li", "sub",
 }  # fmt: skip
 # Attributes through which a browser fetches something.
 _FETCH_ATTRS = {"src", "href", "srcset", "poster", "data", "action", "formaction", "background", "xlink:href"}
@@ -389,6 +390,34 @@ def test_report_escapes_hostile_names(tmp_path):
     assert p.tables["skipped"][1][0][1] == "</td></tr><script>x()</script>"
     title = [t for t, _ in p.tags].index("title")
     assert title >= 0 and html.escape("<script>path</script>") in page
+
+
+def test_hostile_names_in_the_spectrum_legend_and_series_tables(tmp_path):
+    # Names reach matplotlib's legend (where $...$ would be mathtext) and the tables' ids and cells.
+    rng = np.random.default_rng(0)
+    math_name = r"layers.0.attn.q_proj.$\undefinedcommand{x}$"  # two dollars: mathtext, if not escaped
+    ctrl_name = "layers.1.mlp.up.\x1b[31m"
+    tensors = {math_name: ("F32", rng.standard_normal((6, 5))), ctrl_name: ("F32", rng.standard_normal((7, 5)))}
+    path = str(tmp_path / "hostile.safetensors")
+    audit._write_safetensors(path, tensors)
+    records, skipped = audit.audit_checkpoint(path, spectrum=4)
+    doc = document_from_audit(records, skipped)
+    (spectrum,) = [f for f in figure_data(doc) if f["kind"] == "spectrum"]
+    assert {s["points"][0]["name"] for p in spectrum["panels"] for s in p["series"]} == {math_name, ctrl_name}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a control character would be a missing glyph: shown escaped instead
+        p = parse(html_report(doc))
+    assert p.errors == [] and len(p.imgs) == len(figure_data(doc)) >= 4
+    series = {
+        "checkpoints": ["a", "b"],
+        "matrices": {'x"><script>': {"spectral_norm": [1.0, 2.0]}},
+    }
+    series["matrices"]['x"><script>']['y" onload="'] = [3.0, None]
+    page = html_report(series)
+    assert "<script" not in page and 'onload="' not in page
+    p = parse(page)
+    assert p.errors == [] and {t for t, _ in p.tags} <= _ALLOWED_TAGS | {"ul", "li", "h3"}
+    assert p.tables['series-y" onload="'][1][0][1] == 'x"><script>'
 
 
 def test_optional_fields_are_plotted_when_present(demo):
