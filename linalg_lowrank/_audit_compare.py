@@ -257,16 +257,34 @@ def format_comparison(comp, *, title=None):
 
 
 def comparison_json(comp, *, new, old, seed, tol):
+    """The JSON document of ``--against``: each change with its ``layer`` and ``role`` (as the report groups them)."""
+    from .report import matrix_entry
+
     return {
         "new": new,
         "old": old,
         "seed": seed,
         "tol": tol,
-        "changes": [c.to_dict() for c in comp.changes],
+        "changes": [matrix_entry(c.to_dict()) for c in comp.changes],
         "shape_changed": [{"name": n, "old_shape": list(a), "new_shape": list(b)} for n, a, b in comp.shape_changed],
         "missing": comp.missing,
         "added": comp.added,
         "skipped": [{"name": n, "reason": r} for n, r in comp.skipped],
+    }
+
+
+def series_json(labels, trajectories, *, seed, tol, maxiter, conv, spectrum):
+    """The JSON document of ``--series``: per matrix its ``layer``, ``role`` and the lists over checkpoints."""
+    from .report import matrix_entry
+
+    return {
+        "checkpoints": labels,
+        "seed": seed,
+        "tol": tol,
+        "maxiter": maxiter,
+        "conv": conv,
+        "spectrum": spectrum,
+        "matrices": {name: matrix_entry(row, name) for name, row in trajectories.items()},
     }
 
 
@@ -296,6 +314,7 @@ def run(args, paths):
     from .audit import _error
 
     spectrum = getattr(args, "spectrum", None)
+    report = getattr(args, "report", None)
     try:
         if args.against is not None:
             if len(paths) != 1:
@@ -304,26 +323,27 @@ def run(args, paths):
                 paths[0], args.against, seed=args.seed, tol=args.tol, maxiter=args.maxiter, conv=args.conv,
                 max_bytes=args.max_bytes,
             )  # fmt: skip
-            if args.json:
-                text = json.dumps(
-                    comparison_json(comp, new=paths[0], old=args.against, seed=args.seed, tol=args.tol),
-                    indent=2,
-                    allow_nan=False,
-                )
-            else:
-                text = format_comparison(comp, title=f"# {paths[0]} against {args.against}")
+            doc = comparison_json(comp, new=paths[0], old=args.against, seed=args.seed, tol=args.tol)
+            text = None if args.json else format_comparison(comp, title=f"# {paths[0]} against {args.against}")
         else:
             labels, traj = audit_series(
                 paths, seed=args.seed, tol=args.tol, maxiter=args.maxiter, conv=args.conv, max_bytes=args.max_bytes,
                 spectrum=spectrum,
             )  # fmt: skip
-            if args.json:
-                text = json.dumps({"checkpoints": labels, "matrices": traj}, indent=2, allow_nan=False)
-            else:
-                text = format_series(labels, traj)
+            doc = series_json(
+                labels, traj, seed=args.seed, tol=args.tol, maxiter=args.maxiter, conv=args.conv, spectrum=spectrum
+            )
+            text = None if args.json else format_series(labels, traj)
     except CheckpointError as exc:
         return _error(exc)
     except KeyboardInterrupt:
         return _error("interrupted")
-    print(text)
+    if report:
+        from .report import write_report  # matplotlib is imported only for a report
+
+        try:
+            write_report(doc, report)
+        except (ImportError, OSError) as exc:
+            return _error(f"--report {report!r}: {exc}")
+    print(json.dumps(doc, indent=2, allow_nan=False) if text is None else text)
     return 0

@@ -42,6 +42,38 @@ def _case(name):
     return A
 
 
+def _spectrum_cases(dtype):
+    """Read-only matrices for the audit's ``--spectrum`` path: one small, one at the parallel-product size.
+
+    The path is exercised through the public function, so whichever kernels it uses (and whatever
+    size picks a parallel product) get compiled: nothing here names a kernel.
+    """
+    from . import config
+
+    out = []
+    for entries in (16 * 12, config.PARALLEL_MIN_ENTRIES):
+        n = 12 if entries < 4096 else 64
+        m = max(n, -(-entries // n))
+        A = np.zeros((m, n), dtype=dtype)
+        A[np.arange(n), np.arange(n)] = 0.5 ** np.arange(n)  # well separated: a few iterations
+        A.flags.writeable = False
+        out.append(A)
+    return out
+
+
+def _run_spectrum_cases(dtypes):
+    import warnings
+
+    from .results import ConvergenceWarning
+    from .spectrum import top_singular_values
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # compiling is the point, not the values
+        for dtype in dtypes:
+            for A in _spectrum_cases(np.dtype(str(dtype))):
+                top_singular_values(A, 3, rng=0)
+
+
 def _run_cases(names):
     from .spectral import power_iteration
 
@@ -77,7 +109,7 @@ def _cache_note():
     return "first run only, cached afterwards"
 
 
-def warm_up(*, stream=None, dtypes=("float32", "float64")):
+def warm_up(*, stream=None, dtypes=("float32", "float64"), spectrum=False):
     """Compile the kernels behind `spectral_norm` for matrices (and float32 stacks) of ``dtypes``.
 
     Parameters
@@ -87,6 +119,9 @@ def warm_up(*, stream=None, dtypes=("float32", "float64")):
         when every kernel is already cached.
     dtypes : iterable of {"float32", "float64"}, optional
         The compute dtypes to prepare (a caller that knows its inputs names only those).
+    spectrum : bool, optional
+        Also run `top_singular_values` (the audit's ``--spectrum``) on a small and a large
+        matrix of each dtype.
 
     Returns
     -------
@@ -99,6 +134,8 @@ def warm_up(*, stream=None, dtypes=("float32", "float64")):
         for dtype in dtypes:
             for group in _DTYPE_GROUPS[str(dtype)]:
                 _run_cases(_GROUPS[group])
+        if spectrum:
+            _run_spectrum_cases(dtypes)
     seconds = time.perf_counter() - start
     if state["compiled"]:
         print(f"linalg_lowrank: kernels compiled in {seconds:.1f} s", file=stream, flush=True)

@@ -405,15 +405,23 @@ def _audit_entry(entry, *, seed, tol, maxiter, conv, spectrum=None):
     return SkippedTensor(entry.name, entry.shape, entry.dtype, result)
 
 
-_warmed_up = set()  # compute dtypes whose kernels this process has compiled or loaded
+_warmed_up = set()  # compute dtypes (and "<dtype> spectrum") whose kernels this process has compiled or loaded
 
 
-def _warm_up(stored_dtypes):
-    """Compile (or load) the numba kernels the tensors' compute dtypes need, before any tensor is timed."""
-    wanted = {_compute_dtype(_stored_itemsize(d)).name for d in stored_dtypes} - _warmed_up
+def _warm_up(stored_dtypes, *, spectrum=False):
+    """Compile (or load) the numba kernels the tensors' compute dtypes need, before any tensor is timed.
+
+    With ``spectrum``, also those of ``--spectrum`` (`top_singular_values`) for those dtypes.
+    """
+    dtypes = {_compute_dtype(_stored_itemsize(d)).name for d in stored_dtypes}
+    wanted = dtypes - _warmed_up
+    spectral = {d for d in dtypes if f"{d} spectrum" not in _warmed_up} if spectrum else set()
     if wanted:
         _warmup.warm_up(dtypes=sorted(wanted))  # says on stderr when it compiles
         _warmed_up.update(wanted)
+    if spectral:
+        _warmup.warm_up(dtypes=sorted(spectral), spectrum=True)
+        _warmed_up.update(f"{d} spectrum" for d in spectral)
 
 
 def _stored_itemsize(name):
@@ -531,7 +539,7 @@ def audit_checkpoint(
     spectrum = _validate.positive_int("spectrum", spectrum, default=None)
     records, skipped = [], []
     with _open_checkpoint(path, max_bytes) as entries:
-        _warm_up({entry.dtype for entry in entries if entry.reason is None})
+        _warm_up({entry.dtype for entry in entries if entry.reason is None}, spectrum=spectrum is not None)
         bar = _progress_bar(len(entries), _escape(os.path.basename(os.fspath(path)))) if progress else None
         try:
             for entry in entries:
@@ -841,6 +849,8 @@ def format_report(records, skipped, *, title=None, show_skipped=False):
 
 
 def _json_document(path, records, skipped, *, seed, tol, maxiter, conv, sort, top_k):
+    from .report import matrix_entry  # layer and role: the names the report's figures use
+
     return {
         "path": path,
         "seed": seed,
@@ -851,7 +861,7 @@ def _json_document(path, records, skipped, *, seed, tol, maxiter, conv, sort, to
         "top_k": top_k,
         "stack_rule": _STACK_RULE,
         "conv_rule": CONV_RULE if conv == "flatten" else "every tensor of 3 or more dimensions is a stack",
-        "records": [r.to_dict() for r in records],
+        "records": [matrix_entry(r.to_dict()) for r in records],
         "skipped": [s.to_dict() for s in skipped],
     }
 
@@ -980,8 +990,9 @@ def add_arguments(parser):
         "--report",
         metavar="HTML",
         default=None,
-        help="also write a self-contained HTML report (summary table, per-layer figures; needs matplotlib) "
-        "of the rows shown, with the JSON document's numbers and names",
+        help="also write a self-contained HTML report (needs matplotlib) with the JSON document's numbers and names: "
+        "per-layer figures by role and the table of the rows shown; with --spectrum the top singular values of the "
+        "largest matrix of each role; with --against the changes against depth; with --series the trajectories",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (shown only when stderr is a TTY)")
     parser.add_argument(

@@ -449,6 +449,8 @@ def test_cli_json(ckpt, capsys):
         "stack_size",
         "stack_index",
         "view",
+        "layer",  # depth and role, as the report groups them
+        "role",
     }
     assert len(doc["records"]) == 5
     for rec in doc["records"]:
@@ -802,8 +804,8 @@ def test_warm_up_runs_once_before_the_first_tensor(tmp_path, monkeypatch):
     assert calls == ["warm_up"] + ["power_iteration"] * 4  # once per process, before the first
 
 
-def _run_timed_audit(env):
-    """Audit the demo in a fresh interpreter; stderr lines come back with their arrival times."""
+def _run_timed_audit(env, argv=()):
+    """Audit (the demo by default) in a fresh interpreter; stderr lines come back with their arrival times."""
     import time
 
     code = (
@@ -815,13 +817,13 @@ def _run_timed_audit(env):
         "    real(**kwargs)\n"
         "    seconds = time.perf_counter() - t\n"
         "    print('WARMUP_DONE', seconds, json.dumps(_signatures()), file=sys.stderr, flush=True)\n"
-        "def _signatures():\n"
+        "def _signatures():\n"  # every kernel of every module of the package, wherever kernels live
         "    import numba\n"
-        "    from linalg_lowrank import _kernels\n"
-        "    return {name: sorted(map(str, d.signatures)) for name, d in vars(_kernels).items()\n"
+        "    mods = [(n, m) for n, m in list(sys.modules.items()) if n.split('.')[0] == 'linalg_lowrank']\n"
+        "    return {f'{n}.{name}': sorted(map(str, d.signatures)) for n, m in mods for name, d in vars(m).items()\n"
         "            if isinstance(d, numba.core.registry.CPUDispatcher)}\n"
         "_warmup.warm_up = timed\n"
-        "status = audit.main(['--json', '--no-progress'])\n"
+        f"status = audit.main([*{list(argv)!r}, '--json', '--no-progress'])\n"
         "print('SIGNATURES', json.dumps(_signatures()), file=sys.stderr, flush=True)\n"
         "sys.exit(status)\n"
     )
@@ -842,9 +844,10 @@ def _run_timed_audit(env):
 
 
 def _warmup_line(lines):
-    ((t_done, done),) = [(t, line) for t, line in lines if line.startswith("WARMUP_DONE ")]
-    _, seconds, signatures = done.split(" ", 2)
-    return t_done, float(seconds), json.loads(signatures)
+    done = [(t, line) for t, line in lines if line.startswith("WARMUP_DONE ")]
+    t_done, last = done[-1]  # --spectrum warms up twice: the power path, then the spectrum path
+    _, _, signatures = last.split(" ", 2)
+    return t_done, sum(float(line.split(" ", 2)[1]) for _, line in done), json.loads(signatures)
 
 
 def test_cold_start_says_it_compiles_and_keeps_compile_out_of_time_s(tmp_path):
@@ -868,3 +871,27 @@ def test_no_kernel_is_compiled_or_loaded_while_tensors_are_timed():
     (after,) = [json.loads(line.split(" ", 1)[1]) for _, line in lines if line.startswith("SIGNATURES ")]
     new = {name: sorted(set(sigs) - set(before.get(name, ()))) for name, sigs in after.items()}
     assert {name: sigs for name, sigs in new.items() if sigs} == {}
+
+
+def test_no_kernel_is_compiled_or_loaded_while_spectra_are_timed(tmp_path):
+    # --spectrum runs top_singular_values after power iteration: its kernels are warmed up too, for
+    # every compute dtype present (float16 and bfloat16 compute in float32) and for a matrix large
+    # enough for the parallel product.
+    env = dict(os.environ)
+    env.pop("NUMBA_DISABLE_JIT", None)
+    rng = np.random.default_rng(0)
+    path = audit.write_demo_checkpoint(tmp_path / "demo.safetensors")
+    big = tmp_path / "big.npz"
+    np.savez(
+        big,
+        **{"layers.0.mlp.up.weight": rng.standard_normal((520, 512)).astype(np.float32)},
+        **{"layers.0.mlp.down.weight": rng.standard_normal((512, 520))},
+    )
+    for target in (path, big):
+        doc, lines = _run_timed_audit(env, [str(target), "--spectrum", "8"])
+        assert all(r["spectrum"]["k"] == 8 for r in doc["records"])
+        _, _, before = _warmup_line(lines)
+        (after,) = [json.loads(line.split(" ", 1)[1]) for _, line in lines if line.startswith("SIGNATURES ")]
+        assert any(after.values())  # the probe does see the kernels
+        new = {name: sorted(set(sigs) - set(before.get(name, ()))) for name, sigs in after.items()}
+        assert {name: sigs for name, sigs in new.items() if sigs} == {}, target

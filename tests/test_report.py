@@ -15,13 +15,14 @@ import os
 import re
 import shutil
 import subprocess
+import warnings
 from html.parser import HTMLParser
 
 import numpy as np
 import pytest
 
-from linalg_lowrank import audit
-from linalg_lowrank.report import document_from_audit, html_report, layer_index, matrix_role
+from linalg_lowrank import audit, report
+from linalg_lowrank.report import document_from_audit, figure_data, html_report, layer_index, matrix_role
 
 PIL_Image = pytest.importorskip("PIL.Image", reason="PIL comes with matplotlib, which the report needs")
 
@@ -29,7 +30,7 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _VOID = {"meta", "img", "br", "hr", "link", "input", "col", "wbr", "area", "base", "source"}
 _ALLOWED_TAGS = {
     "html", "head", "meta", "title", "style", "body", "h1", "h2", "p", "figure", "img", "figcaption", "code",
-    "table", "thead", "tbody", "tr", "th", "td", "dl", "dt", "dd",
+    "table", "thead", "tbody", "tr", "th", "td", "dl", "dt", "dd", "h3", "ul", "li", "sub",
 }  # fmt: skip
 # Attributes through which a browser fetches something.
 _FETCH_ATTRS = {"src", "href", "srcset", "poster", "data", "action", "formaction", "background", "xlink:href"}
@@ -112,6 +113,180 @@ def demo(tmp_path_factory):
     return json.loads(stdout), out.read_text(encoding="utf-8"), out
 
 
+_RUN_ROLES = (
+    ("self_attn.q_proj", 24, 24),
+    ("self_attn.k_proj", 24, 24),
+    ("self_attn.v_proj", 24, 24),
+    ("self_attn.o_proj", 24, 24),
+    ("mlp.up_proj", 64, 24),
+    ("mlp.down_proj", 24, 64),
+)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """Three checkpoints of a small transformer-named "run", and for each kind of report the CLI run with
+    ``--json --report``: {kind: (JSON document as printed, HTML text, HTML path, data every drawn figure got)}.
+    """
+    d = tmp_path_factory.mktemp("run")
+    rng = np.random.default_rng(1)
+    weights = {"model.embed_tokens.weight": rng.standard_normal((80, 24)).astype(np.float32)}
+    for layer in range(3):
+        for role, m, n in _RUN_ROLES:
+            weights[f"model.layers.{layer}.{role}.weight"] = (rng.standard_normal((m, n)) / np.sqrt(n)).astype(
+                np.float32
+            )
+    weights["model.layers.0.input_layernorm.weight"] = np.ones(24, dtype=np.float32)
+    steps = []
+    for t in range(3):
+        path = d / f"step_{10 * t}.npz"
+        np.savez(path, **weights)
+        steps.append(str(path))
+        # a "training step": every matrix moves by a random low-rank update of its own size
+        weights = {
+            k: (
+                w + 0.3 * np.outer(rng.standard_normal(w.shape[0]), rng.standard_normal(w.shape[1])) / w.shape[1]
+            ).astype(np.float32)
+            if w.ndim == 2
+            else w
+            for k, w in weights.items()
+        }
+    argvs = {
+        "audit": [steps[-1], "--spectrum", "12"],
+        "comparison": [steps[-1], "--against", steps[0]],
+        "series": [str(d), "--series", "--spectrum", "6"],
+    }
+    out = {}
+    for kind, argv in argvs.items():
+        drawn = []
+        real = report.draw_figure
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(
+                report, "draw_figure", lambda data, drawn=drawn, real=real, **kw: drawn.append(data) or real(data, **kw)
+            )
+            html_path = d / f"{kind}.html"
+            status, stdout = _run_cli([*argv, "--json", "--report", str(html_path), "--no-progress"])
+        assert status == 0
+        out[kind] = (json.loads(stdout), html_path.read_text(encoding="utf-8"), html_path, drawn)
+    return out
+
+
+def _resolve(document, path):
+    value = document
+    for key in path:
+        value = value[key]
+    return value
+
+
+_EXPECTED_FIGURES = {
+    "audit": ["spectral_norm", "stable_rank", "spectrum.alpha", "spectrum.effective_rank", "ratio_estimate",
+              "spectrum.values"],
+    "comparison": ["relative_change", "update_ratio", "cos_u", "cos_v"],
+    "series": ["spectral_norm", "stable_rank", "effective_rank", "alpha"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["audit", "comparison", "series"])
+def test_every_plotted_number_is_in_the_json_under_its_name(run, kind):
+    # The data the report's drawing received while the command ran, against the JSON the same command printed.
+    doc, page, _, drawn = run[kind]
+    assert report.document_kind(doc) == kind
+    assert [data["key"] for data in drawn] == _EXPECTED_FIGURES[kind]
+    assert len(parse(page).imgs) == len(drawn)
+    assert [a["id"] for t, a in parse(page).tags if t == "figure"] == [data["id"] for data in drawn]
+    n_points = 0
+    for data in drawn:
+        key = tuple(data["key"].split("."))
+        for panel in data["panels"]:
+            for series in panel["series"]:
+                for point in series["points"]:
+                    path = tuple(point["path"])
+                    item_path = path[:2]
+                    entry = _resolve(doc, item_path)
+                    # the value sits in the JSON at the stated place, under the figure's name, exactly
+                    assert path[2 : 2 + len(key)] == key, (data["id"], path)
+                    assert _resolve(doc, path) == point["y"], (data["id"], path)
+                    assert entry.get("name", item_path[-1]) == point["name"]
+                    assert entry["role"] == series["role"]
+                    if data["kind"] == "depth":  # x is the layer, a JSON value too
+                        assert point["x_path"] == (*item_path, "layer")
+                        assert _resolve(doc, point["x_path"]) == point["x"]
+                    else:  # x is the position in the plotted list
+                        assert point["x"] == path[-1] + (1 if data["kind"] == "spectrum" else 0)
+                    n_points += 1
+    assert n_points > 20
+    # figure_data of the printed JSON is what was drawn (nothing plotted comes from outside the document)
+    assert figure_data(doc) == drawn
+
+
+@pytest.mark.parametrize("kind", ["audit", "comparison", "series"])
+def test_json_carries_layer_and_role_of_every_matrix(run, kind):
+    doc = run[kind][0]
+    entries = {"audit": lambda: doc["records"], "comparison": lambda: doc["changes"]}.get(
+        kind, lambda: [dict(v, name=k) for k, v in doc["matrices"].items()]
+    )()
+    assert len(entries) == 19
+    for entry in entries:
+        assert entry["layer"] == layer_index(entry["name"]) and entry["role"] == matrix_role(entry["name"])
+    assert {e["role"] for e in entries} == {"embedding", "attn.q", "attn.k", "attn.v", "attn.o", "mlp.up", "mlp.down"}
+
+
+def test_spectrum_figure_shows_the_largest_sigma1_of_each_role(run):
+    doc, page, _, drawn = run["audit"]
+    (data,) = [d for d in drawn if d["kind"] == "spectrum"]
+    shown = {s["role"]: s["points"][0]["name"] for p in data["panels"] for s in p["series"]}
+    want = {}
+    for r in doc["records"]:
+        if r["role"] not in want or r["spectral_norm"] > want[r["role"]]["spectral_norm"]:
+            want[r["role"]] = r
+    assert shown == {role: r["name"] for role, r in want.items()}
+    for p in data["panels"]:
+        for s in p["series"]:
+            assert [pt["y"] for pt in s["points"]] == want[s["role"]]["spectrum"]["values"]
+            assert len(s["points"]) == 12
+    assert "largest spectral_norm among those of that role" in html.unescape(page)
+
+
+def test_comparison_and_series_tables_equal_json(run):
+    doc, page, _, _ = run["comparison"]
+    rows = parse(page).tables["changes"]
+    head = [text for _, text in rows[0]]
+    by_name = {c["name"]: c for c in doc["changes"]}
+    assert len(rows) - 1 == len(by_name)
+    for row in rows[1:]:
+        cells = dict(zip(head, row, strict=True))
+        change = by_name[cells["name"][1]]
+        assert cells["role"][1] == change["role"] and cells["layer"][1] == (
+            "" if change["layer"] is None else str(change["layer"])
+        )
+        for key in ("spectral_norm_old", "spectral_norm_new", "relative_change", "update_norm", "update_ratio"):
+            assert float(cells[key][0]["data-value"]) == change[key]
+        assert change["update_ratio"] == pytest.approx(change["update_norm"] / change["spectral_norm_old"], rel=1e-12)
+    doc, page, _, _ = run["series"]
+    tables = parse(page).tables
+    for field in ("spectral_norm", "stable_rank", "frobenius_norm", "effective_rank", "alpha"):
+        rows = tables[f"series-{field}"]
+        assert len(rows) - 1 == len(doc["matrices"])
+        for row in rows[1:]:
+            values = doc["matrices"][row[0][1]][field]
+            assert [None if a["data-value"] == "" else float(a["data-value"]) for a, _ in row[3:]] == values
+
+
+@pytest.mark.parametrize("kind", ["audit", "comparison", "series"])
+def test_new_report_images_are_png(run, kind):
+    _, page, _, drawn = run[kind]
+    imgs = parse(page).imgs
+    assert len(imgs) == len(drawn) >= 4
+    for attrs in imgs:
+        data = base64.b64decode(attrs["src"].split(",", 1)[1], validate=True)
+        assert data.startswith(_PNG_SIGNATURE)
+        with PIL_Image.open(io.BytesIO(data)) as im:
+            assert im.format == "PNG" and im.width >= 400 and im.height >= 200
+            im.load()
+            assert len(im.getcolors(maxcolors=1 << 16) or range(2)) > 1
+        assert attrs.get("alt")
+
+
 def test_report_is_well_formed_html(demo):
     _, page, _ = demo
     p = parse(page)
@@ -163,7 +338,8 @@ def test_report_table_equals_json(demo):
     head = [text for _, text in rows[0]]
     by_name = {r["name"]: r for r in doc["records"]}
     assert len(rows) - 1 == len(doc["records"]) == len(by_name)
-    numeric = [k for k in head if k in doc["records"][0] and k not in ("name", "shape", "dtype", "converged", "view")]
+    text_keys = ("name", "role", "layer", "shape", "dtype", "converged", "view")
+    numeric = [k for k in head if k in doc["records"][0] and k not in text_keys]
     assert {"spectral_norm", "frobenius_norm", "stable_rank", "rms", "ratio_estimate", "time_s"} <= set(numeric)
     seen = set()
     for row in rows[1:]:
@@ -174,6 +350,7 @@ def test_report_table_equals_json(demo):
         assert cells["dtype"][1] == rec["dtype"]
         assert cells["converged"][1] == ("yes" if rec["converged"] else "NO")
         assert cells["layer"][1] == ("" if layer_index(rec["name"]) is None else str(layer_index(rec["name"])))
+        assert rec["layer"] == layer_index(rec["name"]) and cells["role"][1] == rec["role"] == matrix_role(rec["name"])
         for key in numeric:
             attrs, text = cells[key]
             want = rec[key]
@@ -213,6 +390,34 @@ def test_report_escapes_hostile_names(tmp_path):
     assert p.tables["skipped"][1][0][1] == "</td></tr><script>x()</script>"
     title = [t for t, _ in p.tags].index("title")
     assert title >= 0 and html.escape("<script>path</script>") in page
+
+
+def test_hostile_names_in_the_spectrum_legend_and_series_tables(tmp_path):
+    # Names reach matplotlib's legend (where $...$ would be mathtext) and the tables' ids and cells.
+    rng = np.random.default_rng(0)
+    math_name = r"layers.0.attn.q_proj.$\undefinedcommand{x}$"  # two dollars: mathtext, if not escaped
+    ctrl_name = "layers.1.mlp.up.\x1b[31m"
+    tensors = {math_name: ("F32", rng.standard_normal((6, 5))), ctrl_name: ("F32", rng.standard_normal((7, 5)))}
+    path = str(tmp_path / "hostile.safetensors")
+    audit._write_safetensors(path, tensors)
+    records, skipped = audit.audit_checkpoint(path, spectrum=4)
+    doc = document_from_audit(records, skipped)
+    (spectrum,) = [f for f in figure_data(doc) if f["kind"] == "spectrum"]
+    assert {s["points"][0]["name"] for p in spectrum["panels"] for s in p["series"]} == {math_name, ctrl_name}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a control character would be a missing glyph: shown escaped instead
+        p = parse(html_report(doc))
+    assert p.errors == [] and len(p.imgs) == len(figure_data(doc)) >= 4
+    series = {
+        "checkpoints": ["a", "b"],
+        "matrices": {'x"><script>': {"spectral_norm": [1.0, 2.0]}},
+    }
+    series["matrices"]['x"><script>']['y" onload="'] = [3.0, None]
+    page = html_report(series)
+    assert "<script" not in page and 'onload="' not in page
+    p = parse(page)
+    assert p.errors == [] and {t for t, _ in p.tags} <= _ALLOWED_TAGS | {"ul", "li", "h3"}
+    assert p.tables['series-y" onload="'][1][0][1] == 'x"><script>'
 
 
 def test_optional_fields_are_plotted_when_present(demo):
@@ -334,11 +539,13 @@ window.addEventListener("load", () => {
 </script>"""
 
 
-def test_report_in_headless_chromium(demo, tmp_path):
+@pytest.mark.parametrize("kind", ["demo", "audit", "comparison", "series"])
+def test_report_in_headless_chromium(demo, run, kind, tmp_path):
+    # The demo's report, and the reports with the spectrum, change and trajectory figures.
     exe = _chromium()
     if exe is None:
         pytest.skip("headless Chromium not found: `apt-get install chromium` (or run scripts/ci_deps.sh as root)")
-    _, page, path = demo
+    _, page, path = demo if kind == "demo" else run[kind][:3]
     pngs = []
     for attrs in parse(page).imgs:
         with PIL_Image.open(io.BytesIO(base64.b64decode(attrs["src"].split(",", 1)[1]))) as im:
