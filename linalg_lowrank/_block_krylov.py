@@ -58,7 +58,9 @@ class DenseSource:
             if not np.isfinite(self.G).all():
                 self.fail()
 
-    def gram(self, X):
+    def gram(self, X, exact=False):
+        if exact:
+            return self.gram64(X)[1]
         with np.errstate(all="ignore"):  # overflow or NaN: the caller checks and rescales or names A
             if self.G is not None:
                 return (self.G @ X.astype(self.dtype, copy=False)).astype(np.float64, copy=False)
@@ -153,7 +155,9 @@ class RowBlocks:
                 yield lo, hi, block
         self.n_passes += 1
 
-    def gram(self, X):
+    def gram(self, X, exact=False):
+        if exact:
+            return self.gram64(X)[1]
         Xd = X.astype(self.dtype, copy=False)
         Z = np.zeros(X.shape)
         with np.errstate(all="ignore"):
@@ -216,26 +220,30 @@ def block_size(k, q):
     return int(min(q, max(k + config.BLOCK_OVERSAMPLE_MIN, math.ceil(config.BLOCK_OVERSAMPLE_FACTOR * k))))
 
 
-def _orthonormalize(X, Q, generator, scale):
-    """X orthonormalized against the columns of Q and itself (two Gram-Schmidt passes, then QR).
+def _orthonormalize(X, Q, generator, scale, width):
+    """``width`` orthonormal columns orthogonal to Q: X's after two Gram-Schmidt passes, then random ones.
 
-    Columns that vanish (an invariant subspace: rank deficiency, repeated values) are replaced
-    by random directions orthogonal to everything before, so the block keeps its size and further
-    copies of a repeated singular value can be found.
+    Columns of X that vanish against Q (an invariant subspace: rank deficiency, repeated values,
+    or the whole space nearly spanned) are replaced by random directions orthogonal to everything
+    before, as are missing columns up to ``width``: the block keeps its size, and further copies
+    of a repeated singular value can be found.
     """
     q = X.shape[0]
+    X = X[:, :width]
     for _ in range(2):
         if Q.shape[1]:
             X = X - Q @ (Q.T @ X)
-        X, R = np.linalg.qr(X)
-    small = np.abs(np.diag(R)) <= config.SPECTRUM_BREAKDOWN_ULPS * math.sqrt(q) * _EPS * scale
-    if small.any():
-        fresh = generator.standard_normal((q, int(small.sum())))
-        basis = np.concatenate([Q, X[:, ~small]], axis=1)
+    X, R = np.linalg.qr(X)
+    keep = np.abs(np.diag(R)) > config.SPECTRUM_BREAKDOWN_ULPS * math.sqrt(q) * _EPS * scale
+    X = X[:, keep]
+    missing = width - X.shape[1]
+    if missing > 0:
+        fresh = generator.standard_normal((q, missing))
+        basis = np.concatenate([Q, X], axis=1)
         for _ in range(2):
             fresh -= basis @ (basis.T @ fresh)
-            fresh, _ = np.linalg.qr(fresh)
-        X = np.concatenate([X[:, ~small], fresh], axis=1)
+        fresh, _ = np.linalg.qr(fresh)
+        X = np.concatenate([X, fresh], axis=1)
     return X
 
 
@@ -258,6 +266,7 @@ def top_triplets(source, k, *, tol, maxiter, generator, block=None, max_basis=No
     b = block or block_size(k, q)
     L = int(min(q, max_basis or max(config.BLOCK_MAX_BASIS_BLOCKS * b, 2 * b + k)))
     steps = matvecs = 0
+    exact = source.dtype == np.float64
     if direct:
         G = source.G
         _, V = scipy.linalg.eigh(G, subset_by_index=[q - k, q - 1], driver="evr", check_finite=False)
@@ -266,26 +275,39 @@ def top_triplets(source, k, *, tol, maxiter, generator, block=None, max_basis=No
         res = _certify(source, V, k, tol=tol)
         if res["converged"]:
             return _finish(res, source, k, steps, matvecs, b)
-        source.G = None  # refine on N itself: the Gram matrix's rounding is what stopped it
+        # the Gram matrix's rounding (sigma^2: the condition squared) hid what was asked: continue on N
+        # itself, in float64 (the rounding of float32 products would hide the same values)
+        source.G = None
+        exact = True
         start = np.concatenate([V, generator.standard_normal((q, max(b - k, 0)))], axis=1)[:, :b]
     else:
         start = generator.standard_normal((q, b))
+    while True:
+        V, n_steps, n_matvecs = _iterate_scaled(source, k, start, tol=tol, maxiter=maxiter - steps + (1 if direct else 0),
+                                                generator=generator, L=L, exact=exact)  # fmt: skip
+        steps, matvecs = steps + n_steps, matvecs + n_matvecs
+        res = _certify(source, V, k, tol=tol)
+        if res["converged"] or exact or steps >= maxiter:
+            return _finish(res, source, k, steps, matvecs, b)
+        # float32 products stalled at their rounding short of tol (values far below sigma_1): float64 products
+        exact = True
+        start = np.concatenate([V, generator.standard_normal((q, max(b - k, 0)))], axis=1)[:, :b]
+
+
+def _iterate_scaled(source, k, start, *, tol, maxiter, generator, L, exact):
+    """`_iterate`, started again from the same vectors on 2^-e N if a product leaves the safe range."""
     state = generator.bit_generator.state
-    for attempt in range(2):
-        if attempt:  # a product left the safe range: solve again on 2^-e N from the same start
-            amax = source.amax()
-            if not math.isfinite(amax):
-                source.fail()
-            source.set_exponent(int(_operators.exponent_of(amax)))
-            generator.bit_generator.state = state
-        try:
-            V, n_steps, n_matvecs = _iterate(source, k, start.copy(), tol=tol, maxiter=maxiter, generator=generator,
-                                             L=L, check_scale=attempt == 0)  # fmt: skip
-            break
-        except _operators.Rescale:
-            continue
-    res = _certify(source, V, k, tol=tol)
-    return _finish(res, source, k, steps + n_steps, matvecs + n_matvecs, b)
+    try:
+        return _iterate(source, k, start.copy(), tol=tol, maxiter=maxiter, generator=generator, L=L,
+                        check_scale=True, exact=exact)  # fmt: skip
+    except _operators.Rescale:
+        amax = source.amax()
+        if not math.isfinite(amax):
+            source.fail()
+        source.set_exponent(int(_operators.exponent_of(amax)))
+        generator.bit_generator.state = state
+        return _iterate(source, k, start.copy(), tol=tol, maxiter=maxiter, generator=generator, L=L,
+                        check_scale=False, exact=exact)  # fmt: skip
 
 
 def _finish(res, source, k, steps, matvecs, b):
@@ -299,7 +321,7 @@ def _finish(res, source, k, steps, matvecs, b):
     return res
 
 
-def _iterate(source, k, X, *, tol, maxiter, generator, L, check_scale):
+def _iterate(source, k, X, *, tol, maxiter, generator, L, check_scale, exact):
     """Block Lanczos with thick restarts; returns (orthonormal q x k Ritz basis, block products, vectors).
 
     The projected matrix is diagonalized only when a restart needs its Ritz vectors or the
@@ -308,9 +330,11 @@ def _iterate(source, k, X, *, tol, maxiter, generator, L, check_scale):
     """
     p, q = source.shape
     floor = config.SPECTRUM_RESIDUAL_FLOOR
-    rounding_unit = 4 * float(np.finfo(source.dtype).eps)
-    noise_unit = config.SPECTRUM_BREAKDOWN_ULPS * math.sqrt(p) * float(np.finfo(source.dtype).eps)
+    eps = _EPS if exact else float(np.finfo(source.dtype).eps)
+    rounding_unit = 4 * eps
+    noise_unit = config.SPECTRUM_BREAKDOWN_ULPS * math.sqrt(p) * eps
     X, _ = np.linalg.qr(X)
+    width = X.shape[1]  # the block size; a block is narrower only where the space runs out
     Q = np.empty((q, 0))
     W = np.empty((q, 0))
     H = np.empty((0, 0))
@@ -320,7 +344,7 @@ def _iterate(source, k, X, *, tol, maxiter, generator, L, check_scale):
     next_check = 1
     previous = None  # (step, largest relative residual) at the last check
     while True:
-        Z = source.gram(X)
+        Z = source.gram(X, exact)
         steps += 1
         matvecs += 2 * X.shape[1]
         if not np.isfinite(Z).all():
@@ -329,7 +353,7 @@ def _iterate(source, k, X, *, tol, maxiter, generator, L, check_scale):
             source.fail()
         if check_scale and steps == 1:
             top = float(np.abs(Z).max())
-            if top != 0 and not math.ldexp(1.0, -config.SCALE_SAFE_LOG2) <= top <= math.ldexp(1.0, config.SCALE_SAFE_LOG2):
+            if not math.ldexp(1.0, -config.SCALE_SAFE_LOG2) <= top <= math.ldexp(1.0, config.SCALE_SAFE_LOG2):
                 raise _operators.Rescale
         n_old = Q.shape[1]
         Q = np.concatenate([Q, X], axis=1)
@@ -344,12 +368,12 @@ def _iterate(source, k, X, *, tol, maxiter, generator, L, check_scale):
         H = H_new
         scale = max(scale, float(np.abs(C).max()))
         b = X.shape[1]
-        restart = n + b > L and n < q
+        restart = n + width > L and n < q
         last = n >= q or steps >= maxiter
         if not (restart or last or steps >= next_check):
-            X = _orthonormalize(Z - Q @ C, Q, generator, scale)
+            X = _orthonormalize(Z - Q @ C, Q, generator, scale, min(b, q - n))
             continue
-        m = min(n, k + b if restart else k)
+        m = min(n, k + width if restart else k)
         theta, S = scipy.linalg.eigh(H, subset_by_index=[n - m, n - 1], driver="evr", check_finite=False)
         theta, S = theta[::-1], S[:, ::-1]
         top = max(float(theta[0]), 0.0)
@@ -373,12 +397,11 @@ def _iterate(source, k, X, *, tol, maxiter, generator, L, check_scale):
             break  # at the rounding level of the products: the certificate judges what was reached
         next_check = steps + _steps_to_next_check(previous, steps, worst)
         previous = (steps, worst)
-        X = _orthonormalize(Z - Q @ C, Q, generator, scale)
+        residual_block = Z - Q @ C
         if restart:  # thick restart: the top Ritz vectors with their products
             Q, W = Q @ S, W @ S
             H = np.diag(theta)
-        if Q.shape[1] + X.shape[1] > q:
-            X = X[:, : q - Q.shape[1]]
+        X = _orthonormalize(residual_block, Q, generator, scale, min(width, q - Q.shape[1]))
     V = Q @ S[:, : min(k, Q.shape[1])]
     if V.shape[1] < k:  # fewer basis vectors than k: complete at random (interlacing holds for any V)
         V = np.concatenate([V, generator.standard_normal((q, k - V.shape[1]))], axis=1)
