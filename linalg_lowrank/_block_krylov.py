@@ -283,8 +283,10 @@ def top_triplets(source, k, *, tol, maxiter, generator, block=None, max_basis=No
     else:
         start = generator.standard_normal((q, b))
     while True:
-        V, n_steps, n_matvecs = _iterate_scaled(source, k, start, tol=tol, maxiter=maxiter - steps + (1 if direct else 0),
-                                                generator=generator, L=L, exact=exact)  # fmt: skip
+        budget = maxiter - steps + (1 if direct else 0)  # forming G is not an iteration step
+        V, n_steps, n_matvecs = _iterate_scaled(
+            source, k, start, tol=tol, maxiter=budget, generator=generator, L=L, exact=exact
+        )
         steps, matvecs = steps + n_steps, matvecs + n_matvecs
         res = _certify(source, V, k, tol=tol)
         if res["converged"] or exact or steps >= maxiter:
