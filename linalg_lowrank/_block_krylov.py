@@ -49,7 +49,6 @@ class DenseSource:
         self.dtype = N.dtype
         self.n_passes = 0
         self._source = N if source is None else source  # scanned only to word an error
-        self._N64 = None
         self.G = None
         if explicit_gram:
             with np.errstate(all="ignore"):
@@ -69,24 +68,36 @@ class DenseSource:
         self.n_passes += 1
         return Z.astype(np.float64, copy=False)
 
-    def _n64(self):
-        # numpy multiplies a float32 matrix by a float64 block through its slow mixed-type loop
-        # (measured 10-50x slower than BLAS): convert once, explicitly
-        if self._N64 is None:
-            self._N64 = self.N.astype(np.float64, copy=False)
-        return self._N64
+    def _row_chunks(self):
+        """N in float64, a few rows at a time (cache-sized; a float64 view of N itself when it is float64).
+
+        numpy multiplies a float32 matrix by a float64 block through a slow mixed-type loop, and a
+        whole float64 copy of N costs twice N's memory: convert a chunk, multiply it by BLAS, move on.
+        """
+        p, q = self.shape
+        if self.dtype == np.float64:
+            yield 0, p, self.N
+            return
+        rows = max(1, config.BLOCK_CONVERT_BYTES // (8 * q))
+        for lo in range(0, p, rows):
+            hi = min(lo + rows, p)
+            yield lo, hi, self.N[lo:hi].astype(np.float64)
 
     def gram64(self, X):
-        N64 = self._n64()
+        Y = np.empty((self.shape[0], X.shape[1]))
+        Z = np.zeros(X.shape)
         with np.errstate(all="ignore"):
-            Y = N64 @ X
-            Z = N64.T @ Y
+            for lo, hi, chunk in self._row_chunks():
+                Y[lo:hi] = chunk @ X
+                Z += chunk.T @ Y[lo:hi]
         self.n_passes += 1
         return Y, Z
 
     def rmat64(self, Y):
+        Z = np.zeros((self.shape[1], Y.shape[1]))
         with np.errstate(all="ignore"):
-            Z = self._n64().T @ Y
+            for lo, hi, chunk in self._row_chunks():
+                Z += chunk.T @ Y[lo:hi]
         self.n_passes += 1
         return Z
 
@@ -97,14 +108,13 @@ class DenseSource:
     def set_exponent(self, e):
         self.N = np.ldexp(self.N, -e).astype(self.dtype, copy=False)
         self.exponent += e
-        self._N64 = None
         if self.G is not None:
             with np.errstate(all="ignore"):
                 self.G = self.N.T @ self.N
 
     def release(self):
-        """Drop the float64 copy and the Gram matrix (memory) once the answer is certified."""
-        self._N64 = self.G = None
+        """Drop the Gram matrix (memory) once the answer is certified."""
+        self.G = None
 
     def fail(self):
         from . import _validate
@@ -430,15 +440,20 @@ def _certify(source, V, k, *, tol):
     Y, Z = source.gram64(V)
     if not (np.isfinite(Y).all() and np.isfinite(Z).all()):
         source.fail()
-    U, s, Zt = np.linalg.svd(Y, full_matrices=False)
+    # the singular values of Y = N V from its triangular factor (a tall SVD would form its p x k factor
+    # at several times the cost); u_i = N v_i / s_i = Y z_i / s_i
+    Ur, s, Zt = np.linalg.svd(np.linalg.qr(Y, mode="r"))
     Zr = Zt.T
     Vr = V @ Zr
     # N^T u_i = N^T N V z_i / s_i: from the same pass, unless s_i is so small that dividing would
     # magnify the rounding of Z beyond the tolerance; those columns get one explicit product.
     small = s <= min(1.0, math.sqrt(config.BLOCK_RESIDUAL_ROUNDING * math.sqrt(p) * _EPS / tol)) * s[0]
     with np.errstate(divide="ignore", invalid="ignore"):
-        NtU = (Z @ Zr) / np.where(s > 0, s, 1.0)
-    if small.any():
+        scale = np.where(s > 0, s, 1.0)
+        NtU = (Z @ Zr) / scale
+        U = (Y @ Zr) / scale
+    if small.any():  # the orthonormal factor of Y gives unit u_i where dividing by s_i would not
+        U[:, small] = np.linalg.qr(Y)[0] @ Ur[:, small]
         NtU[:, small] = source.rmat64(U[:, small])
     R = NtU - Vr * s
     residual = np.linalg.norm(R, axis=0)

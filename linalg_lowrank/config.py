@@ -252,3 +252,5 @@ BLOCK_GRAM_MAX_DIM = 2048
 #: Default cap on block products of block Lanczos in top_singular_values (a Gaussian 4096 x 2048 matrix,
 #: the flattest top spectrum measured, took 53 at k = 8 in float64).
 BLOCK_MAXITER = 300
+#: The float64 certificate of a float32 matrix converts it this many bytes (of float64) at a time.
+BLOCK_CONVERT_BYTES = 4 << 20
