@@ -102,7 +102,10 @@ def _passes(report, quick):
         del A, U
         mm = np.load(path, mmap_mode="r")
         source = _block_krylov.RowBlocks.from_memmap("A", mm)
-        block = _block_krylov.top_triplets(source, 1, tol=1e-6, maxiter=100, generator=np.random.default_rng(0))
+        width = _block_krylov.out_of_core_block_size(1, n)  # what top_singular_values takes for a file
+        block = _block_krylov.top_triplets(
+            source, 1, tol=1e-6, maxiter=100, generator=np.random.default_rng(0), block=width
+        )
         single = ll.power_iteration(mm, tol=1e-6, method="lanczos", rng=0)  # relative residual, as block's tol
         err_block = abs(block["values"][0] - 1.0)
         err_single = abs(single.sigma - 1.0)

@@ -230,6 +230,16 @@ def block_size(k, q):
     return int(min(q, max(k + config.BLOCK_OVERSAMPLE_MIN, math.ceil(config.BLOCK_OVERSAMPLE_FACTOR * k))))
 
 
+def out_of_core_block_size(k, q):
+    """Columns per block for data read from disk: at least ``config.BLOCK_OUT_OF_CORE_MIN``.
+
+    A pass over a file costs its read whatever the block size, and a wider block needs fewer
+    passes (measured on a 20000 x 500 float32 file, sigma_1 to 1e-6 with sigma_2 / sigma_1 =
+    0.99: 18 passes with 17 columns, 15 with 32, 13 with 64; single-vector Lanczos 31).
+    """
+    return int(min(q, max(block_size(k, q), config.BLOCK_OUT_OF_CORE_MIN)))
+
+
 def _orthonormalize(X, Q, generator, scale, width):
     """``width`` orthonormal columns orthogonal to Q: X's after two Gram-Schmidt passes, then random ones.
 

@@ -254,3 +254,5 @@ BLOCK_GRAM_MAX_DIM = 2048
 BLOCK_MAXITER = 300
 #: The float64 certificate of a float32 matrix converts it this many bytes (of float64) at a time.
 BLOCK_CONVERT_BYTES = 4 << 20
+#: Fewest columns per block product for a matrix read from disk (see _block_krylov.out_of_core_block_size).
+BLOCK_OUT_OF_CORE_MIN = 32

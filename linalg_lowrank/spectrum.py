@@ -262,7 +262,8 @@ def _top_out_of_core(A, k, *, tol, maxiter, rng):
     maxiter = _validate.positive_int("maxiter", maxiter, default=config.BLOCK_MAXITER)
     generator, seed = _validate.rng(rng)
     source = _block_krylov.RowBlocks.from_memmap("A", A)
-    one = _block_krylov.top_triplets(source, k, tol=tol, maxiter=maxiter, generator=generator)
+    block = _block_krylov.out_of_core_block_size(k, n)
+    one = _block_krylov.top_triplets(source, k, tol=tol, maxiter=maxiter, generator=generator, block=block)
     one.pop("block_size")
     if not one["converged"]:
         warnings.warn(
