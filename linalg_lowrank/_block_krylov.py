@@ -127,8 +127,9 @@ class RowBlocks:
     """A C-ordered 2-D matrix stored raw in a file (``.npy`` or a ``numpy.memmap``), read in row blocks.
 
     Every product reads the file once, block by block (``rows_per_block`` rows at a time), into
-    memory this process owns and frees: the resident memory is one block, its float64 copy in
-    the certificate pass, and the (q x b) blocks of the iteration, whatever the file's size.
+    memory this process owns and frees: the resident memory is one block (its float64 copy in
+    the certificate pass), the q x (basis) arrays of the iteration and the p x k left singular
+    vectors that the certificate computes, whatever the file's size.
     ``n_passes`` counts the reads of the whole file.
     """
 
