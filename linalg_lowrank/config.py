@@ -226,3 +226,33 @@ SPECTRUM_ALPHA_MIN_TAIL = 5
 #: A Lanczos vector shorter than this many ulps of ||T|| times sqrt(q) is rounding noise: the Krylov space is
 #: invariant (top_singular_values then continues from a fresh random direction).
 SPECTRUM_BREAKDOWN_ULPS = 64
+
+#: top_singular_values, block Lanczos (``_block_krylov``): columns per block, k plus the larger of
+#: BLOCK_OVERSAMPLE_MIN and (BLOCK_OVERSAMPLE_FACTOR - 1) k: the Ritz values converge at a rate set by
+#: sigma_k / sigma_(b+1), so the oversampling buys the gap that a flat spectrum lacks.
+BLOCK_OVERSAMPLE_MIN = 16
+BLOCK_OVERSAMPLE_FACTOR = 1.5
+#: Largest block Lanczos basis, in blocks, before a thick restart.
+BLOCK_MAX_BASIS_BLOCKS = 6
+#: The certificate takes N^T u_i from the Gram product N^T N V (one pass) unless s_i / s_1 is below
+#: sqrt(BLOCK_RESIDUAL_ROUNDING sqrt(p) eps / tol): dividing by s_i would magnify the rounding of the
+#: product beyond 1/BLOCK_RESIDUAL_ROUNDING of the tolerance; those columns get one more product.
+BLOCK_RESIDUAL_ROUNDING = 100
+#: Most block products between two Rayleigh-Ritz checks of block Lanczos (the schedule aims at half the
+#: predicted distance to the tolerance; an eigensolve of the projected matrix costs O(basis^3)).
+BLOCK_MAX_CHECK_GAP = 4
+#: Block Lanczos stops when a check finds the largest residual (over its target) above this fraction of the
+#: previous check's while every residual is at the products' rounding level (SPECTRUM_BREAKDOWN_ULPS sqrt(p)
+#: eps sigma_1^2): the float64 certificate then reports what was reached.
+BLOCK_STAGNATION = 0.9
+#: top_singular_values(method="auto") on a dense matrix: the Gram method (G = N^T N by syrk, its top
+#: eigenvectors by LAPACK) up to this small side, block Lanczos beyond (measured: the Gram method was
+#: fastest on every dense shape up to 2048 on the small side, Gaussian and power-law spectra).
+BLOCK_GRAM_MAX_DIM = 2048
+#: Default cap on block products of block Lanczos in top_singular_values (a Gaussian 4096 x 2048 matrix,
+#: the flattest top spectrum measured, took 53 at k = 8 in float64).
+BLOCK_MAXITER = 300
+#: The float64 certificate of a float32 matrix converts it this many bytes (of float64) at a time.
+BLOCK_CONVERT_BYTES = 4 << 20
+#: Fewest columns per block product for a matrix read from disk (see _block_krylov.out_of_core_block_size).
+BLOCK_OUT_OF_CORE_MIN = 32

@@ -1,7 +1,9 @@
 """The top of a matrix's spectrum and the shape statistics researchers read from it.
 
-`top_singular_values` runs the package's thick-restart Lanczos (``_topsv.top_pairs``) on the
-Gram operator of the smaller side and certifies the result with one block product;
+`top_singular_values` computes the top K by one of three certified methods: the Gram method
+(``G = N^T N`` formed once, its top eigenvectors by LAPACK), block Lanczos
+(``_block_krylov``, block products, few passes: also for matrices on disk) or the package's
+thick-restart Lanczos (``_topsv.top_pairs``), and certifies the result with one block product;
 `spectrum_statistics` derives the stable rank, the effective rank (with the interval the unknown
 tail allows) and weightwatcher's power-law exponent alpha from the top K values;
 `difference_norm` is the spectral norm of W_new - W_old without forming the difference.
@@ -13,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _operators, _topsv, _validate, config
+from . import _block_krylov, _operators, _topsv, _validate, config
 from .results import ConvergenceWarning, Result
 from .spectral import power_iteration
 
@@ -54,13 +56,18 @@ class TopSingularValuesResult(Result):
         Whether every residual met ``tol * max(values_i, floor * values_1)`` (floor:
         ``config.SPECTRUM_RESIDUAL_FLOOR``).
     n_iter : int or ndarray
-        Gram products of the Lanczos iteration plus the final block product (counted as one).
+        Gram products (single-vector for Lanczos, block for block Lanczos; forming G counts as one
+        for the Gram method) plus the final block product (counted as one).
     n_matvecs : int or ndarray
-        Products with A plus products with A^T: two per Lanczos step and 2k for the final check.
+        Vectors multiplied by A plus vectors multiplied by A^T: two per Lanczos step, twice the
+        block size per block Lanczos step, 2 min(M, N) for forming G, and 2k for the final check.
     seed : int
         Seed of the random start vectors: ``rng=seed`` reproduces the run.
     method : str
-        "lanczos".
+        "gram", "block" or "lanczos": the method that produced the answer.
+    n_passes : int or ndarray
+        Reads of the whole of A (one per Gram product, block or single-vector, and one for the
+        final check; a scan for the scale when A is far from unit scale).
     """
 
     values: np.ndarray
@@ -74,9 +81,10 @@ class TopSingularValuesResult(Result):
     n_matvecs: object
     seed: int
     method: str
+    n_passes: object = None
 
 
-def top_singular_values(A, k, *, tol=None, maxiter=None, rng=None):
+def top_singular_values(A, k, *, tol=None, maxiter=None, rng=None, method="auto"):
     """The k largest singular values of A, with their singular vectors, residuals and certified lower bounds.
 
     Parameters
@@ -90,10 +98,19 @@ def top_singular_values(A, k, *, tol=None, maxiter=None, rng=None):
         1e-4 for float32, 1e-8 for float64). The relative error of a value is at most its
         ``error_bound`` and in practice of order ``error_bound**2 / gap``.
     maxiter : int, optional
-        Cap on Gram products of the Lanczos iteration per matrix (default
-        ``max(config.POWER_MAXITER_FLOOR, 10 * min(M, N))``).
+        Cap on Gram products of the iteration per matrix: single-vector products for Lanczos,
+        block products for block Lanczos (default ``max(config.POWER_MAXITER_FLOOR, 10 * min(M, N))``
+        for Lanczos, ``config.BLOCK_MAXITER`` block products for block Lanczos).
     rng : None, int or numpy.random.Generator, optional
-        Source of the random start vector.
+        Source of the random start vectors.
+    method : {"auto", "gram", "block", "lanczos"}, optional
+        "gram": form ``G = N^T N`` of the smaller side once (one pass, BLAS-3) and take its top k
+        eigenvectors by LAPACK's ``syevr``; "block": block Lanczos with block products (BLAS-3,
+        few passes over A); "lanczos": single-vector thick-restart Lanczos. All three are
+        certified by the same final product. "auto" (default) takes "gram" for a dense matrix
+        whose smaller side is at most ``config.BLOCK_GRAM_MAX_DIM``, "block" beyond that and
+        for a ``numpy.memmap`` too large for memory (``config.OUT_OF_CORE_FRACTION``), which is
+        then read from its file in row blocks.
 
     Returns
     -------
@@ -121,27 +138,38 @@ def top_singular_values(A, k, *, tol=None, maxiter=None, rng=None):
 
     Notes
     -----
-    Thick-restart Lanczos [1]_ on the Gram operator ``B`` of the smaller side (``A^T A`` or
-    ``A A^T``) with full reorthogonalization, the same iteration that `power_iteration` runs
-    for one pair, keeping at least 2k basis vectors. The returned basis V is checked by one
-    block product: ``A V = U S Z^T`` gives the values S and vectors ``U``, ``V Z``; by Cauchy
-    interlacing S_i <= sigma_i(A) for every i, which is the certified ``lower_bound``.
+    Each method yields an orthonormal basis V of k vectors on the Gram side ``B = N^T N``
+    (N = A or A^T, the smaller side last). The Gram method diagonalizes B formed explicitly
+    (its rounding squares the condition; if the certificate misses ``tol`` for small values,
+    block Lanczos on N itself continues from those vectors). Block Lanczos [2]_ [3]_ keeps the
+    basis and its products, so every Ritz pair's residual is known without another product.
+    Thick-restart Lanczos [1]_ is the iteration that `power_iteration` runs for one pair,
+    keeping at least 2k basis vectors. The basis V is checked by one block product in float64:
+    ``N V = U S Z^T`` gives the values S and vectors ``U``, ``V Z``; by Cauchy interlacing
+    S_i <= sigma_i(A) for every i, which is the certified ``lower_bound``.
 
     References
     ----------
     .. [1] K. Wu and H. Simon, "Thick-restart Lanczos method for large symmetric eigenvalue
        problems", SIAM J. Matrix Anal. Appl. 22 (2000), 602-616.
+    .. [2] G. H. Golub and R. Underwood, "The block Lanczos method for computing eigenvalues",
+       Mathematical Software III (1977), 361-377.
+    .. [3] C. Musco and C. Musco, "Randomized block Krylov methods for stronger and faster
+       approximate singular value decomposition", NeurIPS 2015.
 
     Examples
     --------
     >>> import numpy as np, linalg_lowrank as ll
     >>> A = np.diag([5.0, 4.0, 3.0, 2.0, 1.0])
     >>> res = ll.top_singular_values(A, 3, rng=0)
-    >>> np.round(res.values, 10).tolist(), bool(res.converged)
-    ([5.0, 4.0, 3.0], True)
+    >>> np.round(res.values, 10).tolist(), bool(res.converged), res.method
+    ([5.0, 4.0, 3.0], True, 'gram')
     >>> bool(np.all(res.lower_bound <= [5.0, 4.0, 3.0]))
     True
     """
+    method = _validate.choice("method", method, ("auto", "gram", "block", "lanczos"))
+    if _block_krylov.is_out_of_core(A) and method in ("auto", "block"):
+        return _top_out_of_core(A, k, tol=tol, maxiter=maxiter, rng=rng)
     gram0, batch_shape = _operators.as_gram(A, "A")
     if not isinstance(gram0, _operators.DenseGram):
         raise TypeError(f"`A` must be a dense array or a stack of arrays, got {type(A).__name__}")
@@ -151,7 +179,10 @@ def top_singular_values(A, k, *, tol=None, maxiter=None, rng=None):
         raise ValueError(f"`k` must be at most min(M, N) = {min(m, n)}, got {k}")
     dtype_name = "float32" if gram0.dtype == np.float32 else "float64"
     tol = config.SPECTRUM_TOL[dtype_name] if tol is None else _validate.positive("tol", tol)
-    maxiter = _validate.positive_int("maxiter", maxiter, default=max(config.POWER_MAXITER_FLOOR, 10 * min(m, n)))
+    if method == "auto":
+        method = "gram" if min(m, n) <= config.BLOCK_GRAM_MAX_DIM else "block"
+    default = max(config.POWER_MAXITER_FLOOR, 10 * min(m, n)) if method == "lanczos" else config.BLOCK_MAXITER
+    maxiter = _validate.positive_int("maxiter", maxiter, default=default)
     generator, seed = _validate.rng(rng)
     b = gram0.batch
     fields = {
@@ -164,11 +195,16 @@ def top_singular_values(A, k, *, tol=None, maxiter=None, rng=None):
         "converged": np.zeros(b, dtype=bool),
         "n_iter": np.zeros(b, dtype=np.int64),
         "n_matvecs": np.zeros(b, dtype=np.int64),
+        "n_passes": np.zeros(b, dtype=np.int64),
     }
     for i in range(b):
-        # One single-matrix operator per problem: the one-pass Gram kernel on matrix i, with its layout.
-        gram = gram0.subset(slice(i, i + 1))
-        one = _top_one(gram, k, tol=tol, maxiter=maxiter, generator=generator)
+        if method == "lanczos":
+            # One single-matrix operator per problem: the one-pass Gram kernel on matrix i, with its layout.
+            gram = gram0.subset(slice(i, i + 1))
+            one = _top_one(gram, k, tol=tol, maxiter=maxiter, generator=generator)
+            one["n_passes"] = gram.n_passes
+        else:
+            one = _top_block(gram0, i, k, tol=tol, maxiter=maxiter, generator=generator, method=method)
         for key, value in one.items():
             fields[key][i] = value
     if not fields["converged"].all():
@@ -183,10 +219,54 @@ def top_singular_values(A, k, *, tol=None, maxiter=None, rng=None):
     for key, value in fields.items():
         value = value.reshape(batch_shape + value.shape[1:])
         out[key] = value[()] if value.ndim == 0 else value
-    for key in ("converged", "n_iter", "n_matvecs"):
+    for key in ("converged", "n_iter", "n_matvecs", "n_passes"):
         if not batch_shape:
             out[key] = out[key].item()
-    return TopSingularValuesResult(**out, seed=seed, method="lanczos")
+    return TopSingularValuesResult(**out, seed=seed, method=method)
+
+
+def _top_block(gram0, i, k, *, tol, maxiter, generator, method):
+    """The Gram method or block Lanczos on matrix i of a dense stack, through BLAS on the smaller side."""
+    M = gram0.mat[i]  # (p, q) C-contiguous, A = M^T when gram0.left
+    transposed = M.shape[0] < M.shape[1]  # N = M^T: the Gram side is the smaller one
+    N = M.T if transposed else M
+    explicit = method == "gram"
+    source = _block_krylov.DenseSource("A", N, explicit_gram=explicit)
+    one = _block_krylov.top_triplets(source, k, tol=tol, maxiter=maxiter, generator=generator, direct=explicit)
+    # N's right vectors are A's right vectors unless exactly one of (left, transposed) holds
+    u, v = one.pop("u"), one.pop("v")
+    if gram0.left != transposed:
+        u, v = v, u
+    one.pop("block_size")
+    dtype = gram0.dtype
+    return {**one, "u": u.astype(dtype, copy=False), "v": v.astype(dtype, copy=False)}
+
+
+def _top_out_of_core(A, k, *, tol, maxiter, rng):
+    """Block Lanczos on a numpy.memmap read from its file in row blocks (one read per block product)."""
+    _validate.float_dtype("A", A.dtype)
+    m, n = A.shape
+    k = _validate.positive_int("k", k)
+    if k > min(m, n):
+        raise ValueError(f"`k` must be at most min(M, N) = {min(m, n)}, got {k}")
+    dtype_name = "float32" if A.dtype == np.float32 else "float64"
+    tol = config.SPECTRUM_TOL[dtype_name] if tol is None else _validate.positive("tol", tol)
+    maxiter = _validate.positive_int("maxiter", maxiter, default=config.BLOCK_MAXITER)
+    generator, seed = _validate.rng(rng)
+    source = _block_krylov.RowBlocks.from_memmap("A", A)
+    block = _block_krylov.out_of_core_block_size(k, n)
+    one = _block_krylov.top_triplets(source, k, tol=tol, maxiter=maxiter, generator=generator, block=block)
+    one.pop("block_size")
+    if not one["converged"]:
+        warnings.warn(
+            f"top_singular_values: did not reach tol={tol:g} within maxiter={maxiter}; "
+            f"largest error_bound {one['error_bound'].max():.3g}",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
+    one["u"] = one["u"].astype(A.dtype, copy=False)
+    one["v"] = one["v"].astype(A.dtype, copy=False)
+    return TopSingularValuesResult(**one, seed=seed, method="block")
 
 
 def _top_one(gram, k, *, tol, maxiter, generator):

@@ -100,7 +100,7 @@ def test_stack_and_layouts():
 def test_maxiter_cap_warns_and_bounds_still_hold():
     A = from_spectrum(np.linspace(1.0, 0.9, 200), 300, 200, seed=1)
     with pytest.warns(ll.ConvergenceWarning, match="top_singular_values"):
-        res = ll.top_singular_values(A, 10, maxiter=3, rng=0)
+        res = ll.top_singular_values(A, 10, maxiter=3, rng=0, method="lanczos")
     assert not res.converged
     assert np.all(res.lower_bound <= _true_values(A)[:10])
     assert res.n_iter == 4 and res.n_matvecs == 2 * 3 + 2 * 10
@@ -291,7 +291,7 @@ def test_any_float_scale(e):
 def test_thick_restart_runs_and_keeps_the_values():
     # A slowly decaying spectrum needs more Lanczos steps than the basis holds: the restart path runs.
     A = from_spectrum(np.linspace(1.0, 0.5, 200), 300, 200, seed=3)
-    res = ll.top_singular_values(A, 10, rng=2)
+    res = ll.top_singular_values(A, 10, rng=2, method="lanczos")
     assert res.n_iter > config.LANCZOS_MAX_BASIS + 1  # the precondition of this test: at least one restart
     assert res.converged
     _check_values(A, 10, res)
