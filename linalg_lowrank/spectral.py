@@ -113,7 +113,7 @@ def power_iteration(A, *, v0=None, tol=config.POWER_TOL, maxiter=None, rng=None,
 def _power_iteration(A, *, v0, tol, maxiter, rng, method, name="A"):
     tol = _validate.positive("tol", tol)
     method = _validate.choice("method", method, _METHODS)
-    gram, batch_shape = _operators.as_gram(A, name, family="the spectral solvers")
+    gram, batch_shape = _operators.as_gram(A, name, family="power_iteration")
     m, n = gram.shape
     maxiter = _validate.positive_int("maxiter", maxiter, default=max(config.POWER_MAXITER_FLOOR, 10 * min(m, n)))
     generator, seed = _validate.rng(rng)
