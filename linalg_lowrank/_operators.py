@@ -27,6 +27,18 @@ from . import _kernels, _validate, config
 from .config import PARALLEL_MIN_ENTRIES
 
 
+def _dask_module():
+    """linalg_lowrank._dask, imported on first use (it builds on this module; dask itself stays unimported)."""
+    if not _DASK:
+        from . import _dask
+
+        _DASK.append(_dask)
+    return _DASK[0]
+
+
+_DASK = []
+
+
 class Rescale(Exception):
     """A product left the safe range of an unscaled Gram operator: rescale and solve again."""
 
@@ -421,9 +433,9 @@ class Operator:
     @property
     def out_of_core(self):
         """A memory-mapped file too large to hold: read in blocks through dask."""
-        from . import _dask
-
-        return self.kind == "dense" and _dask.is_out_of_core(self._source)
+        return (
+            self.kind == "dense" and isinstance(self._source, np.memmap) and _dask_module().is_out_of_core(self._source)
+        )
 
     @property
     def numba_fast_path(self):
@@ -453,9 +465,7 @@ class Operator:
         if self.kind == "dense":
             _validate.finite(self.name, self.array)
         elif self.kind == "dask":
-            from . import _dask
-
-            _dask.require_finite(self.name, self.data)
+            _dask_module().require_finite(self.name, self.data)
 
     def fro2(self):
         """||A||_F^2 when it is cheap (arrays, sparse, dask), else None."""
@@ -579,8 +589,7 @@ class Operator:
     # -- the Gram operator of the spectral solvers ------------------------------------------------
     def gram(self, family="this function"):
         """The Gram operator of the smaller side: the one-pass numba kernel for dense data."""
-        from . import _dask  # here, not at the top: _dask builds on this module
-
+        _dask = _dask_module()
         if self.kind == "dask":
             return _dask.DaskGram(self.name, self.data)
         if self.kind == "callable":
@@ -659,8 +668,9 @@ def as_operator(
     Finiteness: sparse stored entries are checked here (O(nnz)); dense data and operators on their
     products (`Operator.matmat`, the Gram operators), or up front by `Operator.dense`.
     """
-    from . import _dask
-
+    if type(A) is np.ndarray:  # the common case first: no other kind to look for
+        return _finish(_dense_operator(name, A, stack), square, symmetric, check_symmetric)
+    _dask = _dask_module()
     if _dask.is_dask_array(A):
         dtype = _validate.float_dtype(name, A.dtype)
         if A.ndim != 2:
@@ -691,16 +701,25 @@ def as_operator(
         n = _validate.positive_int("n", n)
         return Operator(name, "callable", (n, n), np.float64, data=A)
     else:
-        arr = _to_ndarray(name, A)
-        if arr.ndim < 2 or (arr.ndim > 2 and not stack):
-            want = "at least 2-D (a matrix or a (..., M, N) stack)" if stack else "2-D"
-            raise ValueError(f"`{name}` must be {want}, got {arr.ndim}-D with shape {arr.shape}")
-        if arr.size == 0:
-            raise ValueError(f"`{name}` must not be empty, got shape {arr.shape}")
-        source = arr
-        if type(arr) is not np.ndarray:
-            arr = arr.view(np.ndarray)  # memmaps and other subclasses: same memory, plain type
-        op = Operator(name, "dense", arr.shape[-2:], arr.dtype, batch_shape=arr.shape[:-2], array=arr, source=source)
+        op = _dense_operator(name, A, stack)
+    return _finish(op, square, symmetric, check_symmetric)
+
+
+def _dense_operator(name, A, stack):
+    arr = _to_ndarray(name, A)
+    if arr.ndim < 2 or (arr.ndim > 2 and not stack):
+        want = "at least 2-D (a matrix or a (..., M, N) stack)" if stack else "2-D"
+        raise ValueError(f"`{name}` must be {want}, got {arr.ndim}-D with shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError(f"`{name}` must not be empty, got shape {arr.shape}")
+    source = arr
+    if type(arr) is not np.ndarray:
+        arr = arr.view(np.ndarray)  # memmaps and other subclasses: same memory, plain type
+    return Operator(name, "dense", arr.shape[-2:], arr.dtype, batch_shape=arr.shape[:-2], array=arr, source=source)
+
+
+def _finish(op, square, symmetric, check_symmetric):
+    name = op.name
     if square or symmetric:
         if op.shape[0] != op.shape[1]:
             raise ValueError(f"`{name}` must be square, got shape {op.batch_shape + op.shape}")
