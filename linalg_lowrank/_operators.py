@@ -27,6 +27,18 @@ from . import _kernels, _validate, config
 from .config import PARALLEL_MIN_ENTRIES
 
 
+def _dask_module():
+    """linalg_lowrank._dask, imported on first use (it builds on this module; dask itself stays unimported)."""
+    if not _DASK:
+        from . import _dask
+
+        _DASK.append(_dask)
+    return _DASK[0]
+
+
+_DASK = []
+
+
 class Rescale(Exception):
     """A product left the safe range of an unscaled Gram operator: rescale and solve again."""
 
@@ -77,19 +89,19 @@ def _check_product(name, what, out, shape):
 
 
 class _GramBase:
-    """Shared bookkeeping: counts of products and passes over A, and the scale of each problem.
+    """Shared bookkeeping: the scale of each problem.
 
     ``exponent[k]``: the products are those of 2^-e A_k. ``scaled``: the exponents were chosen
     (by `rescale`), so a product out of range is an error, not a reason to rescale.
     """
+
+    numba_fast_path = False  # True where ``mat`` holds the stack for the numba drivers (DenseGram)
 
     def __init__(self, name, shape, dtype, batch):
         self.name = name
         self.shape = shape
         self.dtype = dtype
         self.batch = batch
-        self.n_products = 0  # products with A plus products with A^T
-        self.n_passes = 0  # reads of the whole of A
         self.scaled = False
         self.exponent = np.zeros(batch, dtype=np.int64)  # set_exponent(0), inlined: this runs on every call
         self.c1 = self.c2 = np.ones(batch)
@@ -152,6 +164,7 @@ class DenseGram(_GramBase):
     """
 
     passes_per_gram = 1  # the one-pass kernel reads A once per Gram product
+    numba_fast_path = True  # ``mat`` is a C-contiguous in-memory stack the numba drivers take
 
     def __init__(self, name, stack, left, source):
         b, p, q = stack.shape
@@ -188,10 +201,13 @@ class DenseGram(_GramBase):
                 _kernels.gram_matvec_serial(self.mat[0], X[0], Y[0], Z[0], self.c2[0], self.c1[0])
         else:
             _kernels.gram_matvec_stack(self.mat, X, Y, Z, active, self.c2, self.c1)
-        self.n_products += 2
-        self.n_passes += 1
         self._check(Y, Z, active)
         return Y, Z
+
+    def other_side(self, X):
+        """M'_k^T X[k] for every k, unchecked: from Gram-space vectors to the other side (v from u when ``left``)."""
+        with np.errstate(all="ignore"):  # the caller checks finiteness and rescales
+            return np.einsum("bnm,bm->bn", self.mat, X * self.c1[:, None]) * self.c2[:, None]
 
     def matvec_start(self, V0):
         """M'_k V0[k] for every k: the Gram-space start from a right vector when ``left``."""
@@ -226,24 +242,20 @@ class DenseGram(_GramBase):
 
 
 class OperatorGram(_GramBase):
-    """Gram products of a single matrix-free operator through its matvec and rmatvec."""
+    """Gram products of a single matrix-free operator (an adapted `Operator`: sparse or matvec/rmatvec)."""
 
     passes_per_gram = 2  # matvec and rmatvec cannot be fused
+    numba_fast_path = False
 
     def __init__(self, name, op):
-        shape = tuple(int(s) for s in op.shape)
-        dtype = np.dtype(getattr(op, "dtype", None) or np.float64)
-        super().__init__(name, shape, dtype, 1)
+        super().__init__(name, op.shape, op.dtype, 1)
         self.op = op
-        self.left = shape[0] < shape[1]  # iterate on the smaller side
+        self.left = op.shape[0] < op.shape[1]  # iterate on the smaller side
 
     def _product(self, what, x):
-        fn, size = (self.op.matvec, self.shape[0]) if what == "matvec" else (self.op.rmatvec, self.shape[1])
+        size = self.shape[0] if what == "matvec" else self.shape[1]
         with np.errstate(all="ignore"):  # a NaN product is reported by _check_product, by name
-            try:
-                out = fn(x)
-            except NotImplementedError:
-                raise _missing_rmatvec(self.name, what) from None
+            out = self.op.raw_product("matmat" if what == "matvec" else "rmatmat", x)
             out = np.asarray(out, dtype=np.float64).reshape(-1)
         if out.shape == (size,) and not np.isfinite(out).all() and not self.scaled:
             raise Rescale  # overflow of an operator of extreme scale, or NaN: rescale decides which
@@ -264,8 +276,6 @@ class OperatorGram(_GramBase):
         else:
             y = first(X[0] * c1) * c2
             z = second(y * c1) * c2
-        self.n_products += 2
-        self.n_passes += 2
         Y, Z = y[None, :], z[None, :]
         self._check(Y, Z, np.arange(1))
         return Y, Z
@@ -281,19 +291,16 @@ class OperatorGram(_GramBase):
 
     def rescale(self):
         """Choose the exponent: from max|A| for sparse matrices, else by probing ||A x|| at a few scales of x."""
-        amax = getattr(self.op, "max_abs", None)
+        amax = self.op.max_abs()
         if amax is not None:
-            e = int(exponent_of(amax()))
+            e = int(exponent_of(amax))
         else:
             e = 0
             x = np.random.default_rng(0).standard_normal(self.shape[1])
             x /= np.linalg.norm(x)
             for k in config.SCALE_PROBE_LOG2:
                 with np.errstate(all="ignore"):
-                    try:
-                        y = np.asarray(self.op.matvec(np.ldexp(x, -k)), dtype=np.float64).reshape(-1)
-                    except NotImplementedError:
-                        raise _missing_rmatvec(self.name, "matvec") from None
+                    y = np.asarray(self.op.raw_product("matmat", np.ldexp(x, -k)), dtype=np.float64).reshape(-1)
                 top = float(np.abs(y).max()) if y.size else 0.0
                 if math.isfinite(top) and top > 0 and abs(math.frexp(top)[1]) < 1000:
                     e = int(exponent_of(top)) + k
@@ -316,78 +323,434 @@ def _missing_rmatvec(name, what):
     )
 
 
-def _is_operator(A):
-    return hasattr(A, "matvec") and hasattr(A, "rmatvec") and hasattr(A, "shape")
+# -- The adapter ---------------------------------------------------------------------------------
+
+#: What the error messages call each kind of input.
+_KIND_WORDS = {
+    "sparse": "a scipy.sparse matrix",
+    "operator": "a matrix-free operator (matvec/rmatvec)",
+    "callable": "a callable",
+    "dask": "a dask array",
+}
 
 
 def _is_sparse(A):
-    return hasattr(A, "toarray") and hasattr(A, "tocsr")
+    return type(A).__module__.startswith("scipy.sparse") and hasattr(A, "tocsr") and hasattr(A, "nnz")
 
 
-def as_gram(A, name="A"):
-    """Return ``(gram_operator, batch_shape)`` for a matrix, a stack or a LinearOperator.
+def _is_operator(A):
+    return hasattr(A, "matvec") and hasattr(A, "shape") and not isinstance(A, np.ndarray)
 
-    Dense input is checked for dtype, ndim and size here; finiteness is checked on the
-    products (see the module docstring). Integer, complex, object and 0-size input raises.
+
+def _from_dlpack(name, A):
+    """The CPU memory behind a ``__dlpack__`` object as an ndarray, without a copy."""
+    try:
+        return np.from_dlpack(A)
+    except (BufferError, RuntimeError, TypeError, ValueError) as exc:
+        raise TypeError(
+            f"`{name}` exposes __dlpack__ but numpy cannot read it without a copy ({exc}); "
+            "move it to the CPU or pass a numpy array"
+        ) from None
+
+
+def _to_ndarray(name, A):
+    """Any dense input as an ndarray, no copy; float32 or float64 (see `_validate.float_dtype`)."""
+    if isinstance(A, np.ndarray):
+        arr = A
+    elif hasattr(A, "__dlpack__") and not hasattr(A, "__array__"):
+        arr = _from_dlpack(name, A)
+    elif hasattr(A, "__array__") or isinstance(A, (list, tuple)):
+        arr = _validate.as_ndarray(name, A)
+    elif hasattr(A, "__dlpack__"):
+        arr = _from_dlpack(name, A)
+    else:
+        raise TypeError(
+            f"`{name}` must be an array (ndarray, array-like, scipy.sparse matrix or LinearOperator), "
+            f"got {type(A).__name__}"
+        )
+    _validate.float_dtype(name, arr.dtype)
+    return arr
+
+
+def _column_products(fn, X, size):
+    """A block product from a vector product, one column at a time (as aslinearoperator derives it)."""
+    out = np.empty((size, X.shape[1]), dtype=np.result_type(X.dtype, np.float64))
+    for j in range(X.shape[1]):
+        out[:, j] = np.asarray(fn(X[:, j])).reshape(-1)
+    return out
+
+
+def symmetry_tolerance(n, dtype):
+    """Relative asymmetry accepted as rounding: ``config.SYM_ROUNDOFF * n * eps(dtype)``.
+
+    The one symmetry rule of the library: a square A counts as symmetric when
+    ``||A - A^T|| <= symmetry_tolerance(n, A.dtype) * ||A||``, with eps of the dtype A came in (a
+    float32 Gram matrix is symmetric only up to float32 rounding). The norm is the one the check
+    computes in its single pass over A: the largest entry here and in `hutchinson`, Frobenius in
+    `roots` (which symmetrizes while it reads).
     """
-    from . import _dask  # here, not at the top: _dask builds on this module
+    return config.SYM_ROUNDOFF * n * np.finfo(dtype).eps
 
-    if _dask.is_dask_array(A):
-        return _dask.DaskGram(name, A), ()
-    if _dask.is_out_of_core(A):
-        rows = max(1, config.OUT_OF_CORE_BLOCK_BYTES // (A.shape[1] * A.itemsize))
-        return _dask.DaskGram(name, _dask.from_memmap(A, rows), persist=False), ()
-    if _is_sparse(A):
-        _validate.float_dtype(name, A.dtype)
-        if not np.isfinite(A.data).all():
-            raise ValueError(f"`{name}` must be finite, its stored entries hold NaN or Inf")
-        A = _SparseAdapter(A)
-    if hasattr(A, "matvec") and hasattr(A, "shape") and not isinstance(A, np.ndarray):
-        if getattr(A, "dtype", None) is not None:
-            _validate.float_dtype(name, A.dtype)
-        if len(A.shape) != 2 or min(A.shape) == 0:
-            raise ValueError(f"`{name}` must be a non-empty 2-D operator, got shape {tuple(A.shape)}")
-        if not hasattr(A, "rmatvec"):
-            raise TypeError(
-                f"`{name}` has matvec but no rmatvec: the spectral solvers need products with A^T too "
-                "(give the object an rmatvec, or pass a scipy LinearOperator with rmatvec)"
-            )
-        return OperatorGram(name, A), ()
-    arr = _validate.float_array(name, A, min_ndim=2, check_finite=False)
+
+def require_symmetric(name, asym, size, n, dtype, *, rtol=None, norm="max"):
+    """Raise the one ValueError for an asymmetric A: ``asym > rtol * size`` (rtol from `symmetry_tolerance`)."""
+    rtol = symmetry_tolerance(n, dtype) if rtol is None else rtol
+    if asym > rtol * size:
+        what = "max |A - A^T|" if norm == "max" else "||A - A^T||_F / ||A||_F"
+        value = asym if norm == "max" else asym / size if size > 0 else math.inf
+        raise ValueError(
+            f"`{name}` must be symmetric, got {what} = {value:.3g} above the rounding tolerance "
+            f"{rtol:.3g}{'' if norm == 'max' else ' (relative)'}; pass (A + A.T) / 2 to use its symmetric part"
+        )
+
+
+class Operator:
+    """One input, adapted: ``shape``, ``dtype``, ``batch_shape``, checked products and the dense fast path.
+
+    ``kind`` is one of "dense" (an ndarray or stack, the caller's memory: ``array``), "sparse"
+    (CSR or CSC, ``data``), "operator" (matvec/rmatvec, ``data``), "callable" (a symmetric block
+    product, ``data``) and "dask" (``data``). Families ask for what they need (`dense`, `matmat`,
+    `gram`) and get one documented TypeError when the kind cannot serve it; they never look at
+    the input themselves.
+    """
+
+    def __init__(self, name, kind, shape, dtype, *, batch_shape=(), array=None, data=None, source=None):
+        self.name = name
+        self.kind = kind
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = np.dtype(dtype)
+        self.batch_shape = tuple(batch_shape)
+        self.array = array
+        self.data = data
+        self._source = array if source is None else source
+
+    # -- what the input is ------------------------------------------------------------------------
+    @property
+    def is_dask(self):
+        """The products run on dask (the family keeps long factors distributed)."""
+        return self.kind == "dask"
+
+    @property
+    def out_of_core(self):
+        """A memory-mapped file too large to hold: read in blocks through dask."""
+        return (
+            self.kind == "dense" and isinstance(self._source, np.memmap) and _dask_module().is_out_of_core(self._source)
+        )
+
+    @property
+    def numba_fast_path(self):
+        """The numba kernels apply: a dense float32/float64 array (or stack) held in memory."""
+        return self.kind == "dense" and not self.out_of_core
+
+    def describe(self):
+        return _KIND_WORDS.get(self.kind, "an array")
+
+    # -- dense data ---------------------------------------------------------------------------------
+    def dense(self, family, *, check_finite=True):
+        """The array itself (no copy; memmaps as plain ndarrays), or the TypeError for a matrix-free kind.
+
+        ``family`` names the function in the message. With ``check_finite`` a NaN or Inf entry
+        raises the ValueError naming its index.
+        """
+        if self.kind != "dense":
+            hint = " (call .toarray() to densify it)" if self.kind == "sparse" else ""
+            raise TypeError(f"`{self.name}` is {self.describe()}: {family} needs its entries as a dense array{hint}")
+        arr = self.array
+        if check_finite:
+            _validate.finite(self.name, arr)
+        return arr
+
+    def require_finite(self):
+        """Raise the named ValueError if A holds NaN or Inf (a full pass; matrix-free kinds: nothing to scan)."""
+        if self.kind == "dense":
+            _validate.finite(self.name, self.array)
+        elif self.kind == "dask":
+            _dask_module().require_finite(self.name, self.data)
+
+    def fro2(self):
+        """||A||_F^2 when it is cheap (arrays, sparse, dask), else None."""
+        if self.kind == "dense":
+            a = self.array
+            if a.flags.c_contiguous or a.flags.f_contiguous:
+                flat = a.ravel(order="K")
+                return float(np.dot(flat, flat))
+            return float(np.linalg.norm(a) ** 2)
+        if self.kind == "sparse":
+            return float(np.dot(self.data.data, self.data.data))
+        if self.kind == "dask":  # one pass; float64 sums of the squares
+            return float((self.data.astype(np.float64) ** 2).sum().compute())
+        return None
+
+    def max_abs(self):
+        """max |A| for sparse data (cheap), else None."""
+        if self.kind == "sparse":
+            return float(abs(self.data).max()) if self.data.nnz else 0.0
+        return None
+
+    def pow2_normalized(self):
+        """(operator of 2^-e A, e): arrays and sparse data far from 1 in size are scaled exactly."""
+        from ._scaling import pow2_normalize
+
+        if self.kind == "dense":
+            arr, e = pow2_normalize(self.array)
+            return (self if e == 0 else Operator(self.name, "dense", self.shape, self.dtype, array=arr)), e
+        if self.kind == "sparse":
+            data, e = pow2_normalize(self.data.data)
+            if e == 0:
+                return self, 0
+            S = self.data.copy()
+            S.data = data
+            return Operator(self.name, "sparse", self.shape, self.dtype, data=S), e
+        if self.kind == "dask":
+            arr, e = pow2_normalize(self.data)  # max|A| on the workers; 2^-e A stays lazy
+            return Operator(self.name, "dask", self.shape, self.dtype, data=arr, source=self._source), e
+        return self, 0
+
+    # -- products -----------------------------------------------------------------------------------
+    def raw_product(self, what, X):
+        """A @ X ("matmat") or A^T @ X ("rmatmat"), unchecked; X is (n, k) or (n,).
+
+        matmat/rmatmat of an object that has only matvec/rmatvec are derived column by column, as
+        ``scipy.sparse.linalg.aslinearoperator`` does. Callers check the output (`matmat`, the Gram
+        operators) under ``np.errstate``.
+        """
+        if self.kind == "dense":
+            return self.array @ X if what == "matmat" else self.array.T @ X
+        if self.kind in ("sparse", "dask"):
+            return np.asarray(self.data @ X if what == "matmat" else self.data.T @ X)
+        if self.kind == "callable":
+            return np.asarray(self.data(X))
+        op = self.data
+        vec = X.ndim == 1
+        try:
+            if what == "matmat":
+                if vec:
+                    return np.asarray(op.matvec(X))
+                if hasattr(op, "matmat"):
+                    return np.asarray(op.matmat(X))
+                return _column_products(op.matvec, X, self.shape[0])
+            if not hasattr(op, "rmatvec"):
+                raise TypeError(
+                    f"`{self.name}` has matvec but no rmatvec: this function needs products with A^T too "
+                    "(give the object an rmatvec, or pass a scipy LinearOperator with rmatvec)"
+                )
+            if vec:
+                return np.asarray(op.rmatvec(X))
+            if hasattr(op, "rmatmat"):
+                return np.asarray(op.rmatmat(X))
+            return _column_products(op.rmatvec, X, self.shape[1])
+        except NotImplementedError:
+            raise _missing_rmatvec(self.name, "matvec" if what == "matmat" else "rmatvec") from None
+
+    def _checked(self, what, out, rows, cols):
+        if out.ndim == 1 and cols is None:
+            want = (rows,)
+        else:
+            out = out.reshape(rows, -1) if out.size == rows * (cols or 1) else out
+            want = (rows, cols)
+        if out.shape != want:
+            raise ValueError(f"`{self.name}`: {what} returned shape {out.shape}, expected {want}")
+        if out.dtype.kind not in "fiu":
+            raise TypeError(f"`{self.name}`: {what} returned dtype {out.dtype}, expected a real float array")
+        if not np.isfinite(out).all():
+            self.fail(what)
+        return out
+
+    def fail(self, what="a product"):
+        """Raise the ValueError for a product that is not finite: NaN/Inf in A, or overflow."""
+        if self.kind == "dense":
+            _validate.finite(self.name, self._source)
+            raise ValueError(f"`{self.name}`: products overflowed although its entries are finite; scale it down")
+        if self.kind == "dask":
+            self.require_finite()
+            raise ValueError(f"`{self.name}`: products overflowed although its entries are finite; scale it down")
+        raise ValueError(f"`{self.name}`: {what} returned NaN or Inf")
+
+    def matmat(self, X):
+        """A @ X for X of shape (n, k), checked for shape and finiteness (no RuntimeWarning escapes first)."""
+        with np.errstate(all="ignore"):
+            out = self.raw_product("matmat", X)
+        out = self._checked("matmat", np.asarray(out), self.shape[0], X.shape[1])
+        return out if self.kind != "operator" else out.astype(self.dtype, copy=False)
+
+    def rmatmat(self, Y):
+        """A^T @ Y for Y of shape (m, k), checked like `matmat`."""
+        with np.errstate(all="ignore"):
+            out = self.raw_product("rmatmat", Y)
+        out = self._checked("rmatmat", np.asarray(out), self.shape[1], Y.shape[1])
+        return out if self.kind != "operator" else out.astype(self.dtype, copy=False)
+
+    def matvec(self, x):
+        return self.matmat(np.asarray(x).reshape(-1, 1)).reshape(-1)
+
+    def rmatvec(self, y):
+        return self.rmatmat(np.asarray(y).reshape(-1, 1)).reshape(-1)
+
+    # -- the Gram operator of the spectral solvers ------------------------------------------------
+    def gram(self, family="this function"):
+        """The Gram operator of the smaller side: the one-pass numba kernel for dense data."""
+        _dask = _dask_module()
+        if self.kind == "dask":
+            return _dask.DaskGram(self.name, self.data)
+        if self.kind == "callable":
+            raise _callable_refused(self.name, family)
+        if self.kind in ("sparse", "operator"):
+            return OperatorGram(self.name, self)
+        if self.out_of_core:
+            A = self._source
+            rows = max(1, config.OUT_OF_CORE_BLOCK_BYTES // (A.shape[1] * A.itemsize))
+            return _dask.DaskGram(self.name, _dask.from_memmap(A, rows), persist=False)
+        return _dense_gram(self.name, self.array, self._source)
+
+
+def _callable_refused(name, family):
+    return TypeError(
+        f"`{name}` is a callable: {family} needs products with A and A^T. Wrap it in "
+        "scipy.sparse.linalg.LinearOperator(shape, matvec=..., rmatvec=...); bare callables (with `n=`) "
+        "are accepted by the matrix-free estimators hutchinson_diagonal and hutchinson_trace only"
+    )
+
+
+def _dense_gram(name, arr, source):
     base = arr.view(np.ndarray)  # memmaps and other subclasses: same memory, plain type for numba
-    batch_shape = arr.shape[:-2]
     m, n = arr.shape[-2:]
     if base.ndim == 2:
         if base.flags.c_contiguous:
-            return DenseGram(name, base[None], left=False, source=arr), batch_shape
+            return DenseGram(name, base[None], left=False, source=source)
         if base.flags.f_contiguous:
-            return DenseGram(name, base.T[None], left=True, source=arr), batch_shape
-        return DenseGram(name, np.ascontiguousarray(base)[None], left=False, source=arr), batch_shape
+            return DenseGram(name, base.T[None], left=True, source=source)
+        return DenseGram(name, np.ascontiguousarray(base)[None], left=False, source=source)
     stack = base.reshape((-1, m, n))
     if not stack.flags.c_contiguous:
         swapped = stack.swapaxes(1, 2)
         if swapped.flags.c_contiguous:
-            return DenseGram(name, swapped, left=True, source=arr), batch_shape
+            return DenseGram(name, swapped, left=True, source=source)
         stack = np.ascontiguousarray(stack)  # a strided view: one copy beats strided passes
-    return DenseGram(name, stack, left=False, source=arr), batch_shape
+    return DenseGram(name, stack, left=False, source=source)
 
 
-class _SparseAdapter:
-    """A scipy.sparse matrix seen as an operator (no densification)."""
+def as_operator(
+    A,
+    name="A",
+    *,
+    stack=False,
+    square=False,
+    symmetric=False,
+    check_symmetric=True,
+    n=None,
+    allow_callable=False,
+    family="this function",
+):
+    """Adapt any supported input: the one place that looks at what the caller passed.
 
-    def __init__(self, S):
-        self.S = S.tocsr()
-        self.shape = S.shape
-        self.dtype = S.dtype
+    Parameters
+    ----------
+    A : ndarray (any layout, memmap, read-only), (..., M, N) stack when ``stack``, array-like
+        (``__array__``, nested lists, ``__dlpack__`` on the CPU), scipy.sparse matrix or array of
+        any format, scipy LinearOperator or any object with ``shape`` and ``matvec`` (and
+        ``rmatvec`` for products with A^T), a dask array, or, with ``allow_callable``, a callable
+        mapping an (n, k) block to A times it (symmetric A of size ``n``).
+    stack : bool
+        Accept (..., M, N) stacks of dense matrices (``batch_shape`` is then the leading shape).
+    square, symmetric : bool
+        Require a square A; ``symmetric`` also checks dense and sparse A against the symmetry rule
+        (`symmetry_tolerance`; operators, callables and dask arrays are trusted: a check would
+        cost products) unless ``check_symmetric`` is False.
+    n : int, optional
+        The size of a callable's vectors (required for callables).
+    family : str
+        The public function, for error messages.
 
-    def max_abs(self):
-        return float(abs(self.S).max()) if self.S.nnz else 0.0
+    Dtype policy (`_validate.float_dtype`): float32 and float64 are kept as they are; integer,
+    boolean and every other dtype raise TypeError, for arrays, nested lists, sparse matrices and
+    operators alike. Dense data is never copied; sparse data is converted once to CSR (CSC is
+    kept) and never densified.
+    Finiteness: sparse stored entries are checked here (O(nnz)); dense data and operators on their
+    products (`Operator.matmat`, the Gram operators), or up front by `Operator.dense`.
+    """
+    if type(A) is np.ndarray:  # the common case first: no other kind to look for
+        return _finish(_dense_operator(name, A, stack), square, symmetric, check_symmetric)
+    _dask = _dask_module()
+    if _dask.is_dask_array(A):
+        dtype = _validate.float_dtype(name, A.dtype)
+        if A.ndim != 2:
+            raise ValueError(f"`{name}` must be a 2-D dask array, got {A.ndim}-D with shape {A.shape}")
+        if min(A.shape) == 0 or any(np.isnan(s) for s in A.shape):
+            raise ValueError(f"`{name}` must be a non-empty dask array of known shape, got shape {A.shape}")
+        op = Operator(name, "dask", A.shape, dtype, data=A)
+    elif _is_sparse(A):
+        dtype = _validate.float_dtype(name, A.dtype)
+        if len(A.shape) != 2 or min(A.shape) == 0:
+            raise ValueError(f"`{name}` must be a non-empty 2-D sparse matrix, got shape {tuple(A.shape)}")
+        S = A if A.format in ("csr", "csc") else A.tocsr()  # lil, dok, coo, bsr, dia: converted once
+        if not np.isfinite(S.data).all():
+            raise ValueError(f"`{name}` must be finite, its stored entries hold NaN or Inf")
+        op = Operator(name, "sparse", S.shape, dtype, data=S)
+    elif _is_operator(A):
+        shape = tuple(int(s) for s in A.shape)
+        raw = getattr(A, "dtype", None)
+        dtype = np.dtype(np.float64) if raw is None else _validate.float_dtype(name, raw)
+        if len(shape) != 2 or min(shape) == 0:
+            raise ValueError(f"`{name}` must be a non-empty 2-D operator, got shape {shape}")
+        op = Operator(name, "operator", shape, dtype, data=A)
+    elif callable(A) and not hasattr(A, "__array__") and not hasattr(A, "__dlpack__"):
+        if not allow_callable:
+            raise _callable_refused(name, family)
+        if n is None:
+            raise ValueError(f"`n` is required when `{name}` is a callable (the size of the vectors it multiplies)")
+        n = _validate.positive_int("n", n)
+        return Operator(name, "callable", (n, n), np.float64, data=A)
+    else:
+        op = _dense_operator(name, A, stack)
+    return _finish(op, square, symmetric, check_symmetric)
 
-    def matvec(self, x):
-        return self.S @ x
 
-    def rmatvec(self, y):
-        return self.S.T @ y
+def _dense_operator(name, A, stack):
+    arr = _to_ndarray(name, A)
+    if arr.ndim < 2 or (arr.ndim > 2 and not stack):
+        want = "at least 2-D (a matrix or a (..., M, N) stack)" if stack else "2-D"
+        raise ValueError(f"`{name}` must be {want}, got {arr.ndim}-D with shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError(f"`{name}` must not be empty, got shape {arr.shape}")
+    source = arr
+    if type(arr) is not np.ndarray:
+        arr = arr.view(np.ndarray)  # memmaps and other subclasses: same memory, plain type
+    return Operator(name, "dense", arr.shape[-2:], arr.dtype, batch_shape=arr.shape[:-2], array=arr, source=source)
+
+
+def _finish(op, square, symmetric, check_symmetric):
+    name = op.name
+    if square or symmetric:
+        if op.shape[0] != op.shape[1]:
+            raise ValueError(f"`{name}` must be square, got shape {op.batch_shape + op.shape}")
+    if symmetric and check_symmetric:
+        check_symmetry(op)
+    return op
+
+
+def check_symmetry(op):
+    """The symmetry rule on dense (per matrix of a stack) and sparse data; others are trusted."""
+    n = op.shape[0]
+    if op.kind == "sparse":
+        S = op.data
+        D = abs(S - S.T)
+        asym = D.max() if D.nnz else 0.0
+        require_symmetric(op.name, float(asym), op.max_abs(), n, op.dtype)
+    elif op.kind == "dense":
+        arr = op.array
+        with np.errstate(invalid="ignore"):
+            asym = np.abs(arr - np.swapaxes(arr, -1, -2)).max(axis=(-2, -1))
+            size = np.abs(arr).max(axis=(-2, -1))
+        if not (np.isfinite(asym).all() and np.isfinite(size).all()):
+            _validate.finite(op.name, arr)
+        worst = np.argmax(asym - symmetry_tolerance(n, op.dtype) * size) if asym.ndim else ()
+        require_symmetric(op.name, float(np.asarray(asym)[worst]), float(np.asarray(size)[worst]), n, op.dtype)
+
+
+def as_gram(A, name="A", family="this function"):
+    """Return ``(gram_operator, batch_shape)`` for a matrix, a stack or an operator (through `as_operator`)."""
+    op = as_operator(A, name, stack=True, family=family)
+    return op.gram(family), op.batch_shape
 
 
 # -- Symmetric operators for the trace and diagonal estimators (hutchinson.py) -------------------
@@ -426,55 +789,32 @@ class SymmetricOperator:
         return out
 
 
-def as_symmetric_operator(A, name="A", *, n=None, check_symmetric=True):
-    """Return a `SymmetricOperator` for a dense symmetric array, sparse matrix, LinearOperator, callable or dask array.
+def as_symmetric_operator(A, name="A", *, n=None, check_symmetric=True, op=None):
+    """A `SymmetricOperator` for anything `as_operator` takes, callables (with ``n``) included.
 
-    Dense arrays are checked for symmetry (``|A - A^T| <= 100 n eps max|A|`` entrywise) and raise
-    otherwise; operators, callables and dask arrays (whose check would read them twice) are trusted.
-    A callable maps an (n, k) block to an (n, k) block and needs ``n``.
+    Dense and sparse A are checked against the symmetry rule (`symmetry_tolerance`) unless
+    ``check_symmetric`` is False; operators, callables and dask arrays are trusted. ``op``: an
+    already adapted input.
     """
-    from . import _dask
+    if op is None:
+        op = as_operator(A, name, symmetric=True, check_symmetric=check_symmetric, n=n, allow_callable=True)
+    if op.kind == "dense":
+        base = np.asarray(op.array, dtype=np.float64)
 
-    if _dask.is_dask_array(A):  # trusted to be symmetric, like an operator: a check would read it twice
-        _validate.float_dtype(name, A.dtype)
-        if A.ndim != 2 or A.shape[0] != A.shape[1] or A.shape[0] == 0:
-            raise ValueError(f"`{name}` must be a non-empty square 2-D dask array, got shape {A.shape}")
-        return SymmetricOperator(name, int(A.shape[0]), _dask.checked_product(name, A), np.dtype(A.dtype))
-    if _is_sparse(A):
-        _validate.float_dtype(name, A.dtype)
-        if A.shape[0] != A.shape[1] or min(A.shape) == 0:
-            raise ValueError(f"`{name}` must be a non-empty square matrix, got shape {tuple(A.shape)}")
-        if not np.isfinite(A.data).all():
-            raise ValueError(f"`{name}` must be finite, its stored entries hold NaN or Inf")
-        S = A.tocsr()
-        if check_symmetric:
-            D = abs(S - S.T)
-            scale = abs(S).max() if S.nnz else 0.0
-            if D.nnz and D.max() > 100 * S.shape[0] * np.finfo(np.float64).eps * scale:
-                raise ValueError(f"`{name}` must be symmetric; pass (A + A.T) / 2 to use its symmetric part")
-        return SymmetricOperator(name, S.shape[0], lambda X: S @ X, np.dtype(A.dtype))
-    if _is_operator(A) and not isinstance(A, np.ndarray):
-        if getattr(A, "dtype", None) is not None:
-            _validate.float_dtype(name, A.dtype)
-        shape = tuple(int(s) for s in A.shape)
-        if len(shape) != 2 or shape[0] != shape[1] or shape[0] == 0:
-            raise ValueError(f"`{name}` must be a non-empty square operator, got shape {shape}")
-        block = A.matmat if hasattr(A, "matmat") else (lambda X: np.column_stack([A.matvec(x) for x in X.T]))
-        return SymmetricOperator(name, shape[0], block, np.dtype(getattr(A, "dtype", None) or np.float64))
-    if callable(A) and not hasattr(A, "__array__"):
-        if n is None:
-            raise ValueError(f"`n` is required when `{name}` is a callable (the size of the vectors it multiplies)")
-        n = _validate.positive_int("n", n)
-        return SymmetricOperator(name, n, A, np.dtype(np.float64))
-    arr = _validate.float_array(name, A, min_ndim=2, max_ndim=2)
-    _validate.square(name, arr)
-    base = np.asarray(arr.view(np.ndarray), dtype=np.float64)
-    if check_symmetric:
-        tol = 100 * arr.shape[0] * np.finfo(arr.dtype).eps * np.abs(base).max()
-        asym = np.abs(base - base.T).max()
-        if asym > tol:
-            raise ValueError(
-                f"`{name}` must be symmetric, got max |A - A^T| = {asym:.3g}; "
-                "pass (A + A.T) / 2 to use its symmetric part"
-            )
-    return SymmetricOperator(name, arr.shape[0], lambda X: base @ X, arr.dtype)
+        def product(X):
+            Y = base @ X
+            if not np.isfinite(Y).all():
+                _validate.finite(name, op.array)  # raises, naming the first NaN or Inf of A
+            return Y
+
+        return SymmetricOperator(name, op.shape[0], product, op.dtype)
+    if op.kind == "callable":
+        return SymmetricOperator(name, op.shape[0], op.data, op.dtype)
+
+    def traced(X):
+        Y = op.raw_product("matmat", X)
+        if not np.isfinite(Y).all():
+            op.require_finite()  # a dask A holding NaN or Inf is named; otherwise the product is
+        return Y
+
+    return SymmetricOperator(name, op.shape[0], traced, op.dtype)

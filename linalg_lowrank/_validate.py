@@ -20,14 +20,22 @@ def _describe(value):
 
 
 def float_dtype(name, dtype):
-    """Raise TypeError unless ``dtype`` is float32 or float64."""
+    """Raise TypeError unless ``dtype`` is float32 or float64: the one dtype policy.
+
+    Arrays, nested lists, sparse matrices, operators and dask arrays all follow it: float32 stays
+    float32, float64 stays float64, and nothing is converted behind the caller's back (integer,
+    boolean, float16, long double, complex and object data raise, naming the argument).
+    """
     dtype = np.dtype(dtype)
     if dtype in SUPPORTED_FLOATS:
         return dtype
     if dtype.kind == "c":
         what = "complex input is not supported (split into real and imaginary parts)"
     elif dtype.kind in "iub":
-        what = "integer or boolean input is not supported (cast with .astype(np.float64))"
+        what = (
+            "integer or boolean input is not supported, as an array or as a list "
+            "(cast with .astype(np.float64), or write the entries as floats)"
+        )
     elif dtype.kind == "f":
         what = "only float32 and float64 are computed with (cast with .astype(np.float32))"
     else:
@@ -35,27 +43,34 @@ def float_dtype(name, dtype):
     raise TypeError(f"`{name}` has dtype {dtype}: {what}")
 
 
+def as_ndarray(name, A):
+    """``np.asarray(A)`` for array-likes and nested sequences, a ragged sequence named as such."""
+    try:
+        return np.asarray(A)
+    except ValueError as exc:
+        if "inhomogeneous" not in str(exc):
+            raise
+        raise ValueError(
+            f"`{name}` must be a rectangular array; got a ragged nested sequence (rows of different lengths)"
+        ) from None
+
+
 def float_array(name, A, *, min_ndim=2, max_ndim=None, check_finite=True):
     """Return ``A`` as a float32/float64 ndarray without copying, or raise.
 
-    Views, Fortran order and ``numpy.memmap`` pass through untouched (no copy).
+    Views, Fortran order and ``numpy.memmap`` pass through untouched (no copy). Integer and
+    boolean input is refused alike whether it comes as an array or a nested list (`float_dtype`).
     Checks: dtype, ndim, no zero-size dimension and, with ``check_finite``, no NaN/Inf.
     """
     if isinstance(A, np.ndarray):
         arr = A
     else:
-        if not hasattr(A, "__array__") and not isinstance(A, (list, tuple)):
+        if hasattr(A, "__dlpack__") and not hasattr(A, "__array__"):
+            arr = np.from_dlpack(A)
+        elif not hasattr(A, "__array__") and not isinstance(A, (list, tuple)):
             raise TypeError(f"`{name}` must be an array, got {type(A).__name__}")
-        try:
-            arr = np.asarray(A)
-        except ValueError as exc:
-            if "inhomogeneous" not in str(exc):
-                raise
-            raise ValueError(
-                f"`{name}` must be a rectangular array; got a ragged nested sequence (rows of different lengths)"
-            ) from None
-        if arr.dtype.kind in "iub" and isinstance(A, (list, tuple)):
-            arr = arr.astype(np.float64)  # Python lists of ints are an ordinary way to write a matrix
+        else:
+            arr = as_ndarray(name, A)
     float_dtype(name, arr.dtype)
     if arr.ndim < min_ndim or (max_ndim is not None and arr.ndim > max_ndim):
         if max_ndim == min_ndim:

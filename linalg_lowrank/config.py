@@ -50,9 +50,11 @@ PSD_NEG_ROUNDOFF = 10.0
 #: PSD_SINGULAR_ROUNDOFF * n * eps * ||A||_2 (eps of the dtype A came in): its inverse roots would
 #: then be rounding amplified by at least 1 / (n eps).
 PSD_SINGULAR_ROUNDOFF = 1.0
-#: Relative Frobenius asymmetry ||A - A^T||_F / ||A||_F accepted, in units of n * eps(dtype of A);
+#: The one symmetry rule (`_operators.symmetry_tolerance`): a square A counts as symmetric when
+#: ||A - A^T|| <= SYM_ROUNDOFF * n * eps(dtype of A) * ||A||, in the norm its one-pass check computes
+#: (largest entry for the trace/diagonal estimators and sparse input, Frobenius in the roots family);
 #: a Gram matrix G G^T formed by BLAS is symmetric only up to its rounding.
-SYM_ROUNDOFF = 10.0
+SYM_ROUNDOFF = 100.0
 #: Default relative ridge of `shampoo_precondition` (epsilon * lambda_max(L) added to L).
 SHAMPOO_RIDGE = 1e-6
 #: Largest denominator of a fractional p accepted by the coupled Newton path (p = a / b).

@@ -711,29 +711,24 @@ def _check_common(A, n_matvecs, method, methods, distribution, rtol, n):
 
 
 def _symmetric_operator(A, n, name="A", check_symmetric=True):
-    """`_operators.as_symmetric_operator`, with a dense array checked in one pass by `symmetry_scan`.
+    """The adapter's `SymmetricOperator`, a large dense array checked in one pass by `symmetry_scan`.
 
-    Same checks and messages (dtype, shape, finite, ``|A - A^T| <= 100 n eps max|A|``), but the
-    finiteness and symmetry checks share a single cache-blocked read of A instead of separate
-    full-size temporaries and a transposed difference. Without ``check_symmetric`` a large dense
-    A is not read at all beyond the products: a product that is not finite then looks for the
-    NaN or Inf in A, so the message still names its index.
+    Same rule and messages as `_operators.as_operator` (dtype, shape, finite, the symmetry rule
+    `_operators.symmetry_tolerance` on the largest entry), but the finiteness and symmetry checks
+    share a single cache-blocked read of A instead of separate full-size temporaries and a
+    transposed difference. Without ``check_symmetric`` a dense A is not read at all beyond the
+    products: a product that is not finite then looks for the NaN or Inf in A, so the message
+    still names its index.
     """
-    if not isinstance(A, (np.ndarray, list, tuple)):
-        return _operators.as_symmetric_operator(A, name, n=n)
-    arr = _validate.float_array(name, A, min_ndim=2, max_ndim=2, check_finite=False)
-    if arr.size < config.HUTCH_NUMBA_MIN_ENTRIES or arr.shape[0] != arr.shape[1]:
-        return _operators.as_symmetric_operator(arr, name, n=n, check_symmetric=check_symmetric)
-    base = np.asarray(arr.view(np.ndarray), dtype=np.float64)
-    if not check_symmetric:
-
-        def product(X):
-            Y = base @ X
-            if not np.isfinite(Y).all():
-                _validate.finite(name, arr)  # raises, naming the first NaN or Inf of A
-            return Y
-
-        return _operators.SymmetricOperator(name, arr.shape[0], product, arr.dtype)
+    op = _operators.as_operator(
+        A, name, square=True, n=n, allow_callable=True, family="hutchinson_diagonal/hutchinson_trace"
+    )
+    if not (check_symmetric and op.kind == "dense" and op.array.size >= config.HUTCH_NUMBA_MIN_ENTRIES):
+        if check_symmetric:
+            _operators.check_symmetry(op)
+        return _operators.as_symmetric_operator(A, name, op=op)
+    arr = op.array
+    base = np.asarray(arr, dtype=np.float64)
     if base.flags.c_contiguous:
         scan = base
     elif base.flags.f_contiguous:
@@ -743,14 +738,11 @@ def _symmetric_operator(A, n, name="A", check_symmetric=True):
     amax, asym, finite = _hutchinson_kernels.symmetry_scan(scan, config.HUTCH_SYMMETRY_TILE)
     if not finite:
         _validate.finite(name, arr)  # raises, naming the first NaN or Inf
-    rtol = 100 * arr.shape[0] * np.finfo(arr.dtype).eps
-    if asym > rtol * amax:
+    n = arr.shape[0]
+    if asym > _operators.symmetry_tolerance(n, arr.dtype) * amax:
         amax = float(np.abs(base).max())  # amax came from the entries on and above the diagonal tiles
-    if asym > rtol * amax:
-        raise ValueError(
-            f"`{name}` must be symmetric, got max |A - A^T| = {asym:.3g}; pass (A + A.T) / 2 to use its symmetric part"
-        )
-    return _operators.SymmetricOperator(name, arr.shape[0], lambda X: base @ X, arr.dtype)
+    _operators.require_symmetric(name, asym, amax, n, arr.dtype)
+    return _operators.as_symmetric_operator(A, name, op=op)
 
 
 def _relative(kind, est, stderr):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 
-from . import _validate, config
+from . import _operators, _validate, config
 from ._scaling import ldexp_float, pow2_normalize, unscale
 from .results import Result
 from .roots import SymmetricEig, _check_psd, _eigh_blocks, _symmetric_input
@@ -63,8 +63,8 @@ def kron_matvec(A, B, x):
     >>> kron_matvec(A, B, x), np.kron(A, B) @ x
     (array([4., 7.]), array([4., 7.]))
     """
-    A = _validate.float_array("A", A, min_ndim=2, max_ndim=2)
-    B = _validate.float_array("B", B, min_ndim=2, max_ndim=2)
+    A = _operators.as_operator(A, "A", family="kron_matvec").dense("kron_matvec")
+    B = _operators.as_operator(B, "B", family="kron_matvec").dense("kron_matvec")
     x = _validate.float_array("x", x, min_ndim=1, max_ndim=2)
     (m, n), (p, q) = A.shape, B.shape
     if x.shape[0] != n * q:
@@ -84,7 +84,7 @@ def _as_eig(name, F):
         if F.Q.ndim != 2:
             raise ValueError(f"`{name}` must be the decomposition of one matrix, got a stack of shape {F.Q.shape}")
         return F
-    A64, dtype = _symmetric_input(name, F)
+    A64, dtype = _symmetric_input(name, F, family="kfac_solve")
     if A64.ndim != 2:
         raise ValueError(f"`{name}` must be 2-D, got shape {A64.shape}")
     w, Q = _eigh_blocks(A64[None])
@@ -153,7 +153,7 @@ def kfac_solve(grad, A, G, *, damping, damping_mode="exact"):
     array([[0.25, 0.25],
            [0.25, 0.25]])
     """
-    g = _validate.float_array("grad", grad, min_ndim=2, max_ndim=2)
+    g = _operators.as_operator(grad, "grad", family="kfac_solve").dense("kfac_solve")
     damping = _validate.positive("damping", damping)
     _validate.choice("damping_mode", damping_mode, _DAMPING_MODES)
     eA, eG = _as_eig("A", A), _as_eig("G", G)
@@ -313,7 +313,7 @@ def nearest_kronecker_product(M, shape_a, shape_b, *, rank=1):
     >>> bool(np.allclose(np.kron(res.A[0], res.B[0]), np.kron(A, B))), res.error_bound_relative < 1e-12
     (True, True)
     """
-    Marr = _validate.float_array("M", M, min_ndim=2, max_ndim=2)
+    Marr = _operators.as_operator(M, "M", family="nearest_kronecker_product").dense("nearest_kronecker_product")
     shape_a, shape_b = _shape2("shape_a", shape_a), _shape2("shape_b", shape_b)
     want = (shape_a[0] * shape_b[0], shape_a[1] * shape_b[1])
     if Marr.shape != want:

@@ -14,7 +14,7 @@ import numpy as np
 import scipy.linalg
 from scipy.special import gammaincinv
 
-from . import _dask, _validate, config
+from . import _dask, _operators, _validate, config
 from ._scaling import ldexp_float, pow2_normalize, unscale
 from ._threads import blas_single_thread
 from .results import ConvergenceWarning, Result
@@ -283,103 +283,39 @@ def _rank(name, r, m, n):
     return r
 
 
-def _dense(name, A):
-    arr = _validate.float_array(name, A, min_ndim=2, max_ndim=2, check_finite=True)
-    return arr.view(np.ndarray)
+def _dense(name, A, family):
+    """A 2-D dense array through the adapter (finite, no copy), or its one TypeError for other kinds."""
+    return _operators.as_operator(A, name, family=family).dense(family)
 
 
 class _Blocks:
-    """Block products with A (dense array, scipy.sparse matrix or LinearOperator).
+    """Block products with 2^-exp A for the range finders: the adapter's checked products, counted.
 
-    Products are checked for NaN/Inf (O(size of the output)) instead of scanning A up front.
-    Arrays and sparse matrices far from 1 in size are held as 2^-exp A (`pow2_normalize`).
+    Arrays, sparse matrices and dask arrays far from 1 in size are held as 2^-exp A
+    (`Operator.pow2_normalized`); products are checked for NaN/Inf by the adapter (O(size of
+    the output)) instead of scanning A up front.
     """
 
-    def __init__(self, name, A):
+    def __init__(self, name, A, family):
+        op = A if isinstance(A, _operators.Operator) else _operators.as_operator(A, name, family=family)
+        self.op, self.exp = op.pow2_normalized()
         self.name = name
         self.n_matvecs = 0
-        self.exp = 0
-        if _dask.is_dask_array(A):
-            _validate.float_dtype(name, A.dtype)
-            if A.ndim != 2 or min(A.shape) == 0:
-                raise ValueError(f"`{name}` must be a non-empty 2-D dask array, got shape {A.shape}")
-            self.kind = "dask"
-            self.A, self.exp = pow2_normalize(A)  # max|A| on the workers; 2^-exp A stays lazy
-            self.dtype = np.dtype(A.dtype)
-        elif hasattr(A, "matvec") and hasattr(A, "shape") and not isinstance(A, np.ndarray):
-            if getattr(A, "dtype", None) is not None:
-                _validate.float_dtype(name, A.dtype)
-            if len(A.shape) != 2 or min(A.shape) == 0:
-                raise ValueError(f"`{name}` must be a non-empty 2-D operator, got shape {tuple(A.shape)}")
-            self.kind = "operator"
-            self.A = A
-            dtype = getattr(A, "dtype", None)
-            self.dtype = np.dtype(dtype) if dtype is not None else np.dtype(np.float64)
-        elif hasattr(A, "tocsr") and hasattr(A, "toarray"):
-            _validate.float_dtype(name, A.dtype)
-            if not np.isfinite(A.data).all():
-                raise ValueError(f"`{name}` must be finite, its stored entries hold NaN or Inf")
-            self.kind = "sparse"
-            self.A = A.tocsr()
-            data, self.exp = pow2_normalize(self.A.data)
-            if self.exp:
-                self.A = self.A.copy()
-                self.A.data = data
-            self.dtype = np.dtype(A.dtype)
-        else:
-            arr = _validate.float_array(name, A, min_ndim=2, max_ndim=2, check_finite=False)
-            self.kind = "dense"
-            self.A, self.exp = pow2_normalize(arr.view(np.ndarray))
-            self.dtype = arr.dtype
-        self.shape = tuple(int(s) for s in self.A.shape)
+        self.dtype = op.dtype
+        self.shape = op.shape
+        self.is_dask = op.is_dask
 
     def fro2(self):
-        """||A||_F^2 when it is cheap (arrays, sparse), else None."""
-        if self.kind == "dense":
-            a = self.A
-            if a.flags.c_contiguous or a.flags.f_contiguous:
-                flat = a.ravel(order="K")
-                return float(np.dot(flat, flat))
-            return float(np.linalg.norm(a) ** 2)
-        if self.kind == "sparse":
-            return float(np.dot(self.A.data, self.A.data))
-        if self.kind == "dask":  # one pass; float64 sums of the squares
-            return float((self.A.astype(np.float64) ** 2).sum().compute())
-        return None
-
-    def _check(self, out, what):
-        if not np.isfinite(out).all():
-            if self.kind == "dask":
-                _dask.require_finite(self.name, self.A)
-            if self.kind == "dense":
-                _validate.finite(self.name, self.A)
-                raise ValueError(f"`{self.name}`: products overflowed although its entries are finite; scale it down")
-            raise ValueError(f"`{self.name}`: {what} returned NaN or Inf")
-        return out
+        """||A||_F^2 when it is cheap (arrays, sparse, dask), else None."""
+        return self.op.fro2()
 
     def matmat(self, X):
         self.n_matvecs += X.shape[1]
-        # NaN/Inf in A or overflow surface as the named ValueError of _check, not as numpy's
-        # RuntimeWarning first (which an error filter would turn into the wrong exception).
-        with np.errstate(all="ignore"):
-            if self.kind == "operator":
-                out = np.asarray(self.A.matmat(X)).reshape(self.shape[0], X.shape[1])
-                out = out.astype(self.dtype, copy=False)
-            else:  # a dask product is computed by np.asarray
-                out = np.asarray(self.A @ X)
-        return self._check(out, "matmat")
+        return self.op.matmat(X)
 
     def rmatmat(self, Y):
         self.n_matvecs += Y.shape[1]
-        with np.errstate(all="ignore"):  # as in matmat
-            if self.kind == "operator":
-                out = np.asarray(self.A.rmatmat(Y)).reshape(self.shape[1], Y.shape[1])
-                out = out.astype(self.dtype, copy=False)
-            elif self.kind in ("sparse", "dask"):
-                out = np.asarray(self.A.T @ Y)
-            else:
-                out = self.A.T @ Y
-        return self._check(out, "rmatmat")
+        return self.op.rmatmat(Y)
 
 
 def _qr(Y, **kwargs):
@@ -446,12 +382,13 @@ def best_rank(A, r):
     (1.0, 1.0)
     >>> U, s, Vt = res
     """
-    if _dask.is_dask_array(A):
-        m, n = A.shape
+    op = _operators.as_operator(A, "A", family="best_rank")
+    if op.is_dask:
+        m, n = op.shape
         r = _rank("r", r, m, n)
-        U, s, Vt = _dask.thin_svd("A", A)
+        U, s, Vt = _dask.thin_svd("A", op.data)
     else:
-        arr = _dense("A", A)
+        arr = op.dense("best_rank")
         m, n = arr.shape
         r = _rank("r", r, m, n)
         U, s, Vt = scipy.linalg.svd(arr, full_matrices=False, check_finite=False)
@@ -560,7 +497,7 @@ def randomized_svd(A, r=None, *, n_oversamples=10, n_power_iter="auto", rng=None
     >>> randomized_svd(A, tol=1e-8 * np.linalg.norm(A), rng=0).rank
     5
     """
-    ops = _Blocks("A", A)
+    ops = _Blocks("A", A, "randomized_svd")
     m, n = ops.shape
     kmax = min(m, n)
     tol = _validate.positive("tol", tol, allow_none=True)
@@ -578,8 +515,8 @@ def randomized_svd(A, r=None, *, n_oversamples=10, n_power_iter="auto", rng=None
         res = _randomized_svd_fixed(ops, r, p, n_power_iter, generator, seed)
     else:
         res = _randomized_svd_adaptive(ops, r, ldexp_float(tol, -ops.exp), n_power_iter, generator, seed)
-    if ops.kind == "dask":  # the tall factor stays distributed, its rows chunked like A's
-        res = dataclasses.replace(res, U=_dask.from_rows_of(A, res.U))
+    if ops.is_dask:  # the tall factor stays distributed, its rows chunked like A's
+        res = dataclasses.replace(res, U=_dask.from_rows_of(ops.op.data, res.U))
     if ops.exp == 0:
         return res
     return dataclasses.replace(
@@ -816,7 +753,7 @@ def pinv(A, *, rtol=None, atol=None):
     array([[0.5, 0. ],
            [0. , 0. ]])
     """
-    arr = _dense("A", A)
+    arr = _dense("A", A, "pinv")
     rtol, atol = _cutoff_tols(rtol, atol, arr.shape, arr.dtype)
     U, s, Vt = scipy.linalg.svd(arr, full_matrices=False, check_finite=False)
     k = int(np.sum(s > atol + (s[0] if s.size else 0.0) * rtol))
@@ -868,8 +805,8 @@ def pinv_lowrank(L, R, *, rtol=None, atol=None):
     >>> bool(np.allclose(P.to_array(), np.linalg.pinv(L @ R)))
     True
     """
-    L = _dense("L", L)
-    R = _dense("R", R)
+    L = _dense("L", L, "pinv_lowrank")
+    R = _dense("R", R, "pinv_lowrank")
     if L.shape[1] != R.shape[0]:
         raise ValueError(f"`L` and `R` must have matching inner dimensions, got {L.shape} and {R.shape}")
     dtype = np.result_type(L.dtype, R.dtype)
@@ -890,9 +827,9 @@ def pinv_lowrank(L, R, *, rtol=None, atol=None):
 _SAMPLINGS = ("optimal", "uniform")
 
 
-def _cr_inputs(A, B, sampling):
-    A = _dense("A", A)
-    B = _dense("B", B)
+def _cr_inputs(A, B, sampling, family):
+    A = _dense("A", A, family)
+    B = _dense("B", B, family)
     if A.shape[1] != B.shape[0]:
         raise ValueError(f"`A` and `B` must have matching inner dimensions, got {A.shape} and {B.shape}")
     _validate.choice("sampling", sampling, _SAMPLINGS)
@@ -973,7 +910,7 @@ def cr_expected_error(A, B, c, *, sampling="optimal"):
     3.0
     """
     c = _validate.positive_int("c", c)
-    A, B, a, b, e = _cr_inputs(A, B, sampling)
+    A, B, a, b, e = _cr_inputs(A, B, sampling, "cr_expected_error")
     p = _cr_probabilities(a, b, sampling)
     return ldexp_float(math.sqrt(_cr_error2(A, B, a, b, p, c)), e)
 
@@ -1038,7 +975,7 @@ def cr_matmul(A, B, c, *, sampling="optimal", rng=None, return_info=False):
     array([0, 0])
     """
     c = _validate.positive_int("c", c)
-    A, B, a, b, e = _cr_inputs(A, B, sampling)
+    A, B, a, b, e = _cr_inputs(A, B, sampling, "cr_matmul")
     generator, seed = _validate.rng(rng)
     p = _cr_probabilities(a, b, sampling)
     dtype = np.result_type(A.dtype, B.dtype)
@@ -1193,7 +1130,7 @@ def interpolative_decomposition(A, k_or_eps, *, axis="columns", rng=None, n_powe
     >>> interpolative_decomposition(A, 1e-8, rng=0).rank
     4
     """
-    arr = _dense("A", A)
+    arr = _dense("A", A, "interpolative_decomposition")
     axis = _validate.choice("axis", axis, _AXES)
     q = _validate.positive_int("n_power_iter", n_power_iter, minimum=0)
     generator, seed = _validate.rng(rng)
@@ -1215,7 +1152,7 @@ def interpolative_decomposition(A, k_or_eps, *, axis="columns", rng=None, n_powe
             idx, X = np.array([0]), np.zeros((1, n), dtype=work.dtype)
             X[0, 0] = 1
         else:
-            ops = _Blocks("A", work.T)  # sketch the row space of `work`: range of work^T
+            ops = _Blocks("A", work.T, "interpolative_decomposition")  # sketch the row space of `work`: range of work^T
             # the range finder's own ConvergenceWarning would name randomized_svd; the ID warns below
             res = _randomized_svd_adaptive(ops, min(m, n), 0.5 * eps * fro, q, generator, seed, warn=False)
             # res: work^T ~ U s Vt, so (s Vt)^T ... the rows of Y = s[:, None] * U.T span work's rows
@@ -1352,7 +1289,7 @@ def cur(A, k, *, rng=None, n_power_iter=1):
     >>> bool(np.allclose(C @ U @ R, A))
     True
     """
-    arr = _dense("A", A)
+    arr = _dense("A", A, "cur")
     m, n = arr.shape
     k = _rank("k", k, m, n)
     dtype = arr.dtype

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 
-from . import _dask, _validate, config
+from . import _dask, _operators, _validate, config
 from .results import Result
 
 __all__ = ["MsignResult", "MUON_COEFFICIENTS", "POLAR_EXPRESS_COEFFICIENTS", "msign", "ns_polynomial", "polar"]
@@ -93,9 +93,12 @@ def ns_polynomial(x, *, steps=5, coefficients="muon"):
 class MsignResult(Result):
     """Approximate orthogonal polar factor and the accuracy it reached, from ``msign(A, return_info=True)``.
 
+    For a stack of matrices (..., M, N) ``Q`` is the stack of factors and ``orthogonality``,
+    ``scale`` and both ends of ``sv_bounds`` are arrays of the batch shape.
+
     Attributes
     ----------
-    Q : (M, N) ndarray
+    Q : (M, N) or (..., M, N) ndarray
         The approximation of U V^T, in the dtype of A.
     orthogonality : float
         An upper bound on ||Q^T Q - I||_F over the smaller side, the rounding of its own
@@ -197,8 +200,9 @@ def msign(A, *, steps=5, coefficients="muon", scaling="schatten4", return_info=F
 
     Parameters
     ----------
-    A : (M, N) array_like or dask array
-        Real float32 or float64 matrix (computed in its own dtype). For a dask array the same
+    A : (M, N) array_like, (..., M, N) stack or dask array
+        Real float32 or float64 matrix (computed in its own dtype), or a
+        stack of them, each factored on its own (as `spectral_norm` takes stacks). For a dask array the same
         steps run with the small Gram matrix of each step in memory and the long side
         distributed; ``Q`` is then a dask array with A's chunks.
     steps : int, optional
@@ -231,7 +235,7 @@ def msign(A, *, steps=5, coefficients="muon", scaling="schatten4", return_info=F
         If A is not float32/float64, ``steps`` is not an integer or ``coefficients`` is neither
         a name nor a sequence of triples.
     ValueError
-        If A is not 2-D, empty or non-finite, ``steps < 1``, ``scaling`` or the ``coefficients``
+        If A is not 2-D (or a stack), empty or non-finite, ``steps < 1``, ``scaling`` or the ``coefficients``
         name is unknown, or a triple is not three finite numbers.
 
     See Also
@@ -277,13 +281,31 @@ def msign(A, *, steps=5, coefficients="muon", scaling="schatten4", return_info=F
     sched = _schedule(coefficients, steps)
     scaling = _validate.choice("scaling", scaling, ("schatten4", "frobenius"))
     return_info = bool(return_info)
-    if _dask.is_dask_array(A):
-        Q, orth, scale = _dask.msign_factor(A, sched, scaling, return_info)
+    op = _operators.as_operator(A, "A", stack=True, family="msign")
+    if op.is_dask:
+        Q, orth, scale = _dask.msign_factor(op.data, sched, scaling, return_info)
         if not return_info:
             return Q
         bounds = (math.sqrt(max(1.0 - orth, 0.0)), math.sqrt(1.0 + orth))
         return MsignResult(Q, orth, (0.0, 0.0) if scale == 0.0 else bounds, scale, steps, coefficients)
-    arr = _validate.float_array("A", A, min_ndim=2, max_ndim=2).view(np.ndarray)
+    arr = op.dense("msign")
+    if arr.ndim == 2:
+        return _msign_one(arr, sched, scaling, return_info, steps, coefficients)
+    parts = [_msign_one(M, sched, scaling, return_info, steps, coefficients) for M in arr.reshape((-1,) + op.shape)]
+    if not return_info:
+        return np.stack(parts).reshape(arr.shape)
+    batch = op.batch_shape
+    return MsignResult(
+        np.stack([p.Q for p in parts]).reshape(arr.shape),
+        np.array([p.orthogonality for p in parts]).reshape(batch),
+        tuple(np.array([p.sv_bounds[i] for p in parts]).reshape(batch) for i in (0, 1)),
+        np.array([p.scale for p in parts]).reshape(batch),
+        steps,
+        coefficients,
+    )
+
+
+def _msign_one(arr, sched, scaling, return_info, steps, coefficients):
     tall = arr.shape[0] > arr.shape[1]
     Y, f, G, scale = _scaled_gram(arr.T if tall else arr, scaling)
     if Y is None:
@@ -303,12 +325,12 @@ def polar(A):
 
     Parameters
     ----------
-    A : (M, N) array_like
-        Real float32 or float64 matrix.
+    A : (M, N) array_like or (..., M, N) stack
+        Real float32 or float64 matrix, or a stack of them.
 
     Returns
     -------
-    Q : (M, N) ndarray
+    Q : (M, N) or (..., M, N) ndarray
         U V^T from the thin SVD A = U diag(s) V^T, in the dtype of A (for rank-deficient A the
         factor is not unique; this is the one the SVD returns).
 
@@ -317,7 +339,7 @@ def polar(A):
     TypeError
         If A is not float32/float64.
     ValueError
-        If A is not 2-D, empty or non-finite.
+        If A is not 2-D (or a stack), empty or non-finite.
 
     See Also
     --------
@@ -332,6 +354,9 @@ def polar(A):
     array([[1., 0.],
            [0., 1.]])
     """
-    arr = _validate.float_array("A", A, min_ndim=2, max_ndim=2).view(np.ndarray)
+    op = _operators.as_operator(A, "A", stack=True, family="polar")
+    arr = op.dense("polar")
+    if arr.ndim > 2:
+        return np.stack([polar(M) for M in arr.reshape((-1,) + op.shape)]).reshape(arr.shape)
     U, _, Vt = scipy.linalg.svd(arr, full_matrices=False, check_finite=False)
     return U @ Vt

@@ -16,7 +16,7 @@ from fractions import Fraction
 import numpy as np
 import scipy.linalg
 
-from . import _roots_kernels, _validate, config
+from . import _operators, _roots_kernels, _validate, config
 from ._scaling import ldexp_float, unscale
 from ._threads import blas_single_thread, numba_threads_for
 from .results import ConvergenceWarning, Result
@@ -51,10 +51,13 @@ def _block_exponents(A3):
     return e
 
 
-def _symmetric_input(name, A, sym_rtol=None):
-    """Validate a symmetric matrix or stack; return (float64 symmetrized copy, input dtype)."""
-    arr = _validate.float_array(name, A, min_ndim=2)
-    _validate.square(name, arr)
+def _symmetric_input(name, A, sym_rtol=None, family="this function"):
+    """Adapt a symmetric matrix or stack; return (float64 symmetrized copy, input dtype).
+
+    The symmetry rule is `_operators.symmetry_tolerance` in the relative Frobenius norm that the
+    symmetrizing kernel computes in the same pass (``sym_rtol`` overrides the tolerance).
+    """
+    arr = _operators.as_operator(A, name, stack=True, square=True, family=family).dense(family)
     n = arr.shape[-1]
     A3 = arr.reshape((-1, n, n))
     e = _block_exponents(A3)
@@ -71,9 +74,7 @@ def _symmetric_input(name, A, sym_rtol=None):
     num = np.sqrt(asym_sq.sum(axis=1)).reshape(arr.shape[:-2])
     den = np.sqrt(sq.sum(axis=1)).reshape(arr.shape[:-2])
     rtol = (
-        config.SYM_ROUNDOFF * n * np.finfo(arr.dtype).eps
-        if sym_rtol is None
-        else _validate.nonnegative("sym_rtol", sym_rtol)
+        _operators.symmetry_tolerance(n, arr.dtype) if sym_rtol is None else _validate.nonnegative("sym_rtol", sym_rtol)
     )
     bad = num > rtol * den
     if np.any(bad):
@@ -345,7 +346,7 @@ class SymmetricEig(Result):
         residual * kappa / p (divided differences of x^(-1/p) over the spectrum), so compare
         ``residual`` with the accuracy you need, or pass ``tol``.
         """
-        A64, dtype = _symmetric_input("A_new", A_new, sym_rtol)
+        A64, dtype = _symmetric_input("A_new", A_new, sym_rtol, "SymmetricEig.refresh")
         if A64.shape != self.Q.shape:
             raise ValueError(f"`A_new` must have shape {self.Q.shape} like the cached factor, got {A64.shape}")
         steps = _validate.positive_int("steps", steps, default=1)
@@ -506,7 +507,7 @@ def symmetric_eig(A, *, sym_rtol=None):
     array([[0.5, 0. ],
            [0. , 1. ]])
     """
-    A64, dtype = _symmetric_input("A", A, sym_rtol)
+    A64, dtype = _symmetric_input("A", A, sym_rtol, "symmetric_eig")
     batch, n = A64.shape[:-2], A64.shape[-1]
     A3 = A64.reshape((-1, n, n))
     w, Q, res = _eigh_with_residual(A3)
@@ -693,7 +694,7 @@ def inverse_pth_root(
     tol = _validate.positive("tol", tol, allow_none=True)
     maxiter = _validate.positive_int("maxiter", maxiter, default=config.ROOTS_NEWTON_MAXITER)
     if method == "newton":
-        A64, dtype = _symmetric_input("A", A, sym_rtol)
+        A64, dtype = _symmetric_input("A", A, sym_rtol, "inverse_pth_root")
         if A64.ndim != 2:
             raise ValueError(
                 f"`A` must be 2-D for method='newton', got shape {A64.shape} (use method='eigh' for stacks)"
@@ -862,10 +863,9 @@ def _factor_root(k, F, dim, exponent, ridge, ridge_mode):
         if eig.Q.shape != (dim, dim):
             raise ValueError(f"`{name}` must be {dim}x{dim} to match axis {k} of `G`, got {eig.Q.shape}")
     else:
-        arr = _validate.float_array(name, F, min_ndim=2, max_ndim=2)
-        if arr.shape != (dim, dim):
-            raise ValueError(f"`{name}` must have shape ({dim}, {dim}) to match axis {k} of `G`, got {arr.shape}")
-        A64, dtype = _symmetric_input(name, arr)
+        A64, dtype = _symmetric_input(name, F, family="shampoo_precondition")
+        if A64.shape != (dim, dim):
+            raise ValueError(f"`{name}` must have shape ({dim}, {dim}) to match axis {k} of `G`, got {A64.shape}")
         w, Q = _eigh_blocks(A64[None])
         eig = SymmetricEig(Q=Q[0], eigenvalues=w[0], residual=0.0, method="eigh", n_iter=0, dtype=dtype)
     ridge_abs = _absolute_ridge(ridge, ridge_mode, eig.eigenvalues[0])

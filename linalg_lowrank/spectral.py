@@ -113,7 +113,7 @@ def power_iteration(A, *, v0=None, tol=config.POWER_TOL, maxiter=None, rng=None,
 def _power_iteration(A, *, v0, tol, maxiter, rng, method, name="A"):
     tol = _validate.positive("tol", tol)
     method = _validate.choice("method", method, _METHODS)
-    gram, batch_shape = _operators.as_gram(A, name)
+    gram, batch_shape = _operators.as_gram(A, name, family="power_iteration")
     m, n = gram.shape
     maxiter = _validate.positive_int("maxiter", maxiter, default=max(config.POWER_MAXITER_FLOOR, 10 * min(m, n)))
     generator, seed = _validate.rng(rng)
@@ -162,7 +162,6 @@ def _start_from_v0(gram, v0, batch_shape, name="v0"):
     if not gram.left:
         return V0
     X = gram.matvec_start(V0)  # Gram space is that of u: start from A v0
-    gram.n_products += 1
     zero = np.abs(X).max(axis=1) == 0
     X[zero] = 1.0  # v0 in the null space: any direction will do, the solve finds out
     return X
@@ -515,7 +514,8 @@ def spectral_weight_decay(W, decay, *, v=None, n_iter=None, out=None, rng=None):
     >>> np.linalg.svd(W_new, compute_uv=False).round(12)
     array([1., 1.])
     """
-    Warr = _validate.float_array("W", W, min_ndim=2, check_finite=False)
+    Warr = _operators.as_operator(W, "W", stack=True, family="spectral_weight_decay")
+    Warr = Warr.dense("spectral_weight_decay", check_finite=False)
     decay = _validate.nonnegative("decay", decay)
     batch_shape = Warr.shape[:-2]
     m, n = Warr.shape[-2:]
@@ -649,8 +649,7 @@ def _refine(Warr, v, batch_shape, n_iter):
                     X = _unit_rows(Z, fallback=X)
             if not gram.left:
                 return X
-            with np.errstate(all="ignore"):
-                V = np.einsum("bnm,bm->bn", gram.mat, X * gram.c1[:, None]) * gram.c2[:, None]
+            V = gram.other_side(X)
             if not np.isfinite(V).all():
                 raise _operators.Rescale
             return _unit_rows(V, fallback=None)

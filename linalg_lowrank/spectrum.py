@@ -170,9 +170,11 @@ def top_singular_values(A, k, *, tol=None, maxiter=None, rng=None, method="auto"
     method = _validate.choice("method", method, ("auto", "gram", "block", "lanczos"))
     if _block_krylov.is_out_of_core(A) and method in ("auto", "block"):
         return _top_out_of_core(A, k, tol=tol, maxiter=maxiter, rng=rng)
-    gram0, batch_shape = _operators.as_gram(A, "A")
-    if not isinstance(gram0, _operators.DenseGram):
-        raise TypeError(f"`A` must be a dense array or a stack of arrays, got {type(A).__name__}")
+    op = _operators.as_operator(A, "A", stack=True, family="top_singular_values")
+    op.dense("top_singular_values", check_finite=False)  # the one TypeError of matrix-free kinds
+    gram0, batch_shape = op.gram(), op.batch_shape
+    if not gram0.numba_fast_path:
+        raise TypeError("`A` is a memory-mapped file too large to hold: top_singular_values needs it in memory")
     m, n = gram0.shape
     k = _validate.positive_int("k", k)
     if k > min(m, n):

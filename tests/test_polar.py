@@ -587,8 +587,8 @@ def test_zero_matrix_maps_to_zero(shape, dtype):
 _BAD_A = [
     (np.array([[1.0, np.nan], [0.0, 1.0]]), ValueError, "`A` must be finite"),
     (np.array([[1.0, -np.inf], [0.0, 1.0]], dtype=np.float32), ValueError, "`A` must be finite"),
-    (np.ones(3), ValueError, "`A` must be 2-D"),
-    (np.ones((2, 3, 3)), ValueError, "`A` must be 2-D"),
+    (np.ones(3), ValueError, "`A` must be at least 2-D"),
+    (np.ones((2, 0, 3)), ValueError, "`A` must not be empty"),  # stacks are taken (see test_inputs.py)
     (np.ones((0, 3)), ValueError, "`A` must not be empty"),
     (np.ones((3, 0), dtype=np.float32), ValueError, "`A` must not be empty"),
     (np.eye(3, dtype=np.int64), TypeError, "`A` has dtype int64"),

