@@ -204,7 +204,7 @@ def top_singular_values(A, k, *, tol=None, maxiter=None, rng=None, method="auto"
             # One single-matrix operator per problem: the one-pass Gram kernel on matrix i, with its layout.
             gram = gram0.subset(slice(i, i + 1))
             one = _top_one(gram, k, tol=tol, maxiter=maxiter, generator=generator)
-            one["n_passes"] = gram.n_passes
+            one["n_passes"] = one["n_iter"]  # the one-pass kernel reads A once per Gram product, the check once
         else:
             one = _top_block(gram0, i, k, tol=tol, maxiter=maxiter, generator=generator, method=method)
         for key, value in one.items():
