@@ -1,5 +1,9 @@
 """dask arrays through the adapter: the same answers as the in-memory arrays, whatever the chunking."""
 
+import os
+import signal
+import time
+
 import numpy as np
 import pytest
 
@@ -241,3 +245,41 @@ def test_non_finite_dask_entries_are_named(call):
     A[3, 4] = np.nan
     with pytest.raises(ValueError, match="`A` must be finite"):
         call(da.from_array(A, chunks=20))
+
+
+def test_products_on_a_cluster_equal_the_in_memory_ones_and_survive_a_lost_worker():
+    # 2 worker processes on 127.0.0.1: persisted blocks are multiplied where they live (one actor
+    # per worker); when a worker leaves, the products move to tasks that follow the data
+    distributed = pytest.importorskip("distributed")
+    A = _gaussian((400, 96), np.float64, seed=7)
+    x = np.random.default_rng(8).standard_normal((1, 96))
+    eps = np.finfo(np.float64).eps
+    bound = 4 * 400 * eps * np.abs(A).sum(axis=0).max() * np.abs(A).sum(axis=1).max() * np.abs(x).max()
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        client.wait_for_workers(2, timeout=60)
+        D = da.from_array(A, chunks=(50, -1)).persist()
+        g = _dask.DaskGram("A", D)
+        assert g._products.actors is not None  # the fast path is the one measured here
+        Y, Z = g.gram(x, np.arange(1))
+        np.testing.assert_allclose(Y[0], A @ x[0], rtol=0, atol=bound)
+        np.testing.assert_allclose(Z[0], A.T @ (A @ x[0]), rtol=0, atol=bound * np.abs(A).max())
+        ours = ll.power_iteration(D, rng=3)
+        ref = ll.power_iteration(A, rng=3)
+        assert ours.converged and abs(ours.sigma - ref.sigma) <= 1e-12 * ref.sigma
+        # one worker process is killed: its blocks and its actor are lost; the next product falls
+        # back to tasks, and dask recomputes the lost blocks from their lineage
+        victim = sorted(client.scheduler_info()["workers"])[0]
+        pid = client.run(os.getpid, workers=[victim])[victim]
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while victim in client.scheduler_info()["workers"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        Y2, Z2 = g.gram(x, np.arange(1))
+        assert g._products.actors is None
+        np.testing.assert_allclose(Z2[0], Z[0], rtol=0, atol=bound * np.abs(A).max())
+        np.testing.assert_array_equal(Y2, Y)  # each y_i is one block's own product: placement-free
