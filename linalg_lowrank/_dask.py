@@ -348,6 +348,8 @@ class DaskGram(_operators._GramBase):
                 self._products = _WorkerBlocks(client, B)
             else:  # a local scheduler persists into this process: take the blocks as they are
                 self._products = _LocalBlocks(dask.compute(*B.to_delayed().ravel()))
+        elif client is None and B.name in _FILE_SOURCES:  # a file read by this process: stream it
+            self._products = _FileBlocks(*_FILE_SOURCES[B.name])
         else:
             self._products = _GraphBlocks(B)
         self._source = A
@@ -470,18 +472,94 @@ def _read_rows(path, offset, dtype, n_cols, lo, hi):
     return block.reshape(hi - lo, n_cols)
 
 
+#: dask name -> (path, offset, dtype, n_cols, row bounds) of the arrays made by `from_memmap`, so
+#: that a Gram operator over one streams the file itself (`_FileBlocks`); a few entries, the newest kept
+_FILE_SOURCES = {}
+_FILE_SOURCES_KEPT = 16
+
+
+def _file_offset(mm):
+    """Byte position in its file of the first element of a memmap (right for row slices of one, too)."""
+    import mmap
+
+    granule = mm.offset - mm.offset % mmap.ALLOCATIONGRANULARITY  # where numpy's mapping starts
+    base = mm
+    while base is not None and getattr(base, "_mmap", None) is None:
+        base = base.base if isinstance(base.base, np.ndarray) else None
+    mapping = getattr(base, "_mmap", None) if base is not None else getattr(mm, "_mmap", None)
+    if mapping is None:
+        return mm.offset
+    start = np.frombuffer(mapping, dtype=np.uint8).__array_interface__["data"][0]
+    return granule + (mm.__array_interface__["data"][0] - start)
+
+
 def from_memmap(mm, rows_per_block):
     """A C-ordered 2-D ``numpy.memmap`` as a dask array whose blocks are read from its file, not mapped."""
     import dask
     import dask.array as da
 
     m, n = mm.shape
+    offset = _file_offset(mm)
+    bounds = [(lo, min(lo + rows_per_block, m)) for lo in range(0, m, rows_per_block)]
     blocks = []
-    for lo in range(0, m, rows_per_block):
-        hi = min(lo + rows_per_block, m)
-        part = dask.delayed(_read_rows, pure=True)(mm.filename, mm.offset, mm.dtype, n, lo, hi)
+    for lo, hi in bounds:
+        part = dask.delayed(_read_rows, pure=True)(mm.filename, offset, mm.dtype, n, lo, hi)
         blocks.append(da.from_delayed(part, shape=(hi - lo, n), dtype=mm.dtype))
-    return da.concatenate(blocks, axis=0)
+    A = da.concatenate(blocks, axis=0)
+    _FILE_SOURCES[A.name] = (mm.filename, offset, np.dtype(mm.dtype), n, bounds)
+    while len(_FILE_SOURCES) > _FILE_SOURCES_KEPT:
+        del _FILE_SOURCES[next(iter(_FILE_SOURCES))]
+    return A
+
+
+class _FileBlocks:
+    """Products streamed from a raw row-major file: every pass reads it front to back once.
+
+    One thread per numba thread takes every T-th block (so the threads together read the file
+    nearly in order), reads it into a buffer of its own, reused from block to block and pass to
+    pass (no fresh pages to fault in), and runs the single-threaded one-pass kernel on it while
+    the other threads read: reading and arithmetic overlap. Resident memory: T block buffers.
+    Partial sums are added in a fixed order (thread by thread), so the answer does not depend on
+    thread timing.
+    """
+
+    def __init__(self, path, offset, dtype, n_cols, bounds):
+        self.path, self.offset, self.dtype, self.n_cols, self.bounds = path, offset, dtype, n_cols, bounds
+        self.n_threads = max(1, min(numba.get_num_threads(), len(bounds)))
+        self.rows = max(hi - lo for lo, hi in bounds)
+        self.buffers = [np.empty((self.rows, n_cols), dtype=dtype) for _ in range(self.n_threads)]
+        self.total = bounds[-1][1]
+
+    def _stream(self, t, x, ys, zs, y):
+        buf = self.buffers[t]
+        z = np.zeros(self.n_cols)
+        part = np.empty(self.n_cols)
+        row_bytes = self.n_cols * self.dtype.itemsize
+        with open(self.path, "rb", buffering=0) as f:
+            for lo, hi in self.bounds[t :: self.n_threads]:
+                block = buf[: hi - lo]
+                view = memoryview(block.reshape(-1).view(np.uint8))
+                f.seek(self.offset + lo * row_bytes)
+                got = 0
+                while got < len(view):  # a raw read may return less than asked
+                    k = f.readinto(view[got:])
+                    if not k:
+                        raise ValueError(f"`A`: {self.path} is shorter than its header says (rows {lo}..{hi})")
+                    got += k
+                _kernels.gram_matvec_serial(block, x, y[lo:hi], part, ys, zs)
+                z += part
+        return z
+
+    def __call__(self, x, ys, zs):
+        from concurrent.futures import ThreadPoolExecutor
+
+        y = np.empty(self.total)
+        with np.errstate(all="ignore"), ThreadPoolExecutor(self.n_threads) as pool:  # overflow: the caller rescales
+            parts = list(pool.map(lambda t: self._stream(t, x, ys, zs, y), range(self.n_threads)))
+        z = parts[0]
+        for part in parts[1:]:
+            z = _add(z, part)
+        return y, z
 
 
 def is_out_of_core(A):
