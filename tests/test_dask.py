@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import linalg_lowrank as ll
-from linalg_lowrank import _dask
+from linalg_lowrank import _dask, _operators
 
 da = pytest.importorskip("dask.array")
 
@@ -174,6 +174,29 @@ def test_out_of_core_memmap_goes_through_row_blocks(tmp_path, monkeypatch):
     truth = np.linalg.svd(A.astype(np.float64), compute_uv=False)[0]
     assert ours.converged and abs(ours.sigma - truth) <= 1e-12 * truth
     assert ours.n_passes == ours.n_iter  # one read of the file per Gram product
+
+
+@pytest.mark.parametrize("rows", [slice(None), slice(7, None), slice(333, 1900)])
+def test_out_of_core_rows_of_a_memmap_are_read_at_their_offset(tmp_path, monkeypatch, rows):
+    # a row slice of a memmap keeps the parent's ``offset`` attribute: reading from it would
+    # take the first rows of the file instead of the slice's
+    from linalg_lowrank import config
+
+    A = _gaussian((2000, 300), np.float32, seed=12)
+    path = tmp_path / "w.npy"
+    np.save(path, A)
+    mm = np.load(path, mmap_mode="r")[rows]
+    monkeypatch.setattr(config, "OUT_OF_CORE_FRACTION", 0.0)
+    monkeypatch.setattr(config, "OUT_OF_CORE_BLOCK_BYTES", 300 * 4 * 100)  # 100-row blocks, a short last one
+    np.testing.assert_array_equal(_dask.from_memmap(mm, 100).compute(), A[rows])
+    g, _ = _operators.as_gram(mm)
+    x = np.random.default_rng(1).standard_normal((1, 300))
+    Y, Z = g.gram(x, np.arange(1))
+    B = A[rows].astype(np.float64)
+    bound = 4 * B.shape[0] * np.finfo(np.float32).eps * np.abs(B).sum(axis=0).max() * np.abs(B).sum(axis=1).max()
+    np.testing.assert_allclose(Y[0], B @ x[0], rtol=0, atol=bound)
+    np.testing.assert_allclose(Z[0], B.T @ (B @ x[0]), rtol=0, atol=bound * np.abs(B).max() * np.abs(x).max())
+    assert g.n_passes == 1
 
 
 _RSS_SCRIPT = """
