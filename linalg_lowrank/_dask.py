@@ -11,7 +11,9 @@ client when one is set up). The solver stays on the client and only sees numpy v
 import importlib.util
 import math
 import os
+import sys
 
+import numba
 import numpy as np
 
 from . import _kernels, _operators, _validate, config
@@ -118,11 +120,205 @@ def _memory_available():
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
+def _worker_gram(x, ys, zs, *blocks):
+    """The Gram products of consecutive row blocks on one worker: ([y_i], sum_i z_i), one task per product.
+
+    The blocks are summed in their order, so the partial sum depends only on the grouping.
+    """
+    zsum = None
+    ys_out = []
+    for block in blocks:
+        y, z = _block_gram(block, x, ys, zs)
+        ys_out.append(y)
+        zsum = z if zsum is None else _add(zsum, z)
+    return ys_out, zsum
+
+
+def _client_of(collection):
+    """The ``dask.distributed`` Client that computing ``collection`` would use now, or None."""
+    if "distributed" not in sys.modules:  # no client can exist without distributed imported
+        return None
+    from dask.base import get_scheduler
+    from distributed import Client
+
+    owner = getattr(get_scheduler(collections=[collection]), "__self__", None)
+    return owner if isinstance(owner, Client) else None
+
+
+class _LocalBlocks:
+    """Products over row blocks held in this process (persisted on a local scheduler).
+
+    No graph and no task per block: with at least as many blocks as threads, each thread runs
+    the single-threaded one-pass kernel over a run of consecutive blocks (``_worker_gram``, as a
+    worker does); with fewer, the parallel kernel runs on each block in turn. Partial sums are
+    added in a fixed order, so the answer does not depend on thread timing.
+    """
+
+    def __init__(self, blocks):
+        self.blocks = [np.ascontiguousarray(b) for b in blocks]
+        self.offsets = np.cumsum([0] + [b.shape[0] for b in self.blocks])
+        self.n_threads = max(1, numba.get_num_threads())
+        k, t = len(self.blocks), self.n_threads
+        self.runs = [list(range((i * k) // t, ((i + 1) * k) // t)) for i in range(t)] if k >= t else None
+        self.scratch = None if self.runs else np.empty((t, self.blocks[0].shape[1]))
+
+    def __call__(self, x, ys, zs):
+        y = np.empty(self.offsets[-1])
+        if self.runs is None:
+            z = np.zeros(x.shape[0])
+            part = np.empty(x.shape[0])
+            with np.errstate(all="ignore"):  # overflow shows as inf: the caller rescales
+                for block, lo, hi in zip(self.blocks, self.offsets[:-1], self.offsets[1:], strict=True):
+                    _kernels.gram_matvec(block, x, y[lo:hi], part, self.scratch, ys, zs)
+                    z += part
+            return y, z
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(len(self.runs)) as pool:  # the kernel releases the GIL
+            results = list(pool.map(lambda run: _worker_gram(x, ys, zs, *[self.blocks[i] for i in run]), self.runs))
+        z = None
+        for run, (y_parts, zpart) in zip(self.runs, results, strict=True):
+            for i, yi in zip(run, y_parts, strict=True):
+                y[self.offsets[i] : self.offsets[i + 1]] = yi
+            z = zpart if z is None else _add(z, zpart)
+        return y, z
+
+
+class _WorkerBlocks:
+    """Products over row blocks persisted on the workers of a ``dask.distributed`` client.
+
+    Each worker thread runs the one-pass kernel over the blocks that worker already holds
+    (consecutive blocks grouped, so a product is a handful of calls whatever the number of
+    blocks, never a graph of one task per block). On workers of one thread the calls go to an
+    actor per worker (`_BlockHolder`), straight from this process to the worker and back without
+    the scheduler in between: a product costs two messages per worker. Otherwise, and from the
+    first failure of an actor on (a lost worker, a block moved away), each group is a task
+    submitted as a future, pinned to the worker holding its blocks and allowed to move: dask
+    recomputes a lost block from its lineage.
+    """
+
+    def __init__(self, client, B):
+        from distributed import futures_of, wait
+
+        self.client = client
+        by_key = {f.key: f for f in futures_of(B)}
+        futures = [by_key[k] for k in _flat_keys(B)]
+        wait(futures)
+        holders = client.who_has(futures)
+        nthreads = client.nthreads()
+        groups = {}  # (worker, thread slot) -> list of block indices, consecutive blocks together
+        for worker in sorted({w for f in futures for w in holders.get(f.key, ())[:1]}):
+            mine = [i for i, f in enumerate(futures) if holders.get(f.key, (None,))[0] == worker]
+            slots = max(1, min(nthreads.get(worker, 1), len(mine)))
+            for s in range(slots):
+                part = mine[(s * len(mine)) // slots : ((s + 1) * len(mine)) // slots]
+                if part:
+                    groups[(worker, s)] = part
+        placed = {i for part in groups.values() for i in part}
+        orphans = [i for i in range(len(futures)) if i not in placed]  # no holder reported: any worker
+        if orphans:
+            groups[(None, 0)] = orphans
+        # in block order, so the sum of the partial products does not depend on dict order
+        self.groups = sorted(groups.items(), key=lambda item: item[1][0])
+        self.futures = futures
+        self.sizes = [int(s) for s in B.chunks[0]]
+        self.actors = None
+        single = all(w is not None and nthreads.get(w, 1) == 1 for (w, _), _ in self.groups)
+        if single:
+            try:
+                holders = [
+                    client.submit(_BlockHolder, [futures[i].key for i in part], workers=[w], actor=True, pure=False)
+                    for (w, _), part in self.groups
+                ]
+                self.actors = [h.result() for h in holders]
+            except Exception:  # an actor could not start (a worker left): the task path serves
+                self.actors = None
+
+    def __call__(self, x, ys, zs):
+        results = None
+        if self.actors is not None:
+            try:
+                calls = [actor.gram(x, ys, zs) for actor in self.actors]
+                results = [call.result() for call in calls]
+            except Exception:  # a worker lost or a block moved: tasks from now on (they can follow data)
+                self.actors = None
+        if results is None:
+            results = self._by_tasks(x, ys, zs)
+        y = np.empty(sum(self.sizes))
+        offsets = np.cumsum([0] + self.sizes)
+        z = None
+        for ((_, _), part), (ys_parts, zpart) in zip(self.groups, results, strict=True):
+            for i, yi in zip(part, ys_parts, strict=True):
+                y[offsets[i] : offsets[i + 1]] = yi
+            z = zpart if z is None else _add(z, zpart)
+        return y, z
+
+    def _by_tasks(self, x, ys, zs):
+        tasks = []
+        for (worker, _), part in self.groups:
+            tasks.append(
+                self.client.submit(
+                    _worker_gram,
+                    x,
+                    ys,
+                    zs,
+                    *[self.futures[i] for i in part],
+                    workers=None if worker is None else [worker],
+                    allow_other_workers=True,
+                    pure=False,
+                )
+            )
+        return self.client.gather(tasks)
+
+
+class _BlockHolder:
+    """A dask actor on one worker: the products of the blocks (keys) that worker holds in memory."""
+
+    def __init__(self, keys):
+        self.keys = keys
+
+    def gram(self, x, ys, zs):
+        from distributed import get_worker
+
+        data = get_worker().data  # a block spilled to disk is read back; a missing one raises KeyError
+        return _worker_gram(x, ys, zs, *[data[k] for k in self.keys])
+
+
+class _GraphBlocks:
+    """Products through one dask graph each: a task per row block and a tree of sums.
+
+    The path for blocks that are not persisted (read again from their source on every pass, as
+    out-of-core data is) on whichever scheduler is active.
+    """
+
+    def __init__(self, B):
+        self.blocks = list(B.to_delayed().ravel())
+
+    def __call__(self, x, ys, zs):
+        import dask
+
+        task = dask.delayed(_block_gram, nout=2, pure=True)
+        xd = dask.delayed(x)
+        parts = [task(block, xd, ys, zs) for block in self.blocks]
+        y_parts, z = dask.compute([p[0] for p in parts], _tree_sum([p[1] for p in parts]))
+        return np.concatenate(y_parts), np.asarray(z)
+
+
+def _flat_keys(B):
+    keys = B.__dask_keys__()
+    while keys and isinstance(keys[0], list):
+        keys = [k for sub in keys for k in sub]
+    return keys
+
+
 class DaskGram(_operators._GramBase):
     """Gram products of a 2-D dask array, one pass over its row blocks each (see the module docstring).
 
     ``persist``: keep the (rechunked) blocks in the scheduler's memory between products; "auto"
     persists when A takes at most ``config.DASK_PERSIST_FRACTION`` of the memory available.
+    Persisted blocks are multiplied where they live: in this process by the numba kernels on a
+    local scheduler, by one task per worker thread on a ``dask.distributed`` client; blocks that
+    are not persisted go through one graph per product (read again from their source each pass).
     Scale as every Gram operator (`_operators._GramBase`): products of 2^-e A, e read off max|A|
     only when a first product leaves the safe range.
     """
@@ -145,25 +341,28 @@ class DaskGram(_operators._GramBase):
         B = B.rechunk({1: -1})
         if persist == "auto":
             persist = B.nbytes <= config.DASK_PERSIST_FRACTION * _memory_available()
+        client = _client_of(B)
         if persist:
             B = B.persist()
+            if client is not None:
+                self._products = _WorkerBlocks(client, B)
+            else:  # a local scheduler persists into this process: take the blocks as they are
+                self._products = _LocalBlocks(dask.compute(*B.to_delayed().ravel()))
+        elif client is None and B.name in _FILE_SOURCES:  # a file read by this process: stream it
+            self._products = _FileBlocks(*_FILE_SOURCES[B.name])
+        else:
+            self._products = _GraphBlocks(B)
         self.n_products = 0  # products with A plus with A^T: tests read them to count passes
         self.n_passes = 0
         self._source = A
         self._B = B
-        self._blocks = list(B.to_delayed().ravel())
-        self._delayed = dask.delayed
 
     def gram(self, X, active):
         """Return (Y, Z), Y[0] = B' x and Z[0] = B'^T B' x for x = X[0], B' = 2^-e B, in one pass."""
-        import dask
-
         c1, c2 = float(self.c1[0]), float(self.c2[0])
-        x = self._delayed(np.ascontiguousarray(X[0] * c1, dtype=np.float64))
-        task = self._delayed(_block_gram, nout=2, pure=True)
-        parts = [task(block, x, c2, c1) for block in self._blocks]
-        ys, z = dask.compute([p[0] for p in parts], _tree_sum([p[1] for p in parts]))
-        Y, Z = np.concatenate(ys)[None, :], np.asarray(z)[None, :]
+        x = np.ascontiguousarray(X[0] * c1, dtype=np.float64)
+        y, z = self._products(x, c2, c1)
+        Y, Z = y[None, :], z[None, :]
         self.n_products += 2
         self.n_passes += 1
         self._check(Y, Z, np.arange(1))
@@ -275,18 +474,94 @@ def _read_rows(path, offset, dtype, n_cols, lo, hi):
     return block.reshape(hi - lo, n_cols)
 
 
+#: dask name -> (path, offset, dtype, n_cols, row bounds) of the arrays made by `from_memmap`, so
+#: that a Gram operator over one streams the file itself (`_FileBlocks`); a few entries, the newest kept
+_FILE_SOURCES = {}
+_FILE_SOURCES_KEPT = 16
+
+
+def _file_offset(mm):
+    """Byte position in its file of the first element of a memmap (right for row slices of one, too)."""
+    import mmap
+
+    granule = mm.offset - mm.offset % mmap.ALLOCATIONGRANULARITY  # where numpy's mapping starts
+    base = mm
+    while base is not None and getattr(base, "_mmap", None) is None:
+        base = base.base if isinstance(base.base, np.ndarray) else None
+    mapping = getattr(base, "_mmap", None) if base is not None else getattr(mm, "_mmap", None)
+    if mapping is None:
+        return mm.offset
+    start = np.frombuffer(mapping, dtype=np.uint8).__array_interface__["data"][0]
+    return granule + (mm.__array_interface__["data"][0] - start)
+
+
 def from_memmap(mm, rows_per_block):
     """A C-ordered 2-D ``numpy.memmap`` as a dask array whose blocks are read from its file, not mapped."""
     import dask
     import dask.array as da
 
     m, n = mm.shape
+    offset = _file_offset(mm)
+    bounds = [(lo, min(lo + rows_per_block, m)) for lo in range(0, m, rows_per_block)]
     blocks = []
-    for lo in range(0, m, rows_per_block):
-        hi = min(lo + rows_per_block, m)
-        part = dask.delayed(_read_rows, pure=True)(mm.filename, mm.offset, mm.dtype, n, lo, hi)
+    for lo, hi in bounds:
+        part = dask.delayed(_read_rows, pure=True)(mm.filename, offset, mm.dtype, n, lo, hi)
         blocks.append(da.from_delayed(part, shape=(hi - lo, n), dtype=mm.dtype))
-    return da.concatenate(blocks, axis=0)
+    A = da.concatenate(blocks, axis=0)
+    _FILE_SOURCES[A.name] = (mm.filename, offset, np.dtype(mm.dtype), n, bounds)
+    while len(_FILE_SOURCES) > _FILE_SOURCES_KEPT:
+        del _FILE_SOURCES[next(iter(_FILE_SOURCES))]
+    return A
+
+
+class _FileBlocks:
+    """Products streamed from a raw row-major file: every pass reads it front to back once.
+
+    One thread per numba thread takes every T-th block (so the threads together read the file
+    nearly in order), reads it into a buffer of its own, reused from block to block and pass to
+    pass (no fresh pages to fault in), and runs the single-threaded one-pass kernel on it while
+    the other threads read: reading and arithmetic overlap. Resident memory: T block buffers.
+    Partial sums are added in a fixed order (thread by thread), so the answer does not depend on
+    thread timing.
+    """
+
+    def __init__(self, path, offset, dtype, n_cols, bounds):
+        self.path, self.offset, self.dtype, self.n_cols, self.bounds = path, offset, dtype, n_cols, bounds
+        self.n_threads = max(1, min(numba.get_num_threads(), len(bounds)))
+        self.rows = max(hi - lo for lo, hi in bounds)
+        self.buffers = [np.empty((self.rows, n_cols), dtype=dtype) for _ in range(self.n_threads)]
+        self.total = bounds[-1][1]
+
+    def _stream(self, t, x, ys, zs, y):
+        buf = self.buffers[t]
+        z = np.zeros(self.n_cols)
+        part = np.empty(self.n_cols)
+        row_bytes = self.n_cols * self.dtype.itemsize
+        with open(self.path, "rb", buffering=0) as f:
+            for lo, hi in self.bounds[t :: self.n_threads]:
+                block = buf[: hi - lo]
+                view = memoryview(block.reshape(-1).view(np.uint8))
+                f.seek(self.offset + lo * row_bytes)
+                got = 0
+                while got < len(view):  # a raw read may return less than asked
+                    k = f.readinto(view[got:])
+                    if not k:
+                        raise ValueError(f"`A`: {self.path} is shorter than its header says (rows {lo}..{hi})")
+                    got += k
+                _kernels.gram_matvec_serial(block, x, y[lo:hi], part, ys, zs)
+                z += part
+        return z
+
+    def __call__(self, x, ys, zs):
+        from concurrent.futures import ThreadPoolExecutor
+
+        y = np.empty(self.total)
+        with np.errstate(all="ignore"), ThreadPoolExecutor(self.n_threads) as pool:  # overflow: the caller rescales
+            parts = list(pool.map(lambda t: self._stream(t, x, ys, zs, y), range(self.n_threads)))
+        z = parts[0]
+        for part in parts[1:]:
+            z = _add(z, part)
+        return y, z
 
 
 def is_out_of_core(A):

@@ -1,10 +1,14 @@
 """dask arrays through the adapter: the same answers as the in-memory arrays, whatever the chunking."""
 
+import os
+import signal
+import time
+
 import numpy as np
 import pytest
 
 import linalg_lowrank as ll
-from linalg_lowrank import _dask
+from linalg_lowrank import _dask, _operators
 
 da = pytest.importorskip("dask.array")
 
@@ -172,6 +176,29 @@ def test_out_of_core_memmap_goes_through_row_blocks(tmp_path, monkeypatch):
     assert ours.n_passes == ours.n_iter  # one read of the file per Gram product
 
 
+@pytest.mark.parametrize("rows", [slice(None), slice(7, None), slice(333, 1900)])
+def test_out_of_core_rows_of_a_memmap_are_read_at_their_offset(tmp_path, monkeypatch, rows):
+    # a row slice of a memmap keeps the parent's ``offset`` attribute: reading from it would
+    # take the first rows of the file instead of the slice's
+    from linalg_lowrank import config
+
+    A = _gaussian((2000, 300), np.float32, seed=12)
+    path = tmp_path / "w.npy"
+    np.save(path, A)
+    mm = np.load(path, mmap_mode="r")[rows]
+    monkeypatch.setattr(config, "OUT_OF_CORE_FRACTION", 0.0)
+    monkeypatch.setattr(config, "OUT_OF_CORE_BLOCK_BYTES", 300 * 4 * 100)  # 100-row blocks, a short last one
+    np.testing.assert_array_equal(_dask.from_memmap(mm, 100).compute(), A[rows])
+    g, _ = _operators.as_gram(mm)
+    x = np.random.default_rng(1).standard_normal((1, 300))
+    Y, Z = g.gram(x, np.arange(1))
+    B = A[rows].astype(np.float64)
+    bound = 4 * B.shape[0] * np.finfo(np.float32).eps * np.abs(B).sum(axis=0).max() * np.abs(B).sum(axis=1).max()
+    np.testing.assert_allclose(Y[0], B @ x[0], rtol=0, atol=bound)
+    np.testing.assert_allclose(Z[0], B.T @ (B @ x[0]), rtol=0, atol=bound * np.abs(B).max() * np.abs(x).max())
+    assert g.n_passes == 1
+
+
 _RSS_SCRIPT = """
 import sys, warnings, numpy as np
 import linalg_lowrank as ll
@@ -241,3 +268,41 @@ def test_non_finite_dask_entries_are_named(call):
     A[3, 4] = np.nan
     with pytest.raises(ValueError, match="`A` must be finite"):
         call(da.from_array(A, chunks=20))
+
+
+def test_products_on_a_cluster_equal_the_in_memory_ones_and_survive_a_lost_worker():
+    # 2 worker processes on 127.0.0.1: persisted blocks are multiplied where they live (one actor
+    # per worker); when a worker leaves, the products move to tasks that follow the data
+    distributed = pytest.importorskip("distributed")
+    A = _gaussian((400, 96), np.float64, seed=7)
+    x = np.random.default_rng(8).standard_normal((1, 96))
+    eps = np.finfo(np.float64).eps
+    bound = 4 * 400 * eps * np.abs(A).sum(axis=0).max() * np.abs(A).sum(axis=1).max() * np.abs(x).max()
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        client.wait_for_workers(2, timeout=60)
+        D = da.from_array(A, chunks=(50, -1)).persist()
+        g = _dask.DaskGram("A", D)
+        assert g._products.actors is not None  # the fast path is the one measured here
+        Y, Z = g.gram(x, np.arange(1))
+        np.testing.assert_allclose(Y[0], A @ x[0], rtol=0, atol=bound)
+        np.testing.assert_allclose(Z[0], A.T @ (A @ x[0]), rtol=0, atol=bound * np.abs(A).max())
+        ours = ll.power_iteration(D, rng=3)
+        ref = ll.power_iteration(A, rng=3)
+        assert ours.converged and abs(ours.sigma - ref.sigma) <= 1e-12 * ref.sigma
+        # one worker process is killed: its blocks and its actor are lost; the next product falls
+        # back to tasks, and dask recomputes the lost blocks from their lineage
+        victim = sorted(client.scheduler_info()["workers"])[0]
+        pid = client.run(os.getpid, workers=[victim])[victim]
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while victim in client.scheduler_info()["workers"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        Y2, Z2 = g.gram(x, np.arange(1))
+        assert g._products.actors is None
+        np.testing.assert_allclose(Z2[0], Z[0], rtol=0, atol=bound * np.abs(A).max())
+        np.testing.assert_array_equal(Y2, Y)  # each y_i is one block's own product: placement-free
