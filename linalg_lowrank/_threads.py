@@ -9,26 +9,37 @@ and small problems stay on the calling thread.
   a 64 x 65 matrix: 0.2 ms on one thread, 30-50 ms with the pool on a loaded 2-core machine).
 - `single_threaded`: both, for callers whose every problem is small (the lab's training loop).
 - `solve_chunks`: how many threads share the products of an iterative solve of one dense matrix:
-  one below ``config.PARALLEL_SOLVE_MIN_ENTRIES`` (4M entries), numba's thread count above.
+  one below ``config.PARALLEL_SOLVE_MIN_ENTRIES`` (1M entries), numba's thread count above.
 
 Why iterative solves have their own, higher threshold. A one-pass kernel (weight decay, a Gram
 product) synchronizes numba's pool once per call; a Lanczos solve synchronizes it once per product,
 15 to 100 times per call, and each synchronization waits for the slowest thread. When the other
-core is busy, that thread is off its core for up to a scheduler time slice (milliseconds), so a
-3 ms solve can take 100 ms. Research code makes the other core busy by itself: OpenBLAS workers
-keep spinning for about 0.1 s after a numpy/scipy call (``scipy.linalg.svdvals``, a GEMM), and other
-processes share the machine. Measured in one process on the 2-core VM with other jobs running
-(load average 10-20; ``python -m bench --only interleave``), alternating ``scipy.linalg.svdvals``
-and ``spectral_norm`` over the matrices of a 6-layer, 384-wide GPT (float32, 384 x 384 to
-1536 x 384): with the pool, spectral_norm took a median of 89 to 167 ms a call, p99 up to 7x the
-median; on the calling thread 24 to 26 ms, p99 2.5 to 4x the median; svdvals was not slower. Solving
-single matrices alone (interleaved, same load), the calling thread was faster than the pool at every
-size up to 2048 x 2048 (3x to 30x in median). On a quiet machine the pool gains at most its thread
-count on products that stream from memory; below 4M entries (16 MB in float32) a product takes
-about a millisecond or less, which a single stall wipes out. Products of larger matrices stream
-tens of MB and keep the pool; the stacks' solver (one whole solve per thread, one synchronization
-per call) and the one-pass kernels are unchanged. The choice depends only on the shape and the
-thread count, so results stay bit-identical from run to run.
+core is busy, that thread is off its core for up to a scheduler time slice, so a 3 ms solve can take
+100 ms. Research code makes the other core busy by itself: OpenBLAS workers keep spinning for about
+0.1 s after a scipy/numpy call (``scipy.linalg.svdvals``, a GEMM); other processes do the rest.
+
+Measured with ``python -m bench --only interleave`` (alternating ``scipy.linalg.svdvals`` and
+``spectral_norm`` over the 26 matrices of a 6-layer, 384-wide GPT, float32, 65 x 384 to
+1536 x 384; 130 timed calls each; 2-core VM shared with other jobs):
+
+=====================  ==================  =====================  ===========================
+spectral_norm calls    median              p99 / median           svdvals total / ours total
+=====================  ==================  =====================  ===========================
+pool, load ~2          2.4 ms              42x (p99 100 ms)       4.2x
+calling thread, ~2     3.2 ms              1.4x                   7.7x
+pool, load 10-20       19 to 114 ms        5x to 13x              4x to 15x
+calling thread, 10-20  8 to 35 ms          2.6x to 3.4x           38x to 45x
+=====================  ==================  =====================  ===========================
+
+The price: solved back to back on a quiet machine (nothing else running), the pool is 1.5x to
+1.75x faster than the calling thread from 0.6M to 2M entries (384 x 1536: 1.45 vs 2.2 ms;
+1024 x 1024: 3.1 vs 5.3 ms) and even at 2048 x 2048. Setting the threshold at 1M entries keeps
+the pool for 1024 x 1024 and larger, where one product streams 4 MB or more, and gives small
+models' layers (up to 384 x 2048, or 1024 x 1023) the calling thread. Between 1M and 4M entries
+(GPT-2-small's 768 x 3072) the stall remains possible; 4M would remove it at the 1.6x price
+above. The stacks' solver (one whole solve per thread, one synchronization per call) and the
+one-pass kernels are unchanged. The choice depends only on the shape and the thread count, so
+results stay bit-identical from run to run.
 """
 
 import contextlib

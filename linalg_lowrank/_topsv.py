@@ -108,7 +108,7 @@ def _solve_single(gram, X, out, *, tol, maxiter, method):
     """
     M = gram.mat[0]
     p, q = M.shape
-    n_chunks = solve_chunks(p, q)  # threads lane: the calling thread alone below 4M entries (see _threads)
+    n_chunks = solve_chunks(p, q)  # threads lane: the calling thread alone below 1M entries (see _threads)
     scratch = np.empty((n_chunks, q))
     x = np.ascontiguousarray(X[0])
     y, z = np.empty(p), np.empty(q)

@@ -25,8 +25,8 @@ PARALLEL_MIN_ENTRIES = 1 << 18
 #: at or above it on numba's pool. A solve synchronizes the pool once per product (tens of times),
 #: and every synchronization waits for a thread that may be off its core (the other half of a
 #: 2-core machine is often busy: BLAS workers spinning after a numpy call, other processes), so
-#: the pool pays only where one product takes milliseconds (see ``_threads``).
-PARALLEL_SOLVE_MIN_ENTRIES = 1 << 22
+#: the pool pays only on larger matrices (measurements and the trade-off in ``_threads``).
+PARALLEL_SOLVE_MIN_ENTRIES = 1 << 20
 #: Matrices with at most this many entries are solved whole by one numba thread each (in cache).
 SMALL_MATRIX_ENTRIES = 1 << 18
 #: A single dense matrix with at most this many entries is solved entirely inside numba (above it,
