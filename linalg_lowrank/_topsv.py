@@ -16,7 +16,7 @@ import numba
 import numpy as np
 
 from . import _kernels, _operators, config
-from ._threads import blas_single_thread
+from ._threads import blas_single_thread, solve_chunks
 
 _EPS = np.finfo(np.float64).eps
 
@@ -108,7 +108,7 @@ def _solve_single(gram, X, out, *, tol, maxiter, method):
     """
     M = gram.mat[0]
     p, q = M.shape
-    n_chunks = max(1, min(numba.get_num_threads(), p)) if p * q >= config.PARALLEL_MIN_ENTRIES else 1
+    n_chunks = solve_chunks(p, q)  # threads lane: the calling thread alone below 1M entries (see _threads)
     scratch = np.empty((n_chunks, q))
     x = np.ascontiguousarray(X[0])
     y, z = np.empty(p), np.empty(q)

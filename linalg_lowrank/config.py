@@ -21,6 +21,12 @@ LANCZOS_MAX_CHECK_GAP = 16
 UPPER_BOUND_FAILURE_PROB = 1e-6
 #: Below this many entries the one-pass kernel runs on one thread (thread start-up dominates).
 PARALLEL_MIN_ENTRIES = 1 << 18
+#: A single dense matrix below this many entries is solved with its products on the calling thread;
+#: at or above it on numba's pool. A solve synchronizes the pool once per product (tens of times),
+#: and every synchronization waits for a thread that may be off its core (the other half of a
+#: 2-core machine is often busy: BLAS workers spinning after a numpy call, other processes), so
+#: the pool pays only on larger matrices (measurements and the trade-off in ``_threads``).
+PARALLEL_SOLVE_MIN_ENTRIES = 1 << 20
 #: Matrices with at most this many entries are solved whole by one numba thread each (in cache).
 SMALL_MATRIX_ENTRIES = 1 << 18
 #: A single dense matrix with at most this many entries is solved entirely inside numba (above it,
