@@ -312,7 +312,11 @@ def stack(report, quick):
         return [scipy.sparse.linalg.svds(S[k], k=1, rng=0)[1][0] for k in range(b)]
 
     times = interleaved(
-        {"ours_batched": lambda: ll.power_iteration(S, rng=0), "loop_svds": loop_svds},
+        {
+            "ours_batched": lambda: ll.power_iteration(S, rng=0),
+            "ours_spectral_norm": lambda: ll.spectral_norm(S, rng=0),
+            "loop_svds": loop_svds,
+        },
         repeat=3,
         warmup=1,
         pause=0.2,
@@ -325,8 +329,72 @@ def stack(report, quick):
     t = report.row(
         FAMILY, case, "ours_batched", times["ours_batched"], max_rel_err=err, converged=bool(res.converged.all())
     )
+    t_sn = report.row(FAMILY, case, "ours_spectral_norm", times["ours_spectral_norm"])
     t_loop = report.row(FAMILY, case, "loop_svds", times["loop_svds"])
     report.target(FAMILY, f"{case}: speed-up vs Python loop of svds(k=1)", t_loop / t, 10.0)
+    report.target(FAMILY, f"{case}: spectral_norm speed-up vs Python loop of svds(k=1)", t_loop / t_sn, 10.0)
+
+
+def _loosest_setting(make, settings, ref, target):
+    """The first (cheapest) setting whose sigma1 is within ``target`` of ``ref``, or None."""
+    for setting in settings:
+        try:
+            s = make(setting)()
+        except Exception:  # an anchor that fails at a setting is not a contender there
+            continue
+        if abs(s - ref) / ref <= target:
+            return setting
+    return None
+
+
+def value_stop(report, quick):
+    """spectral_norm (value stop, default rtol) vs the fastest anchor reaching the same value accuracy.
+
+    The anchors are tuned per case to their cheapest setting whose sigma1 is as accurate as ours
+    (svds ``tol`` for ARPACK and PROPACK, ``n_iter`` for randomized_svd), chosen before timing.
+    """
+    from sklearn.utils.extmath import randomized_svd
+
+    rng = np.random.default_rng(0)
+    big = 1024 if quick else 4096
+    cases = {f"gauss{big}": _gaussian(rng, big, big), f"gap0.99_{big}": _with_gap(rng, big, 0.99)}
+    tols = (1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-8, 0)
+    for name, A in cases.items():
+        ref = _reference_sigma1(A)
+        ours = ll.spectral_norm(A, rng=0)
+        target = max(abs(ours - ref) / ref, 1e-10)
+        makers = {
+            "arpack": (
+                lambda t, A=A: lambda: scipy.sparse.linalg.svds(A, k=1, tol=t, rng=0, solver="arpack")[1][0],
+                tols,
+            ),
+            "propack": (
+                lambda t, A=A: lambda: scipy.sparse.linalg.svds(A, k=1, tol=t, rng=0, solver="propack")[1][0],
+                tols,
+            ),
+            "randomized_svd": (
+                lambda it, A=A: lambda: randomized_svd(A, 1, n_iter=it, random_state=0)[1][0],
+                (4, 8, 16, 32),
+            ),
+        }
+        fns = {"ours": lambda A=A: ll.spectral_norm(A, rng=0)}
+        chosen = {}
+        for k, (make, settings) in makers.items():
+            setting = _loosest_setting(make, settings, ref, target)
+            if setting is not None:
+                fns[k] = make(setting)
+                chosen[k] = setting
+        times = interleaved(fns, repeat=3, warmup=0, pause=0.2, block=2)
+        case = f"value stop {name}"
+        t_ours = report.row(FAMILY, case, "ours", times["ours"], sigma_err=abs(ours - ref) / ref)
+        best = None
+        for k in chosen:
+            t = report.row(FAMILY, case, k, times[k], setting=chosen[k])
+            best = (k, t) if best is None or t < best[1] else best
+        if best is not None:
+            report.target(
+                FAMILY, f"{case}: spectral_norm vs fastest anchor as accurate ({best[0]})", best[1] / t_ours, 3.0
+            )
 
 
 def thread_pools(report, quick):
@@ -384,11 +452,11 @@ _LATENCY = textwrap.dedent(
     t0 = time.perf_counter()
     import numpy as np
     import linalg_lowrank as ll
-    from linalg_lowrank import _kernels
+    from linalg_lowrank import _kernels, _krylov
     import numba
     t1 = time.perf_counter()
-    compiled = sum(len(getattr(_kernels, k).signatures) for k in dir(_kernels)
-                   if isinstance(getattr(_kernels, k), numba.core.registry.CPUDispatcher))
+    compiled = sum(len(getattr(mod, k).signatures) for mod in (_kernels, _krylov) for k in dir(mod)
+                   if isinstance(getattr(mod, k), numba.core.registry.CPUDispatcher))
     A = np.random.default_rng(0).standard_normal((600, 500))
     t2 = time.perf_counter()
     ll.power_iteration(A, rng=0)
@@ -422,3 +490,4 @@ def run(report, quick):
     stack(report, quick)
     thread_pools(report, quick)
     time_to_sigma1(report, quick)
+    value_stop(report, quick)

@@ -15,7 +15,7 @@ import math
 import numba
 import numpy as np
 
-from . import _kernels, _operators, config
+from . import _krylov, _operators, config
 from ._threads import blas_single_thread, solve_chunks
 
 _EPS = np.finfo(np.float64).eps
@@ -33,6 +33,7 @@ class Outcome:
         self.n_iter = np.zeros(b, dtype=np.int64)
         self.ratio = np.full(b, np.nan)
         self.stop = np.array(["maxiter"] * b, dtype=object)
+        self.error = np.full(b, np.inf)  # estimated relative error of sigma (the value stop's measure)
         self.history = [[] for _ in range(b)]
         self.power_degree = np.zeros(b, dtype=np.int64)  # x = B^P x0 / ||.|| where Lanczos started
         self.lanczos_dim = np.zeros(b, dtype=np.int64)  # Krylov dimension of the first cycle
@@ -46,51 +47,24 @@ class Outcome:
         self.residual[idx] = residual
 
 
-def _rayleigh(Y, Z, X):
-    theta = np.einsum("ij,ij->i", Y, Y)  # ||M x||^2 = x^T B x for unit x
-    scale = np.where(theta > 0, theta, 1.0)
-    residual = np.linalg.norm(Z - theta[:, None] * X, axis=1) / scale
-    return theta, residual
+def solve(gram, X, *, tol, maxiter, method, rtol=0.0):
+    """Top eigenpair of the Gram operator for every problem of the batch.
 
-
-def solve(gram, X, *, tol, maxiter, method):
-    """Top eigenpair of the Gram operator for every problem of the batch, to relative residual ``tol``.
-
-    The products are those of 2^-e M (``gram.exponent``): unscaled unless the first product or
-    an overflow shows that M is far from unit scale, in which case the adapter picks e and the
-    solve starts again from the same vectors (see ``_operators``). ``out.exponent`` records e.
+    Stops at relative residual ``tol`` (``rtol = 0``), or when the estimated relative error of
+    sigma is at most ``rtol`` (see `_krylov`). The products are those of 2^-e M (``gram.exponent``):
+    unscaled unless the first product or an overflow shows that M is far from unit scale, in which
+    case the adapter picks e and the solve starts again from the same vectors (see ``_operators``).
+    ``out.exponent`` records e.
     """
     X = _operators.unit_rows(X)
     gram.begin()
     try:
-        out = _solve(gram, X.copy(), tol=tol, maxiter=maxiter, method=method)
+        out = _solve(gram, X.copy(), tol=tol, rtol=rtol, maxiter=maxiter, method=method)
     except _operators.Rescale:
         gram.rescale()
         gram.begin()
-        out = _solve(gram, X.copy(), tol=tol, maxiter=maxiter, method=method)
+        out = _solve(gram, X.copy(), tol=tol, rtol=rtol, maxiter=maxiter, method=method)
     out.exponent[:] = gram.exponent
-    return out
-
-
-def _solve(gram, X, *, tol, maxiter, method):
-    b, q = X.shape
-    p = gram.other_dim
-    out = Outcome(b, q, p)
-    dense = getattr(gram, "mat", None) is not None
-    if dense and b == 1 and p * q <= config.NUMBA_SOLVE_MAX_ENTRIES and maxiter >= 2:
-        _solve_single(gram, X, out, tol=tol, maxiter=maxiter, method=method)
-        return out
-    if dense and b > 1 and method != "power" and p * q <= config.SMALL_MATRIX_ENTRIES and maxiter >= 2:
-        _solve_small(gram, X, out, tol=tol, maxiter=maxiter)
-        return out
-    active = np.arange(b)
-    pilot = 0 if method == "lanczos" else maxiter  # "auto" leaves the pilot by its own rate test
-    with blas_single_thread():
-        active, X = _power(gram, X, active, out, tol=tol, steps=pilot, auto=method == "auto")
-        if active.size and out.n_iter[active[0]] < maxiter:
-            out.power_degree[active] = out.n_iter[active]  # Lanczos starts from B^P x0
-            out.method = "lanczos"
-            _lanczos(gram, X, active, out, tol=tol, budget=maxiter - int(out.n_iter[active[0]]))
     return out
 
 
@@ -100,91 +74,90 @@ def _basis_sizes(q):
     return K, int(max(min(config.LANCZOS_KEEP, K - 1), 0))
 
 
-def _solve_single(gram, X, out, *, tol, maxiter, method):
-    """One dense matrix solved entirely inside numba: no Python between iterations.
-
-    ``auto`` runs the same power pilot as ``_power`` (in numba), then Lanczos from its last
-    iterate; products run on the parallel one-pass kernel for matrices big enough to gain.
-    """
-    M = gram.mat[0]
-    p, q = M.shape
-    n_chunks = solve_chunks(p, q)  # threads lane: the calling thread alone below 1M entries (see _threads)
-    scratch = np.empty((n_chunks, q))
-    x = np.ascontiguousarray(X[0])
-    y, z = np.empty(p), np.empty(q)
-    hist = np.zeros(min(maxiter, 1024))
-    used = 0
-    pilot_cap = maxiter if method == "power" else (maxiter - 2 if method == "auto" else 0)  # Lanczos needs 2
-    c1, c2 = float(gram.c1[0]), float(gram.c2[0])
-    lo, hi = gram.range_bounds()
-    if pilot_cap > 0:
-        max_remaining = np.inf if method == "power" else float(config.AUTO_MAX_POWER_STEPS)
-        used, done, theta, res, ratio, rescale = _kernels.power_pilot(
-            M, x, tol, pilot_cap, max_remaining, hist, scratch, y, z, c1, c2, lo, hi
-        )
-        _check_flag(gram, rescale)
-        out.history[0] = list(hist[: min(used, hist.size)])
-        out.ratio[0] = ratio
-        if done or used == pilot_cap:  # finished: x is the iterate examined last (not advanced)
-            out.record(0, theta, x, y, res)
-            out.converged[0] = done
-            out.stop[0] = "zero" if theta == 0 else ("converged" if done else "maxiter")
-            out.n_iter[0] = used
-            out.power_degree[0] = used - 1
-            return
-    out.method = "lanczos"
-    out.power_degree[0] = used
-    hist_l = np.zeros(min(maxiter, 1024))
+def _solve(gram, X, *, tol, rtol, maxiter, method):
+    b, q = X.shape
+    p = gram.other_dim
     K, keep = _basis_sizes(q)
-    theta, w, yv, res, n, conv, ratio, nh, ldim, invariant, rescale = _kernels.lanczos_small(
-        M, x / np.linalg.norm(x), tol, maxiter - used, K, keep, 1, config.LANCZOS_MAX_CHECK_GAP, hist_l, scratch,
-        c1, c2, lo if used == 0 else 0.0, hi if used == 0 else math.inf,
+    dense = gram.numba_fast_path
+    in_numba = dense and p * q <= (config.NUMBA_SOLVE_MAX_ENTRIES if b == 1 else config.SMALL_MATRIX_ENTRIES)
+    cap = config.HISTORY_CAP if b == 1 else config.HISTORY_CAP_STACK
+    lo, hi = gram.range_bounds()
+    ist, fst = _krylov.new_state(
+        b, tol=tol, rtol=rtol, maxiter=maxiter, method=method, K=K, keep=keep,
+        check_every=config.LANCZOS_CHECK_EVERY, max_gap=config.LANCZOS_MAX_CHECK_GAP,
+        auto_max=config.AUTO_MAX_POWER_STEPS, lo=lo, hi=hi, resolution=config.KRYLOV_RESOLUTION,
     )  # fmt: skip
-    _check_flag(gram, rescale)
-    out.record(0, theta, w, yv, res)
-    out.n_iter[0] = used + n
-    out.converged[0] = conv or theta == 0
-    out.ratio[0] = ratio
-    out.lanczos_dim[0] = ldim
-    out.history[0] = list(out.history[0]) + list(hist_l[:nh])
-    out.stop[0] = "zero" if theta == 0 else ("converged" if conv else ("exact" if invariant else "maxiter"))
-
-
-def _check_flag(gram, rescale):
-    """A numba driver flagged a product out of range or not finite: rescale if still open, else the error."""
-    if rescale is True or (rescale is not False and rescale.any()):
+    hist = np.zeros((b, min(maxiter, cap)))
+    W = np.zeros((b, q))
+    Yb = np.zeros((b, p))
+    X = np.ascontiguousarray(X)
+    if in_numba:
+        _drive_numba(gram, X, ist, fst, hist, W, Yb)
+    else:
+        with blas_single_thread():
+            _drive_python(gram, X, ist, fst, hist, W, Yb, K)
+    stop = ist[:, _krylov.I_STOP]
+    rescale = stop == _krylov.RESCALE
+    if rescale.any():
         if not gram.scaled:
             raise _operators.Rescale
         gram.fail()
+    out = Outcome(b, q, p)
+    out.theta[:] = fst[:, _krylov.F_THETA]
+    out.w[:] = W
+    out.y[:] = Yb
+    out.residual[:] = fst[:, _krylov.F_RES]
+    out.error[:] = fst[:, _krylov.F_ERROR]
+    out.converged[:] = (stop == _krylov.CONVERGED) | (stop == _krylov.ZERO)
+    out.n_iter[:] = ist[:, _krylov.I_STEPS]
+    out.ratio[:] = fst[:, _krylov.F_RATIO]
+    out.stop[:] = np.asarray(_krylov.STOP_NAMES, dtype=object)[stop]
+    out.power_degree[:] = ist[:, _krylov.I_POWER_DEGREE]
+    out.lanczos_dim[:] = ist[:, _krylov.I_LANCZOS_DIM]
+    n_hist = ist[:, _krylov.I_NHIST]
+    out.history = [list(hist[k, : n_hist[k]]) for k in range(b)]
+    out.method = "lanczos" if (ist[:, _krylov.I_PHASE] == _krylov.LANCZOS).any() else "power"
+    return out
 
 
-def _solve_small(gram, X, out, *, tol, maxiter):
-    """Small matrices: one numba thread runs a whole Lanczos solve per matrix, in cache."""
-    b, q = X.shape
-    K, keep = _basis_sizes(q)
-    hist = np.zeros((b, min(maxiter, 512)))
-    n_hist = np.zeros(b, dtype=np.int64)
-    invariant = np.zeros(b, dtype=np.bool_)
-    rescale = np.zeros(b, dtype=np.bool_)
-    low, high = gram.range_bounds()
-    X = np.ascontiguousarray(X)
+def _drive_numba(gram, X, ist, fst, hist, W, Yb):
+    """Dense matrices: the numba driver runs each whole solve, no Python between iterations.
+
+    A single matrix big enough to gain gets the parallel one-pass product; the matrices of a
+    stack are solved one per thread, each in cache, over contiguous chunks of the stack.
+    """
+    b, p, q = gram.mat.shape
+    if b == 1:
+        n_chunks = solve_chunks(p, q)  # the calling thread alone below a size (see _threads)
+        _krylov.solve_stack(gram.mat, X, ist, fst, hist, W, Yb, gram.c1, gram.c2, np.empty((n_chunks, q)))
+        return
 
     def chunk(lo, hi):
-        _kernels.lanczos_stack(
-            gram.mat[lo:hi], X[lo:hi], tol, maxiter, K, keep, 1, config.LANCZOS_MAX_CHECK_GAP,
-            out.theta[lo:hi], out.w[lo:hi], out.y[lo:hi], out.residual[lo:hi], out.n_iter[lo:hi],
-            out.converged[lo:hi], out.ratio[lo:hi], hist[lo:hi], n_hist[lo:hi], out.lanczos_dim[lo:hi],
-            invariant[lo:hi], gram.c1[lo:hi], gram.c2[lo:hi], low, high, rescale[lo:hi],
+        _krylov.solve_stack(
+            gram.mat[lo:hi], X[lo:hi], ist[lo:hi], fst[lo:hi], hist[lo:hi], W[lo:hi], Yb[lo:hi],
+            gram.c1[lo:hi], gram.c2[lo:hi], np.empty((1, q)),
         )  # fmt: skip
 
     _run_chunks(chunk, b)
-    _check_flag(gram, rescale)
-    out.method = "lanczos"
-    zero = out.theta == 0
-    out.converged |= zero
-    out.stop[:] = np.where(zero, "zero", np.where(out.converged, "converged", np.where(invariant, "exact", "maxiter")))
-    for k in range(b):
-        out.history[k] = list(hist[k, : n_hist[k]])
+
+
+def _drive_python(gram, X, ist, fst, hist, W, Yb, K):
+    """Every other Gram operator: Python loops the engine, one batched product per round.
+
+    The problems of a batch advance in lockstep; ``gram.gram(X, active)`` sees the rows of the
+    problems that still request a product.
+    """
+    b, q = X.shape
+    V = np.zeros((b, K + 1, q))
+    T = np.zeros((b, K + 1, K + 1))
+    x = np.zeros((b, q))
+    requests = np.array([_krylov.start(ist[k], fst[k], V[k], X[k], x[k]) for k in range(b)])
+    active = np.flatnonzero(requests)
+    while active.size:
+        Y, Z = gram.gram(x, active)
+        for k in active:
+            requests[k] = _krylov.advance(ist[k], fst[k], V[k], T[k], hist[k], x[k], W[k], Yb[k], Y[k], Z[k])
+        active = np.flatnonzero(requests)
 
 
 _POOL = []
@@ -211,171 +184,19 @@ def _run_chunks(fn, b):
         f.result()
 
 
-def _power(gram, X, active, out, *, tol, steps, auto):
-    prev = np.full(X.shape[0], np.nan)
-    for step in range(steps):
-        if not active.size:
-            break
-        Y, Z = gram.gram(np.ascontiguousarray(X), active)
-        out.n_iter[active] += 1
-        theta, res = _rayleigh(Y[active], Z[active], X[active])
-        for k, i in enumerate(active):
-            out.history[i].append(math.sqrt(theta[k]))
-        out.record(active, theta, X[active], Y[active], res)
-        out.power_degree[active] = step
-        rate = res / prev[active]  # the Gram residual shrinks by (sigma2/sigma1)^2 a step
-        with np.errstate(invalid="ignore"):
-            out.ratio[active] = np.where(np.isfinite(rate), np.sqrt(np.clip(rate, 0.0, 1.0)), out.ratio[active])
-        prev[active] = res
-        zero = theta == 0
-        done = (res <= tol) | zero
-        out.converged[active[done]] = True
-        out.stop[active[done & ~zero]] = "converged"
-        out.stop[active[zero]] = "zero"
-        keep = ~done
-        Zk = Z[active[keep]]
-        X[active[keep]] = Zk / np.linalg.norm(Zk, axis=1, keepdims=True)
-        active = active[keep]
-        if auto and active.size and step >= 2:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                r = np.clip(rate[keep], 1e-300, 1.0)
-                remaining = np.log(tol / res[keep]) / np.log(r)
-            if not np.all(np.isfinite(remaining) & (remaining <= config.AUTO_MAX_POWER_STEPS)):
-                break
-    return active, X
-
-
-def _lanczos(gram, X, active, out, *, tol, budget):
-    """Thick-restart Lanczos with full reorthogonalization on the active problems, in lockstep."""
-    b, q = X.shape
-    K, keep = _basis_sizes(q)
-    V = np.zeros((b, K + 1, q))
-    T = np.zeros((b, K + 1, K + 1))
-    V[active, 0] = X[active]
-    next_check = 1
-    previous_check = None  # (step, largest residual estimate) at the last check
-    j = 0
-    steps = 0
-    first_cycle = True
-    last_S = None
-    while active.size and steps < budget - 1:  # one product is kept for the final verification
-        full = active.size == b
-        sel = slice(None) if full else active
-        Y, Z = gram.gram(np.ascontiguousarray(V[:, j]), active)
-        steps += 1
-        out.n_iter[active] += 1
-        w = Z[sel]
-        Vj = V[sel, : j + 1]
-        h = _project(Vj, w)
-        w = w - _combine(h, Vj)
-        h2 = _project(Vj, w)  # second Gram-Schmidt pass: orthogonal to working precision
-        w -= _combine(h2, Vj)
-        h += h2
-        T[sel, : j + 1, j] = h
-        T[sel, j, : j + 1] = h
-        beta = np.linalg.norm(w, axis=1)
-        scale = np.where(beta > 0, beta, 1.0)
-        V[sel, j + 1] = w / scale[:, None]
-        T[sel, j + 1, j] = beta
-        T[sel, j, j + 1] = beta
-        j += 1
-        if first_cycle:
-            out.lanczos_dim[active] = j
-        if not (steps >= next_check or j == K or steps >= budget - 1 or j == q):
-            continue
-        theta, S = np.linalg.eigh(T[sel, :j, :j])
-        top = np.maximum(theta[:, -1], 0.0)
-        s = S[:, :, -1]
-        last_S = (active.copy(), j, S, theta)
-        for k, i in enumerate(active):
-            out.history[i].append(math.sqrt(top[k]))
-        if j >= 2:
-            out.ratio[active] = np.sqrt(np.clip(theta[:, -2], 0.0, None) / np.where(top > 0, top, 1.0))
-        invariant = beta <= _EPS * np.maximum(top, np.abs(theta).max(axis=1)) * 4
-        estimate = np.abs(beta * s[:, j - 1]) / np.where(top > 0, top, 1.0)
-        candidate = (estimate <= 0.5 * tol) | invariant | (top == 0)
-        next_check = steps + _steps_to_next_check(previous_check, steps, estimate.max(), tol)
-        previous_check = (steps, estimate.max())
-        if candidate.any() and steps < budget - 1:  # else the final verification covers them
-            cand = active[candidate]
-            wv = _combine(s[candidate], V[cand, :j])
-            ok = _verify(gram, wv, cand, out, tol)
-            steps += 1
-            done = np.zeros(active.size, dtype=bool)
-            done[candidate] = ok | invariant[candidate]
-            exact = candidate & invariant & ~np.isin(active, cand[ok])
-            out.stop[active[exact]] = "exact"
-            active = active[~done]
-            if not active.size:
-                break
-            keep_rows = ~done
-            theta, S, beta = theta[keep_rows], S[keep_rows], beta[keep_rows]
-            last_S = (active.copy(), j, S, theta)
-            full = active.size == b
-            sel = slice(None) if full else active
-        if j == K:  # thick restart: keep the top Ritz vectors and the newest Lanczos vector
-            first_cycle = False
-            Sk = S[:, :, K - keep :]
-            V[sel, :keep] = np.matmul(Sk.transpose(0, 2, 1), V[sel, :K])
-            V[sel, keep] = V[sel, K]
-            T[sel] = 0.0
-            idx = np.arange(keep)
-            T[sel, idx, idx] = theta[:, K - keep :]
-            coupling = beta[:, None] * S[:, K - 1, K - keep :]
-            T[sel, keep, :keep] = coupling
-            T[sel, :keep, keep] = coupling
-            j = keep
-            last_S = None
-    if active.size:  # budget spent: report the best Ritz vector (the start if no step fitted), verified
-        if j == 0:
-            wv = V[active, 0]
-        elif last_S is None or not np.array_equal(last_S[0], active) or last_S[1] != j:
-            theta, S = np.linalg.eigh(T[active, :j, :j])
-            wv = _combine(S[:, :, -1], V[active, :j])
-        else:
-            _, _, S, theta = last_S
-            wv = _combine(S[:, :, -1], V[active, :j])
-        _verify(gram, wv, active, out, tol)
-
-
 def _steps_to_next_check(previous, steps, estimate, tol):
     """Schedule the next small eigensolve from the observed geometric decay of the residual estimate.
 
     An eigensolve of the projected matrix costs O(j^3); checking every step would dominate for
     matrices that take well under a millisecond per product. Aim at half the predicted distance
-    to ``tol``, at least one and at most ``LANCZOS_MAX_CHECK_GAP`` steps.
+    to ``tol``, at least one and at most ``LANCZOS_MAX_CHECK_GAP`` steps. (`top_pairs`; the
+    engine in `_krylov` schedules its own checks the same way.)
     """
     if previous is None or not (0 < estimate < previous[1]):
         return config.LANCZOS_CHECK_EVERY
     rate = (estimate / previous[1]) ** (1.0 / max(steps - previous[0], 1))
     remaining = math.log(0.5 * tol / estimate) / math.log(rate) if estimate > 0.5 * tol else 0.0
     return int(min(max(1, 0.5 * remaining), config.LANCZOS_MAX_CHECK_GAP))
-
-
-def _project(Vj, w):
-    """h[k] = Vj[k] @ w[k] (batched gemv through BLAS)."""
-    return np.matmul(Vj, w[:, :, None])[:, :, 0]
-
-
-def _combine(h, Vj):
-    """Vj[k].T @ h[k]."""
-    return np.matmul(h[:, None, :], Vj)[:, 0, :]
-
-
-def _verify(gram, W, idx, out, tol):
-    """One Gram product on unit vectors W: record the measured triplet; return residual <= tol."""
-    W = _operators.unit_rows(W)  # a zero row (a deflated operator that is zero) stays zero: theta = 0
-    X = np.zeros((out.w.shape[0], W.shape[1]))
-    X[idx] = W
-    Y, Z = gram.gram(X, idx)
-    out.n_iter[idx] += 1
-    theta, res = _rayleigh(Y[idx], Z[idx], W)
-    out.record(idx, theta, W, Y[idx], res)
-    ok = (res <= tol) | (theta == 0)
-    out.converged[idx] = ok
-    out.stop[idx[ok]] = "converged"
-    out.stop[idx[theta == 0]] = "zero"
-    return ok
 
 
 def _log_chebyshev(d, x):

@@ -18,11 +18,12 @@ import time
 import numpy as np
 
 # Groups of solver paths, each compiled by one process at set-up. Kernels compiled as callees are
-# cached under the caller's argument types, so a group holds everything that shares a callee
-# (lanczos_stack calls lanczos_small): two processes never compile the same kernel signature.
-# Covered: what `power_iteration` runs on float64 and float32 matrices (the power pilot, Lanczos,
-# the parallel one-pass product of large matrices) and on float32 stacks of small matrices (the
-# dtype the audit computes half-precision tensors in). Other paths compile on first use.
+# cached under the caller's argument types, so a group holds everything that shares a callee: two
+# processes never compile the same kernel signature. Covered: the numba driver of the Krylov engine
+# (`_krylov.solve_stack`, which serves single matrices and stacks alike, with the parallel one-pass
+# product inside) for float64 and float32 matrices; the float32 stack case shares its compile with
+# the float32 matrix. The engine's Python-driven entry (`_krylov.advance`, for operators) compiles on
+# first use.
 _GROUPS = {"float64": ("float64",), "float32": ("float32", "float32-stack")}
 #: The groups each compute dtype needs: the audit warms only the dtypes its tensors compute in
 #: (float32 for half and single precision, float64 for float64), the set-up step both.

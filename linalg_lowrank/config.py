@@ -17,6 +17,17 @@ LANCZOS_KEEP = 24
 #: later checks are scheduled from the observed rate, at most LANCZOS_MAX_CHECK_GAP apart.
 LANCZOS_CHECK_EVERY = 4
 LANCZOS_MAX_CHECK_GAP = 16
+#: History entries kept per problem: a single matrix, and each matrix of a stack.
+HISTORY_CAP = 1024
+HISTORY_CAP_STACK = 512
+#: Default ``rtol`` of `spectral_norm`: the estimated relative error of the returned sigma1.
+#: 1e-10 sits four orders above the rounding of a float64 Rayleigh quotient (~ sqrt(n) eps) and
+#: needs a residual of only ~ sqrt(1e-10 * gap), so it stops well before `POWER_TOL` would.
+SPECTRAL_NORM_RTOL = 1e-10
+#: The value stop of `spectral_norm` trusts no gap finer than (KRYLOV_RESOLUTION / d)^2, relative,
+#: after d Lanczos products: the Ritz values of a degree-d Krylov space cannot separate eigenvalues
+#: closer than about that (Chebyshev), so a closer one may hide in the top Ritz vector.
+KRYLOV_RESOLUTION = 1.0
 #: Failure probability of the probabilistic upper bound on sigma1.
 UPPER_BOUND_FAILURE_PROB = 1e-6
 #: Below this many entries the one-pass kernel runs on one thread (thread start-up dominates).

@@ -110,7 +110,13 @@ def power_iteration(A, *, v0=None, tol=config.POWER_TOL, maxiter=None, rng=None,
     return result
 
 
-def _power_iteration(A, *, v0, tol, maxiter, rng, method, name="A"):
+#: Public defaults are bound once, at import, and shown in the signatures; the functions that pass
+#: keywords on to `power_iteration` use its defaults, never a second reading of ``config``.
+_DEFAULT_TOL = power_iteration.__kwdefaults__["tol"]
+
+
+def _power_iteration(A, *, v0, tol, maxiter, rng, method, name="A", rtol=0.0, caller="power_iteration"):
+    """The solve behind the public functions; ``rtol > 0`` stops on the value of sigma instead of ``tol``."""
     tol = _validate.positive("tol", tol)
     method = _validate.choice("method", method, _METHODS)
     gram, batch_shape = _operators.as_gram(A, name, family="power_iteration")
@@ -125,18 +131,25 @@ def _power_iteration(A, *, v0, tol, maxiter, rng, method, name="A"):
         seed = None
         X = _start_from_v0(gram, v0, batch_shape)
         extra_products = 1 if gram.left else 0
-    out = _topsv.solve(gram, X, tol=tol, maxiter=maxiter, method=method)
+    out = _topsv.solve(gram, X, tol=tol, rtol=rtol, maxiter=maxiter, method=method)
     if v0 is not None and (out.stop == "zero").any():
         # A warm start in the null space of a nonzero A proves nothing: retry those at random.
-        _retry_random(gram, out, generator, tol=tol, maxiter=maxiter, method=method)
+        _retry_random(gram, out, generator, tol=tol, rtol=rtol, maxiter=maxiter, method=method)
     result = _assemble(
         gram, out, batch_shape, random_start=v0 is None, seed=seed, extra_products=extra_products, name=name
     )
     if not np.all(result.converged):
         bad = ~np.asarray(result.converged)
+        if rtol > 0:
+            what = (
+                f"rtol={rtol:g} within maxiter={maxiter}; largest error estimate {np.max(out.error[bad.ravel()]):.3g}"
+            )
+        else:
+            what = (
+                f"tol={tol:g} within maxiter={maxiter}; largest residual {np.max(np.asarray(result.residual)[bad]):.3g}"
+            )
         warnings.warn(
-            f"power_iteration: {int(bad.sum())} of {bad.size} problem(s) did not reach tol={tol:g} "
-            f"within maxiter={maxiter}; largest residual {np.max(np.asarray(result.residual)[bad]):.3g}",
+            f"{caller}: {int(bad.sum())} of {bad.size} problem(s) did not reach {what}",
             ConvergenceWarning,
             stacklevel=3,
         )
@@ -260,24 +273,43 @@ def _scalar(x):
     return x.item() if isinstance(x, np.generic) else x
 
 
-def spectral_norm(A, **kwargs):
-    """Spectral norm ||A||_2 = sigma1, the largest singular value.
+def spectral_norm(A, *, rtol=config.SPECTRAL_NORM_RTOL, maxiter=None, rng=None, v0=None, method="auto"):
+    """Spectral norm ||A||_2 = sigma1, the largest singular value, to relative accuracy ``rtol``.
 
     Parameters
     ----------
     A : (M, N) array_like, (..., M, N) stack, or LinearOperator
         As in `power_iteration`.
-    **kwargs
-        Passed to `power_iteration` (``tol``, ``maxiter``, ``rng``, ``v0``, ``method``).
+    rtol : float, optional
+        Stop when the estimated relative error of the returned value is at most ``rtol``. The
+        estimate is Kato–Temple's: the error of a Ritz value is of order residual² / gap, so the
+        value is accurate long before the singular vectors are (the theory page derives it and
+        its safeguard). The default, 1e-10, is four orders above the rounding of a float64
+        Rayleigh quotient; float32 input is computed in float64 and returned as a float64 value
+        accurate to ``rtol`` (plus the float64 rounding of the products).
+    maxiter : int, optional
+        Cap on products with the Gram operator, as in `power_iteration`.
+    rng : None, int or numpy.random.Generator, optional
+        Source of the random start vector.
+    v0 : (N,) or (..., N) array_like, optional
+        Warm start for the right singular vector.
+    method : {"auto", "power", "lanczos"}, optional
+        As in `power_iteration`.
 
     Returns
     -------
     sigma : float or ndarray
         sigma1 as a Python float (float64), or an array of the batch shape for stacks.
 
+    Warns
+    -----
+    ConvergenceWarning
+        If some problem did not reach ``rtol`` within ``maxiter``; its best estimate (a certified
+        lower bound on sigma1, as every returned value) is returned.
+
     See Also
     --------
-    power_iteration : the same with diagnostics and singular vectors.
+    power_iteration : the singular triplet with diagnostics, to a residual tolerance.
 
     Examples
     --------
@@ -285,7 +317,11 @@ def spectral_norm(A, **kwargs):
     >>> round(ll.spectral_norm(np.array([[3.0, 0.0], [4.0, 0.0]]), rng=0), 12)
     5.0
     """
-    return power_iteration(A, **kwargs).sigma
+    rtol = _validate.positive("rtol", rtol)
+    result, _, _ = _power_iteration(
+        A, v0=v0, tol=_DEFAULT_TOL, maxiter=maxiter, rng=rng, method=method, rtol=rtol, caller="spectral_norm"
+    )
+    return result.sigma
 
 
 def spectral_norm_grad(A, *, gap_rtol=None, check_gap=True, **kwargs):
@@ -331,7 +367,7 @@ def spectral_norm_grad(A, *, gap_rtol=None, check_gap=True, **kwargs):
     array([[1., 0.],
            [0., 0.]])
     """
-    result, gram, out = _power_iteration(A, name="A", **_solver_kwargs(kwargs))
+    result, gram, out = _power_iteration(A, name="A", **_solver_kwargs(kwargs, "spectral_norm_grad"))
     grad = _outer(result, times_sigma=False, gram=gram)
     if check_gap:
         dtype = grad.dtype
@@ -340,12 +376,12 @@ def spectral_norm_grad(A, *, gap_rtol=None, check_gap=True, **kwargs):
     return grad
 
 
-def _solver_kwargs(kwargs):
-    allowed = {"v0", "tol", "maxiter", "rng", "method"}
-    unknown = set(kwargs) - allowed
+def _solver_kwargs(kwargs, caller):
+    """The keywords of `power_iteration` with its defaults (one rule: the defaults of its signature)."""
+    unknown = set(kwargs) - set(power_iteration.__kwdefaults__)
     if unknown:
-        raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(unknown))}")
-    return {"v0": None, "tol": config.POWER_TOL, "maxiter": None, "rng": None, "method": "auto", **kwargs}
+        raise TypeError(f"{caller}() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
+    return {**power_iteration.__kwdefaults__, **kwargs}
 
 
 class _Deflated:
@@ -454,7 +490,7 @@ def best_rank1(A, **kwargs):
     array([[2., 0.],
            [0., 0.]])
     """
-    result, gram, _ = _power_iteration(A, **_solver_kwargs(kwargs))
+    result, gram, _ = _power_iteration(A, **_solver_kwargs(kwargs, "best_rank1"))
     return _outer(result, times_sigma=True, gram=gram)
 
 
@@ -529,9 +565,7 @@ def spectral_weight_decay(W, decay, *, v=None, n_iter=None, out=None, rng=None):
         raise ValueError("`out` must be C-contiguous when W is a stack")
     n_iter = _validate.positive_int("n_iter", n_iter, default=0, minimum=0)
     if v is None:
-        result, _, _ = _power_iteration(
-            Warr, v0=None, tol=config.POWER_TOL, maxiter=None, rng=rng, method="auto", name="W"
-        )
+        result, _, _ = _power_iteration(Warr, v0=None, tol=_DEFAULT_TOL, maxiter=None, rng=rng, method="auto", name="W")
         V = np.asarray(result.v, dtype=np.float64).reshape(-1, n)
     elif n_iter == 0:  # the optimizer-loop case: one fused pass, nothing else
         V = _unit_rows(_check_start("v", v, batch_shape, n), fallback=None)

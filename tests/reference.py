@@ -43,6 +43,76 @@ def top_eigenpair_of_gram(M):
     return s[0] ** 2, Vt[0]
 
 
+# ---------------------------------------------------------------------------- linalg_lowrank._krylov
+
+
+def power_steps(M, x0, steps):
+    """The naive power loop on M^T M: (sqrt(theta), relative residual) of each of ``steps`` unit iterates."""
+    M = np.asarray(M, dtype=np.float64)
+    x = x0 / np.linalg.norm(x0)
+    out = []
+    for _ in range(steps):
+        y = M @ x
+        z = M.T @ y
+        theta = y @ y
+        out.append((np.sqrt(theta), np.linalg.norm(z - theta * x) / theta if theta > 0 else 0.0))
+        if theta == 0:
+            break
+        x = z / np.linalg.norm(z)
+    return out
+
+
+def thick_restart_lanczos(gram_product, x0, *, tol, maxiter, K, keep):
+    """Twin of the engine in ``linalg_lowrank._krylov``: thick-restart Lanczos for the top eigenpair of B.
+
+    Straightforward numpy, driven by the same reverse-communication idea (``gram_product(x)``
+    returns B x; nothing else touches B): full reorthogonalization, a dense eigensolve of the
+    projected matrix at every step, a restart on the top ``keep`` Ritz vectors plus the newest
+    Lanczos vector when the basis holds K vectors, and a stop once the Ritz residual estimate
+    is below ``tol`` relative (then one product measures the Ritz vector). Returns
+    (theta, w, measured relative residual, products used).
+    """
+    q = x0.shape[0]
+    V = np.zeros((K + 1, q))
+    T = np.zeros((K + 1, K + 1))
+    V[0] = x0 / np.linalg.norm(x0)
+    j = 0
+    used = 0
+    while used < maxiter - 1:
+        z = gram_product(V[j])
+        used += 1
+        h = np.zeros(j + 1)
+        for _ in range(2):
+            c = V[: j + 1] @ z
+            z = z - c @ V[: j + 1]
+            h += c
+        T[: j + 1, j] = T[j, : j + 1] = h
+        beta = np.linalg.norm(z)
+        V[j + 1] = z / beta if beta > 0 else 0.0
+        T[j + 1, j] = T[j, j + 1] = beta
+        j += 1
+        theta, S = np.linalg.eigh(T[:j, :j])
+        if abs(beta * S[j - 1, -1]) <= tol * theta[-1] or beta == 0 or j == q:
+            break
+        if j == K:
+            V[:keep] = S[:, K - keep :].T @ V[:K]
+            V[keep] = V[K]
+            coupling = beta * S[K - 1, K - keep :]
+            T[:] = 0.0
+            T[np.arange(keep), np.arange(keep)] = theta[K - keep :]
+            T[keep, :keep] = T[:keep, keep] = coupling
+            j = keep
+    if j == 0:
+        w = V[0]
+    else:
+        theta, S = np.linalg.eigh(T[:j, :j])
+        w = S[:, -1] @ V[:j]
+        w = w / np.linalg.norm(w)
+    z = gram_product(w)
+    th = w @ z
+    return th, w, np.linalg.norm(z - th * w) / th if th > 0 else 0.0, used + 1
+
+
 # ------------------------------------------------------------------- linalg_lowrank._hutchinson_kernels
 
 
@@ -232,9 +302,9 @@ TWINS = {
     "_kernels.gram_matvec_stack": gram_matvec,
     "_kernels.rank1_deflate_rows": rank1_deflate_rows,
     "_kernels.tridiagonal_top": tridiagonal_top,
-    "_kernels.power_pilot": top_eigenpair_of_gram,
-    "_kernels.lanczos_small": top_eigenpair_of_gram,
-    "_kernels.lanczos_stack": top_eigenpair_of_gram,
+    "_krylov.start": thick_restart_lanczos,
+    "_krylov.advance": thick_restart_lanczos,
+    "_krylov.solve_stack": thick_restart_lanczos,
     "_hutchinson_kernels.symmetry_scan": symmetry_scan,
     "_hutchinson_kernels.signs_from_top_bit": signs_from_top_bit,
     "_hutchinson_kernels.row_mean_var": row_mean_var,

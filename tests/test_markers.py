@@ -23,7 +23,7 @@ def _kernel_tests_without_marker():
         aliases = [
             name
             for name, value in vars(module).items()
-            if isinstance(value, types.ModuleType) and value.__name__.endswith("kernels")
+            if isinstance(value, types.ModuleType) and value.__name__.endswith(("kernels", "_krylov"))
         ]
         if not aliases:
             continue
