@@ -390,14 +390,16 @@ class _Deflated:
     Products, scale and errors are those of the wrapped operator (so theta is in its units).
     """
 
+    numba_fast_path = False  # the projection runs in Python between products: the engine's Python driver
+
     def __init__(self, gram, locked):
         self.gram_op = gram
         self.locked = locked
         self.batch = gram.batch
         self.other_dim = gram.other_dim
-        # the scale and its handling are the wrapped operator's (not its dense fast path: no `mat`)
-        for attr in ("begin", "rescale", "fail", "range_bounds", "gram_dim"):
-            setattr(self, attr, getattr(gram, attr))
+        self.gram_dim = gram.gram_dim
+        # the scale and its handling are the wrapped operator's
+        self.begin, self.rescale, self.fail, self.range_bounds = gram.begin, gram.rescale, gram.fail, gram.range_bounds
 
     @property
     def exponent(self):
