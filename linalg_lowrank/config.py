@@ -21,12 +21,12 @@ LANCZOS_MAX_CHECK_GAP = 16
 HISTORY_CAP = 1024
 HISTORY_CAP_STACK = 512
 #: Default ``rtol`` of `spectral_norm`: the estimated relative error of the returned sigma1.
-#: 1e-10 sits four orders above the rounding of a float64 Rayleigh quotient (~ sqrt(n) eps) and
-#: needs a residual of only ~ sqrt(1e-10 * gap), so it stops well before `POWER_TOL` would.
+#: 1e-10 sits three orders above the rounding of a float64 Rayleigh quotient (~ n eps); the stop is
+#: the residual bound r / theta <= 2 rtol until the Krylov resolution rules out a hidden pair.
 SPECTRAL_NORM_RTOL = 1e-10
-#: The value stop of `spectral_norm` trusts no gap finer than (KRYLOV_RESOLUTION / d)^2, relative,
-#: after d Lanczos products: the Ritz values of a degree-d Krylov space cannot separate eigenvalues
-#: closer than about that (Chebyshev), so a closer one may hide in the top Ritz vector.
+#: After d Lanczos products an eigenvalue within (KRYLOV_RESOLUTION / d)^2, relative, of lambda1 may
+#: hide in the top Ritz vector (Chebyshev): the value stop of `spectral_norm` uses Kato-Temple only once
+#: that floor is below rtol (see _krylov._value_error and docs/theory/spectral.rst).
 KRYLOV_RESOLUTION = 1.0
 #: Failure probability of the probabilistic upper bound on sigma1.
 UPPER_BOUND_FAILURE_PROB = 1e-6

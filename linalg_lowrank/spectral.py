@@ -273,7 +273,9 @@ def _scalar(x):
     return x.item() if isinstance(x, np.generic) else x
 
 
-def spectral_norm(A, *, rtol=config.SPECTRAL_NORM_RTOL, maxiter=None, rng=None, v0=None, method="auto"):
+def spectral_norm(
+    A, *, rtol=config.SPECTRAL_NORM_RTOL, maxiter=None, rng=None, v0=None, method="auto", return_info=False
+):
     """Spectral norm ||A||_2 = sigma1, the largest singular value, to relative accuracy ``rtol``.
 
     Parameters
@@ -281,12 +283,13 @@ def spectral_norm(A, *, rtol=config.SPECTRAL_NORM_RTOL, maxiter=None, rng=None, 
     A : (M, N) array_like, (..., M, N) stack, or LinearOperator
         As in `power_iteration`.
     rtol : float, optional
-        Stop when the estimated relative error of the returned value is at most ``rtol``. The
-        estimate is Kato–Temple's: the error of a Ritz value is of order residual² / gap, so the
-        value is accurate long before the singular vectors are (the theory page derives it and
-        its safeguard). The default, 1e-10, is four orders above the rounding of a float64
-        Rayleigh quotient; float32 input is computed in float64 and returned as a float64 value
-        accurate to ``rtol`` (plus the float64 rounding of the products).
+        Stop when the estimated relative error of the returned value is at most ``rtol``: the
+        residual bound (relative residual of the Gram operator at most ``2 rtol``), or Kato–Temple
+        (error of order residual² / gap) once the Krylov space is large enough that no close
+        eigenvalue can hide from the gap it reads (the theory page derives both and the
+        safeguard). The default, 1e-10, is three orders above the rounding of a float64 Rayleigh
+        quotient; float32 input is computed in float64 and returned as a float64 value accurate
+        to ``rtol`` (plus the float64 rounding of the products).
     maxiter : int, optional
         Cap on products with the Gram operator, as in `power_iteration`.
     rng : None, int or numpy.random.Generator, optional
@@ -295,11 +298,16 @@ def spectral_norm(A, *, rtol=config.SPECTRAL_NORM_RTOL, maxiter=None, rng=None, 
         Warm start for the right singular vector.
     method : {"auto", "power", "lanczos"}, optional
         As in `power_iteration`.
+    return_info : bool, optional
+        Return the `PowerIterationResult` of the solve (sigma, singular vectors, bounds,
+        ``n_iter``, ``converged``) instead of the value alone.
 
     Returns
     -------
     sigma : float or ndarray
         sigma1 as a Python float (float64), or an array of the batch shape for stacks.
+    result : PowerIterationResult
+        With ``return_info=True``.
 
     Warns
     -----
@@ -321,7 +329,7 @@ def spectral_norm(A, *, rtol=config.SPECTRAL_NORM_RTOL, maxiter=None, rng=None, 
     result, _, _ = _power_iteration(
         A, v0=v0, tol=_DEFAULT_TOL, maxiter=maxiter, rng=rng, method=method, rtol=rtol, caller="spectral_norm"
     )
-    return result.sigma
+    return result if return_info else result.sigma
 
 
 def spectral_norm_grad(A, *, gap_rtol=None, check_gap=True, **kwargs):

@@ -311,3 +311,12 @@ def test_unit_rows_start_is_what_the_engine_sees():
     # the engine copies the start as given: the drivers hand it unit rows
     X = _operators.unit_rows(np.random.default_rng(0).standard_normal((3, 5)))
     np.testing.assert_allclose(np.linalg.norm(X, axis=1), 1.0)
+
+
+def test_spectral_norm_return_info_is_the_solve_behind_the_value():
+    A = _prescribed(80, 60, 0.9, 3, np.float64, "uniform")
+    info = ll.spectral_norm(A, rng=3, return_info=True)
+    assert isinstance(info, ll.PowerIterationResult) and info.converged
+    assert info.sigma == ll.spectral_norm(A, rng=3)
+    ref = scipy.linalg.svdvals(A)[0]
+    assert abs(info.sigma - ref) <= (config.SPECTRAL_NORM_RTOL + _floor(A, ref)) * ref
