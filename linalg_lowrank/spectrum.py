@@ -176,11 +176,7 @@ def top_singular_values(A, k, *, tol=None, maxiter=None, rng=None, method="auto"
     if not gram0.numba_fast_path:
         raise TypeError("`A` is a memory-mapped file too large to hold: top_singular_values needs it in memory")
     m, n = gram0.shape
-    k = _validate.positive_int("k", k)
-    if k > min(m, n):
-        raise ValueError(f"`k` must be at most min(M, N) = {min(m, n)}, got {k}")
-    dtype_name = "float32" if gram0.dtype == np.float32 else "float64"
-    tol = config.SPECTRUM_TOL[dtype_name] if tol is None else _validate.positive("tol", tol)
+    k, tol = _checked_k_tol(k, tol, (m, n), gram0.dtype)
     if method == "auto":
         method = "gram" if min(m, n) <= config.BLOCK_GRAM_MAX_DIM else "block"
     default = max(config.POWER_MAXITER_FLOOR, 10 * min(m, n)) if method == "lanczos" else config.BLOCK_MAXITER
@@ -244,15 +240,20 @@ def _top_block(gram0, i, k, *, tol, maxiter, generator, method):
     return {**one, "u": u.astype(dtype, copy=False), "v": v.astype(dtype, copy=False)}
 
 
+def _checked_k_tol(k, tol, shape, dtype):
+    """(k, tol): k in 1..min(M, N); tol given, or the default of the dtype."""
+    k = _validate.positive_int("k", k)
+    if k > min(shape):
+        raise ValueError(f"`k` must be at most min(M, N) = {min(shape)}, got {k}")
+    dtype_name = "float32" if dtype == np.float32 else "float64"
+    return k, config.SPECTRUM_TOL[dtype_name] if tol is None else _validate.positive("tol", tol)
+
+
 def _top_out_of_core(A, k, *, tol, maxiter, rng):
     """Block Lanczos on a numpy.memmap read from its file in row blocks (one read per block product)."""
     _validate.float_dtype("A", A.dtype)
     m, n = A.shape
-    k = _validate.positive_int("k", k)
-    if k > min(m, n):
-        raise ValueError(f"`k` must be at most min(M, N) = {min(m, n)}, got {k}")
-    dtype_name = "float32" if A.dtype == np.float32 else "float64"
-    tol = config.SPECTRUM_TOL[dtype_name] if tol is None else _validate.positive("tol", tol)
+    k, tol = _checked_k_tol(k, tol, (m, n), A.dtype)
     maxiter = _validate.positive_int("maxiter", maxiter, default=config.BLOCK_MAXITER)
     generator, seed = _validate.rng(rng)
     source = _block_krylov.RowBlocks.from_memmap("A", A)
