@@ -226,7 +226,7 @@ def test_engine_spends_exactly_maxiter_products_and_measures_the_last(maxiter):
 
 def test_spectral_norm_signature_is_explicit():
     params = inspect.signature(ll.spectral_norm).parameters
-    assert list(params) == ["A", "rtol", "maxiter", "rng", "v0", "method"]
+    assert list(params) == ["A", "rtol", "maxiter", "rng", "v0", "method", "return_info"]
     assert all(params[k].kind is inspect.Parameter.KEYWORD_ONLY for k in list(params)[1:])
     assert params["rtol"].default == config.SPECTRAL_NORM_RTOL
     with pytest.raises(TypeError, match="spectral_norm"):
