@@ -5,6 +5,7 @@ spectral norm from products with each, never forming W_new - W_old; a series aud
 checkpoints one after the other and keeps only the records.
 """
 
+import contextlib
 import json
 import math
 import os
@@ -199,26 +200,57 @@ SERIES_FIELDS = ("spectral_norm", "stable_rank", "frobenius_norm")
 SERIES_SPECTRUM_FIELDS = ("effective_rank", "alpha")
 
 
-def audit_series(paths, **audit_kwargs):
+def audit_series(paths, *, out=None, resume=False, cluster=None, progress=False, **audit_kwargs):
     """Audit every checkpoint of a run in order: ``(labels, trajectories)``.
 
     ``trajectories[name][field]`` is the list over checkpoints (None where the matrix is absent
     or the value undefined) for the fields `SERIES_FIELDS` (and `SERIES_SPECTRUM_FIELDS` with
     ``spectrum=K``).
-    """
-    from .audit import audit_checkpoint
 
+    With ``out`` (a results file) or ``cluster`` (the ``workers``/``scheduler``/``scheduler_file``
+    options) the checkpoints go through the single audit's streaming path (`_distributed`): one
+    results file for the whole run, a record per tensor appended as it completes, ``resume``
+    skipping the tensors already recorded (keyed by file, so each checkpoint's are its own).
+    """
     paths = series_paths(paths)
     fields = SERIES_FIELDS + (SERIES_SPECTRUM_FIELDS if audit_kwargs.get("spectrum") else ())
+    streamed = out is not None or any(v is not None for v in (cluster or {}).values())
     trajectories = {}
-    for t, path in enumerate(paths):
-        records, _ = audit_checkpoint(path, **audit_kwargs)
+    for t, records in enumerate(_series_records(paths, streamed, out, resume, cluster or {}, progress, audit_kwargs)):
         for r in records:
             row = trajectories.setdefault(r.name, {f: [None] * len(paths) for f in fields})
             for f in fields:
                 value = getattr(r, f) if f in SERIES_FIELDS else (r.spectrum or {}).get(f)
                 row[f][t] = None if value is None or not math.isfinite(value) else float(value)
     return [os.fspath(p) for p in paths], trajectories
+
+
+def _series_records(paths, streamed, out, resume, cluster, progress, audit_kwargs):
+    """The records of each checkpoint in order: in this process, or through one results store and cluster."""
+    from .audit import SkippedTensor, audit_checkpoint
+
+    if not streamed:
+        for path in paths:
+            yield audit_checkpoint(path, **audit_kwargs).records
+        return
+    from . import _distributed
+
+    params = {k: audit_kwargs[k] for k in ("seed", "tol", "maxiter", "conv")}
+    with contextlib.ExitStack() as stack:
+        store = None
+        if out is not None:
+            store = _distributed.ResultStore(out, params, resume=resume)
+            stack.callback(store.close)
+        client = None
+        if any(v is not None for v in cluster.values()):
+            client = stack.enter_context(_distributed.cluster_client(**cluster))
+        for path in paths:
+            tasks, _ = _distributed.plan_audit([path], max_bytes=audit_kwargs.get("max_bytes"))
+            results, _ = _distributed.run_audit(
+                tasks, **params, max_bytes=audit_kwargs.get("max_bytes"), store=store, client=client,
+                progress=progress,
+            )  # fmt: skip
+            yield [r for r in results if not isinstance(r, SkippedTensor)]
 
 
 def format_comparison(comp, *, title=None):
@@ -326,9 +358,11 @@ def run(args, paths):
             doc = comparison_json(comp, new=paths[0], old=args.against, seed=args.seed, tol=args.tol)
             text = None if args.json else format_comparison(comp, title=f"# {paths[0]} against {args.against}")
         else:
+            cluster = {key: getattr(args, key, None) for key in ("workers", "scheduler", "scheduler_file")}
             labels, traj = audit_series(
                 paths, seed=args.seed, tol=args.tol, maxiter=args.maxiter, conv=args.conv, max_bytes=args.max_bytes,
-                spectrum=spectrum,
+                spectrum=spectrum, out=getattr(args, "out", None), resume=getattr(args, "resume", False),
+                cluster=cluster,
             )  # fmt: skip
             doc = series_json(
                 labels, traj, seed=args.seed, tol=args.tol, maxiter=args.maxiter, conv=args.conv, spectrum=spectrum

@@ -1023,7 +1023,8 @@ def add_arguments(parser):
         "--series",
         action="store_true",
         help="the PATHs (checkpoint files, or a directory of them in natural order) are the checkpoints of one "
-        "run: a table of trajectories per matrix (JSON: per matrix, the lists over checkpoints)",
+        "run: a table of trajectories per matrix (JSON: per matrix, the lists over checkpoints); streams to --out "
+        "and resumes with --resume like a single audit",
     )
     results = parser.add_argument_group("results file")
     results.add_argument(
@@ -1092,8 +1093,13 @@ def run(args):
     if getattr(args, "against", None) is not None or getattr(args, "series", False):
         if not paths:
             return _error("--against and --series need PATH")
-        if out is not None or any(v is not None for v in cluster.values()):
-            return _error("--against and --series run in this process: no --out, --workers or --scheduler yet")
+        streamed = out is not None or any(v is not None for v in cluster.values())
+        if streamed and getattr(args, "against", None) is not None:
+            return _error("--against runs in this process: no --out, --workers or --scheduler yet")
+        if streamed and spectrum is not None:
+            return _error("--series with --spectrum runs in this process: no --out, --workers or --scheduler yet")
+        if resume and out is None:
+            return _error("--resume needs --out FILE (the results file to continue)")
         from . import _audit_compare
 
         return _audit_compare.run(args, paths)

@@ -150,3 +150,32 @@ def test_bad_combinations(capsys, run_dir):
     assert status == 2 and "missing.npz" in err
     status, _, err = _run(capsys, ["--spectrum", "0"])
     assert status == 2
+
+
+def test_series_streams_to_a_results_file_and_resumes(capsys, run_dir, tmp_path_factory):
+    # --series --out goes through the single audit's streaming path: one record per tensor per checkpoint,
+    # the same trajectories as in this process (seeds come from tensor names), and a run cut short
+    # (the file holding only its first records, as after a killed client) resumes to the same result.
+    directory, steps = run_dir
+    status, plain, _ = _run(capsys, [str(directory), "--series", "--json"])
+    assert status == 0
+    results = tmp_path_factory.mktemp("out") / "series.jsonl"
+    status, streamed, _ = _run(capsys, [str(directory), "--series", "--json", "--out", str(results)])
+    assert status == 0
+    assert json.loads(streamed)["matrices"] == json.loads(plain)["matrices"]
+    lines = results.read_text().splitlines()
+    n_tensors = sum(len(tensors) for _, tensors in steps)
+    assert len(lines) == n_tensors  # one record per tensor of every checkpoint
+    results.write_text("\n".join(lines[:3]) + "\n")  # cut short after three records
+    status, resumed, _ = _run(capsys, [str(directory), "--series", "--json", "--out", str(results), "--resume"])
+    assert status == 0
+    assert json.loads(resumed)["matrices"] == json.loads(plain)["matrices"]
+    records = [json.loads(line) for line in results.read_text().splitlines()]
+    keys = [(r["file"], r["name"], tuple(r["span"])) for r in records]
+    assert len(keys) == n_tensors and len(set(keys)) == n_tensors  # every tensor exactly once
+    status, _, err = _run(capsys, [str(directory), "--series", "--out", str(results)])
+    assert status == 2 and "--resume" in err  # a non-empty results file is never overwritten
+    status, _, err = _run(
+        capsys, [str(directory), "--series", "--spectrum", "4", "--out", str(tmp_path_factory.mktemp("o") / "x.jsonl")]
+    )
+    assert status == 2 and "--spectrum" in err
