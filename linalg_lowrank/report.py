@@ -753,6 +753,24 @@ def _head_cells(name, role, layer):
     ]
 
 
+def _matrix_row(entry, name, role, layer, text_cells, number_cells, last):
+    """One table row of a record or a change: name, role, layer, shape, text cells, numbers, converged, last.
+
+    Red (class "bad") when the entry did not converge.
+    """
+    cls = ' class="bad"' if entry.get("converged") is False else ""
+    shape = "x".join(str(d) for d in entry.get("shape") or ())
+    cells = [
+        *_head_cells(name, role, layer),
+        f"<td>{_text(shape)}</td>",
+        *[f"<td>{_text(t)}</td>" for t in text_cells],
+        *number_cells,
+        f"<td>{'yes' if entry.get('converged') else 'NO'}</td>",
+        f"<td>{_text(last)}</td>",
+    ]
+    return f"<tr{cls}>" + "".join(cells) + "</tr>"
+
+
 def _audit_body(document, items):
     records = [item for _, _, item, _, _ in items]
     skipped = document.get("skipped") or []
@@ -772,20 +790,11 @@ def _audit_body(document, items):
         head = ["name", "role", "layer", "shape", "dtype", *[k for k, _ in shown], "converged", "view"]
         rows = []
         for _, name, rec, layer, role in items:
-            cls = ' class="bad"' if rec.get("converged") is False else ""
-            shape = "x".join(str(d) for d in rec.get("shape") or ())
             view = rec.get("view", "")
             if view == "stack" and rec.get("stack_index") is not None:
                 view += f" (max of {rec.get('stack_size')} at {list(rec['stack_index'])})"
-            cells = [
-                *_head_cells(name, role, layer),
-                f"<td>{_text(shape)}</td>",
-                f"<td>{_text(rec.get('dtype', ''))}</td>",
-                *[_cell(_lookup(rec, k)[0], spec) for k, spec in shown],
-                f"<td>{'yes' if rec.get('converged') else 'NO'}</td>",
-                f"<td>{_text(view)}</td>",
-            ]
-            rows.append(f"<tr{cls}>" + "".join(cells) + "</tr>")
+            numbers = [_cell(_lookup(rec, k)[0], spec) for k, spec in shown]
+            rows.append(_matrix_row(rec, name, role, layer, [rec.get("dtype", "")], numbers, view))
         out += _table_html("summary", head, rows)
         out.append(
             "<p>Numbers are shown to 6 significant digits; the exact value is in each cell's "
@@ -834,17 +843,9 @@ def _comparison_body(document, items):
         head = ["name", "role", "layer", "shape", *[k for k, _ in _CHANGE_COLUMNS], "converged", "stack_index"]
         rows = []
         for _, name, c, layer, role in items:
-            cls = ' class="bad"' if c.get("converged") is False else ""
-            shape = "x".join(str(d) for d in c.get("shape") or ())
             index = "" if c.get("stack_index") is None else str(list(c["stack_index"]))
-            cells = [
-                *_head_cells(name, role, layer),
-                f"<td>{_text(shape)}</td>",
-                *[_cell(c.get(k), spec) for k, spec in _CHANGE_COLUMNS],
-                f"<td>{'yes' if c.get('converged') else 'NO'}</td>",
-                f"<td>{_text(index)}</td>",
-            ]
-            rows.append(f"<tr{cls}>" + "".join(cells) + "</tr>")
+            numbers = [_cell(c.get(k), spec) for k, spec in _CHANGE_COLUMNS]
+            rows.append(_matrix_row(c, name, role, layer, [], numbers, index))
         out += _table_html("changes", head, rows)
         out.append(
             "<p>relative_change = (spectral_norm_new &minus; spectral_norm_old) / spectral_norm_old; "
