@@ -213,19 +213,6 @@ class RowBlocks:
         raise ValueError(f"`{self.name}`: products overflowed although its entries are finite")
 
 
-def is_out_of_core(A):
-    """A C-contiguous 2-D ``numpy.memmap`` of a file, too large to keep in memory (``config.OUT_OF_CORE_FRACTION``)."""
-    import os
-
-    return (
-        isinstance(A, np.memmap)
-        and A.ndim == 2
-        and A.flags.c_contiguous
-        and getattr(A, "filename", None) is not None
-        and A.nbytes > config.OUT_OF_CORE_FRACTION * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    )
-
-
 def block_size(k, q):
     """Columns per block: k plus oversampling (``config.BLOCK_OVERSAMPLE``), at most q."""
     return int(min(q, max(k + config.BLOCK_OVERSAMPLE_MIN, math.ceil(config.BLOCK_OVERSAMPLE_FACTOR * k))))

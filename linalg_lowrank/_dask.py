@@ -565,12 +565,9 @@ class _FileBlocks:
 
 
 def is_out_of_core(A):
-    """A 2-D C-ordered memmap over a whole file, too large to stay in memory (config.OUT_OF_CORE_FRACTION)."""
+    """`_operators.memmap_too_large_to_hold` for the active scheduler's memory, with dask installed."""
     return (
         isinstance(A, np.memmap)
         and importlib.util.find_spec("dask") is not None  # without dask the file is mapped whole
-        and A.ndim == 2
-        and A.flags.c_contiguous
-        and getattr(A, "filename", None) is not None
-        and A.nbytes > config.OUT_OF_CORE_FRACTION * _memory_available()
+        and _operators.memmap_too_large_to_hold(A, _memory_available)
     )

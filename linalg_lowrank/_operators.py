@@ -19,6 +19,7 @@ adapter reads ``e`` off max|A| (or probes an operator) and the solve starts agai
 """
 
 import math
+import os
 
 import numba
 import numpy as np
@@ -431,6 +432,11 @@ class Operator:
         return self.kind == "dask"
 
     @property
+    def too_large_to_hold(self):
+        """A memory-mapped file larger than ``config.OUT_OF_CORE_FRACTION`` of this machine's memory."""
+        return self.kind == "dense" and memmap_too_large_to_hold(self._source, _physical_memory)
+
+    @property
     def out_of_core(self):
         """A memory-mapped file too large to hold: read in blocks through dask."""
         return (
@@ -627,6 +633,24 @@ def _dense_gram(name, arr, source):
             return DenseGram(name, swapped, left=True, source=source)
         stack = np.ascontiguousarray(stack)  # a strided view: one copy beats strided passes
     return DenseGram(name, stack, left=False, source=source)
+
+
+def _physical_memory():
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def memmap_too_large_to_hold(A, memory):
+    """A 2-D C-ordered memmap over a whole file, larger than ``config.OUT_OF_CORE_FRACTION`` of ``memory()`` bytes.
+
+    The one rule for "out of core": such a matrix is read from its file in row blocks, never mapped whole.
+    """
+    return (
+        isinstance(A, np.memmap)
+        and A.ndim == 2
+        and A.flags.c_contiguous
+        and getattr(A, "filename", None) is not None
+        and A.nbytes > config.OUT_OF_CORE_FRACTION * memory()
+    )
 
 
 def as_operator(

@@ -168,9 +168,9 @@ def top_singular_values(A, k, *, tol=None, maxiter=None, rng=None, method="auto"
     True
     """
     method = _validate.choice("method", method, ("auto", "gram", "block", "lanczos"))
-    if _block_krylov.is_out_of_core(A) and method in ("auto", "block"):
-        return _top_out_of_core(A, k, tol=tol, maxiter=maxiter, rng=rng)
     op = _operators.as_operator(A, "A", stack=True, family="top_singular_values")
+    if op.too_large_to_hold and method in ("auto", "block"):
+        return _top_out_of_core(A, k, tol=tol, maxiter=maxiter, rng=rng)
     op.dense("top_singular_values", check_finite=False)  # the one TypeError of matrix-free kinds
     gram0, batch_shape = op.gram(), op.batch_shape
     if not gram0.numba_fast_path:

@@ -5,7 +5,7 @@ import pytest
 import scipy.linalg
 
 import linalg_lowrank as ll
-from linalg_lowrank import _block_krylov, config
+from linalg_lowrank import _block_krylov, _operators, config
 from tests.strategies import from_spectrum
 
 EPS64 = np.finfo(np.float64).eps
@@ -208,7 +208,7 @@ def test_out_of_core_memmap_through_top_singular_values(tmp_path, monkeypatch):
     mm = _npy(tmp_path, A)
     monkeypatch.setattr(config, "OUT_OF_CORE_FRACTION", 0.0)  # any file counts as larger than memory
     monkeypatch.setattr(config, "OUT_OF_CORE_BLOCK_BYTES", 64 * 40 * 8)  # 64 rows a block
-    assert _block_krylov.is_out_of_core(mm)
+    assert _operators.as_operator(mm).too_large_to_hold
     res = ll.top_singular_values(mm, 5, rng=0)
     assert res.method == "block" and res.converged
     assert np.allclose(res.values, s[:5], rtol=1e-8)
