@@ -152,6 +152,19 @@ def test_bad_combinations(capsys, run_dir):
     assert status == 2
 
 
+def _same_trajectories(a, b):
+    """Equal up to rounding: the streamed path may take another thread path than the in-process audit."""
+    assert a.keys() == b.keys()
+    for name in a:
+        assert a[name].keys() == b[name].keys()
+        for field in a[name]:
+            if not isinstance(a[name][field], list):  # the matrix's layer and role
+                assert a[name][field] == b[name][field]
+                continue
+            for x, y in zip(a[name][field], b[name][field], strict=True):
+                assert (x is None and y is None) or x == pytest.approx(y, rel=16 * float(np.finfo(np.float32).eps))
+
+
 def test_series_streams_to_a_results_file_and_resumes(capsys, run_dir, tmp_path_factory):
     # --series --out goes through the single audit's streaming path: one record per tensor per checkpoint,
     # the same trajectories as in this process (seeds come from tensor names), and a run cut short
@@ -162,14 +175,14 @@ def test_series_streams_to_a_results_file_and_resumes(capsys, run_dir, tmp_path_
     results = tmp_path_factory.mktemp("out") / "series.jsonl"
     status, streamed, _ = _run(capsys, [str(directory), "--series", "--json", "--out", str(results)])
     assert status == 0
-    assert json.loads(streamed)["matrices"] == json.loads(plain)["matrices"]
+    _same_trajectories(json.loads(streamed)["matrices"], json.loads(plain)["matrices"])
     lines = results.read_text().splitlines()
     n_tensors = sum(len(tensors) for _, tensors in steps)
     assert len(lines) == n_tensors  # one record per tensor of every checkpoint
     results.write_text("\n".join(lines[:3]) + "\n")  # cut short after three records
     status, resumed, _ = _run(capsys, [str(directory), "--series", "--json", "--out", str(results), "--resume"])
     assert status == 0
-    assert json.loads(resumed)["matrices"] == json.loads(plain)["matrices"]
+    _same_trajectories(json.loads(resumed)["matrices"], json.loads(plain)["matrices"])
     records = [json.loads(line) for line in results.read_text().splitlines()]
     keys = [(r["file"], r["name"], tuple(r["span"])) for r in records]
     assert len(keys) == n_tensors and len(set(keys)) == n_tensors  # every tensor exactly once

@@ -305,4 +305,4 @@ def test_products_on_a_cluster_equal_the_in_memory_ones_and_survive_a_lost_worke
         Y2, Z2 = g.gram(x, np.arange(1))
         assert g._products.actors is None
         np.testing.assert_allclose(Z2[0], Z[0], rtol=0, atol=bound * np.abs(A).max())
-        np.testing.assert_array_equal(Y2, Y)  # each y_i is one block's own product: placement-free
+        np.testing.assert_allclose(Y2, Y, rtol=0, atol=2 * bound)  # another process: rounding only
