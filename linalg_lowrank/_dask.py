@@ -10,7 +10,6 @@ client when one is set up). The solver stays on the client and only sees numpy v
 
 import importlib.util
 import math
-import os
 import sys
 
 import numba
@@ -117,7 +116,7 @@ def _memory_available():
         info = default_client().scheduler_info()
         return sum(w.get("memory_limit", 0) or 0 for w in info["workers"].values())
     except (ImportError, ValueError):
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        return _operators.physical_memory()
 
 
 def _worker_gram(x, ys, zs, *blocks):

@@ -434,7 +434,7 @@ class Operator:
     @property
     def too_large_to_hold(self):
         """A memory-mapped file larger than ``config.OUT_OF_CORE_FRACTION`` of this machine's memory."""
-        return self.kind == "dense" and memmap_too_large_to_hold(self._source, _physical_memory)
+        return self.kind == "dense" and memmap_too_large_to_hold(self._source, physical_memory)
 
     @property
     def out_of_core(self):
@@ -635,7 +635,8 @@ def _dense_gram(name, arr, source):
     return DenseGram(name, stack, left=False, source=source)
 
 
-def _physical_memory():
+def physical_memory():
+    """Bytes of RAM of this machine."""
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
