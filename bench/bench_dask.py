@@ -168,21 +168,38 @@ AUDIT_LAYERS = os.environ.get("BENCH_DASK_AUDIT_LAYERS")
 AUDIT_VOCAB = os.environ.get("BENCH_DASK_AUDIT_VOCAB")
 
 
+#: ``BENCH_DASK_PARTS``: a comma-separated subset of ``cluster`` (the spectral_norm and
+#: randomized_svd rows on a LocalCluster), ``out-of-core`` and ``audit``; all three by default.
+PARTS = ("cluster", "out-of-core", "audit")
+
+
+def _parts():
+    chosen = [p.strip() for p in os.environ.get("BENCH_DASK_PARTS", ",".join(PARTS)).split(",") if p.strip()]
+    unknown = set(chosen) - set(PARTS)
+    if unknown:
+        raise ValueError(f"BENCH_DASK_PARTS: unknown parts {sorted(unknown)}; known: {list(PARTS)}")
+    return chosen
+
+
 def run(report, quick):
-    cluster, client = _cluster()
-    try:
-        _spectral(report, quick)
-        _randomized(report, quick)
-    finally:
-        client.close()
-        cluster.close()
-    _out_of_core(report, quick)
-    _audit(
-        report,
-        quick,
-        layers=None if AUDIT_LAYERS is None else int(AUDIT_LAYERS),
-        vocab=None if AUDIT_VOCAB is None else int(AUDIT_VOCAB),
-    )
+    parts = _parts()
+    if "cluster" in parts:
+        cluster, client = _cluster()
+        try:
+            _spectral(report, quick)
+            _randomized(report, quick)
+        finally:
+            client.close()
+            cluster.close()
+    if "out-of-core" in parts:
+        _out_of_core(report, quick)
+    if "audit" in parts:
+        _audit(
+            report,
+            quick,
+            layers=None if AUDIT_LAYERS is None else int(AUDIT_LAYERS),
+            vocab=None if AUDIT_VOCAB is None else int(AUDIT_VOCAB),
+        )
 
 
 # ----------------------------------------------------------------------------------------------
