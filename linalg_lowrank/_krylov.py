@@ -12,9 +12,10 @@ handful of arrays (``ist`` integers, ``fst`` floats, the basis ``V``, the projec
   Python between iterations (the product on the parallel one-pass kernel for a single large
   matrix, in cache on one thread for the matrices of a stack);
 - a Python driver (``_topsv._drive_python``) for everything else behind ``gram.gram(X, active)``:
-  operators, the deflated operator of the gap check, stacks of large matrices, dask arrays, and
-  the ``nev`` top pairs of ``top_singular_values``; it advances every problem of a batch in
-  lockstep, one batched product per round.
+  operators, the deflated operator of the gap check, stacks of large matrices, dask arrays; it
+  advances every problem of a batch in lockstep, one batched product per round;
+- a small Python driver (``_topsv.solve_pairs``) for the top ``nev`` pairs that
+  ``top_singular_values(method="lanczos")`` asks for.
 
 Requests: `EXTEND` (x is the newest basis vector V[j]: its product extends the Krylov basis),
 `MEASURE` (x is a candidate: its Rayleigh quotient and residual are measured and decide

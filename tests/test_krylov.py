@@ -3,7 +3,8 @@
 Paths: the numba driver on a single dense matrix (serial and parallel products) and on a stack
 of small matrices (one per thread), the Python driver on a stack above SMALL_MATRIX_ENTRIES, on
 an operator and on the deflated operator of the gap check; methods "power", "lanczos", "auto".
-Then the value stop of `spectral_norm` on prescribed spectra.
+The engine's mode for the top nev pairs (``top_singular_values(method="lanczos")``) against SVD
+and its numpy twin. Then the value stop of `spectral_norm` on prescribed spectra.
 """
 
 import inspect
