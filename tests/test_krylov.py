@@ -414,6 +414,19 @@ def test_top_singular_values_lanczos_with_small_maxiter(maxiter):
     assert np.all(res.lower_bound <= s[:6])
 
 
+@pytest.mark.parametrize("e", [-1000, -600, 500, 1000])
+def test_top_singular_values_lanczos_at_any_float_scale(e):
+    # the pairs mode's driver stops on a product out of range and the solve restarts on 2^-e A
+    s = np.array([3.0, 2.0, 2.0, 1.0, 0.5])
+    A = from_spectrum(s, 30, 20, seed=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = ll.top_singular_values(np.ldexp(A, e), 4, rng=0, method="lanczos")
+    assert res.converged
+    np.testing.assert_allclose(np.ldexp(res.values, -e), s[:4], rtol=1e-10)
+    assert res.n_iter == ll.top_singular_values(A, 4, rng=0, method="lanczos").n_iter  # the same random directions
+
+
 # --- spectral_norm: the value stop ---
 
 
