@@ -14,7 +14,7 @@ Sources: `DenseSource` (an in-memory matrix, through BLAS) and `RowBlocks` (a C-
 peak memory a block plus the basis).
 
 The iteration (Golub and Underwood's block Lanczos with full reorthogonalization, thick
-restarts as in `_topsv.top_pairs`) keeps the basis Q and the products W = B Q, so every Ritz
+restarts as in the `_krylov` engine) keeps the basis Q and the products W = B Q, so every Ritz
 pair's residual ``||B w - theta w||`` is known without another product. When the top k residuals
 meet the tolerance, one float64 Gram product on the Ritz vectors certifies the answer exactly as
 `spectrum.top_singular_values` does for Lanczos (Cauchy interlacing for the lower bounds, the

@@ -1,30 +1,43 @@
-"""The Krylov engine behind ``power_iteration`` and ``spectral_norm``, written once.
+"""The Krylov engine behind ``power_iteration``, ``spectral_norm`` and ``top_singular_values(method="lanczos")``.
 
-One thick-restart Lanczos (with power steps as a mode and as the ``auto`` pilot) for the top
-eigenpair of a Gram operator B = M^T M, as a reverse-communication state machine in the manner
-of ARPACK's ``dsaupd``: the engine never computes a product. `start` fills ``x`` with the first
-vector to multiply and returns a request code; the driver computes y = M x and z = M^T y and
-calls `advance`, which consumes them and returns the next request, until `DONE`. The state is
-a handful of arrays (``ist`` integers, ``fst`` floats, the basis ``V``, the projected matrix
+One thick-restart Lanczos, written once, for the top eigenpairs of a Gram operator B = M^T M,
+as a reverse-communication state machine in the manner of ARPACK's ``dsaupd``: the engine never
+computes a product and never draws a random number. `start` fills ``x`` with the first vector
+to multiply and returns a request code; the driver computes y = M x and z = M^T y and calls
+`advance`, which consumes them and returns the next request, until `DONE`. The state is a
+handful of arrays (``ist`` integers, ``fst`` floats, the basis ``V``, the projected matrix
 ``T``, the history), so the same numba functions serve
 
 - a numba driver (`solve_stack`) for dense matrices: one matrix at a time per thread, with no
   Python between iterations (the product on the parallel one-pass kernel for a single large
   matrix, in cache on one thread for the matrices of a stack);
-- a Python driver (`drive`) for everything else behind ``gram.gram(X, active)``: operators, the
-  deflated operator of the gap check, stacks of large matrices, dask arrays; it advances every
-  problem of a batch in lockstep, one batched product per round.
+- a Python driver (``_topsv._drive_python``) for everything else behind ``gram.gram(X, active)``:
+  operators, the deflated operator of the gap check, stacks of large matrices, dask arrays; it
+  advances every problem of a batch in lockstep, one batched product per round;
+- a small Python driver (``_topsv.solve_pairs``) for the top ``nev`` pairs that
+  ``top_singular_values(method="lanczos")`` asks for.
 
-Requests (bit flags): `EXTEND` (x is the newest basis vector V[j]: its product extends the
-Krylov basis), `MEASURE` (x is a candidate: its Rayleigh quotient and residual are measured and
-decide convergence; y is kept as M x for the result). The reported triplet is always the last
-measured one, so nothing unverified is ever reported as converged.
+Requests: `EXTEND` (x is the newest basis vector V[j]: its product extends the Krylov basis),
+`MEASURE` (x is a candidate: its Rayleigh quotient and residual are measured and decide
+convergence; y is kept as M x for the result), both at once as bit flags, and `FRESH` (the
+driver fills x with a standard normal vector from its own generator, no product: the engine
+orthogonalizes it against the basis and continues from it). The reported triplet is always the
+last measured one, so nothing unverified is ever reported as converged.
 
-Two stopping rules. Residual (``rtol = 0``): the relative residual ||B w - theta w|| / theta of
-the measured vector is at most ``tol`` (what `power_iteration` promises for the triplet).
-Value (``rtol > 0``): the estimated relative error of sigma = sqrt(theta) is at most ``rtol``:
-the residual bound, or Kato-Temple with the gap from the second Ritz pair once the Krylov
-polynomial's resolution rules out a hidden close pair (`_value_error`, docs/theory/spectral.rst).
+Two modes. One pair (methods ``power``, ``lanczos``, ``auto``), with two stopping rules.
+Residual (``rtol = 0``): the relative residual ||B w - theta w|| / theta of the measured vector
+is at most ``tol`` (what `power_iteration` promises for the triplet). Value (``rtol > 0``): the
+estimated relative error of sigma = sqrt(theta) is at most ``rtol``: the residual bound, or
+Kato-Temple with the gap from the second Ritz pair once the Krylov polynomial's resolution rules
+out a hidden close pair (`_value_error`, docs/theory/spectral.rst).
+
+``nev`` pairs (method ``pairs``, entry `advance_pairs`): no measurement products (the caller
+certifies the Ritz vectors that `pairs` returns with one block product); convergence when the
+residual estimates |beta s_j| of the top ``nev`` Ritz pairs meet ``tol * max(theta_i, floor
+theta_1)``. An invariant subspace found before ``nev`` pairs (repeated singular values, rank
+deficiency: the Krylov space of one vector holds one copy of each eigenvalue) continues from a
+`FRESH` direction orthogonal to the basis, as ARPACK does; convergence at an invariant subspace
+then needs a fresh direction that changes none of the top ``nev`` values.
 """
 
 import numpy as np
@@ -36,47 +49,62 @@ from ._kernels import _copy, _dot, _gram_step, _in_range, _tridiagonal_solve, tr
 DONE = 0
 EXTEND = 1
 MEASURE = 2
+FRESH = 4  # never combined with another flag
 
 # stop codes
 RUNNING, CONVERGED, MAXITER, ZERO, EXACT, RESCALE = 0, 1, 2, 3, 4, 5
 STOP_NAMES = ("running", "converged", "maxiter", "zero", "exact", "rescale")
 
 # methods and phases
-POWER, LANCZOS, AUTO = 0, 1, 2
+POWER, LANCZOS, AUTO, PAIRS = 0, 1, 2, 3
 
 # integer state
 (
     I_PHASE, I_METHOD, I_STEPS, I_MAXITER, I_J, I_K, I_KEEP, I_NEXT_CHECK, I_PREV_STEP, I_NHIST,
     I_FIRST_CYCLE, I_LANCZOS_DIM, I_POWER_DEGREE, I_REQUEST, I_STOP, I_CHECK_EVERY, I_MAX_GAP,
-    I_AUTO_MAX, I_INVARIANT,
-) = range(19)  # fmt: skip
-N_INT = 19
+    I_AUTO_MAX, I_INVARIANT, I_NEV, I_BREAK,
+) = range(21)  # fmt: skip
+N_INT = 21
 # float state
 (
     F_TOL, F_RTOL, F_LO, F_HI, F_THETA, F_RES, F_RATIO, F_PREV, F_ERROR, F_SECOND, F_R2, F_PREV_EST, F_RESOLUTION,
-    F_GAP_CAP,
-) = range(14)  # fmt: skip
-N_FLOAT = 14
+    F_GAP_CAP, F_BREAKDOWN, F_FLOOR,
+) = range(16)  # fmt: skip
+N_FLOAT = 16
+# pairs mode: fst[N_FLOAT:N_FLOAT + nev] holds the top Ritz values at the last invariant subspace,
+# ist[I_BREAK] how many (-1: none found yet)
 
 _EPS = np.finfo(np.float64).eps
 
 
-def new_state(b, *, tol, rtol, maxiter, method, K, keep, check_every, max_gap, auto_max, lo, hi, resolution=1.0):
-    """(ist, fst) for b problems: integer and float state rows, ready for `start`."""
+def new_state(
+    b, *, tol, rtol, maxiter, method, K, keep, check_every, max_gap, auto_max, lo, hi, resolution=1.0,
+    nev=1, breakdown=0.0, floor=0.0,
+):  # fmt: skip
+    """(ist, fst) for b problems: integer and float state rows, ready for `start`.
+
+    ``method="pairs"`` wants the top ``nev`` pairs: a Lanczos vector shorter than ``breakdown``
+    ulps of max|T| times sqrt(q) marks an invariant subspace, and residuals are measured against
+    ``max(theta_i, floor * theta_1)``; the other methods ignore these three.
+    """
+    pairs_mode = method == "pairs"
     ist = np.zeros((b, N_INT), dtype=np.int64)
-    fst = np.zeros((b, N_FLOAT))
-    ist[:, I_METHOD] = {"power": POWER, "lanczos": LANCZOS, "auto": AUTO}[method]
+    fst = np.zeros((b, N_FLOAT + (nev if pairs_mode else 0)))
+    ist[:, I_METHOD] = {"power": POWER, "lanczos": LANCZOS, "auto": AUTO, "pairs": PAIRS}[method]
     ist[:, I_MAXITER] = maxiter
     ist[:, I_K] = K
     ist[:, I_KEEP] = keep
     ist[:, I_CHECK_EVERY] = check_every
     ist[:, I_MAX_GAP] = max_gap
     ist[:, I_AUTO_MAX] = auto_max
+    ist[:, I_NEV] = nev if pairs_mode else 1
     fst[:, F_TOL] = tol
     fst[:, F_RTOL] = rtol
     fst[:, F_LO] = lo
     fst[:, F_HI] = hi
     fst[:, F_RESOLUTION] = resolution
+    fst[:, F_BREAKDOWN] = breakdown
+    fst[:, F_FLOOR] = floor
     return ist, fst
 
 
@@ -91,6 +119,7 @@ def start(ist, fst, V, x0, x):
     ist[I_POWER_DEGREE] = 0
     ist[I_STOP] = RUNNING
     ist[I_INVARIANT] = 0
+    ist[I_BREAK] = -1
     ist[I_NEXT_CHECK] = ist[I_CHECK_EVERY]
     ist[I_PREV_STEP] = -1
     fst[F_THETA] = 0.0
@@ -103,7 +132,11 @@ def start(ist, fst, V, x0, x):
     fst[F_PREV_EST] = 0.0
     _copy(V[0], x0)
     _copy(x, x0)
-    if ist[I_METHOD] == LANCZOS or (ist[I_METHOD] == AUTO and fst[F_RTOL] > 0.0):
+    if ist[I_METHOD] == PAIRS:
+        ist[I_PHASE] = LANCZOS
+        ist[I_NEXT_CHECK] = 1  # the first estimate seeds the decay rate the schedule reads
+        ist[I_REQUEST] = EXTEND
+    elif ist[I_METHOD] == LANCZOS or (ist[I_METHOD] == AUTO and fst[F_RTOL] > 0.0):
         # (the value stop trusts only a gap seen by Lanczos: "auto" skips the power pilot)
         ist[I_PHASE] = LANCZOS
         ist[I_REQUEST] = EXTEND | MEASURE  # a warm start may already be converged: its product decides
@@ -278,11 +311,207 @@ def _next_request(ist, fst, V, T, x):
 
 
 @jit
+def _all_finite(z):
+    for t in range(z.shape[0]):
+        if not np.isfinite(z[t]):
+            return False
+    return True
+
+
+@jit
+def _orthogonalize(V, n, z, h):
+    """z -= V[:n]^T (V[:n] z), in two passes (one loses orthogonality to rounding); h accumulates V[:n] z."""
+    q = z.shape[0]
+    for _ in range(2):
+        for i in range(n):
+            c = _dot(V[i], z)
+            h[i] += c
+            for t in range(q):
+                z[t] -= c * V[i, t]
+
+
+@jit
+def _extend(ist, V, T, z):
+    """The Lanczos step: z = B V[j] against the basis gives T's column j and V[j + 1] = z / beta; returns beta.
+
+    Full reorthogonalization (a thick restart's arrowhead T couples V[j] to every kept vector).
+    """
+    j = ist[I_J]
+    q = z.shape[0]
+    h = np.zeros(j + 1)
+    _orthogonalize(V, j + 1, z, h)
+    for i in range(j + 1):
+        T[i, j] = h[i]
+        T[j, i] = h[i]
+    beta = np.sqrt(_dot(z, z))
+    if beta > 0.0:
+        for t in range(q):
+            V[j + 1, t] = z[t] / beta
+    else:
+        V[j + 1, :] = 0.0
+    T[j + 1, j] = beta
+    T[j, j + 1] = beta
+    ist[I_J] = j + 1
+    return beta
+
+
+@jit
+def _schedule(ist, fst, steps, est, target):
+    """Schedule the next check from the observed geometric decay of the residual estimate ``est``.
+
+    An eigensolve of the projected matrix is not free: aim at half the predicted distance to
+    ``target``, at least one and at most ``I_MAX_GAP`` steps (``I_CHECK_EVERY`` until a decay is seen).
+    """
+    gap = ist[I_CHECK_EVERY]
+    prev_est = fst[F_PREV_EST]
+    if ist[I_PREV_STEP] >= 0 and 0.0 < est < prev_est:
+        rate = (est / prev_est) ** (1.0 / max(steps - ist[I_PREV_STEP], 1))
+        remaining = np.log(target / est) / np.log(rate) if est > target else 0.0
+        gap = int(min(max(1.0, 0.5 * remaining), ist[I_MAX_GAP]))
+    ist[I_NEXT_CHECK] = steps + gap
+    ist[I_PREV_STEP] = steps
+    fst[F_PREV_EST] = est
+
+
+@jit
+def _fresh(ist, V, T, x):
+    """FRESH answered: x (the driver's random vector) against the basis becomes V[j]; then the next product."""
+    j = ist[I_J]
+    _orthogonalize(V, j, x, np.zeros(j))
+    nx = np.sqrt(_dot(x, x))
+    if nx == 0.0:  # pragma: no cover - the basis spans the space, which the whole-space stop catches first
+        return _stop(ist, CONVERGED)
+    for t in range(x.shape[0]):
+        V[j, t] = x[t] / nx
+    if j == ist[I_K]:
+        _restart(ist, T, V, T[j, j - 1])  # 0 at the invariant subspace: the kept pairs stay decoupled
+    _copy(x, V[ist[I_J]])
+    ist[I_REQUEST] = EXTEND
+    return EXTEND
+
+
+@jit
+def advance_pairs(ist, fst, V, T, x, y, z):
+    """`advance` for the top ``nev`` pairs (method ``pairs``): every product extends the basis.
+
+    The rules of ``top_singular_values(method="lanczos")``: a check at every invariant subspace
+    and on the schedule; converged when every top-``nev`` estimate |beta s_j| meets
+    ``tol * max(theta_i, floor * theta_1)``, or when the whole space is spanned; an invariant
+    subspace asks for a `FRESH` direction, and after one, only an invariant subspace whose top
+    ``nev`` values all stayed within their targets of the previous one's converges (the old
+    pairs' estimates are zero by construction after a fresh start: they tell nothing).
+
+    On `FRESH`, the driver fills x with a standard normal vector and calls again (y, z are not
+    read). On DONE, `pairs` gives the Ritz pairs. A separate entry rather than a branch of
+    `advance`: the numba driver of the one-pair solve would compile these checks too (measured:
+    a quarter more compile time on the first ``spectral_norm`` of a process with a cold cache).
+    """
+    if ist[I_REQUEST] == FRESH:
+        return _fresh(ist, V, T, x)
+    ist[I_STEPS] += 1
+    steps = ist[I_STEPS]
+    maxiter = ist[I_MAXITER]
+    if steps == 1 and not _in_range(y, fst[F_LO], fst[F_HI]):
+        return _stop(ist, RESCALE)
+    if not _all_finite(z):
+        return _stop(ist, RESCALE)
+    j = ist[I_J]
+    q = x.shape[0]
+    beta = _extend(ist, V, T, z)
+    scale = 0.0
+    for i in range(j + 1):
+        for l in range(j + 1):
+            scale = max(scale, abs(T[i, l]))
+    j += 1
+    # rounding leaves ||z|| ~ sqrt(q) eps ||B|| at an invariant subspace; below that, z is noise
+    invariant = beta <= fst[F_BREAKDOWN] * np.sqrt(q) * _EPS * scale
+    if invariant:
+        beta = 0.0
+        T[j, j - 1] = 0.0
+        T[j - 1, j] = 0.0
+    whole_space = j == q
+    due = invariant or whole_space or steps >= ist[I_NEXT_CHECK] or j == ist[I_K] or steps >= maxiter
+    if not due:
+        _copy(x, V[j])
+        ist[I_REQUEST] = EXTEND
+        return EXTEND
+    theta, S = np.linalg.eigh(np.ascontiguousarray(T[:j, :j]))
+    top = max(theta[j - 1], 0.0)
+    nev = ist[I_NEV]
+    m = min(nev, j)
+    tol = fst[F_TOL]
+    worst = 0.0
+    met = True
+    for i in range(j - m, j):
+        est = abs(beta * S[j - 1, i])
+        worst = max(worst, est)
+        met = met and est <= tol * max(max(theta[i], 0.0), fst[F_FLOOR] * top)
+    _schedule(ist, fst, steps, worst / top if top > 0.0 else worst, 0.5 * tol)
+    if whole_space:
+        return _stop(ist, CONVERGED)
+    if invariant or top == 0.0:
+        # The Krylov space of one vector holds one copy of each eigenvalue: continue from random
+        # directions orthogonal to the basis until one brings no change to the top nev values.
+        if j >= nev:
+            if ist[I_BREAK] == m:
+                same = True
+                for i in range(m):
+                    target = tol * max(max(theta[j - m + i], 0.0), fst[F_FLOOR] * top)
+                    same = same and abs(theta[j - m + i] - fst[N_FLOAT + i]) <= target
+                if same:
+                    return _stop(ist, CONVERGED)
+            for i in range(m):
+                fst[N_FLOAT + i] = theta[j - m + i]
+            ist[I_BREAK] = m
+        else:
+            ist[I_BREAK] = 0
+        if steps >= maxiter:
+            return _stop(ist, MAXITER)
+        ist[I_REQUEST] = FRESH
+        return FRESH
+    if j >= nev and ist[I_BREAK] < 0 and met:
+        return _stop(ist, CONVERGED)
+    if steps >= maxiter:
+        return _stop(ist, MAXITER)
+    if j == ist[I_K]:
+        _restart(ist, T, V, beta)
+    _copy(x, V[ist[I_J]])
+    ist[I_REQUEST] = EXTEND
+    return EXTEND
+
+
+@jit
+def pairs(ist, V, T, theta, W, estimate):
+    """The top Ritz pairs of a finished ``pairs`` solve, largest first; returns how many (min(nev, j)).
+
+    theta[i] and the row W[i] are the i-th Ritz value and unit Ritz vector, estimate[i] its
+    residual estimate |beta s_i| (the residual norm ||B w - theta w|| in exact arithmetic).
+    """
+    j = ist[I_J]
+    m = min(ist[I_NEV], j)
+    if m == 0:
+        return 0
+    values, S = np.linalg.eigh(np.ascontiguousarray(T[:j, :j]))
+    beta = T[j, j - 1]
+    for i in range(m):
+        col = j - 1 - i
+        theta[i] = values[col]
+        estimate[i] = abs(beta * S[j - 1, col])
+        W[i, :] = 0.0
+        for l in range(j):
+            c = S[l, col]
+            for t in range(W.shape[1]):
+                W[i, t] += c * V[l, t]
+    return m
+
+
+@jit
 def advance(ist, fst, V, T, hist, x, w, yb, y, z):
     """Consume y = M x and z = M^T y for the requested x; return the next request (x filled) or DONE.
 
     On DONE, ``ist[I_STOP]`` says why; w, yb, ``fst[F_THETA]`` and ``fst[F_RES]`` are the last
-    measured unit vector, M w, its Rayleigh quotient and relative residual.
+    measured unit vector, M w, its Rayleigh quotient and relative residual. (Method ``pairs`` has
+    its own entry, `advance_pairs`.)
     """
     q = x.shape[0]
     request = ist[I_REQUEST]
@@ -355,31 +584,11 @@ def advance(ist, fst, V, T, hist, x, w, yb, y, z):
             _push_history(ist, hist, np.sqrt(theta))
             ist[I_LANCZOS_DIM] = 1
             return _stop(ist, MAXITER)
-    # EXTEND: x is V[j]; z = B V[j] extends the basis (classical Gram-Schmidt, twice)
+    # EXTEND: x is V[j]; z = B V[j] extends the basis
+    if not _all_finite(z):
+        return _stop(ist, RESCALE)
+    beta = _extend(ist, V, T, z)
     j = ist[I_J]
-    for t in range(q):
-        if not np.isfinite(z[t]):
-            return _stop(ist, RESCALE)
-    h = np.zeros(j + 1)
-    for _ in range(2):
-        for i in range(j + 1):
-            c = _dot(V[i], z)
-            h[i] += c
-            for t in range(q):
-                z[t] -= c * V[i, t]
-    for i in range(j + 1):
-        T[i, j] = h[i]
-        T[j, i] = h[i]
-    beta = np.sqrt(_dot(z, z))
-    if beta > 0.0:
-        for t in range(q):
-            V[j + 1, t] = z[t] / beta
-    else:
-        V[j + 1, :] = 0.0
-    T[j + 1, j] = beta
-    T[j, j + 1] = beta
-    j += 1
-    ist[I_J] = j
     if ist[I_FIRST_CYCLE] == 1:
         ist[I_LANCZOS_DIM] = j
     due = steps >= ist[I_NEXT_CHECK] or j == ist[I_K] or j == q or steps >= maxiter - 1
@@ -401,17 +610,7 @@ def advance(ist, fst, V, T, hist, x, w, yb, y, z):
     degree = steps - ist[I_POWER_DEGREE]  # Lanczos products so far: the degree of the Krylov polynomial
     fst[F_GAP_CAP] = (fst[F_RESOLUTION] / degree) ** 2
     target, credible = _target_residual(fst, top, second, r2, fst[F_GAP_CAP])
-    # schedule the next check from the observed geometric decay of the estimate: an eigensolve of
-    # the projected matrix is not free, so aim at half the predicted distance to the target
-    gap = ist[I_CHECK_EVERY]
-    prev_est = fst[F_PREV_EST]
-    if ist[I_PREV_STEP] >= 0 and 0.0 < est < prev_est:
-        rate = (est / prev_est) ** (1.0 / max(steps - ist[I_PREV_STEP], 1))
-        remaining = np.log(target / est) / np.log(rate) if est > target else 0.0
-        gap = int(min(max(1.0, 0.5 * remaining), ist[I_MAX_GAP]))
-    ist[I_NEXT_CHECK] = steps + gap
-    ist[I_PREV_STEP] = steps
-    fst[F_PREV_EST] = est
+    _schedule(ist, fst, steps, est, target)
     if ((credible and est <= target) or invariant or top == 0.0) and steps < maxiter - 1:
         _ritz_vector(V, s_top, j, x)
         ist[I_INVARIANT] = 1 if invariant else 0

@@ -1,4 +1,4 @@
-"""The engine behind ``power_iteration``: power steps, thick-restart Lanczos, bounds.
+"""The drivers of the Krylov engine (`_krylov`) behind ``power_iteration`` and ``top_singular_values``, and bounds.
 
 Everything works on a batch of independent problems in lockstep: ``gram.gram(X, active)``
 returns (Y, Z) with Y[k] = M_k X[k] and Z[k] = M_k^T Y[k]; the solver only sees the symmetric
@@ -97,11 +97,7 @@ def _solve(gram, X, *, tol, rtol, maxiter, method):
         with blas_single_thread():
             _drive_python(gram, X, ist, fst, hist, W, Yb, K)
     stop = ist[:, _krylov.I_STOP]
-    rescale = stop == _krylov.RESCALE
-    if rescale.any():
-        if not gram.scaled:
-            raise _operators.Rescale
-        gram.fail()
+    _raise_on_rescale(gram, stop)
     out = Outcome(b, q, p)
     out.theta[:] = fst[:, _krylov.F_THETA]
     out.w[:] = W
@@ -118,6 +114,51 @@ def _solve(gram, X, *, tol, rtol, maxiter, method):
     out.history = [list(hist[k, : n_hist[k]]) for k in range(b)]
     out.method = "lanczos" if (ist[:, _krylov.I_PHASE] == _krylov.LANCZOS).any() else "power"
     return out
+
+
+def _raise_on_rescale(gram, stop):
+    """A solve stopped on a product out of range: `Rescale` while the scale is open, else the error."""
+    if (stop == _krylov.RESCALE).any():
+        if not gram.scaled:
+            raise _operators.Rescale
+        gram.fail()
+
+
+def solve_pairs(gram, x0, nev, *, tol, maxiter, generator):
+    """The ``nev`` largest eigenpairs of the Gram operator of one problem: the engine in method ``pairs``.
+
+    A small Python driver runs it (``generator`` answers its `FRESH` requests); the basis holds at
+    least ``2 nev`` vectors plus the usual kept ones, and a restart keeps the top ``nev`` Ritz
+    vectors and half of the rest. Returns ``(theta, W, estimate, n_iter, converged)``: Ritz values
+    (descending), the unit Ritz vectors as the columns of W (q x m, m = min(nev, basis size
+    reached)), their residual estimates ``|beta s_j|``, Gram products used and whether every
+    estimate met ``tol * max(theta_i, floor * theta_1)`` (floor: config.SPECTRUM_RESIDUAL_FLOOR).
+    """
+    q = gram.gram_dim
+    K = int(min(q, max(config.LANCZOS_MAX_BASIS, 2 * nev + config.LANCZOS_KEEP)))
+    keep = int(min(K - 1, max(nev + (K - nev) // 2, 1)))
+    lo, hi = gram.range_bounds()
+    ist, fst = _krylov.new_state(
+        1, tol=tol, rtol=0.0, maxiter=maxiter, method="pairs", K=K, keep=keep,
+        check_every=config.LANCZOS_CHECK_EVERY, max_gap=config.LANCZOS_MAX_CHECK_GAP, auto_max=0, lo=lo, hi=hi,
+        nev=nev, breakdown=config.SPECTRUM_BREAKDOWN_ULPS, floor=config.SPECTRUM_RESIDUAL_FLOOR,
+    )  # fmt: skip
+    V, T = np.zeros((K + 1, q)), np.zeros((K + 1, K + 1))
+    x = np.zeros((1, q))
+    request = _krylov.start(ist[0], fst[0], V, np.asarray(x0, dtype=np.float64) / np.linalg.norm(x0), x[0])
+    one = np.arange(1)
+    with blas_single_thread():
+        while request != _krylov.DONE:
+            if request == _krylov.FRESH:  # the engine asks for a random direction: the caller's rng gives it
+                x[0] = generator.standard_normal(q)  # (y, z are not read: those of the last product)
+            else:
+                Y, Z = gram.gram(x, one)
+            request = _krylov.advance_pairs(ist[0], fst[0], V, T, x[0], Y[0], Z[0])
+    _raise_on_rescale(gram, ist[:, _krylov.I_STOP])
+    theta, ritz, estimate = np.zeros(nev), np.zeros((nev, q)), np.zeros(nev)
+    m = _krylov.pairs(ist[0], V, T, theta, ritz, estimate)
+    converged = ist[0, _krylov.I_STOP] == _krylov.CONVERGED
+    return theta[:m], ritz[:m].T, estimate[:m], int(ist[0, _krylov.I_STEPS]), bool(converged)
 
 
 def _drive_numba(gram, X, ist, fst, hist, W, Yb):
@@ -184,21 +225,6 @@ def _run_chunks(fn, b):
         f.result()
 
 
-def _steps_to_next_check(previous, steps, estimate, tol):
-    """Schedule the next small eigensolve from the observed geometric decay of the residual estimate.
-
-    An eigensolve of the projected matrix costs O(j^3); checking every step would dominate for
-    matrices that take well under a millisecond per product. Aim at half the predicted distance
-    to ``tol``, at least one and at most ``LANCZOS_MAX_CHECK_GAP`` steps. (`top_pairs`; the
-    engine in `_krylov` schedules its own checks the same way.)
-    """
-    if previous is None or not (0 < estimate < previous[1]):
-        return config.LANCZOS_CHECK_EVERY
-    rate = (estimate / previous[1]) ** (1.0 / max(steps - previous[0], 1))
-    remaining = math.log(0.5 * tol / estimate) / math.log(rate) if estimate > 0.5 * tol else 0.0
-    return int(min(max(1, 0.5 * remaining), config.LANCZOS_MAX_CHECK_GAP))
-
-
 def _log_chebyshev(d, x):
     """log T_d(x) for x >= 1 and integer d >= 0, without overflow."""
     if d <= 0:
@@ -248,115 +274,3 @@ def upper_bound_eps(q, power_degree, lanczos_dim, failure):
                 hi = mid
         eps_out.flat[k] = math.exp(hi)
     return eps_out
-
-
-def top_pairs(gram, x, nev, *, tol, maxiter, generator):
-    """Thick-restart Lanczos for the ``nev`` largest eigenpairs of the Gram operator of one problem.
-
-    The same iteration as `_lanczos` (two Gram-Schmidt passes, restart on the top Ritz vectors
-    plus the newest Lanczos vector, checks scheduled by `_steps_to_next_check`), generalized from
-    one wanted pair to ``nev``: the basis holds at least ``2 nev`` vectors and a restart keeps
-    half of it, convergence waits for the ``nev``-th pair, and an invariant subspace found before
-    ``nev`` pairs (a Gram operator with fewer distinct eigenvalues than the basis size: repeated
-    singular values, rank deficiency) continues from a fresh random vector orthogonal to the
-    basis, as ARPACK does, so further copies of a repeated eigenvalue can be found; convergence
-    at an invariant subspace needs a fresh direction that changes none of the top ``nev`` values.
-
-    Returns ``(theta, W, estimate, n_iter, converged)``: Ritz values (descending), the unit Ritz
-    vectors as the columns of W (q x nev), the residual estimates ``|beta s_j|`` (the exact
-    residual norms ``||B w - theta w||`` in exact arithmetic), Gram products used and whether
-    every estimate met ``tol * max(theta_i, floor * theta_1)`` (floor: config.SPECTRUM_RESIDUAL_FLOOR).
-    """
-    q = gram.gram_dim
-    K = int(min(q, max(config.LANCZOS_MAX_BASIS, 2 * nev + config.LANCZOS_KEEP)))
-    keep = int(min(K - 1, max(nev + (K - nev) // 2, 1)))
-    V = np.zeros((K + 1, q))
-    T = np.zeros((K + 1, K + 1))
-    V[0] = x / np.linalg.norm(x)
-    active = np.arange(1)
-    floor = config.SPECTRUM_RESIDUAL_FLOOR
-    j = 0
-    steps = 0
-    next_check = 1
-    previous_check = None
-    converged = False
-    theta = S = None
-    last_break = None  # top nev Ritz values at the last invariant subspace
-    with blas_single_thread():
-        while steps < maxiter:
-            _, Z = gram.gram(V[j][None], active)
-            steps += 1
-            w = Z[0]
-            h = V[: j + 1] @ w
-            w = w - h @ V[: j + 1]
-            h2 = V[: j + 1] @ w
-            w -= h2 @ V[: j + 1]
-            h += h2
-            T[: j + 1, j] = h
-            T[j, : j + 1] = h
-            beta = float(np.linalg.norm(w))
-            scale_T = float(np.abs(T[: j + 1, : j + 1]).max())
-            # Rounding leaves ||w|| ~ sqrt(q) eps ||B|| at an invariant subspace; below that, w is noise.
-            invariant = beta <= config.SPECTRUM_BREAKDOWN_ULPS * math.sqrt(q) * _EPS * scale_T
-            j += 1
-            if invariant:
-                beta = 0.0
-            T[j, j - 1] = T[j - 1, j] = beta
-            whole_space = j == q
-            if not (invariant or whole_space or steps >= next_check or j == K or steps >= maxiter):
-                V[j] = w / beta
-                continue
-            theta, S = np.linalg.eigh(T[:j, :j])
-            top = max(theta[-1], 0.0)
-            m = min(nev, j)
-            estimate = np.abs(beta * S[j - 1, j - m :])
-            target = tol * np.maximum(np.maximum(theta[j - m :], 0.0), floor * top)
-            next_check = steps + _steps_to_next_check(previous_check, steps, float(estimate.max()) / (top or 1.0), tol)
-            previous_check = (steps, float(estimate.max()) / (top or 1.0))
-            if whole_space:
-                converged = True
-                break
-            if invariant or top == 0:
-                # The Krylov space of one vector holds one copy of each eigenvalue: restart it from random
-                # directions orthogonal to the basis until one brings no change to the top nev values.
-                current = theta[j - m :] if j >= nev else None
-                if current is not None and last_break is not None and last_break.size == current.size:
-                    if np.all(np.abs(current - last_break) <= target):
-                        converged = True
-                        break
-                last_break = current if current is not None else theta[:0]
-                invariant = True
-            elif j >= nev and last_break is None and np.all(estimate <= target):
-                # (after a restart from a fresh direction, the old pairs' estimates are zero by construction:
-                # only the next invariant subspace tells whether the fresh direction changed the top values)
-                converged = True
-                break
-            if invariant:  # continue the Krylov space from a random direction orthogonal to the basis
-                r = generator.standard_normal(q)
-                for _ in range(2):
-                    r -= (V[:j] @ r) @ V[:j]
-                nr = np.linalg.norm(r)
-                if nr == 0:  # pragma: no cover - the basis spans the space, caught by whole_space
-                    converged = True
-                    break
-                V[j] = r / nr
-            else:
-                V[j] = w / beta
-            if j == K and steps < maxiter:  # thick restart: top Ritz vectors and the newest Lanczos vector
-                Sk = S[:, K - keep :]
-                V[:keep] = Sk.T @ V[:K]
-                V[keep] = V[K]
-                coupling = beta * S[K - 1, K - keep :]
-                T[:] = 0.0
-                idx = np.arange(keep)
-                T[idx, idx] = theta[K - keep :]
-                T[keep, :keep] = coupling
-                T[:keep, keep] = coupling
-                j = keep
-                theta = None
-        if theta is None or theta.size != j:
-            theta, S = np.linalg.eigh(T[:j, :j])
-        m = min(nev, j)
-        W = V[:j].T @ S[:, j - m :][:, ::-1]
-        estimate = np.abs(T[j, j - 1] * S[j - 1, j - m :])[::-1]
-        return theta[j - m :][::-1].copy(), W, estimate, steps, converged

@@ -3,7 +3,7 @@
 `top_singular_values` computes the top K by one of three certified methods: the Gram method
 (``G = N^T N`` formed once, its top eigenvectors by LAPACK), block Lanczos
 (``_block_krylov``, block products, few passes: also for matrices on disk) or the package's
-thick-restart Lanczos (``_topsv.top_pairs``), and certifies the result with one block product;
+thick-restart Lanczos (the engine of ``_krylov``), and certifies the result with one block product;
 `spectrum_statistics` derives the stable rank, the effective rank (with the interval the unknown
 tail allows) and weightwatcher's power-law exponent alpha from the top K values;
 `difference_norm` is the spectral norm of W_new - W_old without forming the difference.
@@ -280,12 +280,12 @@ def _top_one(gram, k, *, tol, maxiter, generator):
     state = generator.bit_generator.state  # a rescaled restart replays the same random directions
     gram.begin()
     try:
-        _, W, _, steps, _ = _topsv.top_pairs(gram, x0, k, tol=tol, maxiter=maxiter, generator=generator)
+        _, W, _, steps, _ = _topsv.solve_pairs(gram, x0, k, tol=tol, maxiter=maxiter, generator=generator)
     except _operators.Rescale:  # a product left the safe range: the products become those of 2^-e M
         gram.rescale()
         gram.begin()
         generator.bit_generator.state = state
-        _, W, _, steps, _ = _topsv.top_pairs(gram, x0, k, tol=tol, maxiter=maxiter, generator=generator)
+        _, W, _, steps, _ = _topsv.solve_pairs(gram, x0, k, tol=tol, maxiter=maxiter, generator=generator)
     e = int(gram.exponent[0])
     if e:
         M = np.ldexp(M.astype(np.float64), -e)  # exact: the same powers of two as the iteration

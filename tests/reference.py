@@ -113,6 +113,82 @@ def thick_restart_lanczos(gram_product, x0, *, tol, maxiter, K, keep):
     return th, w, np.linalg.norm(z - th * w) / th if th > 0 else 0.0, used + 1
 
 
+def thick_restart_lanczos_pairs(gram_product, x0, nev, *, tol, floor, breakdown, maxiter, K, keep, fresh):
+    """Twin of the engine's ``pairs`` mode (``_krylov.advance_pairs``, ``_krylov.pairs``): the nev largest pairs of B.
+
+    Straightforward numpy, with a dense eigensolve after every product (the engine checks on a
+    schedule and at every invariant subspace): full reorthogonalization; a Lanczos vector shorter
+    than ``breakdown`` ulps of max|T| times sqrt(q) marks an invariant subspace, from which the
+    basis continues along ``fresh()`` (a random vector from the caller) made orthogonal to it;
+    converged when the top ``nev`` estimates |beta s_i| are at most tol * max(theta_i, floor
+    theta_1), when the basis spans the space, or (once an invariant subspace was seen) when the
+    next one has the same top ``nev`` values within those targets; a restart keeps the top
+    ``keep`` Ritz vectors and the newest Lanczos vector. Returns (theta, W, products used,
+    converged): the top min(nev, j) Ritz values, descending, and unit Ritz vectors as W's rows.
+    """
+    q = x0.shape[0]
+    eps = np.finfo(np.float64).eps
+    V = np.zeros((K + 1, q))
+    T = np.zeros((K + 1, K + 1))
+    V[0] = x0 / np.linalg.norm(x0)
+    j = used = 0
+    converged = False
+    last = None  # the top nev Ritz values at the last invariant subspace
+    while used < maxiter:
+        z = gram_product(V[j])
+        used += 1
+        h = np.zeros(j + 1)
+        for _ in range(2):
+            c = V[: j + 1] @ z
+            z = z - c @ V[: j + 1]
+            h += c
+        T[: j + 1, j] = T[j, : j + 1] = h
+        beta = np.linalg.norm(z)
+        invariant = beta <= breakdown * math.sqrt(q) * eps * np.abs(T[: j + 1, : j + 1]).max()
+        beta = 0.0 if invariant else beta
+        T[j + 1, j] = T[j, j + 1] = beta
+        j += 1
+        theta, S = np.linalg.eigh(T[:j, :j])
+        top = max(theta[-1], 0.0)
+        m = min(nev, j)
+        target = tol * np.maximum(np.maximum(theta[j - m :], 0.0), floor * top)
+        if j == q:
+            converged = True
+            break
+        if invariant or top == 0:
+            if j >= nev:
+                if last is not None and last.size == m and np.all(np.abs(theta[j - m :] - last) <= target):
+                    converged = True
+                    break
+                last = theta[j - m :].copy()
+            else:
+                last = theta[:0]
+            if used >= maxiter:
+                break
+            r = fresh()
+            for _ in range(2):
+                r = r - (V[:j] @ r) @ V[:j]
+            V[j] = r / np.linalg.norm(r)
+        else:
+            if j >= nev and last is None and np.all(np.abs(beta * S[j - 1, j - m :]) <= target):
+                converged = True
+                break
+            if used >= maxiter:
+                break
+            V[j] = z / beta
+        if j == K:
+            V[:keep] = S[:, K - keep :].T @ V[:K]
+            V[keep] = V[K]
+            coupling = T[K, K - 1] * S[K - 1, K - keep :]
+            T[:] = 0.0
+            T[np.arange(keep), np.arange(keep)] = theta[K - keep :]
+            T[keep, :keep] = T[:keep, keep] = coupling
+            j = keep
+    theta, S = np.linalg.eigh(T[:j, :j])
+    m = min(nev, j)
+    return theta[j - m :][::-1], S[:, j - m :][:, ::-1].T @ V[:j], used, converged
+
+
 # ------------------------------------------------------------------- linalg_lowrank._hutchinson_kernels
 
 
@@ -305,6 +381,8 @@ TWINS = {
     "_krylov.start": thick_restart_lanczos,
     "_krylov.advance": thick_restart_lanczos,
     "_krylov.solve_stack": thick_restart_lanczos,
+    "_krylov.advance_pairs": thick_restart_lanczos_pairs,
+    "_krylov.pairs": thick_restart_lanczos_pairs,
     "_hutchinson_kernels.symmetry_scan": symmetry_scan,
     "_hutchinson_kernels.signs_from_top_bit": signs_from_top_bit,
     "_hutchinson_kernels.row_mean_var": row_mean_var,

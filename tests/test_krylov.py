@@ -3,7 +3,8 @@
 Paths: the numba driver on a single dense matrix (serial and parallel products) and on a stack
 of small matrices (one per thread), the Python driver on a stack above SMALL_MATRIX_ENTRIES, on
 an operator and on the deflated operator of the gap check; methods "power", "lanczos", "auto".
-Then the value stop of `spectral_norm` on prescribed spectra.
+The engine's mode for the top nev pairs (``top_singular_values(method="lanczos")``) against SVD
+and its numpy twin. Then the value stop of `spectral_norm` on prescribed spectra.
 """
 
 import inspect
@@ -219,6 +220,211 @@ def test_engine_spends_exactly_maxiter_products_and_measures_the_last(maxiter):
     assert abs(fst[_krylov.F_THETA] - (M @ w) @ (M @ w)) <= 1e-12 * fst[_krylov.F_THETA]
     if maxiter == 1:
         np.testing.assert_allclose(w, x0 / np.linalg.norm(x0), rtol=0, atol=1e-15)
+
+
+# --- the engine for the top nev pairs (method "pairs"), as top_singular_values(method="lanczos") drives it ---
+
+
+def _drive_pairs(M, x0, nev, fresh, *, tol=1e-10, maxiter=500, K=None, keep=None, check_every=4):
+    """Run the engine's pairs mode with numpy products and the given source of fresh directions.
+
+    Returns (theta, W, products, converged, fresh requests): W's rows are the Ritz vectors.
+    """
+    p, q = M.shape
+    K = min(q, max(config.LANCZOS_MAX_BASIS, 2 * nev + config.LANCZOS_KEEP)) if K is None else K
+    keep = min(K - 1, max(nev + (K - nev) // 2, 1)) if keep is None else keep
+    ist, fst = _krylov.new_state(
+        1, tol=tol, rtol=0.0, maxiter=maxiter, method="pairs", K=K, keep=keep, check_every=check_every,
+        max_gap=4 * check_every,
+        auto_max=0, lo=0.0, hi=np.inf, nev=nev, breakdown=config.SPECTRUM_BREAKDOWN_ULPS,
+        floor=config.SPECTRUM_RESIDUAL_FLOOR,
+    )  # fmt: skip
+    V, T, x = np.zeros((K + 1, q)), np.zeros((K + 1, K + 1)), np.zeros(q)
+    request = _krylov.start(ist[0], fst[0], V, x0 / np.linalg.norm(x0), x)
+    products = n_fresh = 0
+    y, z = np.zeros(p), np.zeros(q)
+    while request != _krylov.DONE:
+        if request == _krylov.FRESH:
+            x[:] = fresh(q)
+            n_fresh += 1
+        else:
+            assert request == _krylov.EXTEND  # no measurement products in this mode
+            y = M @ x
+            z = M.T @ y
+            products += 1
+        request = _krylov.advance_pairs(ist[0], fst[0], V, T, x, y, z)
+    assert products == ist[0, _krylov.I_STEPS] <= maxiter
+    theta, W, est = np.zeros(nev), np.zeros((nev, q)), np.zeros(nev)
+    m = _krylov.pairs(ist[0], V, T, theta, W, est)
+    np.testing.assert_allclose(np.linalg.norm(W[:m], axis=1), 1.0, rtol=1e-12)
+    return theta[:m], W[:m], products, ist[0, _krylov.I_STOP] == _krylov.CONVERGED, n_fresh
+
+
+def _pairs_case(kind, p, q, seed):
+    """(M, squared singular values of M descending): distinct, repeated (low rank) or rank-deficient spectra."""
+    rng = np.random.default_rng(seed)
+    k = min(p, q)
+    if kind == "distinct":
+        s = np.sort(rng.uniform(0.1, 1.0, k))[::-1]
+    elif kind == "repeated":  # a rank of at most half the space: the Krylov space turns invariant
+        r = max(k // 2, 1)
+        s = np.r_[np.full(min(3, r), 2.0), np.full(max(r - 3, 0), 1.0), np.zeros(k - r)]
+    else:  # rank-deficient, distinct nonzero values
+        r = max(k // 3, 1)
+        s = np.r_[np.sort(rng.uniform(0.5, 1.0, r))[::-1], np.zeros(k - r)]
+    return from_spectrum(s, p, q, seed), np.r_[s**2, np.zeros(max(q - k, 0))]
+
+
+def _check_pairs(M, lam, theta, W, *, tol, exact):
+    """Ritz pairs against numpy's SVD: lower bounds (interlacing), residuals, and the values where they are sure."""
+    m = theta.size
+    scale = lam[0] if lam[0] > 0 else 1.0
+    rounding = 100 * sum(M.shape) * EPS64 * scale
+    assert np.all(np.diff(theta) <= rounding)
+    assert np.all(theta <= lam[:m] + rounding)  # Cauchy interlacing: the i-th Ritz value never exceeds lambda_i
+    R = (M.T @ (M @ W.T)) - W.T * theta
+    residual = np.linalg.norm(R, axis=0)
+    # each Ritz value is within its residual of some eigenvalue of M^T M
+    assert np.all(np.abs(theta[:, None] - lam[None, :]).min(axis=1) <= residual + rounding)
+    if exact:
+        floor = config.SPECTRUM_RESIDUAL_FLOOR * scale
+        np.testing.assert_allclose(theta, lam[:m], rtol=0, atol=tol * max(scale, floor) + rounding)
+
+
+@pytest.mark.kernel
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(2, 30), st.integers(2, 30), st.integers(1, 6), st.sampled_from(["distinct", "repeated", "rankdef"]),
+    st.integers(0, 2**32 - 1), st.sampled_from([None, (6, 3), (12, 8)]),
+)  # fmt: skip
+def test_pairs_mode_matches_svd_and_its_numpy_twin(p, q, nev, kind, seed, basis):
+    nev = min(nev, q)
+    M, lam = _pairs_case(kind, p, q, seed)
+    x0 = np.random.default_rng(seed + 1).standard_normal(q)
+    K = keep = None
+    if basis is not None:  # small bases: the thick restart runs, also right after a fresh direction
+        K = min(max(basis[0], 2 * nev), q)
+        keep = min(max(basis[1], nev), K - 1)
+    theta, W, _, converged, _ = _drive_pairs(
+        M, x0, nev, np.random.default_rng(seed + 2).standard_normal, K=K, keep=keep
+    )
+    K_ref = K if K is not None else min(q, max(config.LANCZOS_MAX_BASIS, 2 * nev + config.LANCZOS_KEEP))
+    keep_ref = keep if keep is not None else min(K_ref - 1, max(nev + (K_ref - nev) // 2, 1))
+    theta_ref, W_ref, _, converged_ref = reference.thick_restart_lanczos_pairs(
+        lambda v: M.T @ (M @ v), x0, nev, tol=1e-10, floor=config.SPECTRUM_RESIDUAL_FLOOR,
+        breakdown=config.SPECTRUM_BREAKDOWN_ULPS, maxiter=500, K=K_ref, keep=keep_ref,
+        fresh=lambda: np.random.default_rng(seed + 2).standard_normal(q),
+    )  # fmt: skip
+    assert converged and converged_ref
+    assert theta.size == theta_ref.size == nev
+    # Distinct values, or an invariant Krylov space reached (low rank): then every copy of a repeated
+    # value is found. (A full-rank operator with repeated values may converge on one copy: not tested.)
+    _check_pairs(M, lam, theta, W, tol=1e-10, exact=True)
+    _check_pairs(M, lam, theta_ref, W_ref, tol=1e-10, exact=True)
+    np.testing.assert_allclose(theta, theta_ref, rtol=0, atol=2e-10 * max(lam[0], 1e-300) + 1e3 * EPS64 * lam[0])
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("maxiter", [1, 2, 3, 5])
+@pytest.mark.parametrize("nev", [1, 3, 6])
+def test_pairs_mode_spends_at_most_maxiter_products(maxiter, nev):
+    M, lam = _pairs_case("distinct", 40, 30, 0)
+    theta, W, products, converged, _ = _drive_pairs(
+        M, np.random.default_rng(1).standard_normal(30), nev, np.random.default_rng(2).standard_normal, maxiter=maxiter
+    )
+    assert products == maxiter and not converged
+    assert theta.size == min(nev, maxiter)  # the basis holds one vector per product
+    _check_pairs(M, lam, theta, W, tol=1e-10, exact=False)
+
+
+@pytest.mark.kernel
+def test_pairs_mode_takes_its_randomness_from_the_driver():
+    # rank 3 and nev = 5: the Krylov space turns invariant and the engine asks for fresh directions;
+    # the same supply gives the same answer, and the engine never draws numbers itself.
+    M = from_spectrum(np.array([3.0, 3.0, 1.0]), 40, 25, seed=4)
+    x0 = np.random.default_rng(0).standard_normal(25)
+    runs = [_drive_pairs(M, x0, 5, np.random.default_rng(7).standard_normal) for _ in range(2)]
+    assert runs[0][4] >= 2 and runs[0][3]
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    np.testing.assert_allclose(runs[0][0], [9.0, 9.0, 1.0, 0.0, 0.0], atol=1e-12 * 9)
+    other = _drive_pairs(M, x0, 5, np.random.default_rng(8).standard_normal)
+    np.testing.assert_allclose(other[0], runs[0][0], atol=1e-12 * 9)
+    assert not np.array_equal(other[1], runs[0][1])  # the null-space vectors follow the supplied directions
+
+
+def _hadamard_case(dtype):
+    """64 x 16, singular values (2, 2, 2, 1, 1, 0.5, 0 x 10), exactly repeated in float32 as in float64.
+
+    Orthonormal Hadamard columns scaled by powers of two: every entry is a short sum of multiples of
+    1/64, exact in both dtypes (a random orthogonal basis rounded to float32 splits repeated values).
+    """
+    s = np.array([2.0, 2.0, 2.0, 1.0, 1.0, 0.5])
+    U = scipy.linalg.hadamard(64)[:, 1:7] / 8.0
+    V = scipy.linalg.hadamard(16)[:, [3, 5, 6, 9, 10, 12]] / 4.0
+    A = (U * s) @ V.T
+    assert np.array_equal(A.astype(dtype).astype(np.float64), A)
+    return A.astype(dtype)
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("check_every", [1, 4])
+def test_pairs_mode_waits_for_an_invariant_subspace_after_a_fresh_direction(check_every):
+    # sigma = (2, 2, 2, 1 x 22, 0 x 25): the first Krylov space is invariant with the values (4, 1, 0) and
+    # one copy of 4. The fresh direction lies mostly in the null space, so right after it the old
+    # pairs (4, 1) are still the top two, with estimates zero by construction: stopping there would
+    # report 1 for the second value. Checked after every product, this is the first thing a check sees.
+    M, lam = _pairs_case("repeated", 70, 50, 0)
+    x0 = np.random.default_rng(1).standard_normal(50)
+    theta, W, _, converged, n_fresh = _drive_pairs(
+        M, x0, 2, np.random.default_rng(2).standard_normal, check_every=check_every
+    )
+    assert converged and n_fresh >= 2
+    _check_pairs(M, lam, theta, W, tol=1e-10, exact=True)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 5, 6])
+@pytest.mark.parametrize("kind", ["distinct", "repeated", "rankdef"])
+def test_top_singular_values_lanczos_matches_svd(dtype, k, kind):
+    # float32 repeated values: the exact Hadamard case (float32 rounding of a random basis splits them)
+    M = _hadamard_case(dtype) if (kind == "repeated" and dtype == np.float32) else _pairs_case(kind, 70, 50, 3)[0]
+    A = M.astype(dtype)
+    s = np.linalg.svd(A.astype(np.float64), compute_uv=False)
+    tol = config.SPECTRUM_TOL[np.dtype(dtype).name]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        res = ll.top_singular_values(A, k, rng=0, method="lanczos")
+    assert res.converged and res.values.shape == (k,) and res.u.dtype == dtype
+    rounding = 8 * sum(A.shape) * EPS64 * s[0]
+    assert np.all(res.lower_bound <= s[:k] + rounding)
+    # each value within its certified bound of some singular value (Weyl)
+    assert np.all(np.abs(res.values[:, None] - s[None, :]).min(axis=1) <= res.error_bound * res.values + rounding)
+    np.testing.assert_allclose(res.values, s[:k], rtol=0, atol=tol * s[0] + rounding)
+    assert res.n_matvecs == 2 * (res.n_iter - 1) + 2 * k
+
+
+@pytest.mark.parametrize("maxiter", [1, 2, 4])
+def test_top_singular_values_lanczos_with_small_maxiter(maxiter):
+    M, _ = _pairs_case("distinct", 70, 50, 5)
+    s = np.linalg.svd(M, compute_uv=False)
+    with pytest.warns(ConvergenceWarning, match="top_singular_values"):
+        res = ll.top_singular_values(M, 6, rng=0, maxiter=maxiter, method="lanczos")
+    assert not res.converged and res.n_iter == maxiter + 1
+    assert np.all(res.values <= s[:6] * (1 + 1e-12))  # Rayleigh-Ritz on any subspace: lower bounds
+    assert np.all(res.lower_bound <= s[:6])
+
+
+@pytest.mark.parametrize("e", [-1000, -600, 500, 1000])
+def test_top_singular_values_lanczos_at_any_float_scale(e):
+    # the pairs mode's driver stops on a product out of range and the solve restarts on 2^-e A
+    s = np.array([3.0, 2.0, 2.0, 1.0, 0.5])
+    A = from_spectrum(s, 30, 20, seed=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = ll.top_singular_values(np.ldexp(A, e), 4, rng=0, method="lanczos")
+    assert res.converged
+    np.testing.assert_allclose(np.ldexp(res.values, -e), s[:4], rtol=1e-10)
+    assert res.n_iter == ll.top_singular_values(A, 4, rng=0, method="lanczos").n_iter  # the same random directions
 
 
 # --- spectral_norm: the value stop ---
