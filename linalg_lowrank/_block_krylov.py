@@ -255,7 +255,9 @@ def _orthonormalize(X, Q, generator, scale, width):
     return X
 
 
-def top_triplets(source, k, *, tol, maxiter, generator, block=None, max_basis=None, direct=False):
+def top_triplets(
+    source, k, *, tol, maxiter, generator, block=None, max_basis=None, direct=False, start=None, diagnostics=None
+):
     """The k largest singular triplets of the source's matrix N by block Lanczos on N^T N, certified.
 
     Returns a dict with ``values`` (descending), ``u`` (p x k, left vectors of N), ``v`` (q x k),
@@ -269,8 +271,19 @@ def top_triplets(source, k, *, tol, maxiter, generator, block=None, max_basis=No
     (``syevr``, the whole Gram side at once) instead of the iteration; if the certificate then
     misses the tolerance (G's rounding, which squares the condition, hides small values), block
     Lanczos on N itself continues from those vectors.
+
+    ``start`` (q x j, j <= block size): the first columns of the start block (a warm start), the
+    rest Gaussian from ``generator``. ``diagnostics`` (a dict, filled in place) receives what
+    `spectral.power_iteration` reports beside the triplet: ``random_columns`` (Gaussian columns of
+    the start block), ``krylov_degree`` (block products in the first cycle of the first
+    iteration, before any restart: the basis then holds the block Krylov space of that degree),
+    ``ritz`` (the top Ritz values of N^T N at the last check, in the products' scale),
+    ``history`` (the top Ritz value, as a singular value, at each check), ``exponent`` (products
+    are those of 2^-exponent N) and ``products_eps`` (unit roundoff of the first iteration's products).
     """
     p, q = source.shape
+    info = {} if diagnostics is None else diagnostics
+    info["history"] = []
     b = block or block_size(k, q)
     L = int(min(q, max_basis or max(config.BLOCK_MAX_BASIS_BLOCKS * b, 2 * b + k)))
     steps = matvecs = 0
@@ -282,6 +295,7 @@ def top_triplets(source, k, *, tol, maxiter, generator, block=None, max_basis=No
         steps, matvecs = 1, 2 * q  # G = N^T N I: q columns through N and N^T
         res = _certify(source, V, k, tol=tol)
         if res["converged"]:
+            info["exponent"] = source.exponent
             return _finish(res, source, k, steps, matvecs, b)
         # the Gram matrix's rounding (sigma^2: the condition squared) hid what was asked: continue on N
         # itself, in float64 (the rounding of float32 products would hide the same values)
@@ -289,35 +303,40 @@ def top_triplets(source, k, *, tol, maxiter, generator, block=None, max_basis=No
         exact = True
         start = np.concatenate([V, generator.standard_normal((q, max(b - k, 0)))], axis=1)[:, :b]
     else:
-        start = generator.standard_normal((q, b))
+        given = np.empty((q, 0)) if start is None else np.asarray(start, dtype=np.float64).reshape(q, -1)[:, :b]
+        info["random_columns"] = b - given.shape[1]
+        start = np.concatenate([given, generator.standard_normal((q, b - given.shape[1]))], axis=1)
+        info["products_eps"] = _EPS if exact else float(np.finfo(source.dtype).eps)
     while True:
         budget = maxiter - steps + (1 if direct else 0)  # forming G is not an iteration step
         V, n_steps, n_matvecs = _iterate_scaled(
-            source, k, start, tol=tol, maxiter=budget, generator=generator, L=L, exact=exact
+            source, k, start, tol=tol, maxiter=budget, generator=generator, L=L, exact=exact, info=info
         )
         steps, matvecs = steps + n_steps, matvecs + n_matvecs
         res = _certify(source, V, k, tol=tol)
         if res["converged"] or exact or steps >= maxiter:
+            info["exponent"] = source.exponent
             return _finish(res, source, k, steps, matvecs, b)
         # float32 products stalled at their rounding short of tol (values far below sigma_1): float64 products
         exact = True
         start = np.concatenate([V, generator.standard_normal((q, max(b - k, 0)))], axis=1)[:, :b]
 
 
-def _iterate_scaled(source, k, start, *, tol, maxiter, generator, L, exact):
+def _iterate_scaled(source, k, start, *, tol, maxiter, generator, L, exact, info):
     """`_iterate`, started again from the same vectors on 2^-e N if a product leaves the safe range."""
     state = generator.bit_generator.state
     try:
         return _iterate(source, k, start.copy(), tol=tol, maxiter=maxiter, generator=generator, L=L,
-                        check_scale=True, exact=exact)  # fmt: skip
+                        check_scale=True, exact=exact, info=info)  # fmt: skip
     except _operators.Rescale:
+        info["history"] = []  # the values of the abandoned start were those of an unscaled N
         amax = source.amax()
         if not math.isfinite(amax):
             source.fail()
         source.set_exponent(int(_operators.exponent_of(amax)))
         generator.bit_generator.state = state
         return _iterate(source, k, start.copy(), tol=tol, maxiter=maxiter, generator=generator, L=L,
-                        check_scale=False, exact=exact)  # fmt: skip
+                        check_scale=False, exact=exact, info=info)  # fmt: skip
 
 
 def _finish(res, source, k, steps, matvecs, b):
@@ -331,12 +350,14 @@ def _finish(res, source, k, steps, matvecs, b):
     return res
 
 
-def _iterate(source, k, X, *, tol, maxiter, generator, L, check_scale, exact):
+def _iterate(source, k, X, *, tol, maxiter, generator, L, check_scale, exact, info):
     """Block Lanczos with thick restarts; returns (orthonormal q x k Ritz basis, block products, vectors).
 
     The projected matrix is diagonalized only when a restart needs its Ritz vectors or the
     convergence check is due: the check is scheduled from the observed decay of the largest
-    relative residual, as `_topsv` schedules its Lanczos checks.
+    relative residual, as `_topsv` schedules its Lanczos checks. ``info`` receives the first
+    cycle's Krylov degree (the first call only), the last Ritz values and the history of checks
+    (see `top_triplets`).
     """
     p, q = source.shape
     floor = config.SPECTRUM_RESIDUAL_FLOOR
@@ -351,6 +372,7 @@ def _iterate(source, k, X, *, tol, maxiter, generator, L, check_scale, exact):
     steps = matvecs = 0
     scale = 0.0
     S = None
+    first_cycle = None  # block products before the first thick restart
     next_check = 1
     previous = None  # (step, largest relative residual) at the last check
     while True:
@@ -383,10 +405,12 @@ def _iterate(source, k, X, *, tol, maxiter, generator, L, check_scale, exact):
         if not (restart or last or steps >= next_check):
             X = _orthonormalize(Z - Q @ C, Q, generator, scale, min(b, q - n))
             continue
-        m = min(n, k + width if restart else k)
+        m = min(n, k + width if restart else k + 1)  # one beyond k: the gap estimate (ratio_estimate)
         theta, S = scipy.linalg.eigh(H, subset_by_index=[n - m, n - 1], driver="evr", check_finite=False)
         theta, S = theta[::-1], S[:, ::-1]
         top = max(float(theta[0]), 0.0)
+        info["ritz"] = theta[: k + 1].copy()
+        info["history"].append(math.ldexp(math.sqrt(top), source.exponent))
         if top == 0.0 or last:  # B vanishes on a random block (B = 0, with probability one), or done
             break
         kk = min(k, n)
@@ -409,9 +433,11 @@ def _iterate(source, k, X, *, tol, maxiter, generator, L, check_scale, exact):
         previous = (steps, worst)
         residual_block = Z - Q @ C
         if restart:  # thick restart: the top Ritz vectors with their products
+            first_cycle = steps if first_cycle is None else first_cycle
             Q, W = Q @ S, W @ S
             H = np.diag(theta)
         X = _orthonormalize(residual_block, Q, generator, scale, min(width, q - Q.shape[1]))
+    info.setdefault("krylov_degree", steps if first_cycle is None else first_cycle)
     V = Q @ S[:, : min(k, Q.shape[1])]
     if V.shape[1] < k:  # fewer basis vectors than k: complete at random (interlacing holds for any V)
         V = np.concatenate([V, generator.standard_normal((q, k - V.shape[1]))], axis=1)
