@@ -28,6 +28,7 @@ import scipy.linalg
 
 from . import _operators, config
 from ._scaling import pow2_normalize
+from ._threads import blas_single_thread
 
 _EPS = np.finfo(np.float64).eps
 
@@ -377,66 +378,69 @@ def _iterate(source, k, X, *, tol, maxiter, generator, L, check_scale, exact, in
     previous = None  # (step, largest relative residual) at the last check
     while True:
         Z = source.gram(X, exact)
-        steps += 1
-        matvecs += 2 * X.shape[1]
-        if not np.isfinite(Z).all():
-            if check_scale:
-                raise _operators.Rescale
-            source.fail()
-        if check_scale and steps == 1:
-            top = float(np.abs(Z).max())
-            if not math.ldexp(1.0, -config.SCALE_SAFE_LOG2) <= top <= math.ldexp(1.0, config.SCALE_SAFE_LOG2):
-                raise _operators.Rescale
-        n_old = Q.shape[1]
-        Q = np.concatenate([Q, X], axis=1)
-        W = np.concatenate([W, Z], axis=1)
-        C = Q.T @ Z  # the new columns of H = Q^T B Q
-        n = Q.shape[1]
-        H_new = np.empty((n, n))
-        H_new[:n_old, :n_old] = H
-        H_new[:, n_old:] = C
-        H_new[n_old:, :n_old] = C[:n_old].T
-        H_new[n_old:, n_old:] = 0.5 * (C[n_old:] + C[n_old:].T)
-        H = H_new
-        scale = max(scale, float(np.abs(C).max()))
-        b = X.shape[1]
-        restart = n + width > L and n < q
-        last = n >= q or steps >= maxiter
-        if not (restart or last or steps >= next_check):
-            X = _orthonormalize(Z - Q @ C, Q, generator, scale, min(b, q - n))
-            continue
-        m = min(n, k + width if restart else k + 1)  # one beyond k: the gap estimate (ratio_estimate)
-        theta, S = scipy.linalg.eigh(H, subset_by_index=[n - m, n - 1], driver="evr", check_finite=False)
-        theta, S = theta[::-1], S[:, ::-1]
-        top = max(float(theta[0]), 0.0)
-        info["ritz"] = theta[: k + 1].copy()
-        info["history"].append(math.ldexp(math.sqrt(top), source.exponent))
-        if top == 0.0 or last:  # B vanishes on a random block (B = 0, with probability one), or done
-            break
-        kk = min(k, n)
-        Sk = S[:, :kk]
-        gram_residual = np.linalg.norm(W @ Sk - Q @ (Sk * theta[:kk]), axis=0)
-        s = np.sqrt(np.maximum(theta[:kk], 0.0))
-        # singular residual ||N^T u - s v|| = ||B v - s^2 v|| / s; the products' rounding sets a floor
-        target = np.maximum(0.5 * tol * np.maximum(s, floor * math.sqrt(top)) * s, rounding_unit * top)
-        noise = noise_unit * top
-        if kk == k and np.all(gram_residual <= target):
-            break
-        worst = float(np.max(gram_residual / target))
-        if (
-            previous is not None
-            and worst > config.BLOCK_STAGNATION * previous[1]
-            and np.all(gram_residual <= np.maximum(target, noise))
-        ):
-            break  # at the rounding level of the products: the certificate judges what was reached
-        next_check = steps + _steps_to_next_check(previous, steps, worst)
-        previous = (steps, worst)
-        residual_block = Z - Q @ C
-        if restart:  # thick restart: the top Ritz vectors with their products
-            first_cycle = steps if first_cycle is None else first_cycle
-            Q, W = Q @ S, W @ S
-            H = np.diag(theta)
-        X = _orthonormalize(residual_block, Q, generator, scale, min(width, q - Q.shape[1]))
+        # the algebra between products is small (q x basis): BLAS threads would only wait on each other
+        # (on a loaded 2-core machine a 400 x 32 QR took 15-50x longer with the pool; see _threads)
+        with blas_single_thread():
+            steps += 1
+            matvecs += 2 * X.shape[1]
+            if not np.isfinite(Z).all():
+                if check_scale:
+                    raise _operators.Rescale
+                source.fail()
+            if check_scale and steps == 1:
+                top = float(np.abs(Z).max())
+                if not math.ldexp(1.0, -config.SCALE_SAFE_LOG2) <= top <= math.ldexp(1.0, config.SCALE_SAFE_LOG2):
+                    raise _operators.Rescale
+            n_old = Q.shape[1]
+            Q = np.concatenate([Q, X], axis=1)
+            W = np.concatenate([W, Z], axis=1)
+            C = Q.T @ Z  # the new columns of H = Q^T B Q
+            n = Q.shape[1]
+            H_new = np.empty((n, n))
+            H_new[:n_old, :n_old] = H
+            H_new[:, n_old:] = C
+            H_new[n_old:, :n_old] = C[:n_old].T
+            H_new[n_old:, n_old:] = 0.5 * (C[n_old:] + C[n_old:].T)
+            H = H_new
+            scale = max(scale, float(np.abs(C).max()))
+            b = X.shape[1]
+            restart = n + width > L and n < q
+            last = n >= q or steps >= maxiter
+            if not (restart or last or steps >= next_check):
+                X = _orthonormalize(Z - Q @ C, Q, generator, scale, min(b, q - n))
+                continue
+            m = min(n, k + width if restart else k + 1)  # one beyond k: the gap estimate (ratio_estimate)
+            theta, S = scipy.linalg.eigh(H, subset_by_index=[n - m, n - 1], driver="evr", check_finite=False)
+            theta, S = theta[::-1], S[:, ::-1]
+            top = max(float(theta[0]), 0.0)
+            info["ritz"] = theta[: k + 1].copy()
+            info["history"].append(math.ldexp(math.sqrt(top), source.exponent))
+            if top == 0.0 or last:  # B vanishes on a random block (B = 0, with probability one), or done
+                break
+            kk = min(k, n)
+            Sk = S[:, :kk]
+            gram_residual = np.linalg.norm(W @ Sk - Q @ (Sk * theta[:kk]), axis=0)
+            s = np.sqrt(np.maximum(theta[:kk], 0.0))
+            # singular residual ||N^T u - s v|| = ||B v - s^2 v|| / s; the products' rounding sets a floor
+            target = np.maximum(0.5 * tol * np.maximum(s, floor * math.sqrt(top)) * s, rounding_unit * top)
+            noise = noise_unit * top
+            if kk == k and np.all(gram_residual <= target):
+                break
+            worst = float(np.max(gram_residual / target))
+            if (
+                previous is not None
+                and worst > config.BLOCK_STAGNATION * previous[1]
+                and np.all(gram_residual <= np.maximum(target, noise))
+            ):
+                break  # at the rounding level of the products: the certificate judges what was reached
+            next_check = steps + _steps_to_next_check(previous, steps, worst)
+            previous = (steps, worst)
+            residual_block = Z - Q @ C
+            if restart:  # thick restart: the top Ritz vectors with their products
+                first_cycle = steps if first_cycle is None else first_cycle
+                Q, W = Q @ S, W @ S
+                H = np.diag(theta)
+            X = _orthonormalize(residual_block, Q, generator, scale, min(width, q - Q.shape[1]))
     info.setdefault("krylov_degree", steps if first_cycle is None else first_cycle)
     V = Q @ S[:, : min(k, Q.shape[1])]
     if V.shape[1] < k:  # fewer basis vectors than k: complete at random (interlacing holds for any V)
@@ -466,7 +470,8 @@ def _certify(source, V, k, *, tol):
         source.fail()
     # the singular values of Y = N V from its triangular factor (a tall SVD would form its p x k factor
     # at several times the cost); u_i = N v_i / s_i = Y z_i / s_i
-    Ur, s, Zt = np.linalg.svd(np.linalg.qr(Y, mode="r"))
+    with blas_single_thread():  # tall and skinny: a second BLAS thread does not speed it up (see _threads)
+        Ur, s, Zt = np.linalg.svd(np.linalg.qr(Y, mode="r"))
     Zr = Zt.T
     Vr = V @ Zr
     # N^T u_i = N^T N V z_i / s_i: from the same pass, unless s_i is so small that dividing would
