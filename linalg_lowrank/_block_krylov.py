@@ -150,7 +150,8 @@ class RowBlocks:
         """The file behind a C-contiguous 2-D ``numpy.memmap`` (read, not mapped)."""
         if mm.ndim != 2 or not mm.flags.c_contiguous or getattr(mm, "filename", None) is None:
             raise ValueError(f"`{name}` must be a C-contiguous 2-D numpy.memmap of a file, got shape {mm.shape}")
-        return cls(name, mm.filename, mm.shape, mm.dtype, offset=mm.offset, rows_per_block=rows_per_block)
+        offset = _memmap_file_offset(mm)
+        return cls(name, mm.filename, mm.shape, mm.dtype, offset=offset, rows_per_block=rows_per_block)
 
     def _blocks(self):
         m, n = self.shape
@@ -212,6 +213,26 @@ class RowBlocks:
             if not np.isfinite(block).all():
                 raise ValueError(f"`{self.name}` must be finite, its entries hold NaN or Inf")
         raise ValueError(f"`{self.name}`: products overflowed although its entries are finite")
+
+
+def _memmap_file_offset(mm):
+    """Byte position in its file of a memmap's first element: right for row slices too.
+
+    A slice of a memmap keeps its parent's ``offset``; its position is found from where its data
+    sits in the parent's mapping (which numpy starts at the allocation granule below ``offset``).
+    The same rule as `_dask.from_memmap` uses for its file reads.
+    """
+    import mmap
+
+    base = mm
+    while base is not None and getattr(base, "_mmap", None) is None:
+        base = base.base if isinstance(base.base, np.ndarray) else None
+    mapping = getattr(base, "_mmap", None) if base is not None else None
+    if mapping is None:
+        return int(mm.offset)
+    granule = mm.offset - mm.offset % mmap.ALLOCATIONGRANULARITY
+    start = np.frombuffer(mapping, dtype=np.uint8).__array_interface__["data"][0]
+    return int(granule + (mm.__array_interface__["data"][0] - start))
 
 
 def block_size(k, q):

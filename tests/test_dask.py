@@ -209,7 +209,7 @@ warnings.simplefilter("ignore")  # 8 products do not converge; only the memory i
 config.OUT_OF_CORE_FRACTION = 0.0 if sys.argv[2] == "blocks" else 1e9
 config.OUT_OF_CORE_BLOCK_BYTES = 1 << 20
 mm = np.load(sys.argv[1], mmap_mode="r")
-ll.power_iteration(mm[:64], rng=0)  # compile and import everything before the baseline
+ll.power_iteration(mm[:64], rng=0, method="power")  # compile and import everything before the baseline
 
 def rss(field):
     with open("/proc/self/status") as f:

@@ -243,3 +243,18 @@ def test_block_refuses_matrix_free_inputs():
         ll.power_iteration(scipy.sparse.random(20, 10, density=0.5, random_state=0), method="block")
     with pytest.raises(ValueError, match="`method` must be one of"):
         ll.spectral_norm(np.eye(3), method="blocks")
+
+
+@pytest.mark.parametrize("rows", [slice(None), slice(7, None), slice(333, 1900)])
+def test_row_slices_of_a_file_are_read_at_their_offset(tmp_path, out_of_core, rows):
+    # a row slice of a memmap keeps its parent's ``offset``: reading from it would take the file's first rows
+    A = from_spectrum(WIDE, 2000, 40, seed=10)
+    _, mm = _npy(tmp_path, A)
+    out_of_core(100, 40, 8)
+    part = mm[rows]
+    assert _operators.as_operator(part).too_large_to_hold
+    s = scipy.linalg.svdvals(A[rows])
+    res = ll.power_iteration(part, tol=1e-10, rng=0)
+    assert res.method == "block" and res.converged
+    assert abs(res.sigma - s[0]) <= (res.error_bound + _rounding(*part.shape)) * s[0]
+    np.testing.assert_allclose(np.linalg.norm(A[rows] @ res.v), res.sigma, rtol=1e-12)
