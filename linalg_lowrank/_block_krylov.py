@@ -21,6 +21,7 @@ meet the tolerance, one float64 Gram product on the Ritz vectors certifies the a
 measured residual for the error bounds). See docs/theory/spectrum.rst.
 """
 
+import contextlib
 import math
 
 import numpy as np
@@ -128,8 +129,9 @@ class RowBlocks:
     """A C-ordered 2-D matrix stored raw in a file (``.npy`` or a ``numpy.memmap``), read in row blocks.
 
     Every product reads the file once, block by block (``rows_per_block`` rows at a time), into
-    memory this process owns and frees: the resident memory is one block (its float64 copy in
-    the certificate pass), the q x (basis) arrays of the iteration and the p x k left singular
+    one buffer this process owns, reused from block to block and freed with `release`: the
+    resident memory is one block (plus a cache-sized float64 copy of a few rows in the
+    certificate pass), the q x (basis) arrays of the iteration and the p x k left singular
     vectors that the certificate computes, whatever the file's size.
     ``n_passes`` counts the reads of the whole file.
     """
@@ -144,6 +146,7 @@ class RowBlocks:
         self.rows_per_block = int(rows_per_block or max(1, config.OUT_OF_CORE_BLOCK_BYTES // row_bytes))
         self.exponent = 0
         self.n_passes = 0
+        self._buffer = None  # one block, allocated at the first read
 
     @classmethod
     def from_memmap(cls, name, mm, *, rows_per_block=None):
@@ -154,15 +157,27 @@ class RowBlocks:
         return cls(name, mm.filename, mm.shape, mm.dtype, offset=offset, rows_per_block=rows_per_block)
 
     def _blocks(self):
+        """(lo, hi, rows lo..hi) of the file, front to back: one pass.
+
+        Every block is read into one buffer, kept from block to block and pass to pass: a fresh
+        array per block (``np.fromfile``) faults in its pages on every read, which cost more than
+        the read itself for a page-cached file. A yielded block is valid until the next one.
+        """
         m, n = self.shape
-        with open(self.path, "rb") as f:
+        if self._buffer is None:
+            self._buffer = np.empty((min(self.rows_per_block, m), n), dtype=self.dtype)
+        with open(self.path, "rb", buffering=0) as f:
             for lo in range(0, m, self.rows_per_block):
                 hi = min(lo + self.rows_per_block, m)
                 f.seek(self.offset + lo * n * self.dtype.itemsize)
-                block = np.fromfile(f, dtype=self.dtype, count=(hi - lo) * n)
-                if block.size != (hi - lo) * n:
-                    raise ValueError(f"`{self.name}`: {self.path} is shorter than its shape says (rows {lo}..{hi})")
-                block = block.reshape(hi - lo, n)
+                block = self._buffer[: hi - lo]
+                view = memoryview(block.reshape(-1).view(np.uint8))
+                got = 0
+                while got < view.nbytes:  # a raw read may return fewer bytes than asked
+                    count = f.readinto(view[got:])
+                    if not count:
+                        raise ValueError(f"`{self.name}`: {self.path} is shorter than its shape says (rows {lo}..{hi})")
+                    got += count
                 if self.exponent:
                     block = np.ldexp(block, -self.exponent).astype(self.dtype, copy=False)
                 yield lo, hi, block
@@ -178,21 +193,35 @@ class RowBlocks:
                 Z += block.T @ (block @ Xd)  # float32 products, float64 sum over the blocks
         return Z
 
+    def _blocks64(self):
+        """The blocks in float64, a few rows at a time (cache-sized, as `DenseSource._row_chunks`).
+
+        A whole float64 copy of a 64 MiB float32 block is 128 MiB of fresh pages per block, which
+        made the certificate's one-column pass several times slower than a block product.
+        """
+        rows = max(1, config.BLOCK_CONVERT_BYTES // (8 * self.shape[1]))
+        for lo, hi, block in self._blocks():
+            if block.dtype == np.float64:
+                yield lo, hi, block
+                continue
+            for a in range(0, hi - lo, rows):
+                b = min(a + rows, hi - lo)
+                yield lo + a, lo + b, block[a:b].astype(np.float64)
+
     def gram64(self, X):
         Y = np.empty((self.shape[0], X.shape[1]))
         Z = np.zeros(X.shape)
-        with np.errstate(all="ignore"):
-            for lo, hi, block in self._blocks():
-                block = block.astype(np.float64, copy=False)
-                Y[lo:hi] = block @ X
-                Z += block.T @ Y[lo:hi]
+        with np.errstate(all="ignore"), _blas_for_columns(X.shape[1]):
+            for lo, hi, chunk in self._blocks64():
+                Y[lo:hi] = chunk @ X
+                Z += chunk.T @ Y[lo:hi]
         return Y, Z
 
     def rmat64(self, Y):
         Z = np.zeros((self.shape[1], Y.shape[1]))
-        with np.errstate(all="ignore"):
-            for lo, hi, block in self._blocks():
-                Z += block.astype(np.float64, copy=False).T @ Y[lo:hi]
+        with np.errstate(all="ignore"), _blas_for_columns(Y.shape[1]):
+            for lo, hi, chunk in self._blocks64():
+                Z += chunk.T @ Y[lo:hi]
         return Z
 
     def amax(self):
@@ -206,13 +235,19 @@ class RowBlocks:
         self.exponent += int(e)
 
     def release(self):
-        pass
+        """Drop the block buffer once the answer is certified."""
+        self._buffer = None
 
     def fail(self):
         for _, _, block in self._blocks():
             if not np.isfinite(block).all():
                 raise ValueError(f"`{self.name}` must be finite, its entries hold NaN or Inf")
         raise ValueError(f"`{self.name}`: products overflowed although its entries are finite")
+
+
+def _blas_for_columns(columns):
+    """One BLAS thread for products with a few columns (memory-bound; ``config.BLOCK_GEMV_MAX_COLUMNS``)."""
+    return blas_single_thread() if columns <= config.BLOCK_GEMV_MAX_COLUMNS else contextlib.nullcontext()
 
 
 def _memmap_file_offset(mm):
