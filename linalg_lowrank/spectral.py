@@ -222,7 +222,7 @@ def _block_power_iteration(A, op, *, v0, tol, maxiter, rng, rtol, caller, need_g
         for i in range(stack.shape[0]):
             transposed = m < n  # N = A^T: the Gram side is the smaller one
             N = stack[i].T if transposed else stack[i]
-            source = _block_krylov.DenseSource(name, N)
+            source = _block_krylov.DenseSource(name, N, source=arr)  # errors name the index in A
             start = None if V0 is None else (V0[i] if not transposed else None)
             if V0 is not None and transposed:  # Gram space is that of u: start from A v0
                 with np.errstate(all="ignore"):
@@ -245,7 +245,7 @@ def _block_power_iteration(A, op, *, v0, tol, maxiter, rng, rtol, caller, need_g
         warnings.warn(
             f"{caller}: {int(bad.sum())} of {bad.size} problem(s) did not reach {what}",
             ConvergenceWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
     return result, gram, outcome
 

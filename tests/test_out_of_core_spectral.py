@@ -199,8 +199,9 @@ def test_zero_file_maxiter_and_nan(tmp_path, out_of_core):
     assert np.linalg.norm(res.u) == 1.0 and np.linalg.norm(res.v) == 1.0
     A = from_spectrum(CLOSE[:100], 200, 100, seed=7)  # wider than a block: one block product cannot finish
     _, mm = _npy(tmp_path, A, "close.npy")
-    with pytest.warns(ConvergenceWarning, match="did not reach tol"):
+    with pytest.warns(ConvergenceWarning, match="did not reach tol") as caught:
         res = ll.power_iteration(mm, tol=1e-12, maxiter=1, rng=0)
+    assert caught[0].filename == __file__  # the warning points at the caller's line
     assert not res.converged and res.stop_reason == "maxiter" and res.n_iter == 2  # the product and the check
     assert res.lower_bound <= scipy.linalg.svdvals(A)[0] * (1 + _rounding(200, 100))
     B = A.copy()
@@ -234,6 +235,15 @@ def test_best_rank1_and_grad_of_a_large_file(tmp_path, out_of_core):
     np.testing.assert_allclose(R1, s[0] * np.outer(U[:, 0], Vt[0]), rtol=0, atol=tol)
     G = np.asarray(ll.spectral_norm_grad(mm, rng=0))
     np.testing.assert_allclose(G, np.outer(U[:, 0], Vt[0]), rtol=0, atol=tol / s[0])
+
+
+def test_block_names_a_nonfinite_entry_by_its_index_in_a():
+    S = from_spectrum(WIDE, 50, 40, seed=11)[None].repeat(3, axis=0)
+    S[1, 3, 4] = np.inf
+    with pytest.raises(ValueError, match=r"`A` must be finite, got inf at index \(1, 3, 4\)"):
+        ll.spectral_norm(S, method="block")
+    with pytest.raises(ValueError, match=r"`A` must be finite, got inf at index \(4, 3\)"):
+        ll.power_iteration(S[1].T, method="block")
 
 
 def test_block_refuses_matrix_free_inputs():
