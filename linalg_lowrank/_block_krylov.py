@@ -129,10 +129,11 @@ class RowBlocks:
     """A C-ordered 2-D matrix stored raw in a file (``.npy`` or a ``numpy.memmap``), read in row blocks.
 
     Every product reads the file once, block by block (``rows_per_block`` rows at a time), into
-    one buffer this process owns, reused from block to block and freed with `release`: the
-    resident memory is one block (plus a cache-sized float64 copy of a few rows in the
-    certificate pass), the q x (basis) arrays of the iteration and the p x k left singular
-    vectors that the certificate computes, whatever the file's size.
+    two buffers this process owns (one read ahead while the other is multiplied), reused from
+    block to block and freed with `release`: the resident memory is two blocks (plus a
+    cache-sized float64 copy of a few rows in the certificate pass), the q x (basis) arrays of
+    the iteration and the p x k left singular vectors that the certificate computes, whatever
+    the file's size.
     ``n_passes`` counts the reads of the whole file.
     """
 
@@ -146,7 +147,7 @@ class RowBlocks:
         self.rows_per_block = int(rows_per_block or max(1, config.OUT_OF_CORE_BLOCK_BYTES // row_bytes))
         self.exponent = 0
         self.n_passes = 0
-        self._buffer = None  # one block, allocated at the first read
+        self._buffers = None  # two blocks, allocated at the first read
 
     @classmethod
     def from_memmap(cls, name, mm, *, rows_per_block=None):
@@ -159,18 +160,24 @@ class RowBlocks:
     def _blocks(self):
         """(lo, hi, rows lo..hi) of the file, front to back: one pass.
 
-        Every block is read into one buffer, kept from block to block and pass to pass: a fresh
-        array per block (``np.fromfile``) faults in its pages on every read, which cost more than
-        the read itself for a page-cached file. A yielded block is valid until the next one.
+        Blocks are read into two buffers kept from block to block and pass to pass (a fresh array
+        per block faults in its pages on every read, which cost more than the read itself for a
+        page-cached file). While the caller multiplies one block, a reader thread reads the next
+        into the other buffer (reads and BLAS both release the GIL), so a pass costs about the
+        larger of the read and the arithmetic, not their sum. A yielded block is valid until the
+        next one is asked for.
         """
         m, n = self.shape
-        if self._buffer is None:
-            self._buffer = np.empty((min(self.rows_per_block, m), n), dtype=self.dtype)
+        bounds = [(lo, min(lo + self.rows_per_block, m)) for lo in range(0, m, self.rows_per_block)]
+        if self._buffers is None:
+            rows = bounds[0][1] - bounds[0][0]
+            self._buffers = [np.empty((rows, n), dtype=self.dtype) for _ in range(min(2, len(bounds)))]
         with open(self.path, "rb", buffering=0) as f:
-            for lo in range(0, m, self.rows_per_block):
-                hi = min(lo + self.rows_per_block, m)
+
+            def read(i):
+                lo, hi = bounds[i]
                 f.seek(self.offset + lo * n * self.dtype.itemsize)
-                block = self._buffer[: hi - lo]
+                block = self._buffers[i % 2][: hi - lo]
                 view = memoryview(block.reshape(-1).view(np.uint8))
                 got = 0
                 while got < view.nbytes:  # a raw read may return fewer bytes than asked
@@ -178,9 +185,16 @@ class RowBlocks:
                     if not count:
                         raise ValueError(f"`{self.name}`: {self.path} is shorter than its shape says (rows {lo}..{hi})")
                     got += count
-                if self.exponent:
-                    block = np.ldexp(block, -self.exponent).astype(self.dtype, copy=False)
-                yield lo, hi, block
+                return block
+
+            blocks = _read_ahead(read, len(bounds))
+            try:
+                for (lo, hi), block in zip(bounds, blocks, strict=True):
+                    if self.exponent:
+                        block = np.ldexp(block, -self.exponent).astype(self.dtype, copy=False)
+                    yield lo, hi, block
+            finally:  # a pass left early (an error): the read in flight ends before the file closes
+                blocks.close()
         self.n_passes += 1
 
     def gram(self, X, exact=False):
@@ -188,7 +202,10 @@ class RowBlocks:
             return self.gram64(X)[1]
         Xd = X.astype(self.dtype, copy=False)
         Z = np.zeros(X.shape)
-        with np.errstate(all="ignore"):
+        # One BLAS thread: the read-ahead thread takes the other core of a 2-core machine. Measured on
+        # a shared 2-core VM, a 1 GiB float32 file, 3 interleaved rounds: 8 columns 0.35-0.55 s a pass
+        # on one thread against 0.35-1.14 s with the pool, 32 columns 0.56-0.72 s against 0.45-0.90 s.
+        with np.errstate(all="ignore"), blas_single_thread():
             for _, _, block in self._blocks():
                 Z += block.T @ (block @ Xd)  # float32 products, float64 sum over the blocks
         return Z
@@ -235,14 +252,35 @@ class RowBlocks:
         self.exponent += int(e)
 
     def release(self):
-        """Drop the block buffer once the answer is certified."""
-        self._buffer = None
+        """Drop the block buffers once the answer is certified."""
+        self._buffers = None
 
     def fail(self):
         for _, _, block in self._blocks():
             if not np.isfinite(block).all():
                 raise ValueError(f"`{self.name}` must be finite, its entries hold NaN or Inf")
         raise ValueError(f"`{self.name}`: products overflowed although its entries are finite")
+
+
+def _read_ahead(read, count):
+    """read(0), ..., read(count - 1) in order, each started on a reader thread while the previous is in use.
+
+    read(i + 1) starts when read(i) is handed out, so it runs while the caller works on block i;
+    block i's buffer is written again only by read(i + 2), which starts after the caller asked for
+    block i + 1. Closing the generator early waits for the read in flight.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    if count == 1:
+        yield read(0)
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="linalg_lowrank_read") as pool:
+        pending = pool.submit(read, 0)
+        for i in range(count):
+            block = pending.result()
+            if i + 1 < count:
+                pending = pool.submit(read, i + 1)
+            yield block
 
 
 def _blas_for_columns(columns):

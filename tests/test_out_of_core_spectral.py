@@ -268,3 +268,24 @@ def test_row_slices_of_a_file_are_read_at_their_offset(tmp_path, out_of_core, ro
     assert res.method == "block" and res.converged
     assert abs(res.sigma - s[0]) <= (res.error_bound + _rounding(*part.shape)) * s[0]
     np.testing.assert_allclose(np.linalg.norm(A[rows] @ res.v), res.sigma, rtol=1e-12)
+
+
+@pytest.mark.parametrize("rows_per_block", [1000, 64, 7])
+def test_row_blocks_read_ahead_yields_the_file_in_order(tmp_path, rows_per_block):
+    from linalg_lowrank import _block_krylov
+
+    A = np.arange(1000 * 30, dtype=np.float64).reshape(1000, 30)
+    _, mm = _npy(tmp_path, A)
+    source = _block_krylov.RowBlocks.from_memmap("A", mm, rows_per_block=rows_per_block)
+    for _ in range(2):  # the buffers are reused from pass to pass
+        parts = [(lo, hi, block.copy()) for lo, hi, block in source._blocks()]
+        np.testing.assert_array_equal(np.concatenate([b for _, _, b in parts]), A)
+        assert [lo for lo, _, _ in parts] == list(range(0, 1000, rows_per_block))
+    assert source.n_passes == 2
+    early = source._blocks()
+    next(early)
+    early.close()  # a pass left early: no pass counted, the reader stopped before the file closed
+    assert source.n_passes == 2
+    short = _block_krylov.RowBlocks("A", source.path, (1001, 30), np.float64, offset=source.offset, rows_per_block=64)
+    with pytest.raises(ValueError, match="shorter than its shape says"):
+        list(short._blocks())
