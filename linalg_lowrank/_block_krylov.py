@@ -21,6 +21,7 @@ meet the tolerance, one float64 Gram product on the Ritz vectors certifies the a
 measured residual for the error bounds). See docs/theory/spectrum.rst.
 """
 
+import contextlib
 import math
 
 import numpy as np
@@ -28,6 +29,7 @@ import scipy.linalg
 
 from . import _operators, config
 from ._scaling import pow2_normalize
+from ._threads import blas_single_thread
 
 _EPS = np.finfo(np.float64).eps
 
@@ -127,9 +129,11 @@ class RowBlocks:
     """A C-ordered 2-D matrix stored raw in a file (``.npy`` or a ``numpy.memmap``), read in row blocks.
 
     Every product reads the file once, block by block (``rows_per_block`` rows at a time), into
-    memory this process owns and frees: the resident memory is one block (its float64 copy in
-    the certificate pass), the q x (basis) arrays of the iteration and the p x k left singular
-    vectors that the certificate computes, whatever the file's size.
+    two buffers this process owns (one read ahead while the other is multiplied), reused from
+    block to block and freed with `release`: the resident memory is two blocks (plus a
+    cache-sized float64 copy of a few rows in the certificate pass), the q x (basis) arrays of
+    the iteration and the p x k left singular vectors that the certificate computes, whatever
+    the file's size.
     ``n_passes`` counts the reads of the whole file.
     """
 
@@ -143,27 +147,54 @@ class RowBlocks:
         self.rows_per_block = int(rows_per_block or max(1, config.OUT_OF_CORE_BLOCK_BYTES // row_bytes))
         self.exponent = 0
         self.n_passes = 0
+        self._buffers = None  # two blocks, allocated at the first read
 
     @classmethod
     def from_memmap(cls, name, mm, *, rows_per_block=None):
         """The file behind a C-contiguous 2-D ``numpy.memmap`` (read, not mapped)."""
         if mm.ndim != 2 or not mm.flags.c_contiguous or getattr(mm, "filename", None) is None:
             raise ValueError(f"`{name}` must be a C-contiguous 2-D numpy.memmap of a file, got shape {mm.shape}")
-        return cls(name, mm.filename, mm.shape, mm.dtype, offset=mm.offset, rows_per_block=rows_per_block)
+        offset = _memmap_file_offset(mm)
+        return cls(name, mm.filename, mm.shape, mm.dtype, offset=offset, rows_per_block=rows_per_block)
 
     def _blocks(self):
+        """(lo, hi, rows lo..hi) of the file, front to back: one pass.
+
+        Blocks are read into two buffers kept from block to block and pass to pass (a fresh array
+        per block faults in its pages on every read, which cost more than the read itself for a
+        page-cached file). While the caller multiplies one block, a reader thread reads the next
+        into the other buffer (reads and BLAS both release the GIL), so a pass costs about the
+        larger of the read and the arithmetic, not their sum. A yielded block is valid until the
+        next one is asked for.
+        """
         m, n = self.shape
-        with open(self.path, "rb") as f:
-            for lo in range(0, m, self.rows_per_block):
-                hi = min(lo + self.rows_per_block, m)
+        bounds = [(lo, min(lo + self.rows_per_block, m)) for lo in range(0, m, self.rows_per_block)]
+        if self._buffers is None:
+            rows = bounds[0][1] - bounds[0][0]
+            self._buffers = [np.empty((rows, n), dtype=self.dtype) for _ in range(min(2, len(bounds)))]
+        with open(self.path, "rb", buffering=0) as f:
+
+            def read(i):
+                lo, hi = bounds[i]
                 f.seek(self.offset + lo * n * self.dtype.itemsize)
-                block = np.fromfile(f, dtype=self.dtype, count=(hi - lo) * n)
-                if block.size != (hi - lo) * n:
-                    raise ValueError(f"`{self.name}`: {self.path} is shorter than its shape says (rows {lo}..{hi})")
-                block = block.reshape(hi - lo, n)
-                if self.exponent:
-                    block = np.ldexp(block, -self.exponent).astype(self.dtype, copy=False)
-                yield lo, hi, block
+                block = self._buffers[i % 2][: hi - lo]
+                view = memoryview(block.reshape(-1).view(np.uint8))
+                got = 0
+                while got < view.nbytes:  # a raw read may return fewer bytes than asked
+                    count = f.readinto(view[got:])
+                    if not count:
+                        raise ValueError(f"`{self.name}`: {self.path} is shorter than its shape says (rows {lo}..{hi})")
+                    got += count
+                return block
+
+            blocks = _read_ahead(read, len(bounds))
+            try:
+                for (lo, hi), block in zip(bounds, blocks, strict=True):
+                    if self.exponent:
+                        block = np.ldexp(block, -self.exponent).astype(self.dtype, copy=False)
+                    yield lo, hi, block
+            finally:  # a pass left early (an error): the read in flight ends before the file closes
+                blocks.close()
         self.n_passes += 1
 
     def gram(self, X, exact=False):
@@ -171,26 +202,43 @@ class RowBlocks:
             return self.gram64(X)[1]
         Xd = X.astype(self.dtype, copy=False)
         Z = np.zeros(X.shape)
-        with np.errstate(all="ignore"):
+        # One BLAS thread: the read-ahead thread takes the other core of a 2-core machine. Measured on
+        # a shared 2-core VM, a 1 GiB float32 file, 3 interleaved rounds: 8 columns 0.35-0.55 s a pass
+        # on one thread against 0.35-1.14 s with the pool, 32 columns 0.56-0.72 s against 0.45-0.90 s.
+        with np.errstate(all="ignore"), blas_single_thread():
             for _, _, block in self._blocks():
                 Z += block.T @ (block @ Xd)  # float32 products, float64 sum over the blocks
         return Z
 
+    def _blocks64(self):
+        """The blocks in float64, a few rows at a time (cache-sized, as `DenseSource._row_chunks`).
+
+        A whole float64 copy of a 64 MiB float32 block is 128 MiB of fresh pages per block, which
+        made the certificate's one-column pass several times slower than a block product.
+        """
+        rows = max(1, config.BLOCK_CONVERT_BYTES // (8 * self.shape[1]))
+        for lo, hi, block in self._blocks():
+            if block.dtype == np.float64:
+                yield lo, hi, block
+                continue
+            for a in range(0, hi - lo, rows):
+                b = min(a + rows, hi - lo)
+                yield lo + a, lo + b, block[a:b].astype(np.float64)
+
     def gram64(self, X):
         Y = np.empty((self.shape[0], X.shape[1]))
         Z = np.zeros(X.shape)
-        with np.errstate(all="ignore"):
-            for lo, hi, block in self._blocks():
-                block = block.astype(np.float64, copy=False)
-                Y[lo:hi] = block @ X
-                Z += block.T @ Y[lo:hi]
+        with np.errstate(all="ignore"), _blas_for_columns(X.shape[1]):
+            for lo, hi, chunk in self._blocks64():
+                Y[lo:hi] = chunk @ X
+                Z += chunk.T @ Y[lo:hi]
         return Y, Z
 
     def rmat64(self, Y):
         Z = np.zeros((self.shape[1], Y.shape[1]))
-        with np.errstate(all="ignore"):
-            for lo, hi, block in self._blocks():
-                Z += block.astype(np.float64, copy=False).T @ Y[lo:hi]
+        with np.errstate(all="ignore"), _blas_for_columns(Y.shape[1]):
+            for lo, hi, chunk in self._blocks64():
+                Z += chunk.T @ Y[lo:hi]
         return Z
 
     def amax(self):
@@ -204,13 +252,60 @@ class RowBlocks:
         self.exponent += int(e)
 
     def release(self):
-        pass
+        """Drop the block buffers once the answer is certified."""
+        self._buffers = None
 
     def fail(self):
         for _, _, block in self._blocks():
             if not np.isfinite(block).all():
                 raise ValueError(f"`{self.name}` must be finite, its entries hold NaN or Inf")
         raise ValueError(f"`{self.name}`: products overflowed although its entries are finite")
+
+
+def _read_ahead(read, count):
+    """read(0), ..., read(count - 1) in order, each started on a reader thread while the previous is in use.
+
+    read(i + 1) starts when read(i) is handed out, so it runs while the caller works on block i;
+    block i's buffer is written again only by read(i + 2), which starts after the caller asked for
+    block i + 1. Closing the generator early waits for the read in flight.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    if count == 1:
+        yield read(0)
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="linalg_lowrank_read") as pool:
+        pending = pool.submit(read, 0)
+        for i in range(count):
+            block = pending.result()
+            if i + 1 < count:
+                pending = pool.submit(read, i + 1)
+            yield block
+
+
+def _blas_for_columns(columns):
+    """One BLAS thread for products with a few columns (memory-bound; ``config.BLOCK_GEMV_MAX_COLUMNS``)."""
+    return blas_single_thread() if columns <= config.BLOCK_GEMV_MAX_COLUMNS else contextlib.nullcontext()
+
+
+def _memmap_file_offset(mm):
+    """Byte position in its file of a memmap's first element: right for row slices too.
+
+    A slice of a memmap keeps its parent's ``offset``; its position is found from where its data
+    sits in the parent's mapping (which numpy starts at the allocation granule below ``offset``).
+    The same rule as `_dask.from_memmap` uses for its file reads.
+    """
+    import mmap
+
+    base = mm
+    while base is not None and getattr(base, "_mmap", None) is None:
+        base = base.base if isinstance(base.base, np.ndarray) else None
+    mapping = getattr(base, "_mmap", None) if base is not None else None
+    if mapping is None:
+        return int(mm.offset)
+    granule = mm.offset - mm.offset % mmap.ALLOCATIONGRANULARITY
+    start = np.frombuffer(mapping, dtype=np.uint8).__array_interface__["data"][0]
+    return int(granule + (mm.__array_interface__["data"][0] - start))
 
 
 def block_size(k, q):
@@ -255,7 +350,9 @@ def _orthonormalize(X, Q, generator, scale, width):
     return X
 
 
-def top_triplets(source, k, *, tol, maxiter, generator, block=None, max_basis=None, direct=False):
+def top_triplets(
+    source, k, *, tol, maxiter, generator, block=None, max_basis=None, direct=False, start=None, diagnostics=None
+):
     """The k largest singular triplets of the source's matrix N by block Lanczos on N^T N, certified.
 
     Returns a dict with ``values`` (descending), ``u`` (p x k, left vectors of N), ``v`` (q x k),
@@ -269,8 +366,19 @@ def top_triplets(source, k, *, tol, maxiter, generator, block=None, max_basis=No
     (``syevr``, the whole Gram side at once) instead of the iteration; if the certificate then
     misses the tolerance (G's rounding, which squares the condition, hides small values), block
     Lanczos on N itself continues from those vectors.
+
+    ``start`` (q x j, j <= block size): the first columns of the start block (a warm start), the
+    rest Gaussian from ``generator``. ``diagnostics`` (a dict, filled in place) receives what
+    `spectral.power_iteration` reports beside the triplet: ``random_columns`` (Gaussian columns of
+    the start block), ``krylov_degree`` (block products in the first cycle of the first
+    iteration, before any restart: the basis then holds the block Krylov space of that degree),
+    ``ritz`` (the top Ritz values of N^T N at the last check, in the products' scale),
+    ``history`` (the top Ritz value, as a singular value, at each check), ``exponent`` (products
+    are those of 2^-exponent N) and ``products_eps`` (unit roundoff of the first iteration's products).
     """
     p, q = source.shape
+    info = {} if diagnostics is None else diagnostics
+    info["history"] = []
     b = block or block_size(k, q)
     L = int(min(q, max_basis or max(config.BLOCK_MAX_BASIS_BLOCKS * b, 2 * b + k)))
     steps = matvecs = 0
@@ -282,6 +390,7 @@ def top_triplets(source, k, *, tol, maxiter, generator, block=None, max_basis=No
         steps, matvecs = 1, 2 * q  # G = N^T N I: q columns through N and N^T
         res = _certify(source, V, k, tol=tol)
         if res["converged"]:
+            info["exponent"] = source.exponent
             return _finish(res, source, k, steps, matvecs, b)
         # the Gram matrix's rounding (sigma^2: the condition squared) hid what was asked: continue on N
         # itself, in float64 (the rounding of float32 products would hide the same values)
@@ -289,35 +398,40 @@ def top_triplets(source, k, *, tol, maxiter, generator, block=None, max_basis=No
         exact = True
         start = np.concatenate([V, generator.standard_normal((q, max(b - k, 0)))], axis=1)[:, :b]
     else:
-        start = generator.standard_normal((q, b))
+        given = np.empty((q, 0)) if start is None else np.asarray(start, dtype=np.float64).reshape(q, -1)[:, :b]
+        info["random_columns"] = b - given.shape[1]
+        start = np.concatenate([given, generator.standard_normal((q, b - given.shape[1]))], axis=1)
+        info["products_eps"] = _EPS if exact else float(np.finfo(source.dtype).eps)
     while True:
         budget = maxiter - steps + (1 if direct else 0)  # forming G is not an iteration step
         V, n_steps, n_matvecs = _iterate_scaled(
-            source, k, start, tol=tol, maxiter=budget, generator=generator, L=L, exact=exact
+            source, k, start, tol=tol, maxiter=budget, generator=generator, L=L, exact=exact, info=info
         )
         steps, matvecs = steps + n_steps, matvecs + n_matvecs
         res = _certify(source, V, k, tol=tol)
         if res["converged"] or exact or steps >= maxiter:
+            info["exponent"] = source.exponent
             return _finish(res, source, k, steps, matvecs, b)
         # float32 products stalled at their rounding short of tol (values far below sigma_1): float64 products
         exact = True
         start = np.concatenate([V, generator.standard_normal((q, max(b - k, 0)))], axis=1)[:, :b]
 
 
-def _iterate_scaled(source, k, start, *, tol, maxiter, generator, L, exact):
+def _iterate_scaled(source, k, start, *, tol, maxiter, generator, L, exact, info):
     """`_iterate`, started again from the same vectors on 2^-e N if a product leaves the safe range."""
     state = generator.bit_generator.state
     try:
         return _iterate(source, k, start.copy(), tol=tol, maxiter=maxiter, generator=generator, L=L,
-                        check_scale=True, exact=exact)  # fmt: skip
+                        check_scale=True, exact=exact, info=info)  # fmt: skip
     except _operators.Rescale:
+        info["history"] = []  # the values of the abandoned start were those of an unscaled N
         amax = source.amax()
         if not math.isfinite(amax):
             source.fail()
         source.set_exponent(int(_operators.exponent_of(amax)))
         generator.bit_generator.state = state
         return _iterate(source, k, start.copy(), tol=tol, maxiter=maxiter, generator=generator, L=L,
-                        check_scale=False, exact=exact)  # fmt: skip
+                        check_scale=False, exact=exact, info=info)  # fmt: skip
 
 
 def _finish(res, source, k, steps, matvecs, b):
@@ -331,12 +445,14 @@ def _finish(res, source, k, steps, matvecs, b):
     return res
 
 
-def _iterate(source, k, X, *, tol, maxiter, generator, L, check_scale, exact):
+def _iterate(source, k, X, *, tol, maxiter, generator, L, check_scale, exact, info):
     """Block Lanczos with thick restarts; returns (orthonormal q x k Ritz basis, block products, vectors).
 
     The projected matrix is diagonalized only when a restart needs its Ritz vectors or the
     convergence check is due: the check is scheduled from the observed decay of the largest
-    relative residual, as `_topsv` schedules its Lanczos checks.
+    relative residual, as `_topsv` schedules its Lanczos checks. ``info`` receives the first
+    cycle's Krylov degree (the first call only), the last Ritz values and the history of checks
+    (see `top_triplets`).
     """
     p, q = source.shape
     floor = config.SPECTRUM_RESIDUAL_FLOOR
@@ -351,67 +467,75 @@ def _iterate(source, k, X, *, tol, maxiter, generator, L, check_scale, exact):
     steps = matvecs = 0
     scale = 0.0
     S = None
+    first_cycle = None  # block products before the first thick restart
     next_check = 1
     previous = None  # (step, largest relative residual) at the last check
     while True:
         Z = source.gram(X, exact)
-        steps += 1
-        matvecs += 2 * X.shape[1]
-        if not np.isfinite(Z).all():
-            if check_scale:
-                raise _operators.Rescale
-            source.fail()
-        if check_scale and steps == 1:
-            top = float(np.abs(Z).max())
-            if not math.ldexp(1.0, -config.SCALE_SAFE_LOG2) <= top <= math.ldexp(1.0, config.SCALE_SAFE_LOG2):
-                raise _operators.Rescale
-        n_old = Q.shape[1]
-        Q = np.concatenate([Q, X], axis=1)
-        W = np.concatenate([W, Z], axis=1)
-        C = Q.T @ Z  # the new columns of H = Q^T B Q
-        n = Q.shape[1]
-        H_new = np.empty((n, n))
-        H_new[:n_old, :n_old] = H
-        H_new[:, n_old:] = C
-        H_new[n_old:, :n_old] = C[:n_old].T
-        H_new[n_old:, n_old:] = 0.5 * (C[n_old:] + C[n_old:].T)
-        H = H_new
-        scale = max(scale, float(np.abs(C).max()))
-        b = X.shape[1]
-        restart = n + width > L and n < q
-        last = n >= q or steps >= maxiter
-        if not (restart or last or steps >= next_check):
-            X = _orthonormalize(Z - Q @ C, Q, generator, scale, min(b, q - n))
-            continue
-        m = min(n, k + width if restart else k)
-        theta, S = scipy.linalg.eigh(H, subset_by_index=[n - m, n - 1], driver="evr", check_finite=False)
-        theta, S = theta[::-1], S[:, ::-1]
-        top = max(float(theta[0]), 0.0)
-        if top == 0.0 or last:  # B vanishes on a random block (B = 0, with probability one), or done
-            break
-        kk = min(k, n)
-        Sk = S[:, :kk]
-        gram_residual = np.linalg.norm(W @ Sk - Q @ (Sk * theta[:kk]), axis=0)
-        s = np.sqrt(np.maximum(theta[:kk], 0.0))
-        # singular residual ||N^T u - s v|| = ||B v - s^2 v|| / s; the products' rounding sets a floor
-        target = np.maximum(0.5 * tol * np.maximum(s, floor * math.sqrt(top)) * s, rounding_unit * top)
-        noise = noise_unit * top
-        if kk == k and np.all(gram_residual <= target):
-            break
-        worst = float(np.max(gram_residual / target))
-        if (
-            previous is not None
-            and worst > config.BLOCK_STAGNATION * previous[1]
-            and np.all(gram_residual <= np.maximum(target, noise))
-        ):
-            break  # at the rounding level of the products: the certificate judges what was reached
-        next_check = steps + _steps_to_next_check(previous, steps, worst)
-        previous = (steps, worst)
-        residual_block = Z - Q @ C
-        if restart:  # thick restart: the top Ritz vectors with their products
-            Q, W = Q @ S, W @ S
-            H = np.diag(theta)
-        X = _orthonormalize(residual_block, Q, generator, scale, min(width, q - Q.shape[1]))
+        # the algebra between products is small (q x basis): BLAS threads would only wait on each other
+        # (on a loaded 2-core machine a 400 x 32 QR took 15-50x longer with the pool; see _threads)
+        with blas_single_thread():
+            steps += 1
+            matvecs += 2 * X.shape[1]
+            if not np.isfinite(Z).all():
+                if check_scale:
+                    raise _operators.Rescale
+                source.fail()
+            if check_scale and steps == 1:
+                top = float(np.abs(Z).max())
+                if not math.ldexp(1.0, -config.SCALE_SAFE_LOG2) <= top <= math.ldexp(1.0, config.SCALE_SAFE_LOG2):
+                    raise _operators.Rescale
+            n_old = Q.shape[1]
+            Q = np.concatenate([Q, X], axis=1)
+            W = np.concatenate([W, Z], axis=1)
+            C = Q.T @ Z  # the new columns of H = Q^T B Q
+            n = Q.shape[1]
+            H_new = np.empty((n, n))
+            H_new[:n_old, :n_old] = H
+            H_new[:, n_old:] = C
+            H_new[n_old:, :n_old] = C[:n_old].T
+            H_new[n_old:, n_old:] = 0.5 * (C[n_old:] + C[n_old:].T)
+            H = H_new
+            scale = max(scale, float(np.abs(C).max()))
+            b = X.shape[1]
+            restart = n + width > L and n < q
+            last = n >= q or steps >= maxiter
+            if not (restart or last or steps >= next_check):
+                X = _orthonormalize(Z - Q @ C, Q, generator, scale, min(b, q - n))
+                continue
+            m = min(n, k + width if restart else k + 1)  # one beyond k: the gap estimate (ratio_estimate)
+            theta, S = scipy.linalg.eigh(H, subset_by_index=[n - m, n - 1], driver="evr", check_finite=False)
+            theta, S = theta[::-1], S[:, ::-1]
+            top = max(float(theta[0]), 0.0)
+            info["ritz"] = theta[: k + 1].copy()
+            info["history"].append(math.ldexp(math.sqrt(top), source.exponent))
+            if top == 0.0 or last:  # B vanishes on a random block (B = 0, with probability one), or done
+                break
+            kk = min(k, n)
+            Sk = S[:, :kk]
+            gram_residual = np.linalg.norm(W @ Sk - Q @ (Sk * theta[:kk]), axis=0)
+            s = np.sqrt(np.maximum(theta[:kk], 0.0))
+            # singular residual ||N^T u - s v|| = ||B v - s^2 v|| / s; the products' rounding sets a floor
+            target = np.maximum(0.5 * tol * np.maximum(s, floor * math.sqrt(top)) * s, rounding_unit * top)
+            noise = noise_unit * top
+            if kk == k and np.all(gram_residual <= target):
+                break
+            worst = float(np.max(gram_residual / target))
+            if (
+                previous is not None
+                and worst > config.BLOCK_STAGNATION * previous[1]
+                and np.all(gram_residual <= np.maximum(target, noise))
+            ):
+                break  # at the rounding level of the products: the certificate judges what was reached
+            next_check = steps + _steps_to_next_check(previous, steps, worst)
+            previous = (steps, worst)
+            residual_block = Z - Q @ C
+            if restart:  # thick restart: the top Ritz vectors with their products
+                first_cycle = steps if first_cycle is None else first_cycle
+                Q, W = Q @ S, W @ S
+                H = np.diag(theta)
+            X = _orthonormalize(residual_block, Q, generator, scale, min(width, q - Q.shape[1]))
+    info.setdefault("krylov_degree", steps if first_cycle is None else first_cycle)
     V = Q @ S[:, : min(k, Q.shape[1])]
     if V.shape[1] < k:  # fewer basis vectors than k: complete at random (interlacing holds for any V)
         V = np.concatenate([V, generator.standard_normal((q, k - V.shape[1]))], axis=1)
@@ -440,7 +564,8 @@ def _certify(source, V, k, *, tol):
         source.fail()
     # the singular values of Y = N V from its triangular factor (a tall SVD would form its p x k factor
     # at several times the cost); u_i = N v_i / s_i = Y z_i / s_i
-    Ur, s, Zt = np.linalg.svd(np.linalg.qr(Y, mode="r"))
+    with blas_single_thread():  # tall and skinny: a second BLAS thread does not speed it up (see _threads)
+        Ur, s, Zt = np.linalg.svd(np.linalg.qr(Y, mode="r"))
     Zr = Zt.T
     Vr = V @ Zr
     # N^T u_i = N^T N V z_i / s_i: from the same pass, unless s_i is so small that dividing would

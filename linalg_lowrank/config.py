@@ -275,3 +275,7 @@ BLOCK_MAXITER = 300
 BLOCK_CONVERT_BYTES = 4 << 20
 #: Fewest columns per block product for a matrix read from disk (see _block_krylov.out_of_core_block_size).
 BLOCK_OUT_OF_CORE_MIN = 32
+#: Certificate products of a file (`_block_krylov.RowBlocks.gram64`) with at most this many columns
+#: run on one BLAS thread: matrix-vector products are memory-bound, and on a loaded 2-core machine
+#: the pool made the one-column certificate of a 256 MiB file 2.5-14x slower (0.9-2.7 s vs 0.2-0.36 s).
+BLOCK_GEMV_MAX_COLUMNS = 4

@@ -141,12 +141,15 @@ class PowerIterationResult(Result):
     converged : bool or ndarray
         Whether ``residual <= tol`` was reached within ``maxiter``.
     n_iter : int or ndarray
-        Products with the Gram operator (A^T A or A A^T).
+        Products with the Gram operator (A^T A or A A^T); for ``method="block"``, block
+        products, the certifying one included.
     n_matvecs : int or ndarray
-        Products with A plus products with A^T (two per Gram product).
+        Products with A plus products with A^T (two per Gram product; a block of b vectors
+        counts b).
     n_passes : int or ndarray
         Reads of the whole of A: one per Gram product with the one-pass kernel for arrays,
-        two for operators.
+        two for operators; for ``method="block"`` one per block product, the certificate
+        included (and one to find the scale of a matrix far from unit size).
     residual : float or ndarray
         max(||A v - sigma u||, ||A^T u - sigma v||) / sigma, measured on the returned vectors.
     error_bound : float or ndarray
@@ -159,7 +162,9 @@ class PowerIterationResult(Result):
     upper_bound : float or ndarray
         Upper bound on sigma1 that holds with probability at least ``1 - upper_bound_failure``
         over the Gaussian start vector (Kuczyński–Woźniakowski argument, see the theory page);
-        ``inf`` when the start vector ``v0`` was given.
+        ``inf`` when the start vector ``v0`` was given. For ``method="block"`` the argument
+        runs on the first cycle's block Krylov space, for each Gaussian column of the start
+        block (with ``v0``, the columns beside it).
     upper_bound_failure : float
         Probability that ``upper_bound`` fails.
     sin_theta_bound : float or ndarray
@@ -171,11 +176,15 @@ class PowerIterationResult(Result):
     history : list or ndarray of object
         sigma after each iteration (Lanczos: after each convergence check).
     method : str
-        "power" or "lanczos": what finally ran ("auto" switches from the first to the second).
+        "power", "lanczos" or "block": what finally ran ("auto" switches from the first to the
+        second, or takes "block" for a memory-mapped file too large to hold).
     stop_reason : str or ndarray
-        "converged", "maxiter", "exact" (an invariant subspace was found) or "zero" (A = 0).
+        "converged", "maxiter", "exact" (an invariant subspace was found), "zero" (A = 0) or,
+        for "block", "stalled" (the residual stopped decreasing at the rounding of the float64
+        products before reaching the tolerance).
     seed : int or None
-        Seed of the random start vector: ``rng=seed`` reproduces the run; None when v0 was given.
+        Seed of the random start vector: ``rng=seed`` reproduces the run; None when v0 was given
+        (except for "block", whose start block holds random columns beside v0).
     """
 
     sigma: object

@@ -6,7 +6,7 @@ import warnings
 import numba
 import numpy as np
 
-from . import _kernels, _operators, _threads, _topsv, _validate, config
+from . import _block_krylov, _kernels, _operators, _threads, _topsv, _validate, config
 from .results import ConvergenceWarning, DegenerateSingularValueWarning, PowerIterationResult
 
 __all__ = [
@@ -17,7 +17,7 @@ __all__ = [
     "spectral_weight_decay",
 ]
 
-_METHODS = ("auto", "power", "lanczos")
+_METHODS = ("auto", "power", "lanczos", "block")
 
 
 def power_iteration(A, *, v0=None, tol=config.POWER_TOL, maxiter=None, rng=None, method="auto"):
@@ -37,16 +37,22 @@ def power_iteration(A, *, v0=None, tol=config.POWER_TOL, maxiter=None, rng=None,
         most ``tol``. This bounds the relative error of sigma by ``tol / sqrt(2)``.
     maxiter : int, optional
         Cap on products with the Gram operator A^T A (each is one product with A and one with
-        A^T). Default ``max(1000, 10 * min(M, N))``.
+        A^T; for ``method="block"`` one block product). Default ``max(1000, 10 * min(M, N))``.
     rng : None, int or numpy.random.Generator, optional
         Source of the random start vector; the result records the seed that reproduces it.
-    method : {"auto", "power", "lanczos"}, optional
+    method : {"auto", "power", "lanczos", "block"}, optional
         "power" is plain power iteration on A^T A; "lanczos" is thick-restart Lanczos on A^T A
         with full reorthogonalization; "auto" starts with power steps, which suffice for warm
         starts and wide gaps, estimates the convergence rate from its own residual history and
         switches to Lanczos when more than a few power steps remain. Stacks of small matrices
         (one whole solve per thread) go straight to Lanczos, which tests its first product
-        exactly as a power step would.
+        exactly as a power step would. "block" is block Lanczos: each product multiplies a block
+        of vectors (BLAS-3), so it needs fewer passes over A than the single-vector methods, at
+        more arithmetic per pass; "auto" takes it for a ``numpy.memmap`` of a file too large to
+        hold in memory (``config.OUT_OF_CORE_FRACTION`` of the machine's RAM), which is then read
+        in row blocks, at least 32 vectors a product (``config.BLOCK_OUT_OF_CORE_MIN``). "block"
+        takes arrays (in memory or memory-mapped, stacks matrix by matrix); sparse matrices,
+        operators and dask arrays stay with the single-vector methods.
 
     Returns
     -------
@@ -89,12 +95,23 @@ def power_iteration(A, *, v0=None, tol=config.POWER_TOL, maxiter=None, rng=None,
     float64 range) are solved as :math:`2^{-e} A`, exactly, with e from max|A|; the first product
     shows when this is needed, so ordinary inputs pay nothing for it.
 
+    With ``method="block"`` the block of the last step is certified by one more product in
+    float64 (as `top_singular_values` does): ``u = A v / sigma`` exactly, ``residual`` is the
+    measured :math:`\\|A^T u - \\sigma v\\| / \\sigma`, ``lower_bound`` is the Rayleigh quotient
+    less its rounding, and ``upper_bound`` uses the block Krylov space of the first cycle
+    (before any restart), which holds the Krylov space of each Gaussian column of the start
+    block: the bound of the single-vector path holds for each column independently, so each may
+    fail with probability ``upper_bound_failure`` to the power 1/columns (see the theory page).
+    ``n_passes`` counts the reads of the whole of A, the certificate included.
+
     References
     ----------
     .. [1] J. Kuczyński and H. Woźniakowski, "Estimating the largest eigenvalue by the power
        and Lanczos algorithms with a random start", SIAM J. Matrix Anal. Appl. 13(4), 1992.
     .. [2] K. Wu and H. Simon, "Thick-restart Lanczos method for large symmetric eigenvalue
        problems", SIAM J. Matrix Anal. Appl. 22(2), 2000.
+    .. [3] G. H. Golub and R. Underwood, "The block Lanczos method for computing eigenvalues",
+       Mathematical Software III (1977), 361-377.
 
     Examples
     --------
@@ -105,6 +122,9 @@ def power_iteration(A, *, v0=None, tol=config.POWER_TOL, maxiter=None, rng=None,
     (3.0, True)
     >>> bool(res.lower_bound <= 3.0 <= res.upper_bound)
     True
+    >>> res = ll.power_iteration(A, rng=0, method="block")
+    >>> round(res.sigma, 12), res.method, bool(res.converged)
+    (3.0, 'block', True)
     """
     result, _, _ = _power_iteration(A, v0=v0, tol=tol, maxiter=maxiter, rng=rng, method=method)
     return result
@@ -115,11 +135,22 @@ def power_iteration(A, *, v0=None, tol=config.POWER_TOL, maxiter=None, rng=None,
 _DEFAULT_TOL = power_iteration.__kwdefaults__["tol"]
 
 
-def _power_iteration(A, *, v0, tol, maxiter, rng, method, name="A", rtol=0.0, caller="power_iteration"):
-    """The solve behind the public functions; ``rtol > 0`` stops on the value of sigma instead of ``tol``."""
+def _power_iteration(
+    A, *, v0, tol, maxiter, rng, method, name="A", rtol=0.0, caller="power_iteration", need_gram=False
+):
+    """The solve behind the public functions; ``rtol > 0`` stops on the value of sigma instead of ``tol``.
+
+    Returns ``(result, gram, outcome)``; the block path builds the Gram operator and the outcome
+    (for `best_rank1` and `spectral_norm_grad`) only with ``need_gram``, else returns None for both.
+    """
     tol = _validate.positive("tol", tol)
     method = _validate.choice("method", method, _METHODS)
-    gram, batch_shape = _operators.as_gram(A, name, family="power_iteration")
+    op = _operators.as_operator(A, name, stack=True, family="power_iteration")
+    if method == "block" or (method == "auto" and op.too_large_to_hold):
+        return _block_power_iteration(
+            A, op, v0=v0, tol=tol, maxiter=maxiter, rng=rng, rtol=rtol, caller=caller, need_gram=need_gram
+        )
+    gram, batch_shape = op.gram("power_iteration"), op.batch_shape
     m, n = gram.shape
     maxiter = _validate.positive_int("maxiter", maxiter, default=max(config.POWER_MAXITER_FLOOR, 10 * min(m, n)))
     generator, seed = _validate.rng(rng)
@@ -154,6 +185,196 @@ def _power_iteration(A, *, v0, tol, maxiter, rng, method, name="A", rtol=0.0, ca
             stacklevel=3,
         )
     return result, gram, out
+
+
+def _block_power_iteration(A, op, *, v0, tol, maxiter, rng, rtol, caller, need_gram):
+    """`_power_iteration` by block Lanczos (`_block_krylov`): few passes over the data.
+
+    A memory-mapped file too large to hold is read in row blocks (`_block_krylov.RowBlocks`, a
+    wide block: ``out_of_core_block_size``); an array in memory (each matrix of a stack) goes
+    through BLAS (`_block_krylov.DenseSource`, on its smaller Gram side). Matrix-free kinds
+    (sparse, operators, dask) get the adapter's TypeError. Returns ``(result, gram, outcome)`` as
+    the single-vector path does, the outcome in the space of ``op.gram()`` (for
+    `spectral_norm_grad`'s gap check and `best_rank1`'s outer product; None unless ``need_gram``).
+    """
+    name = op.name
+    out_of_core = op.too_large_to_hold
+    if not out_of_core:
+        arr = op.dense(f'{caller}(method="block")', check_finite=False)
+    batch_shape = op.batch_shape
+    m, n = op.shape[-2:]
+    maxiter = _validate.positive_int("maxiter", maxiter, default=max(config.POWER_MAXITER_FLOOR, 10 * min(m, n)))
+    generator, seed = _validate.rng(rng)
+    V0 = None if v0 is None else _check_start("v0", v0, batch_shape, n)
+    # The value stop of spectral_norm on its residual bound: a relative residual r of the Gram
+    # operator puts sigma within r / 2 (relative) of a singular value, so r <= 2 rtol.
+    tol_block = 2.0 * rtol if rtol > 0 else tol
+    solves = []
+    if out_of_core:
+        source = _block_krylov.RowBlocks.from_memmap(name, A)  # A is the memmap itself (the adapter's rule)
+        block = _block_krylov.out_of_core_block_size(1, n)
+        start = None if V0 is None else V0[0]
+        solves.append(
+            _block_one(source, False, start, tol=tol_block, maxiter=maxiter, generator=generator, block=block)
+        )
+    else:
+        stack = np.asarray(arr).reshape(-1, m, n)
+        for i in range(stack.shape[0]):
+            transposed = m < n  # N = A^T: the Gram side is the smaller one
+            N = stack[i].T if transposed else stack[i]
+            source = _block_krylov.DenseSource(name, N, source=arr)  # errors name the index in A
+            start = None if V0 is None else (V0[i] if not transposed else None)
+            if V0 is not None and transposed:  # Gram space is that of u: start from A v0
+                with np.errstate(all="ignore"):
+                    start = stack[i].astype(np.float64, copy=False) @ V0[i]
+                if not (np.isfinite(start).all() and np.abs(start).max() > 0):
+                    start = None  # v0 in the null space (or A extreme): the random columns do the work
+            solves.append(_block_one(source, transposed, start, tol=tol_block, maxiter=maxiter, generator=generator))
+    result = _assemble_block(solves, batch_shape, m, n, op.dtype, seed=seed, warm=V0 is not None)
+    gram = outcome = None
+    if need_gram:
+        gram = op.gram("power_iteration")
+        outcome = _block_outcome(gram, solves)
+    if not np.all(result.converged):
+        bad = ~np.asarray(result.converged)
+        residual = np.asarray(result.residual)[bad]
+        if rtol > 0:
+            what = f"rtol={rtol:g} within maxiter={maxiter}; largest error estimate {np.max(residual) / 2:.3g}"
+        else:
+            what = f"tol={tol:g} within maxiter={maxiter}; largest residual {np.max(residual):.3g}"
+        warnings.warn(
+            f"{caller}: {int(bad.sum())} of {bad.size} problem(s) did not reach {what}",
+            ConvergenceWarning,
+            stacklevel=4,
+        )
+    return result, gram, outcome
+
+
+def _block_one(source, transposed, start, *, tol, maxiter, generator, block=None):
+    """One matrix: `_block_krylov.top_triplets` for k = 1, with the diagnostics power_iteration reports."""
+    info = {}
+    start = None if start is None else np.asarray(start, dtype=np.float64).reshape(-1, 1)
+    one = _block_krylov.top_triplets(
+        source, 1, tol=tol, maxiter=maxiter, generator=generator, block=block, start=start, diagnostics=info
+    )
+    u, v = one["u"][:, 0], one["v"][:, 0]
+    if transposed:  # N = A^T: N's right vectors are A's left ones
+        u, v = v, u
+    return {
+        **one,
+        "u": u,
+        "v": v,
+        "info": info,
+        "gram_dim": source.shape[1],
+        "rows": source.shape[0],
+        "maxiter": maxiter,
+    }
+
+
+def _block_upper_bound(sigma, one, failure):
+    """``(upper_bound, failure)`` of one block solve: the argument of `_topsv.upper_bound_eps` per column.
+
+    The first cycle's basis holds the block Krylov space of degree d (``krylov_degree``) of the
+    start block, hence the Krylov space K_d(B, x_j) of each of its Gaussian columns x_j, and the
+    certified sigma^2 is at least the top Ritz value of that basis (thick restarts and the
+    certificate only raise it). The bound fails only if it fails for every Gaussian column, and
+    the columns are independent: with j of them, each may fail with probability failure^(1/j).
+    The products' rounding (float32 products move Ritz values by about ``SPECTRUM_BREAKDOWN_ULPS
+    sqrt(p) eps`` relative, the level `_block_krylov` treats as noise) is added to the margin.
+    """
+    info = one["info"]
+    j = info["random_columns"]
+    if j == 0:
+        return math.inf, 0.0
+    eps = float(_topsv.upper_bound_eps(one["gram_dim"], [0], [info["krylov_degree"]], failure ** (1.0 / j))[0])
+    rounding = 2 * config.SPECTRUM_BREAKDOWN_ULPS * math.sqrt(one["rows"]) * info["products_eps"]
+    with np.errstate(over="ignore"):
+        upper = sigma * math.sqrt((1.0 + rounding) / (1.0 - eps)) if eps < 1.0 else math.inf
+    return upper, failure
+
+
+def _block_stop(one, sigma, maxiter):
+    if sigma == 0.0:
+        return "zero"
+    if one["converged"]:
+        return "converged"
+    return "maxiter" if one["n_iter"] - 1 >= maxiter else "stalled"
+
+
+def _assemble_block(solves, batch_shape, m, n, dtype, *, seed, warm):
+    """The `PowerIterationResult` of block solves (one per matrix), with the fields of the single-vector path."""
+    dtype = dtype if dtype in _validate.SUPPORTED_FLOATS else np.dtype(np.float64)
+    failure = config.UPPER_BOUND_FAILURE_PROB
+    rows = {key: [] for key in ("sigma", "u", "v", "converged", "n_iter", "n_matvecs", "n_passes", "residual",
+                                "error_bound", "lower_bound", "upper_bound", "sin_theta_bound", "ratio_estimate",
+                                "stop_reason", "history")}  # fmt: skip
+    failures = []
+    for one in solves:
+        sigma = float(one["values"][0])
+        u, v = one["u"].copy(), one["v"].copy()
+        if sigma == 0.0:  # the zero matrix: e1, e1 (any unit pair is a singular pair)
+            u[:], v[:] = 0.0, 0.0
+            u[0] = v[0] = 1.0
+        # power_iteration's residual: max(||A v - sigma u||, ||A^T u - sigma v||) / sigma; the first is
+        # zero by construction (u = A v / sigma), the second the certificate's measured residual
+        residual = 0.0 if sigma == 0.0 else float(one["residual"][0]) / sigma
+        ritz = one["info"].get("ritz", np.zeros(0))
+        ratio = math.sqrt(max(ritz[1], 0.0) / ritz[0]) if ritz.size > 1 and ritz[0] > 0 else math.nan
+        gap = 1.0 - ratio**2 if math.isfinite(ratio) else 0.0
+        if warm and one["info"]["random_columns"] == 0:
+            upper, fail = math.inf, 0.0
+        else:
+            upper, fail = _block_upper_bound(sigma, one, failure)
+        failures.append(fail)
+        row = dict(
+            sigma=sigma,
+            u=u.astype(dtype),
+            v=v.astype(dtype),
+            converged=bool(one["converged"]),
+            n_iter=int(one["n_iter"]),
+            n_matvecs=int(one["n_matvecs"]),
+            n_passes=int(one["n_passes"]),
+            residual=residual,
+            error_bound=residual / math.sqrt(2.0),
+            lower_bound=float(one["lower_bound"][0]),
+            upper_bound=upper,
+            sin_theta_bound=0.0 if sigma == 0.0 else (min(residual / gap, 1.0) if gap > 0 else 1.0),
+            ratio_estimate=ratio,
+            stop_reason=_block_stop(one, sigma, one["maxiter"]),
+            history=np.asarray(one["info"]["history"]),
+        )
+        for key, value in row.items():
+            rows[key].append(value)
+    if batch_shape == ():
+        fields = {key: values[0] for key, values in rows.items()}
+    else:
+        fields = {}
+        for key, values in rows.items():
+            if key in ("u", "v"):
+                fields[key] = np.stack(values).reshape(batch_shape + (m if key == "u" else n,))
+            elif key == "history":
+                hist = np.empty(len(values), dtype=object)
+                hist[:] = values
+                fields[key] = hist.reshape(batch_shape)
+            else:
+                fields[key] = np.asarray(values, dtype=object if key == "stop_reason" else None).reshape(batch_shape)
+    return PowerIterationResult(upper_bound_failure=max(failures), method="block", seed=seed, **fields)
+
+
+def _block_outcome(gram, solves):
+    """The solves as a `_topsv.Outcome` in the space of ``gram`` (what the gap check and `best_rank1` read)."""
+    out = _topsv.Outcome(gram.batch, gram.gram_dim, gram.other_dim)
+    for i, one in enumerate(solves):
+        e = int(one["info"].get("exponent", 0))
+        scaled = math.ldexp(float(one["values"][0]), -e)
+        w = one["u"] if gram.left else one["v"]
+        out.theta[i] = scaled * scaled
+        out.w[i] = w
+        out.exponent[i] = e
+        out.converged[i] = bool(one["converged"])
+        out.stop[i] = "zero" if scaled == 0.0 else ("converged" if one["converged"] else "maxiter")
+    out.method = "block"
+    return out
 
 
 def _check_start(name, v0, batch_shape, n):
@@ -296,8 +517,11 @@ def spectral_norm(
         Source of the random start vector.
     v0 : (N,) or (..., N) array_like, optional
         Warm start for the right singular vector.
-    method : {"auto", "power", "lanczos"}, optional
-        As in `power_iteration`.
+    method : {"auto", "power", "lanczos", "block"}, optional
+        As in `power_iteration`: "auto" takes block Lanczos ("block") for a memory-mapped file
+        too large to hold, which needs fewer reads of the file. There the value stop is the
+        residual bound alone (relative residual at most ``2 rtol``, certified by a float64
+        product).
     return_info : bool, optional
         Return the `PowerIterationResult` of the solve (sigma, singular vectors, bounds,
         ``n_iter``, ``converged``) instead of the value alone.
@@ -375,7 +599,7 @@ def spectral_norm_grad(A, *, gap_rtol=None, check_gap=True, **kwargs):
     array([[1., 0.],
            [0., 0.]])
     """
-    result, gram, out = _power_iteration(A, name="A", **_solver_kwargs(kwargs, "spectral_norm_grad"))
+    result, gram, out = _power_iteration(A, name="A", need_gram=True, **_solver_kwargs(kwargs, "spectral_norm_grad"))
     grad = _outer(result, times_sigma=False, gram=gram)
     if check_gap:
         dtype = grad.dtype
@@ -500,7 +724,7 @@ def best_rank1(A, **kwargs):
     array([[2., 0.],
            [0., 0.]])
     """
-    result, gram, _ = _power_iteration(A, **_solver_kwargs(kwargs, "best_rank1"))
+    result, gram, _ = _power_iteration(A, need_gram=True, **_solver_kwargs(kwargs, "best_rank1"))
     return _outer(result, times_sigma=True, gram=gram)
 
 

@@ -170,7 +170,9 @@ def test_out_of_core_memmap_goes_through_row_blocks(tmp_path, monkeypatch):
     monkeypatch.setattr(config, "OUT_OF_CORE_FRACTION", 0.0)  # every memmap counts as out of core
     monkeypatch.setattr(config, "OUT_OF_CORE_BLOCK_BYTES", 300 * 4 * 256)  # 256-row blocks
     assert _dask.is_out_of_core(mm)
-    ours = ll.power_iteration(mm, rng=0)
+    # the single-vector engine through dask's row blocks ("auto" takes block Lanczos for such a file:
+    # tests/test_out_of_core_spectral.py)
+    ours = ll.power_iteration(mm, rng=0, method="lanczos")
     truth = np.linalg.svd(A.astype(np.float64), compute_uv=False)[0]
     assert ours.converged and abs(ours.sigma - truth) <= 1e-12 * truth
     assert ours.n_passes == ours.n_iter  # one read of the file per Gram product
@@ -207,7 +209,7 @@ warnings.simplefilter("ignore")  # 8 products do not converge; only the memory i
 config.OUT_OF_CORE_FRACTION = 0.0 if sys.argv[2] == "blocks" else 1e9
 config.OUT_OF_CORE_BLOCK_BYTES = 1 << 20
 mm = np.load(sys.argv[1], mmap_mode="r")
-ll.power_iteration(mm[:64], rng=0)  # compile and import everything before the baseline
+ll.power_iteration(mm[:64], rng=0, method="power")  # compile and import everything before the baseline
 
 def rss(field):
     with open("/proc/self/status") as f:
