@@ -437,6 +437,15 @@ class Operator:
         return self.kind == "dense" and memmap_too_large_to_hold(self._source, physical_memory)
 
     @property
+    def rereads_from_disk(self):
+        """Too large to hold, and for the page cache (``config.BLOCK_KRYLOV_PAGE_CACHE_FRACTION`` of
+        the memory available to it): every pass over the file reads the disk."""
+        return (
+            self.too_large_to_hold
+            and self._source.nbytes > config.BLOCK_KRYLOV_PAGE_CACHE_FRACTION * available_memory()
+        )
+
+    @property
     def out_of_core(self):
         """A memory-mapped file too large to hold: read in blocks through dask."""
         return (
@@ -638,6 +647,18 @@ def _dense_gram(name, arr, source):
 def physical_memory():
     """Bytes of RAM of this machine."""
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def available_memory():
+    """Bytes the system could hand to the page cache now (Linux ``MemAvailable``), else the machine's RAM."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return physical_memory()
 
 
 def memmap_too_large_to_hold(A, memory):

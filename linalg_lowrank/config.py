@@ -185,6 +185,14 @@ DASK_PERSIST_FRACTION = 0.5
 #: per scheduler thread) instead of being mapped whole (file pages would fill the memory).
 OUT_OF_CORE_FRACTION = 0.25
 OUT_OF_CORE_BLOCK_BYTES = 64 << 20
+#: ``method="auto"`` of power_iteration / spectral_norm reads such a file by block Lanczos only when
+#: the page cache cannot hold it either: larger than this fraction of the memory available to the
+#: cache (Linux MemAvailable). Then every pass reads the disk, and a block pass (about 32 times the
+#: arithmetic of a single-vector pass, hidden under the read) saves passes. A file the cache holds
+#: is read from memory after the first pass, where a single-vector pass costs several times less
+#: (8 GiB float32 file, 2-core VM with 23 GB of RAM: 1.0 s a single-vector pass, 4.4 s a block
+#: pass, 1.3 s a cached sequential read, 6.3 s a cold one; bench/results/dask_ooc_audit_full.json).
+BLOCK_KRYLOV_PAGE_CACHE_FRACTION = 0.5
 
 # --- quasi-Newton and curvature operators (curvature.py)
 #: A pair (s, y) enters L-BFGS (and a dense BFGS or DFP update) only if s^T y > tol ||s|| ||y||: its

@@ -49,8 +49,12 @@ def power_iteration(A, *, v0=None, tol=config.POWER_TOL, maxiter=None, rng=None,
         exactly as a power step would. "block" is block Lanczos: each product multiplies a block
         of vectors (BLAS-3), so it needs fewer passes over A than the single-vector methods, at
         more arithmetic per pass; "auto" takes it for a ``numpy.memmap`` of a file too large to
-        hold in memory (``config.OUT_OF_CORE_FRACTION`` of the machine's RAM), which is then read
-        in row blocks, at least 32 vectors a product (``config.BLOCK_OUT_OF_CORE_MIN``). "block"
+        hold in memory (``config.OUT_OF_CORE_FRACTION`` of the machine's RAM) and for the page
+        cache (``config.BLOCK_KRYLOV_PAGE_CACHE_FRACTION`` of the memory available), whose every
+        pass then reads the disk; the file is read in row blocks, at least 32 vectors a product
+        (``config.BLOCK_OUT_OF_CORE_MIN``). A file too large to hold that the page cache keeps is
+        read in row blocks by single-vector Lanczos: from the second pass on it comes from
+        memory, where a single-vector pass costs several times less than a block pass. "block"
         takes arrays (in memory or memory-mapped, stacks matrix by matrix); sparse matrices,
         operators and dask arrays stay with the single-vector methods.
 
@@ -146,7 +150,7 @@ def _power_iteration(
     tol = _validate.positive("tol", tol)
     method = _validate.choice("method", method, _METHODS)
     op = _operators.as_operator(A, name, stack=True, family="power_iteration")
-    if method == "block" or (method == "auto" and op.too_large_to_hold):
+    if method == "block" or (method == "auto" and op.rereads_from_disk):
         return _block_power_iteration(
             A, op, v0=v0, tol=tol, maxiter=maxiter, rng=rng, rtol=rtol, caller=caller, need_gram=need_gram
         )
@@ -519,9 +523,9 @@ def spectral_norm(
         Warm start for the right singular vector.
     method : {"auto", "power", "lanczos", "block"}, optional
         As in `power_iteration`: "auto" takes block Lanczos ("block") for a memory-mapped file
-        too large to hold, which needs fewer reads of the file. There the value stop is the
-        residual bound alone (relative residual at most ``2 rtol``, certified by a float64
-        product).
+        too large to hold and to keep in the page cache, which needs fewer reads of the file.
+        There the value stop is the residual bound alone (relative residual at most ``2 rtol``,
+        certified by a float64 product).
     return_info : bool, optional
         Return the `PowerIterationResult` of the solve (sigma, singular vectors, bounds,
         ``n_iter``, ``converged``) instead of the value alone.

@@ -46,6 +46,7 @@ def _close_svd(dtype):
 @pytest.fixture
 def out_of_core(monkeypatch):
     monkeypatch.setattr(config, "OUT_OF_CORE_FRACTION", 0.0)  # any file counts as larger than memory
+    monkeypatch.setattr(config, "BLOCK_KRYLOV_PAGE_CACHE_FRACTION", 0.0)  # and than the page cache
 
     def rows_per_block(rows, cols, itemsize):
         monkeypatch.setattr(config, "OUT_OF_CORE_BLOCK_BYTES", rows * cols * itemsize)
@@ -108,6 +109,27 @@ def test_auto_reads_a_large_file_by_block_lanczos(tmp_path, out_of_core, dtype):
     assert res.n_passes >= res.n_iter and res.n_matvecs > 2 * res.n_iter
     assert len(res.history) >= 1 and res.seed is not None
     np.testing.assert_array_equal(np.load(path), A)  # the file is unchanged
+
+
+def test_auto_keeps_single_vector_lanczos_for_a_file_the_page_cache_keeps(tmp_path, out_of_core, monkeypatch):
+    A = _close(np.float32)
+    _, mm = _npy(tmp_path, A)
+    out_of_core(512, N, 4)
+    monkeypatch.setattr(config, "BLOCK_KRYLOV_PAGE_CACHE_FRACTION", 0.5)
+    op = _operators.as_operator(mm)
+    assert op.too_large_to_hold and not op.rereads_from_disk  # 4.8 MB: far below half of MemAvailable
+    s1 = _close_svd(np.float32)[1][0]
+    res = ll.power_iteration(mm, tol=1e-6, rng=0)
+    assert res.method != "block" and res.converged
+    assert abs(res.sigma - s1) <= (res.error_bound + _rounding(M, N)) * s1
+    # the same file when the page cache could not keep it: block Lanczos
+    monkeypatch.setattr(_operators, "available_memory", lambda: 2 * mm.nbytes - 1)
+    assert _operators.as_operator(mm).rereads_from_disk
+    assert ll.power_iteration(mm, tol=1e-6, rng=0).method == "block"
+
+
+def test_available_memory_is_a_positive_byte_count_at_most_the_ram():
+    assert 0 < _operators.available_memory() <= _operators.physical_memory()
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
