@@ -154,7 +154,7 @@ class RowBlocks:
         """The file behind a C-contiguous 2-D ``numpy.memmap`` (read, not mapped)."""
         if mm.ndim != 2 or not mm.flags.c_contiguous or getattr(mm, "filename", None) is None:
             raise ValueError(f"`{name}` must be a C-contiguous 2-D numpy.memmap of a file, got shape {mm.shape}")
-        offset = _memmap_file_offset(mm)
+        offset = _operators.memmap_file_offset(mm)
         return cls(name, mm.filename, mm.shape, mm.dtype, offset=offset, rows_per_block=rows_per_block)
 
     def _blocks(self):
@@ -286,26 +286,6 @@ def _read_ahead(read, count):
 def _blas_for_columns(columns):
     """One BLAS thread for products with a few columns (memory-bound; ``config.BLOCK_GEMV_MAX_COLUMNS``)."""
     return blas_single_thread() if columns <= config.BLOCK_GEMV_MAX_COLUMNS else contextlib.nullcontext()
-
-
-def _memmap_file_offset(mm):
-    """Byte position in its file of a memmap's first element: right for row slices too.
-
-    A slice of a memmap keeps its parent's ``offset``; its position is found from where its data
-    sits in the parent's mapping (which numpy starts at the allocation granule below ``offset``).
-    The same rule as `_dask.from_memmap` uses for its file reads.
-    """
-    import mmap
-
-    base = mm
-    while base is not None and getattr(base, "_mmap", None) is None:
-        base = base.base if isinstance(base.base, np.ndarray) else None
-    mapping = getattr(base, "_mmap", None) if base is not None else None
-    if mapping is None:
-        return int(mm.offset)
-    granule = mm.offset - mm.offset % mmap.ALLOCATIONGRANULARITY
-    start = np.frombuffer(mapping, dtype=np.uint8).__array_interface__["data"][0]
-    return int(granule + (mm.__array_interface__["data"][0] - start))
 
 
 def block_size(k, q):

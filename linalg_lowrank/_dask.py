@@ -479,28 +479,13 @@ _FILE_SOURCES = {}
 _FILE_SOURCES_KEPT = 16
 
 
-def _file_offset(mm):
-    """Byte position in its file of the first element of a memmap (right for row slices of one, too)."""
-    import mmap
-
-    granule = mm.offset - mm.offset % mmap.ALLOCATIONGRANULARITY  # where numpy's mapping starts
-    base = mm
-    while base is not None and getattr(base, "_mmap", None) is None:
-        base = base.base if isinstance(base.base, np.ndarray) else None
-    mapping = getattr(base, "_mmap", None) if base is not None else getattr(mm, "_mmap", None)
-    if mapping is None:
-        return mm.offset
-    start = np.frombuffer(mapping, dtype=np.uint8).__array_interface__["data"][0]
-    return granule + (mm.__array_interface__["data"][0] - start)
-
-
 def from_memmap(mm, rows_per_block):
     """A C-ordered 2-D ``numpy.memmap`` as a dask array whose blocks are read from its file, not mapped."""
     import dask
     import dask.array as da
 
     m, n = mm.shape
-    offset = _file_offset(mm)
+    offset = _operators.memmap_file_offset(mm)
     bounds = [(lo, min(lo + rows_per_block, m)) for lo in range(0, m, rows_per_block)]
     blocks = []
     for lo, hi in bounds:

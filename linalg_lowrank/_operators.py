@@ -661,6 +661,26 @@ def available_memory():
     return physical_memory()
 
 
+def memmap_file_offset(mm):
+    """Byte position in its file of a memmap's first element: right for row slices too.
+
+    A slice of a memmap keeps its parent's ``offset``; its position is found from where its data
+    sits in the parent's mapping, which numpy starts at the allocation granule below ``offset``.
+    The one rule for every reader of such a file (dask's row blocks, block Lanczos's `RowBlocks`).
+    """
+    import mmap
+
+    base = mm
+    while base is not None and getattr(base, "_mmap", None) is None:
+        base = base.base if isinstance(base.base, np.ndarray) else None
+    mapping = getattr(base, "_mmap", None) if base is not None else None
+    if mapping is None:
+        return int(mm.offset)
+    granule = mm.offset - mm.offset % mmap.ALLOCATIONGRANULARITY
+    start = np.frombuffer(mapping, dtype=np.uint8).__array_interface__["data"][0]
+    return int(granule + (mm.__array_interface__["data"][0] - start))
+
+
 def memmap_too_large_to_hold(A, memory):
     """A 2-D C-ordered memmap over a whole file, larger than ``config.OUT_OF_CORE_FRACTION`` of ``memory()`` bytes.
 
