@@ -29,7 +29,13 @@ pool, load ~2          2.4 ms              42x (p99 100 ms)       4.2x
 calling thread, ~2     3.2 ms              1.4x                   7.7x
 pool, load 10-20       19 to 114 ms        5x to 13x              4x to 15x
 calling thread, 10-20  8 to 35 ms          2.6x to 3.4x           38x to 45x
+pool, quiet (< 2.6)    1.7 ms              3.5x (max 63 ms)       8.7x
+calling thread, quiet  2.2 ms              1.3x (max 3.1 ms)      9.7x
 =====================  ==================  =====================  ===========================
+
+On the quiet machine the same run over the 40 matrices of a real checkpoint (all-MiniLM-L6-v2):
+the p99 of a call over the median of its own matrix's calls is 4.2x with the pool and 1.2x on
+the calling thread (``bench/results/interleave_quiet_session3.json``).
 
 The price: solved back to back on a quiet machine (nothing else running), the pool is 1.5x to
 1.75x faster than the calling thread from 0.6M to 2M entries (384 x 1536: 1.45 vs 2.2 ms;
