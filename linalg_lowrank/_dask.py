@@ -188,12 +188,13 @@ class _WorkerBlocks:
 
     Each worker thread runs the one-pass kernel over the blocks that worker already holds
     (consecutive blocks grouped, so a product is a handful of calls whatever the number of
-    blocks, never a graph of one task per block). On workers of one thread the calls go to an
-    actor per worker (`_BlockHolder`), straight from this process to the worker and back without
-    the scheduler in between: a product costs two messages per worker. Otherwise, and from the
-    first failure of an actor on (a lost worker, a block moved away), each group is a task
-    submitted as a future, pinned to the worker holding its blocks and allowed to move: dask
-    recomputes a lost block from its lineage.
+    blocks, never a graph of one task per block); blocks gathered on a few workers are first
+    spread over all of them (`_balanced_groups`, ``config.DASK_BALANCE_FACTOR``). On workers of
+    one thread the calls go to an actor per worker (`_BlockHolder`, which keeps its blocks),
+    straight from this process to the worker and back without the scheduler in between: a
+    product costs two messages per worker. Otherwise, and from the first failure of an actor on
+    (a lost worker), each group is a task submitted as a future, pinned to its worker and allowed
+    to move: dask recomputes a lost block from its lineage.
     """
 
     def __init__(self, client, B):
@@ -205,18 +206,12 @@ class _WorkerBlocks:
         wait(futures)
         holders = client.who_has(futures)
         nthreads = client.nthreads()
-        groups = {}  # (worker, thread slot) -> list of block indices, consecutive blocks together
-        for worker in sorted({w for f in futures for w in holders.get(f.key, ())[:1]}):
-            mine = [i for i, f in enumerate(futures) if holders.get(f.key, (None,))[0] == worker]
-            slots = max(1, min(nthreads.get(worker, 1), len(mine)))
-            for s in range(slots):
-                part = mine[(s * len(mine)) // slots : ((s + 1) * len(mine)) // slots]
-                if part:
-                    groups[(worker, s)] = part
-        placed = {i for part in groups.values() for i in part}
-        orphans = [i for i in range(len(futures)) if i not in placed]  # no holder reported: any worker
-        if orphans:
-            groups[(None, 0)] = orphans
+        groups = _groups_where_held(futures, holders, nthreads)
+        if _unbalanced(groups, len(futures), nthreads):
+            # the blocks sit on fewer workers than could share the products (a compute() gathered
+            # them, and dask's memory manager dropped the other copies): each product would run at
+            # those workers' speed for the whole solve, so move contiguous runs to every worker once
+            groups = _balanced_groups(futures, holders, nthreads)
         # in block order, so the sum of the partial products does not depend on dict order
         self.groups = sorted(groups.items(), key=lambda item: item[1][0])
         self.futures = futures
@@ -225,8 +220,8 @@ class _WorkerBlocks:
         single = all(w is not None and nthreads.get(w, 1) == 1 for (w, _), _ in self.groups)
         if single:
             try:
-                holders = [
-                    client.submit(_BlockHolder, [futures[i].key for i in part], workers=[w], actor=True, pure=False)
+                holders = [  # the blocks as arguments: dask brings any the worker lacks, the actor keeps them
+                    client.submit(_BlockHolder, *[futures[i] for i in part], workers=[w], actor=True, pure=False)
                     for (w, _), part in self.groups
                 ]
                 self.actors = [h.result() for h in holders]
@@ -271,16 +266,58 @@ class _WorkerBlocks:
 
 
 class _BlockHolder:
-    """A dask actor on one worker: the products of the blocks (keys) that worker holds in memory."""
+    """A dask actor on one worker: the products of the row blocks it was given (kept in its memory)."""
 
-    def __init__(self, keys):
-        self.keys = keys
+    def __init__(self, *blocks):
+        self.blocks = blocks
 
     def gram(self, x, ys, zs):
-        from distributed import get_worker
+        return _worker_gram(x, ys, zs, *self.blocks)
 
-        data = get_worker().data  # a block spilled to disk is read back; a missing one raises KeyError
-        return _worker_gram(x, ys, zs, *[data[k] for k in self.keys])
+
+def _groups_where_held(futures, holders, nthreads):
+    """{(worker, thread slot): block indices}: each worker's blocks, consecutive ones together, over its threads."""
+    groups = {}
+    for worker in sorted({w for f in futures for w in holders.get(f.key, ())[:1]}):
+        mine = [i for i, f in enumerate(futures) if holders.get(f.key, (None,))[0] == worker]
+        slots = max(1, min(nthreads.get(worker, 1), len(mine)))
+        for s in range(slots):
+            part = mine[(s * len(mine)) // slots : ((s + 1) * len(mine)) // slots]
+            if part:
+                groups[(worker, s)] = part
+    placed = {i for part in groups.values() for i in part}
+    orphans = [i for i in range(len(futures)) if i not in placed]  # no holder reported: any worker
+    if orphans:
+        groups[(None, 0)] = orphans
+    return groups
+
+
+def _unbalanced(groups, n_blocks, nthreads):
+    """Whether some thread would multiply more than ``config.DASK_BALANCE_FACTOR`` times its fair share of blocks."""
+    slots = min(sum(nthreads.values()), n_blocks)
+    if slots <= 1:
+        return False
+    largest = max(len(part) for part in groups.values())
+    return largest > config.DASK_BALANCE_FACTOR * math.ceil(n_blocks / slots)
+
+
+def _balanced_groups(futures, holders, nthreads):
+    """{(worker, thread slot): block indices}: one contiguous run per worker thread, of equal size.
+
+    Each run goes to the worker (with a thread left) that holds most of its blocks, so as little
+    moves as possible; the others are copied there once, when the actors start.
+    """
+    slots = [(w, s) for w in sorted(nthreads) for s in range(max(1, nthreads[w]))]
+    k = len(futures)
+    slots = slots[: max(1, min(len(slots), k))]
+    runs = [list(range((i * k) // len(slots), ((i + 1) * k) // len(slots))) for i in range(len(slots))]
+    free = list(slots)
+    groups = {}
+    for run in runs:
+        held = [sum(w in holders.get(futures[i].key, ()) for i in run) for w, _ in free]
+        slot = free.pop(int(np.argmax(held)))  # ties: the first free slot in worker order
+        groups[slot] = run
+    return groups
 
 
 class _GraphBlocks:

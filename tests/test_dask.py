@@ -3,6 +3,7 @@
 import os
 import signal
 import time
+import types
 
 import numpy as np
 import pytest
@@ -272,6 +273,26 @@ def test_non_finite_dask_entries_are_named(call):
         call(da.from_array(A, chunks=20))
 
 
+def test_blocks_gathered_on_few_workers_are_spread_in_equal_contiguous_runs():
+    futures = [types.SimpleNamespace(key=f"b{i}") for i in range(8)]
+    nthreads = {"w1": 1, "w2": 1}
+    all_on_w2 = {f"b{i}": ("w2",) for i in range(8)}
+    held = _dask._groups_where_held(futures, all_on_w2, nthreads)
+    assert held == {("w2", 0): list(range(8))} and _dask._unbalanced(held, 8, nthreads)
+    spread = _dask._balanced_groups(futures, all_on_w2, nthreads)
+    assert sorted(spread.values()) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert {w for w, _ in spread} == {"w1", "w2"}
+    # a run goes where most of its blocks already are: here the second half is on w1
+    halves = {f"b{i}": ("w2",) if i < 4 else ("w1",) for i in range(8)}
+    assert not _dask._unbalanced(_dask._groups_where_held(futures, halves, nthreads), 8, nthreads)
+    mostly = {**halves, "b3": ("w1",)}  # w1 holds 5 of 8 blocks: within 1.5 times its share of 4
+    assert not _dask._unbalanced(_dask._groups_where_held(futures, mostly, nthreads), 8, nthreads)
+    placed = _dask._balanced_groups(futures, mostly, {"w1": 1, "w2": 1})
+    assert placed[("w1", 0)] == [4, 5, 6, 7] and placed[("w2", 0)] == [0, 1, 2, 3]
+    # one worker thread: nothing to balance
+    assert not _dask._unbalanced(held, 8, {"w2": 1})
+
+
 def test_products_on_a_cluster_equal_the_in_memory_ones_and_survive_a_lost_worker():
     # 2 worker processes on 127.0.0.1: persisted blocks are multiplied where they live (one actor
     # per worker); when a worker leaves, the products move to tasks that follow the data
@@ -296,6 +317,19 @@ def test_products_on_a_cluster_equal_the_in_memory_ones_and_survive_a_lost_worke
         ours = ll.power_iteration(D, rng=3)
         ref = ll.power_iteration(A, rng=3)
         assert ours.converged and abs(ours.sigma - ref.sigma) <= 1e-12 * ref.sigma
+        # every block reported on one worker (as a compute() can leave them): the products are spread
+        # over both workers, the actors given the blocks they lack
+        workers = set(client.scheduler_info()["workers"])
+        first = min(workers)
+        real_who_has = client.who_has
+        client.who_has = lambda futures: {k: (first,) for k in real_who_has(futures)}
+        try:
+            g1 = _dask.DaskGram("A", D)
+        finally:
+            client.who_has = real_who_has
+        assert {w for (w, _), _ in g1._products.groups} == workers and g1._products.actors is not None
+        _, Z1 = g1.gram(x, np.arange(1))
+        np.testing.assert_allclose(Z1[0], A.T @ (A @ x[0]), rtol=0, atol=bound * np.abs(A).max())
         # one worker process is killed: its blocks and its actor are lost; the next product falls
         # back to tasks, and dask recomputes the lost blocks from their lineage
         victim = sorted(client.scheduler_info()["workers"])[0]
