@@ -424,6 +424,7 @@ class Operator:
         self.array = array
         self.data = data
         self._source = array if source is None else source
+        self._fro2 = None  # ||A||_F^2 when a pass that read A anyway computed it (dask)
 
     # -- what the input is ------------------------------------------------------------------------
     @property
@@ -493,7 +494,9 @@ class Operator:
         if self.kind == "sparse":
             return float(np.dot(self.data.data, self.data.data))
         if self.kind == "dask":  # one pass; float64 sums of the squares
-            return float((self.data.astype(np.float64) ** 2).sum().compute())
+            if self._fro2 is None:
+                self._fro2 = float((self.data.astype(np.float64) ** 2).sum().compute())
+            return self._fro2
         return None
 
     def max_abs(self):
@@ -517,8 +520,21 @@ class Operator:
             S.data = data
             return Operator(self.name, "sparse", self.shape, self.dtype, data=S), e
         if self.kind == "dask":
-            arr, e = pow2_normalize(self.data)  # max|A| on the workers; 2^-e A stays lazy
-            return Operator(self.name, "dask", self.shape, self.dtype, data=arr, source=self._source), e
+            # one pass over the blocks for max|A| and, while they are read, ||A||_F^2 (which the
+            # range finders ask next); 2^-e A stays lazy
+            import dask
+
+            from ._scaling import pow2_exponent
+
+            d = self.data
+            with np.errstate(all="ignore"):
+                hi, lo, sumsq = dask.compute(d.max(), d.min(), (d.astype(np.float64) ** 2).sum())
+            e = pow2_exponent(max(float(hi), -float(lo)), self.dtype) if d.size else 0
+            scaled = d if e == 0 else np.ldexp(d, -e).astype(self.dtype, copy=False)
+            out = Operator(self.name, "dask", self.shape, self.dtype, data=scaled, source=self._source)
+            if e == 0 and math.isfinite(float(sumsq)):  # else the sum of 2^-e A is computed when asked
+                out._fro2 = float(sumsq)
+            return out, e
         return self, 0
 
     # -- products -----------------------------------------------------------------------------------

@@ -23,12 +23,20 @@ def pow2_normalize(arr, *, always=False):
         return arr, 0
     with np.errstate(invalid="ignore"):
         amax = max(float(np.max(arr)), -float(np.min(arr)))
-    if amax == 0.0 or not math.isfinite(amax):
-        return arr, 0
-    e = math.frexp(amax)[1]
-    if not always and abs(e) <= np.finfo(arr.dtype).maxexp // 4:
+    e = pow2_exponent(amax, arr.dtype, always=always)
+    if e == 0:
         return arr, 0
     return np.ldexp(arr, -e).astype(arr.dtype, copy=False), e
+
+
+def pow2_exponent(amax, dtype, *, always=False):
+    """The e of `pow2_normalize` for an array of ``dtype`` whose largest |entry| is ``amax`` (0: leave it)."""
+    if amax == 0.0 or not math.isfinite(amax):
+        return 0
+    e = math.frexp(amax)[1]
+    if not always and abs(e) <= np.finfo(dtype).maxexp // 4:
+        return 0
+    return e
 
 
 def ldexp_float(x, e):
