@@ -81,11 +81,7 @@ def thick_restart_lanczos(gram_product, x0, *, tol, maxiter, K, keep):
     while used < maxiter - 1:
         z = gram_product(V[j])
         used += 1
-        h = np.zeros(j + 1)
-        for _ in range(2):
-            c = V[: j + 1] @ z
-            z = z - c @ V[: j + 1]
-            h += c
+        z, h = _orthogonalize(V[: j + 1], z)
         T[: j + 1, j] = T[j, : j + 1] = h
         beta = np.linalg.norm(z)
         V[j + 1] = z / beta if beta > 0 else 0.0
@@ -113,6 +109,16 @@ def thick_restart_lanczos(gram_product, x0, *, tol, maxiter, K, keep):
     return th, w, np.linalg.norm(z - th * w) / th if th > 0 else 0.0, used + 1
 
 
+def _orthogonalize(V, z):
+    """(z made orthogonal to the rows of V by classical Gram-Schmidt twice, the coefficients V z)."""
+    h = np.zeros(V.shape[0])
+    for _ in range(2):
+        c = V @ z
+        z = z - c @ V
+        h += c
+    return z, h
+
+
 def thick_restart_lanczos_pairs(gram_product, x0, nev, *, tol, floor, breakdown, maxiter, K, keep, fresh):
     """Twin of the engine's ``pairs`` mode (``_krylov.advance_pairs``, ``_krylov.pairs``): the nev largest pairs of B.
 
@@ -137,11 +143,7 @@ def thick_restart_lanczos_pairs(gram_product, x0, nev, *, tol, floor, breakdown,
     while used < maxiter:
         z = gram_product(V[j])
         used += 1
-        h = np.zeros(j + 1)
-        for _ in range(2):
-            c = V[: j + 1] @ z
-            z = z - c @ V[: j + 1]
-            h += c
+        z, h = _orthogonalize(V[: j + 1], z)
         T[: j + 1, j] = T[j, : j + 1] = h
         beta = np.linalg.norm(z)
         invariant = beta <= breakdown * math.sqrt(q) * eps * np.abs(T[: j + 1, : j + 1]).max()
