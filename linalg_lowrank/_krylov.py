@@ -320,7 +320,10 @@ def _all_finite(z):
 
 @jit
 def _orthogonalize(V, n, z, h):
-    """z -= V[:n]^T (V[:n] z), in two passes (one loses orthogonality to rounding); h accumulates V[:n] z."""
+    """z made orthogonal to V[:n] by modified Gram-Schmidt, twice (once loses orthogonality to rounding).
+
+    h accumulates the coefficients.
+    """
     q = z.shape[0]
     for _ in range(2):
         for i in range(n):
