@@ -225,6 +225,7 @@ class _WorkerBlocks:
                     for (w, _), part in self.groups
                 ]
                 self.actors = [h.result() for h in holders]
+                self._actor_futures = holders  # the actors, and the blocks they keep, live as long as these
             except Exception:  # an actor could not start (a worker left): the task path serves
                 self.actors = None
 
