@@ -771,19 +771,21 @@ def _matrix_row(entry, name, role, layer, text_cells, number_cells, last):
     return f"<tr{cls}>" + "".join(cells) + "</tr>"
 
 
+def _intro_html(document, rows, summary, stack):
+    """The summary line (with the rows that did not converge) and the figures, for either kind of report."""
+    n_bad = sum(1 for r in rows if r.get("converged") is False)
+    if n_bad:
+        summary += f", {n_bad} not converged (red rows)"
+    out = [f"<p>{_text(summary)}.</p>", "<h2>Figures</h2>", f"<p>{_FIGURES_NOTE.format(stack=stack)}</p>"]
+    return out + _figures_html(document)
+
+
 def _audit_body(document, items):
     records = [item for _, _, item, _, _ in items]
     skipped = document.get("skipped") or []
-    out = []
-    n_bad = sum(1 for r in records if r.get("converged") is False)
     summary = f"{len(records)} matri{'x' if len(records) == 1 else 'ces'} audited, {len(skipped)} tensors skipped"
-    if n_bad:
-        summary += f", {n_bad} not converged (red rows)"
-    out.append(f"<p>{_text(summary)}.</p>")
-    out.append("<h2>Figures</h2>")
     stack = "For a stack of matrices the spectral norm is the largest over the stack. "
-    out.append(f"<p>{_FIGURES_NOTE.format(stack=stack)}</p>")
-    out += _figures_html(document)
+    out = _intro_html(document, records, summary, stack)
     out.append("<h2>Summary table</h2>")
     if records:
         shown = [(k, spec) for k, spec in _COLUMNS if any(_lookup(r, k)[1] is not None for r in records)]
@@ -824,20 +826,13 @@ def _names_list(title, entries):
 
 def _comparison_body(document, items):
     changes = [item for _, _, item, _, _ in items]
-    out = []
-    n_bad = sum(1 for c in changes if c.get("converged") is False)
     summary = (
         f"{len(changes)} matri{'x' if len(changes) == 1 else 'ces'} in both checkpoints compared; "
         f"{len(document.get('shape_changed') or [])} reshaped, {len(document.get('missing') or [])} missing from "
         f"the new one, {len(document.get('added') or [])} added"
     )
-    if n_bad:
-        summary += f", {n_bad} not converged (red rows)"
-    out.append(f"<p>{_text(summary)}.</p>")
-    out.append("<h2>Figures</h2>")
     stack = "For a stack of matrices each number describes the matrix of the stack with the largest update. "
-    out.append(f"<p>{_FIGURES_NOTE.format(stack=stack)}</p>")
-    out += _figures_html(document)
+    out = _intro_html(document, changes, summary, stack)
     out.append("<h2>Changes</h2>")
     if changes:
         head = ["name", "role", "layer", "shape", *[k for k, _ in _CHANGE_COLUMNS], "converged", "stack_index"]
