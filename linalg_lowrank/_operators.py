@@ -522,14 +522,11 @@ class Operator:
         if self.kind == "dask":
             # one pass over the blocks for max|A| and, while they are read, ||A||_F^2 (which the
             # range finders ask next); 2^-e A stays lazy
-            import dask
-
             from ._scaling import pow2_exponent
 
             d = self.data
-            with np.errstate(all="ignore"):
-                hi, lo, sumsq = dask.compute(d.max(), d.min(), (d.astype(np.float64) ** 2).sum())
-            e = pow2_exponent(max(float(hi), -float(lo)), self.dtype) if d.size else 0
+            hi, lo, sumsq = _dask_module().max_min_sumsq(d)
+            e = pow2_exponent(max(hi, -lo), self.dtype) if d.size else 0
             scaled = d if e == 0 else np.ldexp(d, -e).astype(self.dtype, copy=False)
             out = Operator(self.name, "dask", self.shape, self.dtype, data=scaled, source=self._source)
             if e == 0 and math.isfinite(float(sumsq)):  # else the sum of 2^-e A is computed when asked

@@ -96,14 +96,16 @@ class RandomizedSVDResult(Result):
     rank : int
         k, the rank returned (``r``, or the rank chosen by ``tol``).
     error_estimate : float
-        Estimate of ||A - U diag(s) Vt||_F: exact part sum_{j > k} s_j(B)^2 of the sketch plus a
-        Gaussian-probe estimate of the part the sketch missed.
+        Estimate of ||A - U diag(s) Vt||_F: exact part sum_{j > k} s_j(B)^2 of the sketch plus the
+        part the sketch missed, ||A||_F^2 - ||B||_F^2 where rounding resolves it (fixed rank) or a
+        Gaussian-probe estimate.
     error_bound : float
         Upper bound on ||A - U diag(s) Vt||_F (hence also on the spectral error) that holds with
-        probability at least ``1 - error_bound_failure`` over the probe vectors. With ``tol`` it
+        probability at least ``1 - error_bound_failure`` over the probe vectors, or always (up
+        to the rounding allowance it includes) when no probes were needed. With ``tol`` it
         includes the rounding resolution of the probe estimate (see Notes of `randomized_svd`).
     error_bound_failure : float
-        Probability that ``error_bound`` fails.
+        Probability that ``error_bound`` fails: 0 when the missed part was computed, not probed.
     converged : bool
         With ``tol``: whether ``error_bound <= tol`` was reached; otherwise True.
     n_iter : int
@@ -304,6 +306,7 @@ class _Blocks:
         self.dtype = op.dtype
         self.shape = op.shape
         self.is_dask = op.is_dask
+        self._on_cluster = None  # a _dask.RowBasis once a dask A on a cluster asks for a range basis
 
     def fro2(self):
         """||A||_F^2 when it is cheap (arrays, sparse, dask), else None."""
@@ -316,6 +319,23 @@ class _Blocks:
     def rmatmat(self, Y):
         self.n_matvecs += Y.shape[1]
         return self.op.rmatmat(Y)
+
+    def range_basis(self, X):
+        """(Q, Z): an orthonormal basis Q of range(A X) and Z = A^T Q, the range finder's step.
+
+        Q is an array, or for a dask array on a distributed cluster a `_dask.RowBasis` that keeps
+        its rows on the workers (``Q @ M`` gathers them).
+        """
+        if self._on_cluster is None:
+            self._on_cluster = (self.is_dask and _dask.RowBasis.on_cluster(self.op.data)) or False
+        if not self._on_cluster:
+            Q = _orth(self.matmat(X))
+            return Q, self.rmatmat(Q)
+        Q, Z = self._on_cluster.range_basis(X)
+        if Q is None or not np.isfinite(Z).all():
+            self.op.fail("a product")
+        self.n_matvecs += X.shape[1] + Z.shape[1]
+        return Q, Z
 
 
 def _qr(Y, **kwargs):
@@ -419,8 +439,10 @@ def randomized_svd(A, r=None, *, n_oversamples=10, n_power_iter="auto", rng=None
         Extra sketch columns beyond ``r`` (fixed-rank mode).
     n_power_iter : int or "auto", optional
         Power iterations (A A^T)^q applied to the sketch, each followed by a QR. "auto" keeps
-        iterating while a step still lowers the rank-r Frobenius error by more than 0.5 %
-        (at most 8 steps; this needs ||A||_F, so operators use 4), and uses 2 per block with ``tol``.
+        iterating while a step lowers the rank-r Frobenius error by more than 0.5 % and the next
+        one is predicted to (its gain shrinks by about (s_l / s_r)^2 per step, s the sketch's
+        singular values, l = r + n_oversamples); at most 8 steps. This needs ||A||_F, so operators
+        use 4; with ``tol`` it is 2 per block.
     rng : None, int or numpy.random.Generator, optional
         Source of the Gaussian sketch and probe vectors; the result records the seed.
     tol : float, optional
@@ -462,9 +484,16 @@ def randomized_svd(A, r=None, *, n_oversamples=10, n_power_iter="auto", rng=None
     With an orthonormal basis Q of the sketch and :math:`B = Q^T A`, the error of the rank-k
     truncation splits orthogonally:
     :math:`\\|A - Q B_k\\|_F^2 = \\|(I - QQ^T)A\\|_F^2 + \\sum_{j>k}\\sigma_j(B)^2`.
-    The second term is known exactly; the first is estimated from d = 20 Gaussian probes,
+    The second term is known exactly. With a fixed rank so is the first,
+    :math:`\\|A\\|_F^2 - \\|B\\|_F^2`, when it is at least 100 times its rounding allowance
+    :math:`((\\ell + 2\\sqrt\\ell)\\max(M, N) + MN)\\,\\epsilon\\|A\\|_F^2` (added to ``error_bound``;
+    ``error_bound_failure`` is then 0). Otherwise it is estimated from d = 20 Gaussian probes,
     :math:`\\|(I-QQ^T)AG\\|_F^2/d`, whose ratio to the truth is at least
     :math:`\\chi^2_{d}/d` in distribution, which gives ``error_bound``.
+
+    On a ``dask.distributed`` cluster the row blocks of A and the tall basis Q stay on the
+    workers: each step's QR of A X is a tall-and-skinny QR over the workers' rows, and only X,
+    the small triangular factors and A^T Q travel.
 
     With ``tol`` each new block is projected out of the basis twice and only its directions above
     the rounding resolution :math:`\\tau = 2\\sqrt{\\max(M, N)}\\,\\epsilon\\|A\\|_F` of a
@@ -535,22 +564,52 @@ def _probe_error(ops, Q, Bt, G, dtype):
     return float(np.einsum("ij,ij->", R, R)) / G.shape[1]
 
 
-def _finish(ops, Q, Bt, k_choice, generator, seed, *, n_power_iter, tol, rmax, floor=0.0):
-    """SVD of B = Q^T A, probe estimate, rank choice; returns RandomizedSVDResult.
+def _exact_residual2(ops, s64):
+    """(||(I - QQ^T)A||_F^2, its rounding allowance) as ||A||_F^2 - ||Q^T A||_F^2, or None.
 
-    ``floor`` (tol mode) is the rounding resolution of the probe estimate: it is added to the
-    bound, and ranks are chosen against max(tol, 2 floor), the smallest bound that can be certified.
+    s64 are the singular values of B = Q^T A, so ||B||_F^2 = sum s64^2. Rounding moves the
+    difference by at most the allowance: B = fl(A^T Q) is off by m eps ||A||_F ||Q||_F (||Q||_F^2 = l),
+    which moves ||B||_F^2 by 2 sqrt(l) m eps ||A||_F^2; Q is orthonormal to l m eps (Householder),
+    which moves it by l m eps ||A||_F^2; and the sum of squares behind ||A||_F^2 is off by at most
+    m n eps ||A||_F^2 (m taken as max(M, N)). None when ||A||_F is not known (operators) or the
+    difference is not ``config.LOWRANK_EXACT_RESIDUAL_MARGIN`` times the allowance: the probes
+    resolve small remainders better.
+    """
+    fro2 = ops.fro2()
+    if fro2 is None:
+        return None
+    ell = s64.size
+    m, n = ops.shape
+    allowance = ((ell + 2 * math.sqrt(ell)) * max(m, n) + m * n) * float(np.finfo(ops.dtype).eps) * fro2
+    resid2 = fro2 - float(np.sum(s64**2))
+    if not resid2 >= config.LOWRANK_EXACT_RESIDUAL_MARGIN * allowance:
+        return None
+    return resid2, allowance
+
+
+def _finish(ops, Q, Bt, k_choice, generator, seed, *, n_power_iter, tol, rmax, floor=0.0):
+    """SVD of B = Q^T A, the error of the sketch, rank choice; returns RandomizedSVDResult.
+
+    With a fixed rank the part of A the sketch missed is ||A||_F^2 - ||B||_F^2 where that is resolved
+    (`_exact_residual2`), else a probe estimate. ``floor`` (tol mode) is the rounding resolution of
+    the probe estimate: it is added to the bound, and ranks are chosen against max(tol, 2 floor),
+    the smallest bound that can be certified.
     """
     dtype = ops.dtype
     d = config.LOWRANK_N_PROBES
+    # drawn whether used or not, so the random stream does not depend on the path taken
     G = generator.standard_normal((ops.shape[1], d)).astype(dtype, copy=False)
-    resid2 = _probe_error(ops, Q, Bt, G, dtype)
-    factor = _bound_factor(d, config.LOWRANK_ERROR_BOUND_FAILURE)
     # B^T = Z = Vb S Ub^T
     Vb, sb, Ubt = scipy.linalg.svd(Bt, full_matrices=False, check_finite=False)
     s64 = sb.astype(np.float64)
+    exact = _exact_residual2(ops, s64) if k_choice is not None else None
+    if exact is None:
+        resid2 = _probe_error(ops, Q, Bt, G, dtype)
+        factor, failure, allowance = _bound_factor(d, config.LOWRANK_ERROR_BOUND_FAILURE), config.LOWRANK_ERROR_BOUND_FAILURE, 0.0
+    else:  # no probability involved: the bound holds up to the rounding allowance added to it
+        (resid2, allowance), factor, failure = exact, 1.0, 0.0
     tails = np.concatenate([np.cumsum((s64**2)[::-1])[::-1], [0.0]])  # tails[k] = sum_{j >= k} s_j^2
-    raw = np.sqrt(resid2 * factor + tails[: min(rmax, s64.size) + 1]) + floor
+    raw = np.sqrt(resid2 * factor + allowance + tails[: min(rmax, s64.size) + 1]) + floor
     if k_choice is None:  # tol mode: smallest k with bound <= tol (or the smallest certifiable one)
         ok = np.flatnonzero(raw <= max(tol, 2.0 * floor))
         k = int(ok[0]) if ok.size else min(rmax, s64.size)
@@ -560,7 +619,7 @@ def _finish(ops, Q, Bt, k_choice, generator, seed, *, n_power_iter, tol, rmax, f
         k, converged = k_choice, True
     U = Q @ Ubt[:k].T
     est = math.sqrt(resid2 + tails[k])
-    bound = math.sqrt(resid2 * factor + tails[k]) + floor
+    bound = math.sqrt(resid2 * factor + allowance + tails[k]) + floor
     return RandomizedSVDResult(
         U=np.ascontiguousarray(U, dtype=dtype),
         s=sb[:k].astype(dtype, copy=True),
@@ -568,7 +627,7 @@ def _finish(ops, Q, Bt, k_choice, generator, seed, *, n_power_iter, tol, rmax, f
         rank=k,
         error_estimate=est,
         error_bound=bound,
-        error_bound_failure=config.LOWRANK_ERROR_BOUND_FAILURE,
+        error_bound_failure=failure,
         converged=converged,
         n_iter=n_power_iter,
         n_matvecs=ops.n_matvecs,
@@ -576,9 +635,24 @@ def _finish(ops, Q, Bt, k_choice, generator, seed, *, n_power_iter, tol, rmax, f
     )
 
 
-def _topk_energy(Z, k):
+def _sketch_energies(Z):
+    """Squared singular values of Z (float64, descending, rounding below 0 clipped)."""
     w = np.linalg.eigvalsh(Z.T.astype(np.float64) @ Z.astype(np.float64))
-    return float(np.sum(w[::-1][:k]))
+    return np.maximum(w[::-1], 0.0)
+
+
+def _next_gain_factor(w, k):
+    """(s_l / s_k)^2 from the sketch's squared singular values w: how much the next power step's gain shrinks.
+
+    After q steps the sketch misses the top-k space by about (sigma_{l+1} / sigma_k)^(2q+1), so
+    the excess of the error over the optimal one shrinks by about (sigma_{l+1} / sigma_k)^4 per
+    step, and so does the gain of each step. (s_l / s_k)^2, with s_l the sketch's smallest
+    singular value standing in for sigma_{l+1}, is that factor's square root: larger, so the
+    prediction errs towards another step. 1 without oversampling (s_l = s_k says nothing).
+    """
+    if w.size <= k or w[k - 1] <= 0.0:
+        return 1.0
+    return min(1.0, float(w[-1] / w[k - 1]))
 
 
 def _randomized_svd_fixed(ops, r, p, n_power_iter, generator, seed):
@@ -587,25 +661,27 @@ def _randomized_svd_fixed(ops, r, p, n_power_iter, generator, seed):
     dtype = ops.dtype
     ell = min(r + p, min(m, n))
     Omega = generator.standard_normal((n, ell)).astype(dtype, copy=False)
-    Q = _orth(ops.matmat(Omega))
-    Z = ops.rmatmat(Q)
+    Q, Z = ops.range_basis(Omega)
     fro2 = ops.fro2()
     auto = n_power_iter == "auto"
     if auto and fro2 is None:
         n_power_iter, auto = 4, False
     max_iter = config.LOWRANK_AUTO_POWER_MAX if auto else n_power_iter
     floor = 100 * np.finfo(dtype).eps * (fro2 or 0.0)
-    err_prev = math.sqrt(max(fro2 - _topk_energy(Z, r), 0.0)) if auto else None
+    err_prev = math.sqrt(max(fro2 - float(np.sum(_sketch_energies(Z)[:r])), 0.0)) if auto else None
     q = 0
     while q < max_iter:
         if auto and err_prev**2 <= floor:
             break
-        Q = _orth(ops.matmat(_orth(Z)))
-        Z = ops.rmatmat(Q)
+        Q, Z = ops.range_basis(_orth(Z))
         q += 1
         if auto:
-            err = math.sqrt(max(fro2 - _topk_energy(Z, r), 0.0))
-            if err_prev - err <= config.LOWRANK_AUTO_POWER_RTOL * err:
+            w = _sketch_energies(Z)
+            err = math.sqrt(max(fro2 - float(np.sum(w[:r])), 0.0))
+            gain = err_prev - err
+            # stop when this step's gain, or the next one's as predicted from the sketch, is small:
+            # the prediction saves the step that would only show the gain has become small
+            if min(gain, gain * _next_gain_factor(w, r)) <= config.LOWRANK_AUTO_POWER_RTOL * err:
                 break
             err_prev = err
     return _finish(ops, Q, Z, r, generator, seed, n_power_iter=q, tol=None, rmax=r)

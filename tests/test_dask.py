@@ -293,7 +293,29 @@ def test_blocks_gathered_on_few_workers_are_spread_in_equal_contiguous_runs():
     assert not _dask._unbalanced(held, 8, {"w2": 1})
 
 
-def test_products_on_a_cluster_equal_the_in_memory_ones_and_survive_a_lost_worker():
+def _randomized_svd_on_the_workers(D, A, monkeypatch):
+    """randomized_svd of D through `_dask.RowBasis` equals the in-memory one of A within rounding."""
+    steps = []
+    real_step = _dask.RowBasis.range_basis
+    monkeypatch.setattr(_dask.RowBasis, "range_basis", lambda self, X: (steps.append(1), real_step(self, X))[1])
+    ours = ll.randomized_svd(D, 6, rng=2)
+    ref = ll.randomized_svd(A, 6, rng=2)
+    assert len(steps) == ours.n_iter + 1  # the sketch and each power step ran on the workers
+    assert isinstance(ours.U, da.Array) and ours.U.chunks[0] == D.chunks[0]
+    assert (ours.rank, ours.n_iter, ours.n_matvecs, ours.error_bound_failure) == (
+        ref.rank,
+        ref.n_iter,
+        ref.n_matvecs,
+        ref.error_bound_failure,
+    )
+    s = np.linalg.svd(A, compute_uv=False)
+    np.testing.assert_allclose(ours.s, ref.s, rtol=0, atol=10 * max(A.shape) * np.finfo(float).eps * s[0])
+    err = np.linalg.norm(A - np.asarray(ours.U) * ours.s @ ours.Vt)
+    assert np.sqrt(np.sum(s[6:] ** 2)) <= err <= ours.error_bound
+    np.testing.assert_allclose(np.asarray(ours.U).T @ np.asarray(ours.U), np.eye(6), rtol=0, atol=1e-12)
+
+
+def test_products_on_a_cluster_equal_the_in_memory_ones_and_survive_a_lost_worker(monkeypatch):
     # 2 worker processes on 127.0.0.1: persisted blocks are multiplied where they live (one actor
     # per worker); when a worker leaves, the products move to tasks that follow the data
     distributed = pytest.importorskip("distributed")
@@ -330,6 +352,7 @@ def test_products_on_a_cluster_equal_the_in_memory_ones_and_survive_a_lost_worke
         assert {w for (w, _), _ in g1._products.groups} == workers and g1._products.actors is not None
         _, Z1 = g1.gram(x, np.arange(1))
         np.testing.assert_allclose(Z1[0], A.T @ (A @ x[0]), rtol=0, atol=bound * np.abs(A).max())
+        _randomized_svd_on_the_workers(D, A, monkeypatch)
         # one worker process is killed: its blocks and its actor are lost; the next product falls
         # back to tasks, and dask recomputes the lost blocks from their lineage
         victim = sorted(client.scheduler_info()["workers"])[0]
@@ -342,3 +365,30 @@ def test_products_on_a_cluster_equal_the_in_memory_ones_and_survive_a_lost_worke
         assert g._products.actors is None
         np.testing.assert_allclose(Z2[0], Z[0], rtol=0, atol=bound * np.abs(A).max())
         np.testing.assert_allclose(Y2, Y, rtol=0, atol=2 * bound)  # another process: rounding only
+        _randomized_svd_on_the_workers(D, A, monkeypatch)  # the lost blocks come back from their lineage
+
+
+def test_a_block_held_by_several_workers_goes_to_the_least_loaded():
+    futures = [types.SimpleNamespace(key=f"b{i}") for i in range(8)]
+    nthreads = {"w1": 1, "w2": 1}
+    # a computation left block 6 on both workers and moved block 7 to w1: w1 holds 0-3 and 7 alone
+    holders = {f"b{i}": ("w1",) if i < 4 or i == 7 else ("w2",) for i in range(8)}
+    holders["b6"] = ("w1", "w2")
+    groups = _dask._groups_where_held(futures, holders, nthreads)
+    assert groups == {("w1", 0): [0, 1, 2, 3, 7], ("w2", 0): [4, 5, 6]}
+    holders["b5"] = ("w2", "w1")  # listed order does not matter: w2 has fewer sole blocks
+    assert _dask._groups_where_held(futures, holders, nthreads) == groups
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_max_min_and_sum_of_squares_in_one_read_match_numpy(dtype, order):
+    A = np.asarray(_gaussian((700, 900), dtype, seed=13) * 3.0, order=order)
+    D = da.from_array(A, chunks=(300, 400))
+    hi, lo, sumsq = _dask.max_min_sumsq(D)
+    A64 = A.astype(np.float64)
+    assert (hi, lo) == (A64.max(), A64.min())
+    assert abs(sumsq - np.sum(A64**2)) <= 1e-13 * np.sum(A64**2)  # summed in float64 whatever the dtype
+    A[650, 3] = np.nan
+    hi, lo, _ = _dask.max_min_sumsq(da.from_array(A, chunks=(300, 400)))
+    assert np.isnan(hi) and np.isnan(lo)

@@ -115,6 +115,47 @@ def test_randomized_svd_target_matrix_accuracy_and_estimate():
     np.testing.assert_allclose(res.s, ref, rtol=0.02)
 
 
+def test_randomized_svd_error_is_exact_where_resolved_and_probed_elsewhere():
+    from linalg_lowrank import config
+
+    r, p, d = 10, 10, config.LOWRANK_N_PROBES
+    # float64 with a remainder far above rounding: ||A||_F^2 - ||Q^T A||_F^2, no probe product
+    A, s = _decaying(400, 250, seed=5)
+    res = randomized_svd(A, r, n_power_iter=1, rng=0)
+    err = np.linalg.norm(A - res.to_array())
+    assert res.error_bound_failure == 0 and res.n_matvecs == 2 * (r + p) * 2
+    assert np.sqrt(np.sum(s[r:] ** 2)) <= err <= res.error_bound
+    # the estimate is the error up to the rounding allowance the bound adds
+    assert abs(res.error_estimate**2 - err**2) <= res.error_bound**2 - res.error_estimate**2
+    assert res.error_bound <= (1 + 1e-6) * err
+    # rank 5 and r = 10: the remainder is rounding, which the difference cannot resolve: probes
+    L = from_spectrum(np.r_[np.ones(5), np.zeros(245)], 400, 250, 1)
+    res = randomized_svd(L, r, n_power_iter=1, rng=0)
+    assert res.error_bound_failure == config.LOWRANK_ERROR_BOUND_FAILURE and res.n_matvecs == 2 * (r + p) * 2 + d
+    assert np.linalg.norm(L - res.to_array()) <= res.error_bound <= 1e-12
+    # float32: its rounding allowance is larger than the remainder here: probes
+    res = randomized_svd(A.astype(np.float32), r, n_power_iter=1, rng=0)
+    assert res.error_bound_failure == config.LOWRANK_ERROR_BOUND_FAILURE
+    assert np.linalg.norm(A - res.to_array().astype(np.float64)) <= res.error_bound
+
+
+@pytest.mark.parametrize(
+    "spectrum",
+    [0.8 ** np.arange(250), 1.0 / np.arange(1, 251), 0.99 ** np.arange(250), np.arange(1, 251) ** -0.5],
+    ids=["0.8^j", "1/j", "0.99^j", "1/sqrt(j)"],
+)
+@pytest.mark.parametrize("r", [5, 20])
+def test_randomized_svd_auto_power_stops_where_another_step_gains_little(spectrum, r):
+    from linalg_lowrank import config
+
+    A = from_spectrum(spectrum, 500, 250, 3)
+    auto = randomized_svd(A, r, rng=1)
+    more = randomized_svd(A, r, n_power_iter=auto.n_iter + 1, rng=1)  # the same sketch, one step further
+    err_auto, err_more = (np.linalg.norm(A - res.to_array()) for res in (auto, more))
+    assert err_auto <= (1 + 2 * config.LOWRANK_AUTO_POWER_RTOL) * err_more
+    assert auto.n_iter <= config.LOWRANK_AUTO_POWER_MAX
+
+
 def test_randomized_svd_same_seed_same_answer_and_float32():
     A, _ = _decaying(80, 50, seed=1, dtype=np.float32)
     B = A.copy()
