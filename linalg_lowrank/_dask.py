@@ -91,21 +91,21 @@ def max_min_sumsq(A):
 
 
 def _block_max_min_sumsq(block):
-    """(max, min, float64 sum of squares) of one block, a row chunk of about 2 MB at a time.
+    """(max, min, float64 sum of squares) of one block, a chunk of 2 MB at a time.
 
     Each chunk is read from memory once and stays in cache for the three reductions (dask's
-    ``max``, ``min`` and ``sum`` of the squares are three passes and a squared copy of the block).
+    ``max``, ``min`` and ``sum`` of the squares are three passes and a squared copy of the
+    block); the squares are added as `_scaling.sum_of_squares` adds them.
     """
-    if block.size == 0:
-        return -math.inf, math.inf, 0.0
-    his, los, sums = [], [], []
-    step = max(1, (1 << 18) // block.shape[-1])
+    from ._scaling import float64_chunks
+
+    his, los, sums = [-math.inf], [math.inf], []
     with np.errstate(all="ignore"):
-        for i in range(0, block.shape[0], step):
-            chunk = np.ravel(np.asarray(block[i : i + step], dtype=np.float64))
-            his.append(chunk.max())
-            los.append(chunk.min())
-            sums.append(np.dot(chunk, chunk))
+        for chunk in float64_chunks(np.asarray(block)):
+            if chunk.size:
+                his.append(chunk.max())
+                los.append(chunk.min())
+                sums.append(float(np.dot(chunk, chunk)))
     return float(np.max(his)), float(np.min(los)), math.fsum(sums)  # np.max: a NaN stays NaN
 
 

@@ -59,3 +59,44 @@ def unscale(x, e, dtype, what):
         return x64.astype(dtype, copy=False)
     ie = math.floor(e)
     return np.ldexp(x64 * 2.0 ** (e - ie), ie).astype(dtype, copy=False)
+
+
+#: `sum_of_squares` adds float64 dot products of at most this many entries with `math.fsum`, so
+#: its relative error is at most SUMSQ_CHUNK * eps(float64) (2.9e-11) whatever the array's size.
+SUMSQ_CHUNK = 1 << 18
+
+
+def float64_chunks(a):
+    """The entries of a 1-D or 2-D array as float64 flat chunks of at most SUMSQ_CHUNK, in order.
+
+    A contiguous array is cut in its memory order without a copy (float64) or converted into one
+    reused buffer (float32: a fresh 2 MB array per chunk would cost a page fault per page); other
+    views go by rows, copying a chunk's rows. Each chunk is valid until the next is asked for.
+    """
+    buffer = None
+
+    def as_float64(piece):
+        nonlocal buffer
+        if piece.dtype == np.float64:
+            return piece
+        if buffer is None:
+            buffer = np.empty(SUMSQ_CHUNK)
+        out = buffer[: piece.size]
+        np.copyto(out, piece)
+        return out
+
+    if a.ndim <= 1 or a.flags.c_contiguous or a.flags.f_contiguous:
+        flat = a.ravel(order="K")
+        for i in range(0, flat.size, SUMSQ_CHUNK):
+            yield as_float64(flat[i : i + SUMSQ_CHUNK])
+        return
+    rows = max(1, SUMSQ_CHUNK // max(1, a.shape[1]))
+    for i in range(0, a.shape[0], rows):
+        flat = np.ravel(a[i : i + rows])
+        for j in range(0, flat.size, SUMSQ_CHUNK):
+            yield as_float64(flat[j : j + SUMSQ_CHUNK])
+
+
+def sum_of_squares(a):
+    """||a||_F^2 summed in float64 to a relative error of at most SUMSQ_CHUNK * eps(float64)."""
+    return math.fsum(float(np.dot(c, c)) for c in float64_chunks(a))

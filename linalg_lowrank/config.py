@@ -111,7 +111,7 @@ LOWRANK_AUTO_POWER_RTOL = 5e-3
 LOWRANK_AUTO_POWER_MAX = 8
 #: Fixed rank: the part of ||A||_F^2 the sketch missed is taken as ||A||_F^2 - ||Q^T A||_F^2 (exact,
 #: no probe product) when it is at least this many times its rounding allowance
-#: ((l + 2 sqrt(l)) max(M, N) + M N) eps ||A||_F^2; the probes estimate it otherwise.
+#: ((l + 2 sqrt(l)) max(M, N) eps + 2^18 eps64) ||A||_F^2; the probes estimate it otherwise.
 LOWRANK_EXACT_RESIDUAL_MARGIN = 100.0
 #: Power steps per block of the adaptive (``tol``) range finder when ``n_power_iter="auto"``.
 LOWRANK_ADAPTIVE_POWER_ITER = 2

@@ -486,8 +486,10 @@ def randomized_svd(A, r=None, *, n_oversamples=10, n_power_iter="auto", rng=None
     :math:`\\|A - Q B_k\\|_F^2 = \\|(I - QQ^T)A\\|_F^2 + \\sum_{j>k}\\sigma_j(B)^2`.
     The second term is known exactly. With a fixed rank so is the first,
     :math:`\\|A\\|_F^2 - \\|B\\|_F^2`, when it is at least 100 times its rounding allowance
-    :math:`((\\ell + 2\\sqrt\\ell)\\max(M, N) + MN)\\,\\epsilon\\|A\\|_F^2` (added to ``error_bound``;
-    ``error_bound_failure`` is then 0). Otherwise it is estimated from d = 20 Gaussian probes,
+    :math:`((\\ell + 2\\sqrt\\ell)\\max(M, N)\\,\\epsilon + \\delta)\\|A\\|_F^2`, :math:`\\delta` the summation
+    error of :math:`\\|A\\|_F^2` (:math:`2^{18}\\epsilon_{64}` in float64, :math:`MN\\epsilon_{32}` for a
+    float32 array), which is added to ``error_bound`` (``error_bound_failure`` is then 0).
+    Otherwise it is estimated from d = 20 Gaussian probes,
     :math:`\\|(I-QQ^T)AG\\|_F^2/d`, whose ratio to the truth is at least
     :math:`\\chi^2_{d}/d` in distribution, which gives ``error_bound``.
 
@@ -570,8 +572,8 @@ def _exact_residual2(ops, s64):
     s64 are the singular values of B = Q^T A, so ||B||_F^2 = sum s64^2. Rounding moves the
     difference by at most the allowance: B = fl(A^T Q) is off by m eps ||A||_F ||Q||_F (||Q||_F^2 = l),
     which moves ||B||_F^2 by 2 sqrt(l) m eps ||A||_F^2; Q is orthonormal to l m eps (Householder),
-    which moves it by l m eps ||A||_F^2; and the sum of squares behind ||A||_F^2 is off by at most
-    m n eps ||A||_F^2 (m taken as max(M, N)). None when ||A||_F is not known (operators) or the
+    which moves it by l m eps ||A||_F^2 (m taken as max(M, N)); and ||A||_F^2 is off by at most
+    `Operator.fro2_rounding` of itself. None when ||A||_F is not known (operators) or the
     difference is not ``config.LOWRANK_EXACT_RESIDUAL_MARGIN`` times the allowance: the probes
     resolve small remainders better.
     """
@@ -579,8 +581,8 @@ def _exact_residual2(ops, s64):
     if fro2 is None:
         return None
     ell = s64.size
-    m, n = ops.shape
-    allowance = ((ell + 2 * math.sqrt(ell)) * max(m, n) + m * n) * float(np.finfo(ops.dtype).eps) * fro2
+    rounding = (ell + 2 * math.sqrt(ell)) * max(ops.shape) * float(np.finfo(ops.dtype).eps)
+    allowance = (rounding + ops.op.fro2_rounding()) * fro2
     resid2 = fro2 - float(np.sum(s64**2))
     if not resid2 >= config.LOWRANK_EXACT_RESIDUAL_MARGIN * allowance:
         return None

@@ -139,6 +139,21 @@ def test_randomized_svd_error_is_exact_where_resolved_and_probed_elsewhere():
     assert np.linalg.norm(A - res.to_array().astype(np.float64)) <= res.error_bound
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sum_of_squares_is_summed_in_float64_to_its_stated_bound(dtype):
+    import math
+
+    from linalg_lowrank._scaling import SUMSQ_CHUNK, sum_of_squares
+
+    g = np.random.default_rng(9)
+    A = (g.standard_normal((700, 800)) * 1e3 + 1e4).astype(dtype)  # large mean: float32 sums would drift
+    cases = [A, np.asfortranarray(A), A[::3, 5:], A.ravel(), A.ravel()[:5], (g.standard_normal((2, 300000))).astype(dtype)]
+    for a in cases:
+        exact = math.fsum((np.asarray(a, dtype=np.float64).ravel() ** 2).tolist())
+        assert abs(sum_of_squares(a) - exact) <= SUMSQ_CHUNK * np.finfo(np.float64).eps * exact
+    assert sum_of_squares(np.zeros((0, 3), dtype)) == 0.0
+
+
 @pytest.mark.parametrize(
     "spectrum",
     [0.8 ** np.arange(250), 1.0 / np.arange(1, 251), 0.99 ** np.arange(250), np.arange(1, 251) ** -0.5],
