@@ -408,16 +408,13 @@ class RowBasis:
         self.client = client
         futures, groups, _ = _placement(client, B)
         self.dtype = np.dtype(B.dtype)
-        # the blocks of each group as one object held by its worker: dask brings the blocks it lacks
-        # once, and the copy stays there for every step (a moved block would otherwise be fetched
-        # again whenever the memory manager drops the replica)
         self.workers = [w for (w, _), _ in groups]
         self.blocks = [part for _, part in groups]  # a worker's blocks need not be consecutive
         self.offsets = np.cumsum([0] + [int(c) for c in B.chunks[0]])
-        self.held = [
-            client.submit(_held, *[futures[i] for i in part], workers=None if w is None else [w], pure=False)
-            for w, (_, part) in zip(self.workers, groups, strict=True)
-        ]
+        # each task gets its group's block futures: where the blocks are held, nothing moves. (A task
+        # returning them as one object would keep moved blocks for good, but dask would count the
+        # blocks already held twice against the worker's memory limit and start spilling.)
+        self.held = [[futures[i] for i in part] for part in self.blocks]
         self.parts = None  # futures of (Q_g, A_g^T Q_g) after a step
 
     @classmethod
@@ -439,7 +436,7 @@ class RowBasis:
         import scipy.linalg
 
         Xf = self.client.scatter(X, broadcast=True) if X.nbytes > 1 << 20 else X
-        parts = [self._on(_range_qr, held, Xf, worker=w) for held, w in zip(self.held, self.workers, strict=True)]
+        parts = [self._on(_range_qr, Xf, *held, worker=w) for held, w in zip(self.held, self.workers, strict=True)]
         Rs = self.client.gather([self._on(_second, p, worker=w) for p, w in zip(parts, self.workers, strict=True)])
         if not all(np.isfinite(R).all() for R in Rs):
             return None, None
@@ -448,7 +445,7 @@ class RowBasis:
             Q2 = scipy.linalg.qr(stacked, mode="economic", check_finite=False)[0]
         bounds = np.cumsum([0] + [R.shape[0] for R in Rs])
         self.parts = [
-            self._on(_corange, p, Q2[lo:hi], held, worker=w)
+            self._on(_corange, p, Q2[lo:hi], *held, worker=w)
             for p, lo, hi, held, w in zip(parts, bounds[:-1], bounds[1:], self.held, self.workers, strict=True)
         ]
         Zs = self.client.gather([self._on(_second, p, worker=w) for p, w in zip(self.parts, self.workers, strict=True)])
@@ -470,10 +467,6 @@ class RowBasis:
         return out
 
 
-def _held(*blocks):
-    return blocks
-
-
 def _second(pair):
     return pair[1]
 
@@ -482,7 +475,7 @@ def _first_times(pair, M):
     return pair[0] @ M
 
 
-def _range_qr(blocks, X):
+def _range_qr(X, *blocks):
     """(Q1, R): the QR of this group's rows of A X; R is NaN when A X is not finite (the client names why)."""
     import scipy.linalg
 
@@ -495,7 +488,7 @@ def _range_qr(blocks, X):
     return scipy.linalg.qr(Y, mode="economic", check_finite=False, overwrite_a=True)
 
 
-def _corange(part, Q2, blocks):
+def _corange(part, Q2, *blocks):
     """(Q_g, A_g^T Q_g): this group's rows of the basis and their share of A^T Q."""
     Q = part[0] @ Q2
     Z, lo = None, 0

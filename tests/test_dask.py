@@ -347,6 +347,7 @@ def test_products_on_a_cluster_equal_the_in_memory_ones_and_survive_a_lost_worke
         client.who_has = lambda futures: {k: (first,) for k in real_who_has(futures)}
         try:
             g1 = _dask.DaskGram("A", D)
+            _randomized_svd_on_the_workers(D, A, monkeypatch)  # its tasks bring the blocks they lack
         finally:
             client.who_has = real_who_has
         assert {w for (w, _), _ in g1._products.groups} == workers and g1._products.actors is not None
