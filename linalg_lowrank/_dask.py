@@ -429,10 +429,15 @@ class RowBasis:
         return cls(client, B.persist())
 
     def _on(self, fn, *args, worker):
-        return self.client.submit(fn, *args, workers=None if worker is None else [worker], allow_other_workers=True, pure=False)
+        return self.client.submit(
+            fn, *args, workers=None if worker is None else [worker], allow_other_workers=True, pure=False
+        )
 
     def range_basis(self, X):
-        """(self, Z): Q, an orthonormal basis of range(A X), kept on the workers, and Z = A^T Q; (None, None) if A X is not finite."""
+        """(self, Z): self is Q, an orthonormal basis of range(A X) kept on the workers; Z = A^T Q.
+
+        (None, None) if A X is not finite (the caller names why).
+        """
         import scipy.linalg
 
         Xf = self.client.scatter(X, broadcast=True) if X.nbytes > 1 << 20 else X

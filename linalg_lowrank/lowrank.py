@@ -607,7 +607,11 @@ def _finish(ops, Q, Bt, k_choice, generator, seed, *, n_power_iter, tol, rmax, f
     exact = _exact_residual2(ops, s64) if k_choice is not None else None
     if exact is None:
         resid2 = _probe_error(ops, Q, Bt, G, dtype)
-        factor, failure, allowance = _bound_factor(d, config.LOWRANK_ERROR_BOUND_FAILURE), config.LOWRANK_ERROR_BOUND_FAILURE, 0.0
+        factor, failure, allowance = (
+            _bound_factor(d, config.LOWRANK_ERROR_BOUND_FAILURE),
+            config.LOWRANK_ERROR_BOUND_FAILURE,
+            0.0,
+        )
     else:  # no probability involved: the bound holds up to the rounding allowance added to it
         (resid2, allowance), factor, failure = exact, 1.0, 0.0
     tails = np.concatenate([np.cumsum((s64**2)[::-1])[::-1], [0.0]])  # tails[k] = sum_{j >= k} s_j^2

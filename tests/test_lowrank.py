@@ -147,7 +147,14 @@ def test_sum_of_squares_is_summed_in_float64_to_its_stated_bound(dtype):
 
     g = np.random.default_rng(9)
     A = (g.standard_normal((700, 800)) * 1e3 + 1e4).astype(dtype)  # large mean: float32 sums would drift
-    cases = [A, np.asfortranarray(A), A[::3, 5:], A.ravel(), A.ravel()[:5], (g.standard_normal((2, 300000))).astype(dtype)]
+    cases = [
+        A,
+        np.asfortranarray(A),
+        A[::3, 5:],
+        A.ravel(),
+        A.ravel()[:5],
+        (g.standard_normal((2, 300000))).astype(dtype),
+    ]
     for a in cases:
         exact = math.fsum((np.asarray(a, dtype=np.float64).ravel() ** 2).tolist())
         assert abs(sum_of_squares(a) - exact) <= SUMSQ_CHUNK * np.finfo(np.float64).eps * exact
