@@ -313,6 +313,10 @@ def _randomized_svd_on_the_workers(D, A, monkeypatch):
     err = np.linalg.norm(A - np.asarray(ours.U) * ours.s @ ours.Vt)
     assert np.sqrt(np.sum(s[6:] ** 2)) <= err <= ours.error_bound
     np.testing.assert_allclose(np.asarray(ours.U).T @ np.asarray(ours.U), np.eye(6), rtol=0, atol=1e-12)
+    bad = A.copy()
+    bad[3, 4] = np.nan
+    with pytest.raises(ValueError, match="`A` must be finite"):
+        ll.randomized_svd(da.from_array(bad, chunks=D.chunks).persist(), 6, rng=2)
 
 
 def test_products_on_a_cluster_equal_the_in_memory_ones_and_survive_a_lost_worker(monkeypatch):
