@@ -426,6 +426,9 @@ class RowBasis:
         B = A.rechunk({1: -1})
         if B.nbytes > config.DASK_PERSIST_FRACTION * _memory_available():
             return None  # re-read from its source each pass: dask's graph of products does that
+        threads = sum(client.nthreads().values())
+        if B.numblocks[0] < threads <= B.shape[0]:  # chunked by columns only: a row block per thread
+            B = B.rechunk({0: -(-B.shape[0] // threads)})
         return cls(client, B.persist())
 
     def _on(self, fn, *args, worker):

@@ -358,6 +358,10 @@ def test_products_on_a_cluster_equal_the_in_memory_ones_and_survive_a_lost_worke
         _, Z1 = g1.gram(x, np.arange(1))
         np.testing.assert_allclose(Z1[0], A.T @ (A @ x[0]), rtol=0, atol=bound * np.abs(A).max())
         _randomized_svd_on_the_workers(D, A, monkeypatch)
+        # chunked by columns only: the rows are cut into a block per worker thread
+        by_columns = da.from_array(A, chunks=(-1, 32)).persist()
+        assert _dask.RowBasis.on_cluster(by_columns).offsets.tolist() == [0, 200, 400]
+        _randomized_svd_on_the_workers(by_columns, A, monkeypatch)
         # one worker process is killed: its blocks and its actor are lost; the next product falls
         # back to tasks, and dask recomputes the lost blocks from their lineage
         victim = sorted(client.scheduler_info()["workers"])[0]
