@@ -490,13 +490,12 @@ class Operator:
         if self._fro2 is None:  # kept: the families ask more than once
             if self.kind in ("dense", "sparse"):
                 values = self.array if self.kind == "dense" else self.data.data
-                if values.dtype == np.float64:
-                    self._fro2 = sum_of_squares(values)
-                elif values.flags.forc:  # BLAS's float32 dot: 4x faster than converting; see fro2_rounding
+                if values.dtype != np.float64 and values.flags.forc:
+                    # BLAS's float32 dot: 4x faster than converting to float64; see fro2_rounding
                     flat = values.ravel(order="K")
                     self._fro2 = float(np.dot(flat, flat))
-                else:  # a strided view: no copy
-                    self._fro2 = float(np.linalg.norm(values) ** 2)
+                else:  # float64, or a strided view (converted a chunk at a time, never copied whole)
+                    self._fro2 = sum_of_squares(values)
             elif self.kind == "dask":  # one pass; float64 sums of the squares, as `sum_of_squares` adds them
                 self._fro2 = _dask_module().max_min_sumsq(self.data)[2]
         return self._fro2
@@ -508,7 +507,6 @@ class Operator:
         if self.kind == "dask" or self.dtype == np.float64:
             return SUMSQ_CHUNK * float(np.finfo(np.float64).eps)
         return math.prod(self.shape) * float(np.finfo(self.dtype).eps)
-        return None
 
     def max_abs(self):
         """max |A| for sparse data (cheap), else None."""
