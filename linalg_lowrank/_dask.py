@@ -587,11 +587,8 @@ class DaskGram(_operators._GramBase):
 
     def rescale(self):
         """Choose the exponent from max|A| (one pass on the workers; only after a product showed the need)."""
-        import dask
-
-        with np.errstate(all="ignore"):
-            lo, hi = dask.compute(self._B.min(), self._B.max())
-        amax = max(float(hi), -float(lo))
+        hi, lo, _ = max_min_sumsq(self._B)
+        amax = max(hi, -lo)
         if not np.isfinite(amax):
             self.fail()
         self.set_exponent(_operators.exponent_of(np.array([amax])))
